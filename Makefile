@@ -1,0 +1,56 @@
+# mlff-md: `make run` sets up, builds and runs the default example;
+# `make test` sets up and runs every test. Both are idempotent.
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+BIN := target/release/mlff-md
+RUN_CONFIG ?= configs/ensemble.toml
+
+# torch-sys asks the venv's python for libtorch; the bundled HDF5 needs its cmake.
+export VIRTUAL_ENV := $(VENV)
+export PATH := $(VENV)/bin:$(PATH)
+export CMAKE := $(VENV)/bin/cmake
+export LIBTORCH_USE_PYTORCH := 1
+
+.PHONY: setup build run test validate models systems fmt lint clean
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: python/requirements.txt
+	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
+	@command -v c++ >/dev/null || { apt-get update -qq && apt-get install -y -qq g++ make; }
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r python/requirements.txt
+	touch $@
+
+build: setup
+	cargo build --release
+
+run: build
+	$(BIN) run $(RUN_CONFIG) --overwrite
+
+validate: build
+	for c in configs/*.toml; do $(BIN) validate $$c || exit 1; done
+
+test: setup
+	cargo test --release
+	$(PY) python/check_outputs.py $(BIN)
+
+# Regenerate the committed test models and molecules (not needed to build or test).
+models: setup
+	$(PY) python/make_test_models.py
+
+systems: setup
+	$(PY) -m pip install -q rdkit
+	$(PY) python/build_systems.py
+
+fmt:
+	cargo fmt --all
+
+lint: setup
+	cargo fmt --all -- --check
+	cargo clippy --release --all-targets -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf out

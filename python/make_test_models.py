@@ -1,0 +1,165 @@
+"""Export the small TorchScript models used by tests and examples.
+
+    python python/make_test_models.py            # writes models/ and tests/data/
+
+models/morse_test.pt
+    A pairwise Morse potential that honours the mlff-md model interface:
+    forward(atomic_numbers int64[N], positions float[N,3] (Å), batch int64[N])
+    -> energies[n_structures] (eV). Every pair of atoms *within one structure*
+    interacts with D_e = 0.8 eV, a = 1.8 1/Å and r_e = the sum of the two
+    elements' covalent radii. It is a toy (it has no angles, so molecules fold
+    into compact clusters), but it is smooth, cheap, real TorchScript, handles
+    any mix of molecules in one batch, and works in float32 and float64.
+    It exports `supported_elements()` (the atomic numbers it has radii for)
+    and `metadata()` (a JSON string), which mlff-md reads when present.
+
+tests/data/bad_signature.pt, bad_shape.pt, nan_energy.pt
+    Deliberately broken models for the error-handling tests.
+"""
+
+import json
+import os
+import sys
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Covalent radii in Å (Cordero et al., Dalton Trans. 2008) for H..Ar.
+COVALENT_RADII = {
+    1: 0.31, 2: 0.28, 3: 1.28, 4: 0.96, 5: 0.84, 6: 0.76, 7: 0.71, 8: 0.66,
+    9: 0.57, 10: 0.58, 11: 1.66, 12: 1.41, 13: 1.21, 14: 1.11, 15: 1.07,
+    16: 1.05, 17: 1.02, 18: 1.06,
+}
+
+
+class MorsePairModel(torch.nn.Module):
+    def __init__(self, depth: float = 0.8, stiffness: float = 1.8):
+        super().__init__()
+        radii = torch.zeros(max(COVALENT_RADII) + 1, dtype=torch.float64)
+        for z, r in COVALENT_RADII.items():
+            radii[z] = r
+        self.register_buffer("radii", radii)
+        self.depth = depth
+        self.stiffness = stiffness
+        self.elements = sorted(COVALENT_RADII)
+        self.meta = json.dumps(
+            {
+                "name": "morse_test",
+                "description": "pairwise Morse toy potential for tests (not physical)",
+                "energy_unit": "eV",
+                "length_unit": "angstrom",
+                "licence": "MIT",
+            }
+        )
+
+    @torch.jit.export
+    def supported_elements(self) -> list[int]:
+        return self.elements
+
+    @torch.jit.export
+    def metadata(self) -> str:
+        return self.meta
+
+    def forward(
+        self, atomic_numbers: torch.Tensor, positions: torch.Tensor, batch: torch.Tensor
+    ) -> torch.Tensor:
+        n_total = positions.shape[0]
+        n_struct = int(batch.max().item()) + 1
+        counts = torch.bincount(batch, minlength=n_struct)
+        max_n = int(counts.max().item())
+        first = torch.cumsum(counts, 0) - counts
+        local = torch.arange(n_total, device=positions.device) - first[batch]
+        # Pad the flat batch into [S, max_n, 3]; index_put is out of place so
+        # gradients flow back to `positions`.
+        padded = positions.new_zeros((n_struct, max_n, 3)).index_put(
+            (batch, local), positions
+        )
+        valid = torch.zeros((n_struct, max_n), dtype=torch.bool, device=positions.device)
+        valid = valid.index_put((batch, local), torch.ones_like(batch, dtype=torch.bool))
+        radius = torch.zeros((n_struct, max_n), dtype=positions.dtype, device=positions.device)
+        radius = radius.index_put((batch, local), self.radii.to(positions.dtype)[atomic_numbers])
+
+        diff = padded.unsqueeze(2) - padded.unsqueeze(1)
+        upper = torch.triu(torch.ones((max_n, max_n), dtype=torch.bool, device=positions.device), 1)
+        mask = valid.unsqueeze(2) & valid.unsqueeze(1) & upper
+        r2 = (diff * diff).sum(-1)
+        # Masked pairs get r = 1 so the sqrt has a finite gradient; their energy is zeroed.
+        r = torch.sqrt(torch.where(mask, r2, torch.ones_like(r2)))
+        r_e = radius.unsqueeze(2) + radius.unsqueeze(1)
+        x = 1.0 - torch.exp(-self.stiffness * (r - r_e))
+        pair = self.depth * (x * x - 1.0)
+        pair = torch.where(mask, pair, torch.zeros_like(pair))
+        return pair.sum((1, 2))
+
+
+class BadSignature(torch.nn.Module):
+    def forward(self, positions: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        return (positions * positions).sum()
+
+
+class BadShape(torch.nn.Module):
+    """Returns per-atom energies instead of per-structure ones."""
+
+    def forward(
+        self, atomic_numbers: torch.Tensor, positions: torch.Tensor, batch: torch.Tensor
+    ) -> torch.Tensor:
+        return (positions * positions).sum(-1)
+
+
+class NanEnergy(torch.nn.Module):
+    def forward(
+        self, atomic_numbers: torch.Tensor, positions: torch.Tensor, batch: torch.Tensor
+    ) -> torch.Tensor:
+        n_struct = int(batch.max().item()) + 1
+        e = torch.zeros(n_struct, dtype=positions.dtype).index_add(
+            0, batch, (positions * positions).sum(-1)
+        )
+        return e * float("nan")
+
+
+def save(module: torch.nn.Module, path: str) -> None:
+    scripted = torch.jit.script(module)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    scripted.save(path)
+    print(f"wrote {os.path.relpath(path, ROOT)}")
+
+
+def self_check(path: str) -> None:
+    """The exported model gives the same energies batched and one by one, and
+    forces that match finite differences."""
+    model = torch.jit.load(path)
+    torch.manual_seed(0)
+    pos = (torch.rand(7, 3, dtype=torch.float64) * 3.0)
+    z = torch.tensor([8, 1, 1, 6, 1, 1, 1])
+    batch = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    e = model(z, pos, batch)
+    e0 = model(z[:3], pos[:3], torch.zeros(3, dtype=torch.long))
+    e1 = model(z[3:], pos[3:], torch.zeros(4, dtype=torch.long))
+    assert torch.allclose(e, torch.cat([e0, e1])), (e, e0, e1)
+    p = pos.clone().requires_grad_(True)
+    f = -torch.autograd.grad(model(z, p, batch).sum(), p)[0]
+    h = 1e-6
+    for i, k in [(0, 0), (4, 2)]:
+        dp = torch.zeros_like(pos)
+        dp[i, k] = h
+        fd = -(model(z, pos + dp, batch).sum() - model(z, pos - dp, batch).sum()) / (2 * h)
+        assert abs(fd - f[i, k]) < 1e-6 * max(1.0, abs(float(fd))), (fd, f[i, k])
+
+
+def main() -> int:
+    morse = os.path.join(ROOT, "models", "morse_test.pt")
+    save(MorsePairModel(), morse)
+    self_check(morse)
+    data = os.path.join(ROOT, "tests", "data")
+    save(BadSignature(), os.path.join(data, "bad_signature.pt"))
+    save(BadShape(), os.path.join(data, "bad_shape.pt"))
+    save(NanEnergy(), os.path.join(data, "nan_energy.pt"))
+    with open(os.path.join(data, "not_torchscript.pt"), "w") as f:
+        f.write("this is not a TorchScript archive\n")
+    print("self-check passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

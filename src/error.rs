@@ -1,0 +1,89 @@
+//! The crate's error type: every failure a user can cause names the file (and,
+//! for configs, the line and key) and what was expected.
+
+use std::path::{Path, PathBuf};
+
+/// Errors raised at the boundary of the engine (input files, models, output).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration file that cannot be parsed or fails validation.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Config {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A structure file that cannot be read or describes an unusable system.
+    #[error("structure {}: {message}", path.display())]
+    Structure { path: PathBuf, message: String },
+    /// A model file that is missing, not TorchScript, or breaks the interface.
+    #[error("model {}: {message}", path.display())]
+    Model { path: PathBuf, message: String },
+    /// An invalid option that is not tied to a file (command line, API use).
+    #[error("{0}")]
+    Invalid(String),
+    /// A failure writing outputs.
+    #[error("output {}: {message}", path.display())]
+    Output { path: PathBuf, message: String },
+    /// A libtorch failure during the run.
+    #[error("torch error while {context}: {source}")]
+    Torch {
+        context: String,
+        #[source]
+        source: tch::TchError,
+    },
+    /// The simulation itself went wrong (non-finite energies, ...).
+    #[error("simulation: {0}")]
+    Simulation(String),
+}
+
+impl Error {
+    /// Exit status for the command line: 2 for bad input, 1 for run-time failures.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config { .. }
+            | Error::Structure { .. }
+            | Error::Model { .. }
+            | Error::Invalid(_) => 2,
+            Error::Output { .. } | Error::Torch { .. } | Error::Simulation(_) => 1,
+        }
+    }
+
+    pub fn structure(path: &Path, message: impl Into<String>) -> Self {
+        Error::Structure {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+
+    pub fn model(path: &Path, message: impl Into<String>) -> Self {
+        Error::Model {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+
+    pub fn output(path: &Path, message: impl std::fmt::Display) -> Self {
+        Error::Output {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attach a context to a libtorch error.
+pub trait TorchContext<T> {
+    fn torch_context(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> TorchContext<T> for Result<T, tch::TchError> {
+    fn torch_context(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Torch {
+            context: context(),
+            source,
+        })
+    }
+}

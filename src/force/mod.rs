@@ -1,0 +1,67 @@
+//! Force providers: anything that maps the batched positions to one energy per
+//! member and the forces on every atom. Providers know nothing of integrators.
+
+use tch::Tensor;
+
+use crate::error::Result;
+use crate::state::BatchState;
+
+pub mod analytic;
+pub mod torchscript;
+
+pub use analytic::{Harmonic, LennardJones};
+pub use torchscript::TorchScriptModel;
+
+/// Energies and forces of the whole batch from one evaluation.
+pub struct ForceOutput {
+    /// [R] float64, eV.
+    pub energies: Tensor,
+    /// [R*N, 3] in the state's precision, eV/Å.
+    pub forces: Tensor,
+}
+
+pub trait ForceProvider {
+    /// One line for logs and metadata.
+    fn describe(&self) -> String;
+
+    /// Evaluate every member of the batch at `state.positions` in one call.
+    /// Must not synchronise with the host: checks of values (finiteness)
+    /// happen where observables are pulled.
+    fn compute(&self, state: &BatchState) -> Result<ForceOutput>;
+
+    /// Elements the provider can handle, if it says (None = any).
+    fn supported_elements(&self) -> Option<Vec<i64>> {
+        None
+    }
+}
+
+/// Evaluate energies and forces and store them in the state.
+pub fn update_forces(state: &mut BatchState, provider: &dyn ForceProvider) -> Result<()> {
+    let out = provider.compute(state)?;
+    state.energies = out.energies;
+    state.forces = out.forces;
+    Ok(())
+}
+
+/// Forces by autograd of a per-member energy function: one backward for the
+/// whole batch. `energy` maps positions (requiring grad) to energies [R].
+pub(crate) fn autograd_forces(
+    positions: &Tensor,
+    energy: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    tch::with_grad(|| {
+        let x = positions.detach().set_requires_grad(true);
+        let e = energy(&x)?;
+        let grads = Tensor::f_run_backward(&[e.sum(None)], &[&x], false, false).map_err(|source| {
+            crate::error::Error::Torch {
+                context: "computing forces by autograd".into(),
+                source,
+            }
+        })?;
+        let forces = -grads
+            .into_iter()
+            .next()
+            .expect("run_backward returns one gradient per input");
+        Ok((e.detach(), forces))
+    })
+}

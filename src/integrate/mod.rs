@@ -1,0 +1,53 @@
+//! Integrators advance the batched state by one step on the device. They know
+//! nothing of files or reporters; they ask a force provider for forces.
+
+use tch::Tensor;
+
+use crate::error::Result;
+use crate::force::ForceProvider;
+use crate::state::BatchState;
+use crate::units::EV_PER_A_AMU_TO_A_PER_FS2;
+
+pub mod langevin;
+pub mod verlet;
+
+pub use langevin::Langevin;
+pub use verlet::VelocityVerlet;
+
+pub trait Integrator {
+    /// One line for logs and metadata.
+    fn describe(&self) -> String;
+
+    /// Advance one time step. On entry `state.forces` holds the forces at
+    /// `state.positions`; on return it holds those at the new positions.
+    fn step(&mut self, state: &mut BatchState, force: &dyn ForceProvider) -> Result<()>;
+
+    /// Time step in fs.
+    fn timestep(&self) -> f64;
+
+    /// Whether total momentum is conserved (it sets the degrees of freedom
+    /// used for the kinetic temperature: 3N − 3 if so, 3N otherwise).
+    fn conserves_momentum(&self) -> bool;
+}
+
+/// Degrees of freedom per member for the kinetic temperature.
+pub fn degrees_of_freedom(n_atoms: usize, integrator: &dyn Integrator) -> f64 {
+    let full = 3.0 * n_atoms as f64;
+    if integrator.conserves_momentum() && n_atoms > 1 {
+        full - 3.0
+    } else {
+        full
+    }
+}
+
+/// v ← v + (h/m) F, with h in fs (the "B" half-kick).
+pub(crate) fn kick(state: &mut BatchState, inv_mass: &Tensor, h: f64) {
+    let dv = &state.forces * inv_mass * (h * EV_PER_A_AMU_TO_A_PER_FS2);
+    state.velocities += dv;
+}
+
+/// x ← x + h v (the "A" drift).
+pub(crate) fn drift(state: &mut BatchState, h: f64) {
+    let dx = &state.velocities * h;
+    state.positions += dx;
+}

@@ -1,0 +1,7 @@
+//! Writing results: trajectories through chemfiles, observables in HDF5.
+
+pub mod observables;
+pub mod trajectory;
+
+pub use observables::ObservablesWriter;
+pub use trajectory::TrajectoryWriter;

@@ -1,0 +1,20 @@
+//! mlff-md: molecular dynamics of many replicas in lockstep with one batched
+//! libtorch call of a machine-learned force field per step.
+//!
+//! Layers (data flows one way): [`config`] → [`system`] (chemfiles) →
+//! [`state::BatchState`] on the device → [`integrate`] stepping with a
+//! [`force::ForceProvider`] → [`io`] reporters, wired together by [`run`].
+
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod force;
+pub mod integrate;
+pub mod io;
+pub mod rng;
+pub mod run;
+pub mod state;
+pub mod system;
+pub mod units;
+
+pub use error::{Error, Result};

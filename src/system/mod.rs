@@ -1,0 +1,219 @@
+//! Loading molecules through chemfiles: atoms, elements, masses, topology and
+//! one or more starting structures.
+//!
+//! All chemfiles conversion of *input* lives here; the engine only sees plain
+//! arrays (atomic numbers, masses, positions).
+
+use std::path::{Path, PathBuf};
+
+use chemfiles::{Frame, Trajectory};
+
+use crate::error::{Error, Result};
+
+/// A molecule with one or more starting structures (conformations).
+pub struct Molecule {
+    /// Atomic number of each atom.
+    pub atomic_numbers: Vec<i64>,
+    /// Mass of each atom in amu.
+    pub masses: Vec<f64>,
+    /// Atom names as read (e.g. "CA", "H1").
+    pub names: Vec<String>,
+    /// Starting structures, each `n_atoms` positions in Å.
+    pub structures: Vec<Vec<[f64; 3]>>,
+    /// The first frame read, with its topology (residues, bonds): the template
+    /// for every frame written.
+    pub template: Frame,
+    /// Non-fatal findings (e.g. overlapping atoms), for the log.
+    pub warnings: Vec<String>,
+    /// Files the structures came from.
+    pub sources: Vec<PathBuf>,
+}
+
+/// Distance under which two atoms are reported as overlapping, in Å.
+const OVERLAP_DISTANCE: f64 = 0.5;
+
+impl Molecule {
+    pub fn n_atoms(&self) -> usize {
+        self.atomic_numbers.len()
+    }
+
+    /// A molecule from plain arrays (element symbols, one structure), for
+    /// tests and programmatic use. Masses come from chemfiles' element data.
+    pub fn from_symbols(symbols: &[&str], positions: &[[f64; 3]]) -> Result<Molecule> {
+        if symbols.is_empty() || symbols.len() != positions.len() {
+            return Err(Error::Invalid(format!(
+                "{} symbols for {} positions",
+                symbols.len(),
+                positions.len()
+            )));
+        }
+        let mut frame = Frame::new();
+        for (s, p) in symbols.iter().zip(positions) {
+            frame.add_atom(&chemfiles::Atom::new(*s), *p, None);
+        }
+        let path = PathBuf::from("<arrays>");
+        let (atomic_numbers, masses, names) = atoms_of(&frame, &path)?;
+        let mut m = Molecule {
+            atomic_numbers,
+            masses,
+            names,
+            structures: vec![positions.to_vec()],
+            template: frame,
+            warnings: vec![],
+            sources: vec![path],
+        };
+        m.warnings = overlap_warnings(&m);
+        Ok(m)
+    }
+
+    /// Read every frame of every file; all must describe the same atoms.
+    pub fn load(paths: &[PathBuf]) -> Result<Molecule> {
+        let mut molecule: Option<Molecule> = None;
+        for path in paths {
+            for frame in read_frames(path)? {
+                let (z, masses, names) = atoms_of(&frame, path)?;
+                let positions = frame.positions().to_vec();
+                match molecule.as_mut() {
+                    None => {
+                        let mut template = frame;
+                        if template.topology().bonds_count() == 0 {
+                            // XYZ and CONECT-less PDB files carry no bonds; writing
+                            // them into the topology PDB lets viewers draw the molecule.
+                            template.guess_bonds().map_err(|e| {
+                                Error::structure(path, format!("cannot guess bonds: {}", e.message))
+                            })?;
+                        }
+                        molecule = Some(Molecule {
+                            atomic_numbers: z,
+                            masses,
+                            names,
+                            structures: vec![positions],
+                            template,
+                            warnings: vec![],
+                            sources: vec![path.clone()],
+                        });
+                    }
+                    Some(m) => {
+                        if z != m.atomic_numbers {
+                            return Err(Error::structure(
+                                path,
+                                format!(
+                                    "describes different atoms ({} atoms) than {} ({} atoms); all starting structures must be the same molecule in the same atom order",
+                                    z.len(),
+                                    m.sources[0].display(),
+                                    m.n_atoms()
+                                ),
+                            ));
+                        }
+                        m.structures.push(positions);
+                        if !m.sources.contains(path) {
+                            m.sources.push(path.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let mut molecule =
+            molecule.ok_or_else(|| Error::Invalid("no structure file given".to_string()))?;
+        molecule.warnings = overlap_warnings(&molecule);
+        Ok(molecule)
+    }
+}
+
+fn read_frames(path: &Path) -> Result<Vec<Frame>> {
+    if !path.exists() {
+        return Err(Error::structure(path, "file not found"));
+    }
+    if path.is_dir() {
+        return Err(Error::structure(path, "is a directory, expected a structure file"));
+    }
+    let mut trajectory = Trajectory::open(path, 'r').map_err(|e| {
+        Error::structure(
+            path,
+            format!(
+                "cannot open ({}); expected a structure format chemfiles reads (PDB, XYZ, SDF, MOL2, ...)",
+                e.message
+            ),
+        )
+    })?;
+    let n = trajectory.nsteps();
+    if n == 0 {
+        return Err(Error::structure(path, "contains no structure (empty file?)"));
+    }
+    let mut frames = Vec::with_capacity(n);
+    for step in 0..n {
+        let mut frame = Frame::new();
+        trajectory.read(&mut frame).map_err(|e| {
+            Error::structure(
+                path,
+                format!("cannot read structure {} of {n}: {}", step + 1, e.message),
+            )
+        })?;
+        if frame.size() == 0 {
+            return Err(Error::structure(
+                path,
+                format!("structure {} has zero atoms", step + 1),
+            ));
+        }
+        frames.push(frame);
+    }
+    Ok(frames)
+}
+
+type AtomArrays = (Vec<i64>, Vec<f64>, Vec<String>);
+
+fn atoms_of(frame: &Frame, path: &Path) -> Result<AtomArrays> {
+    let n = frame.size();
+    let mut z = Vec::with_capacity(n);
+    let mut masses = Vec::with_capacity(n);
+    let mut names = Vec::with_capacity(n);
+    for i in 0..n {
+        let atom = frame.atom(i);
+        let number = atom.atomic_number();
+        if number == 0 {
+            return Err(Error::structure(
+                path,
+                format!(
+                    "atom {} ({:?}, type {:?}) is not a known chemical element",
+                    i + 1,
+                    atom.name(),
+                    atom.atomic_type()
+                ),
+            ));
+        }
+        let mass = atom.mass();
+        if !(mass.is_finite() && mass > 0.0) {
+            return Err(Error::structure(
+                path,
+                format!("atom {} ({:?}) has no usable mass ({mass})", i + 1, atom.name()),
+            ));
+        }
+        z.push(number as i64);
+        masses.push(mass);
+        names.push(atom.name());
+    }
+    Ok((z, masses, names))
+}
+
+fn overlap_warnings(m: &Molecule) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (s, positions) in m.structures.iter().enumerate() {
+        for i in 0..positions.len() {
+            for j in (i + 1)..positions.len() {
+                let d: f64 = (0..3)
+                    .map(|k| (positions[i][k] - positions[j][k]).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                if d < OVERLAP_DISTANCE {
+                    warnings.push(format!(
+                        "structure {}: atoms {} and {} are only {d:.3} Å apart",
+                        s + 1,
+                        i + 1,
+                        j + 1
+                    ));
+                }
+            }
+        }
+    }
+    warnings
+}
