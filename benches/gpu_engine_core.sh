@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Engine-core throughput on a GPU (device tool): Langevin MD of R = 1, 64, 1024
-# members of caffeine (24 atoms) with the committed TorchScript test model,
+# members of hexane (20 atoms) with the committed TorchScript test model,
 # one batched forward + backward per step. Writes one summary.json per R and
 # engine_core.json under $OUT.
 #
@@ -17,12 +17,12 @@ echo "GPU: $(cat "$OUT/gpu.txt")"
 # Same first-step energies on CPU and CUDA (float32 model, 64 members).
 cat > "$WORK/check.toml" <<TOML
 [system]
-structure = "$ROOT/systems/caffeine.pdb"
+structure = "$ROOT/systems/hexane.pdb"
 [model]
 path = "$ROOT/models/morse_test.pt"
 [integrator]
 kind = "langevin"
-timestep = 0.5
+timestep = 0.25
 temperature = 300.0
 [ensemble]
 members = 64
@@ -37,14 +37,14 @@ for spec in "1 4000" "64 4000" "1024 2000"; do
   R=$1; STEPS=$2
   cat > "$WORK/r$R.toml" <<TOML
 [system]
-structure = "$ROOT/systems/caffeine.pdb"
+structure = "$ROOT/systems/hexane.pdb"
 [model]
 path = "$ROOT/models/morse_test.pt"
 dtype = "float32"
 device = "cuda"
 [integrator]
 kind = "langevin"
-timestep = 0.5
+timestep = 0.25
 temperature = 300.0
 friction = 1.0
 [ensemble]
@@ -73,8 +73,8 @@ for r in (1, 64, 1024):
                                     "steps_per_second", "member_steps_per_second",
                                     "ns_per_day", "aggregate_ns_per_day", "mean_temperature_k", "device")})
 gpu = open(os.path.join(out, "gpu.txt")).read().strip()
-json.dump({"gpu": gpu, "model": "models/morse_test.pt (float32)", "system": "caffeine, 24 atoms",
-           "integrator": "BAOAB Langevin, dt 0.5 fs, float64 state", "runs": rows},
+json.dump({"gpu": gpu, "model": "models/morse_test.pt (float32)", "system": "hexane, 20 atoms",
+           "integrator": "BAOAB Langevin, dt 0.25 fs, float64 state", "runs": rows},
           open(os.path.join(out, "engine_core.json"), "w"), indent=2)
 print("| R | steps/s | member-steps/s | ns/day per member | aggregate ns/day | <T> K |")
 print("|---|---|---|---|---|---|")

@@ -21,6 +21,7 @@ MOLECULES = {
     "caffeine": ("Cn1cnc2c1c(=O)n(C)c(=O)n2C", 1),
     "aspirin": ("CC(=O)Oc1ccccc1C(=O)O", 1),
     "ethanol": ("CCO", 3),
+    "hexane": ("CCCCCC", 1),
 }
 
 

@@ -7,9 +7,13 @@ models/morse_test.pt
     forward(atomic_numbers int64[N], positions float[N,3] (Å), batch int64[N])
     -> energies[n_structures] (eV). Every pair of atoms *within one structure*
     interacts with D_e = 0.8 eV, a = 1.8 1/Å and r_e = the sum of the two
-    elements' covalent radii. It is a toy (it has no angles, so molecules fold
-    into compact clusters), but it is smooth, cheap, real TorchScript, handles
-    any mix of molecules in one batch, and works in float32 and float64.
+    elements' covalent radii, switched off smoothly (C2, quintic) between
+    1.15 r_e and 1.45 r_e, so only bonded-distance pairs attract and a molecule
+    keeps its bonds instead of collapsing into a cluster. It is a toy (no
+    angle terms, no dispersion), but it is smooth, cheap, real TorchScript,
+    handles any mix of molecules in one batch, and works in float32 and float64.
+    A coordination penalty 3 eV * (excess neighbours)^2 keeps atoms from
+    binding more partners than their usual valence.
     It exports `supported_elements()` (the atomic numbers it has radii for)
     and `metadata()` (a JSON string), which mlff-md reads when present.
 
@@ -32,6 +36,9 @@ COVALENT_RADII = {
     16: 1.05, 17: 1.02, 18: 1.06,
 }
 
+# Usual largest number of bonded neighbours (others: 4).
+MAX_NEIGHBOURS = {1: 1, 2: 0, 7: 3, 8: 2, 9: 1, 10: 0, 17: 1, 18: 0}
+
 
 class MorsePairModel(torch.nn.Module):
     def __init__(self, depth: float = 0.8, stiffness: float = 1.8):
@@ -40,6 +47,11 @@ class MorsePairModel(torch.nn.Module):
         for z, r in COVALENT_RADII.items():
             radii[z] = r
         self.register_buffer("radii", radii)
+        max_neighbours = torch.full((max(COVALENT_RADII) + 1,), 4.0, dtype=torch.float64)
+        for z, n in MAX_NEIGHBOURS.items():
+            max_neighbours[z] = n
+        self.register_buffer("max_neighbours", max_neighbours)
+        self.crowding = 3.0
         self.depth = depth
         self.stiffness = stiffness
         self.elements = sorted(COVALENT_RADII)
@@ -77,7 +89,8 @@ class MorsePairModel(torch.nn.Module):
         )
         valid = torch.zeros((n_struct, max_n), dtype=torch.bool, device=positions.device)
         valid = valid.index_put((batch, local), torch.ones_like(batch, dtype=torch.bool))
-        radius = torch.zeros((n_struct, max_n), dtype=positions.dtype, device=positions.device)
+        # Padding atoms get radius 1 so r_e never vanishes; their pairs are masked.
+        radius = torch.ones((n_struct, max_n), dtype=positions.dtype, device=positions.device)
         radius = radius.index_put((batch, local), self.radii.to(positions.dtype)[atomic_numbers])
 
         diff = padded.unsqueeze(2) - padded.unsqueeze(1)
@@ -88,9 +101,21 @@ class MorsePairModel(torch.nn.Module):
         r = torch.sqrt(torch.where(mask, r2, torch.ones_like(r2)))
         r_e = radius.unsqueeze(2) + radius.unsqueeze(1)
         x = 1.0 - torch.exp(-self.stiffness * (r - r_e))
-        pair = self.depth * (x * x - 1.0)
+        # Quintic switch: 1 below 1.15 r_e, 0 beyond 1.45 r_e, C2 in between.
+        t = torch.clamp((r / r_e - 1.15) / 0.3, 0.0, 1.0)
+        switch = 1.0 - t * t * t * (10.0 - 15.0 * t + 6.0 * t * t)
+        pair = self.depth * (x * x - 1.0) * switch
         pair = torch.where(mask, pair, torch.zeros_like(pair))
-        return pair.sum((1, 2))
+        # Valence saturation: the switch counts neighbours; an atom with more
+        # than its element's usual maximum pays a quadratic penalty, so atoms
+        # cannot keep binding more partners and the molecule keeps its shape.
+        neighbour = torch.where(mask, switch, torch.zeros_like(switch))
+        coordination = neighbour.sum(2) + neighbour.sum(1)
+        max_cn = torch.zeros((n_struct, max_n), dtype=positions.dtype, device=positions.device)
+        max_cn = max_cn.index_put((batch, local), self.max_neighbours.to(positions.dtype)[atomic_numbers])
+        excess = torch.relu(coordination - max_cn)
+        penalty = self.crowding * (excess * excess)
+        return pair.sum((1, 2)) + penalty.sum(1)
 
 
 class BadSignature(torch.nn.Module):

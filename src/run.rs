@@ -112,7 +112,10 @@ impl Simulation {
         let host = to_host_f64(&both);
         let (epot, ke) = host.split_at(r);
         let total: Vec<f64> = epot.iter().zip(ke).map(|(a, b)| a + b).collect();
-        let temp: Vec<f64> = ke.iter().map(|k| 2.0 * k / (self.dof * KB_EV_PER_K)).collect();
+        let temp: Vec<f64> = ke
+            .iter()
+            .map(|k| 2.0 * k / (self.dof * KB_EV_PER_K))
+            .collect();
         [epot.to_vec(), ke.to_vec(), total, temp]
     }
 
@@ -126,7 +129,12 @@ impl Simulation {
             .logical_not()
             .view([r, -1])
             .any_dim(1, false);
-        let bad = self.state.energies.isfinite().logical_not().logical_or(&bad_force);
+        let bad = self
+            .state
+            .energies
+            .isfinite()
+            .logical_not()
+            .logical_or(&bad_force);
         let flags = to_host_f64(&bad.to_kind(Kind::Double));
         let members: Vec<usize> = flags
             .iter()
@@ -158,7 +166,10 @@ impl Simulation {
             ("config", c.source.text.clone()),
             ("config_path", c.source.path.display().to_string()),
             ("model", self.force.describe()),
-            ("model_sha256", self.model_sha256.clone().unwrap_or_default()),
+            (
+                "model_sha256",
+                self.model_sha256.clone().unwrap_or_default(),
+            ),
             ("integrator", self.integrator.describe()),
             ("device", describe(self.device)),
             ("members", self.state.n_members.to_string()),
@@ -188,7 +199,10 @@ fn list(v: &[usize]) -> String {
 
 fn element_symbol(z: i64) -> String {
     let mut atom = chemfiles::Atom::new("X");
-    for name in ["H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "Ar", "K", "Ca"] {
+    for name in [
+        "H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S",
+        "Cl", "Ar", "K", "Ca",
+    ] {
         atom.set_atomic_type(name);
         if atom.atomic_number() as i64 == z {
             return name.to_string();
@@ -259,16 +273,11 @@ fn owned_outputs(dir: &Path) -> Vec<PathBuf> {
         dir.join("config.toml"),
     ];
     if let Ok(entries) = std::fs::read_dir(dir) {
-        v.extend(
-            entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("member_"))
-                }),
-        );
+        v.extend(entries.flatten().map(|e| e.path()).filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("member_"))
+        }));
     }
     v
 }
@@ -461,7 +470,8 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
     observables.set_parameter("summary", &json)?;
     observables.flush()?;
-    std::fs::write(out.join("summary.json"), &json).map_err(|e| Error::output(&out.join("summary.json"), e))?;
+    std::fs::write(out.join("summary.json"), &json)
+        .map_err(|e| Error::output(&out.join("summary.json"), e))?;
     if !options.quiet {
         eprintln!(
             "done: {steps} steps in {wall:.2} s: {sps:.1} steps/s, {:.3} ns/day per member, {:.1} member-steps/s; <T> = {:.1} K",
@@ -473,7 +483,10 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
             "outputs: {} (observables.h5, topology.pdb{})",
             out.display(),
             if traj_every > 0 {
-                format!(", {}…", member_file_name(0, config.output.trajectory_format))
+                format!(
+                    ", {}…",
+                    member_file_name(0, config.output.trajectory_format)
+                )
             } else {
                 String::new()
             }

@@ -50,7 +50,12 @@ impl BatchState {
     }
 
     /// The given members (ids may be any subset, in any order).
-    pub fn with_members(molecule: &Molecule, member_ids: &[usize], device: Device, kind: Kind) -> Self {
+    pub fn with_members(
+        molecule: &Molecule,
+        member_ids: &[usize],
+        device: Device,
+        kind: Kind,
+    ) -> Self {
         let n = molecule.n_atoms();
         let r = member_ids.len();
         let n_struct = molecule.structures.len();
@@ -62,7 +67,10 @@ impl BatchState {
         }
         let rows = (r * n) as i64;
         let opts = (kind, device);
-        let positions = Tensor::from_slice(&pos).view([rows, 3]).to_device(device).to_kind(kind);
+        let positions = Tensor::from_slice(&pos)
+            .view([rows, 3])
+            .to_device(device)
+            .to_kind(kind);
         let masses = Tensor::from_slice(&molecule.masses)
             .repeat([r as i64])
             .view([rows, 1])
@@ -79,7 +87,8 @@ impl BatchState {
         let ids = Tensor::from_slice(&member_ids.iter().map(|&m| m as i64).collect::<Vec<_>>())
             .to_device(device);
         let per_member = Tensor::arange(3 * n as i64, (Kind::Int64, device));
-        let noise_index = (ids.unsqueeze(1) * (3 * n as i64) + per_member.unsqueeze(0)).view([rows, 3]);
+        let noise_index =
+            (ids.unsqueeze(1) * (3 * n as i64) + per_member.unsqueeze(0)).view([rows, 3]);
         BatchState {
             n_members: r,
             n_atoms: n,
@@ -128,7 +137,11 @@ impl BatchState {
     /// Draw Maxwell-Boltzmann velocities at `temperature` (K) and remove each
     /// member's centre-of-mass motion.
     pub fn set_maxwell_boltzmann(&mut self, temperature: f64, rng: &mut CounterRng) {
-        let temps = Tensor::full([self.n_members as i64], temperature, (Kind::Double, self.device));
+        let temps = Tensor::full(
+            [self.n_members as i64],
+            temperature,
+            (Kind::Double, self.device),
+        );
         let z = rng.normal(&self.noise_index).to_kind(self.kind);
         self.velocities = z * self.thermal_velocity_scale(&temps);
         self.remove_com_motion();
@@ -152,6 +165,11 @@ impl BatchState {
 
 /// Copy any tensor to a flat host vector of f64 (one device→host transfer).
 pub fn to_host_f64(t: &Tensor) -> Vec<f64> {
-    let flat = t.detach().to_device(Device::Cpu).to_kind(Kind::Double).contiguous().view([-1]);
+    let flat = t
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Double)
+        .contiguous()
+        .view([-1]);
     Vec::<f64>::try_from(&flat).expect("a contiguous CPU float64 tensor converts to Vec<f64>")
 }

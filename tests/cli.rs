@@ -57,7 +57,10 @@ fn run_writes_trajectories_and_observables() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let cfg = write(tmp.path(), "run.toml", &config(&out));
-    let o = bin().args(["run", cfg.to_str().unwrap(), "--quiet"]).output().unwrap();
+    let o = bin()
+        .args(["run", cfg.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // Trajectories: topology PDB + one XTC per member, 4 frames (steps 0, 10, 20, 30).
@@ -65,9 +68,13 @@ fn run_writes_trajectories_and_observables() {
     let mut frame = chemfiles::Frame::new();
     topo.read(&mut frame).unwrap();
     assert_eq!(frame.size(), 24);
-    assert!(frame.topology().bonds_count() > 20, "topology PDB carries bonds");
+    assert!(
+        frame.topology().bonds_count() > 20,
+        "topology PDB carries bonds"
+    );
     for m in 0..4 {
-        let mut t = chemfiles::Trajectory::open(out.join(format!("member_{m:04}.xtc")), 'r').unwrap();
+        let mut t =
+            chemfiles::Trajectory::open(out.join(format!("member_{m:04}.xtc")), 'r').unwrap();
         assert_eq!(t.nsteps(), 4);
         let mut f = chemfiles::Frame::new();
         t.read_step(3, &mut f).unwrap();
@@ -78,21 +85,48 @@ fn run_writes_trajectories_and_observables() {
 
     // Observables: H5MD-style series with one column per member.
     let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
-    let temp = h5.dataset("observables/temperature/value").unwrap().read_2d::<f64>().unwrap();
+    let temp = h5
+        .dataset("observables/temperature/value")
+        .unwrap()
+        .read_2d::<f64>()
+        .unwrap();
     assert_eq!(temp.shape(), &[7, 4]);
-    let steps = h5.dataset("observables/temperature/step").unwrap().read_1d::<i64>().unwrap();
+    let steps = h5
+        .dataset("observables/temperature/step")
+        .unwrap()
+        .read_1d::<i64>()
+        .unwrap();
     assert_eq!(steps.to_vec(), vec![0, 5, 10, 15, 20, 25, 30]);
-    let epot = h5.dataset("observables/potential_energy/value").unwrap().read_2d::<f64>().unwrap();
-    let ekin = h5.dataset("observables/kinetic_energy/value").unwrap().read_2d::<f64>().unwrap();
-    let etot = h5.dataset("observables/total_energy/value").unwrap().read_2d::<f64>().unwrap();
+    let epot = h5
+        .dataset("observables/potential_energy/value")
+        .unwrap()
+        .read_2d::<f64>()
+        .unwrap();
+    let ekin = h5
+        .dataset("observables/kinetic_energy/value")
+        .unwrap()
+        .read_2d::<f64>()
+        .unwrap();
+    let etot = h5
+        .dataset("observables/total_energy/value")
+        .unwrap()
+        .read_2d::<f64>()
+        .unwrap();
     assert!((&epot + &ekin - &etot).iter().all(|d| d.abs() < 1e-9));
     assert!(temp.iter().all(|t| t.is_finite() && *t > 0.0));
 
     // The first record's energies are those `validate` reports for the same config.
-    let v = bin().args(["validate", cfg.to_str().unwrap()]).output().unwrap();
+    let v = bin()
+        .args(["validate", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(v.status.success());
     let stdout = String::from_utf8_lossy(&v.stdout);
-    assert!(stdout.contains(&format!("{:.6}", epot[[0, 0]])), "{stdout} vs {}", epot[[0, 0]]);
+    assert!(
+        stdout.contains(&format!("{:.6}", epot[[0, 0]])),
+        "{stdout} vs {}",
+        epot[[0, 0]]
+    );
 
     // summary.json has the throughput figures.
     let summary: serde_json::Value =
@@ -101,11 +135,21 @@ fn run_writes_trajectories_and_observables() {
     assert!(summary["ns_per_day"].as_f64().unwrap() > 0.0);
 
     // A second run refuses to overwrite results unless asked to.
-    let again = bin().args(["run", cfg.to_str().unwrap(), "--quiet"]).output().unwrap();
+    let again = bin()
+        .args(["run", cfg.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--overwrite"));
     let forced = bin()
-        .args(["run", cfg.to_str().unwrap(), "--quiet", "--overwrite", "--steps", "10"])
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--quiet",
+            "--overwrite",
+            "--steps",
+            "10",
+        ])
         .output()
         .unwrap();
     assert!(forced.status.success());
@@ -117,7 +161,17 @@ fn command_line_overrides_the_file() {
     let cfg = write(tmp.path(), "run.toml", &config(&tmp.path().join("unused")));
     let out = tmp.path().join("elsewhere");
     let o = bin()
-        .args(["run", cfg.to_str().unwrap(), "--quiet", "--steps", "10", "--seed", "3", "--device", "cpu"])
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--quiet",
+            "--steps",
+            "10",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+        ])
         .arg("--output")
         .arg(&out)
         .output()
@@ -142,26 +196,102 @@ fn bad_input_is_reported_clearly() {
     let with_model = |name: &str| good.replace(&model, &data.join(name).display().to_string());
     let with_structure = |path: &str| good.replace(&structure, path);
     let cases: Vec<(&str, String, &str)> = vec![
-        ("unknown key", good.replace("seed = 7", "seed = 7\ncolour = \"red\""), "unknown field `colour`"),
-        ("wrong type", good.replace("members = 4", "members = \"four\""), "invalid type"),
+        (
+            "unknown key",
+            good.replace("seed = 7", "seed = 7\ncolour = \"red\""),
+            "unknown field `colour`",
+        ),
+        (
+            "wrong type",
+            good.replace("members = 4", "members = \"four\""),
+            "invalid type",
+        ),
         ("TOML syntax", good.replace("[run]", "[run"), "run.toml:"),
-        ("negative timestep", good.replace("timestep = 0.5", "timestep = -1.0"), "integrator.timestep"),
-        ("zero temperature", good.replace("temperature = 300.0", "temperature = 0.0"), "integrator.temperature"),
-        ("negative friction", good.replace("timestep = 0.5", "timestep = 0.5\nfriction = -2.0"), "integrator.friction"),
-        ("zero members", good.replace("members = 4", "members = 0"), "ensemble.members"),
-        ("absurd members", good.replace("members = 4", "members = 100000000000"), "ensemble.members"),
-        ("bad device", good.replace("device = \"cpu\"", "device = \"tpu\""), "model.device"),
-        ("unknown integrator", good.replace("kind = \"langevin\"", "kind = \"leapfrog\""), "unknown variant `leapfrog`"),
-        ("missing structure", with_structure("/nonexistent/mol.pdb"), "file not found"),
-        ("unknown element", with_structure(&data.join("unknown_element.xyz").display().to_string()), "not a known chemical element"),
-        ("empty structure", with_structure(&data.join("empty.xyz").display().to_string()), "structure"),
-        ("truncated structure", with_structure(&data.join("truncated.xyz").display().to_string()), "truncated.xyz"),
-        ("wrong extension", with_structure(&data.join("bad_shape.pt").display().to_string()), "cannot open"),
-        ("missing model", good.replace(&model, "/nonexistent/model.pt"), "file not found"),
-        ("not TorchScript", with_model("not_torchscript.pt"), "not a loadable TorchScript module"),
-        ("wrong signature", with_model("bad_signature.pt"), "forward(atomic_numbers, positions, batch) failed"),
-        ("wrong output shape", with_model("bad_shape.pt"), "expected energies[n_structures] = [4]"),
-        ("NaN energy", with_model("nan_energy.pt"), "non-finite energy"),
+        (
+            "negative timestep",
+            good.replace("timestep = 0.5", "timestep = -1.0"),
+            "integrator.timestep",
+        ),
+        (
+            "zero temperature",
+            good.replace("temperature = 300.0", "temperature = 0.0"),
+            "integrator.temperature",
+        ),
+        (
+            "negative friction",
+            good.replace("timestep = 0.5", "timestep = 0.5\nfriction = -2.0"),
+            "integrator.friction",
+        ),
+        (
+            "zero members",
+            good.replace("members = 4", "members = 0"),
+            "ensemble.members",
+        ),
+        (
+            "absurd members",
+            good.replace("members = 4", "members = 100000000000"),
+            "ensemble.members",
+        ),
+        (
+            "bad device",
+            good.replace("device = \"cpu\"", "device = \"tpu\""),
+            "model.device",
+        ),
+        (
+            "unknown integrator",
+            good.replace("kind = \"langevin\"", "kind = \"leapfrog\""),
+            "unknown variant `leapfrog`",
+        ),
+        (
+            "missing structure",
+            with_structure("/nonexistent/mol.pdb"),
+            "file not found",
+        ),
+        (
+            "unknown element",
+            with_structure(&data.join("unknown_element.xyz").display().to_string()),
+            "not a known chemical element",
+        ),
+        (
+            "empty structure",
+            with_structure(&data.join("empty.xyz").display().to_string()),
+            "structure",
+        ),
+        (
+            "truncated structure",
+            with_structure(&data.join("truncated.xyz").display().to_string()),
+            "truncated.xyz",
+        ),
+        (
+            "wrong extension",
+            with_structure(&data.join("bad_shape.pt").display().to_string()),
+            "cannot open",
+        ),
+        (
+            "missing model",
+            good.replace(&model, "/nonexistent/model.pt"),
+            "file not found",
+        ),
+        (
+            "not TorchScript",
+            with_model("not_torchscript.pt"),
+            "not a loadable TorchScript module",
+        ),
+        (
+            "wrong signature",
+            with_model("bad_signature.pt"),
+            "forward(atomic_numbers, positions, batch) failed",
+        ),
+        (
+            "wrong output shape",
+            with_model("bad_shape.pt"),
+            "expected energies[n_structures] = [4]",
+        ),
+        (
+            "NaN energy",
+            with_model("nan_energy.pt"),
+            "non-finite energy",
+        ),
     ];
     let mut failures = Vec::new();
     for (name, text, expected) in &cases {
@@ -174,14 +304,20 @@ fn bad_input_is_reported_clearly() {
             }
             let o = command.output().unwrap();
             let stderr = String::from_utf8_lossy(&o.stderr);
-            let lines: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("warning:")).collect();
+            let lines: Vec<&str> = stderr
+                .lines()
+                .filter(|l| !l.starts_with("warning:"))
+                .collect();
             let ok = o.status.code() == Some(2)
                 && lines.len() == 1
                 && lines[0].starts_with("error: ")
                 && stderr.contains(expected)
                 && !stderr.contains("panicked");
             if !ok {
-                failures.push(format!("{name} ({cmd}): status {:?}, stderr {stderr:?}", o.status.code()));
+                failures.push(format!(
+                    "{name} ({cmd}): status {:?}, stderr {stderr:?}",
+                    o.status.code()
+                ));
             }
         }
     }
@@ -191,7 +327,10 @@ fn bad_input_is_reported_clearly() {
 
 #[test]
 fn missing_config_file_and_help() {
-    let o = bin().args(["run", "/nonexistent/config.toml"]).output().unwrap();
+    let o = bin()
+        .args(["run", "/nonexistent/config.toml"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read config file"));
     let h = bin().args(["run", "--help"]).output().unwrap();

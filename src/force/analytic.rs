@@ -51,7 +51,10 @@ pub struct LennardJones {
 
 impl ForceProvider for LennardJones {
     fn describe(&self) -> String {
-        format!("Lennard-Jones, ε = {} eV, σ = {} Å", self.epsilon, self.sigma)
+        format!(
+            "Lennard-Jones, ε = {} eV, σ = {} Å",
+            self.epsilon, self.sigma
+        )
     }
 
     fn compute(&self, state: &BatchState) -> Result<ForceOutput> {
@@ -68,6 +71,9 @@ impl ForceProvider for LennardJones {
             let pair = pair.where_self(&upper, &pair.zeros_like());
             Ok(pair.sum_dim_intlist([1, 2].as_slice(), false, Kind::Double))
         })?;
-        Ok(ForceOutput { energies: e, forces })
+        Ok(ForceOutput {
+            energies: e,
+            forces,
+        })
     }
 }

@@ -52,12 +52,13 @@ pub(crate) fn autograd_forces(
     tch::with_grad(|| {
         let x = positions.detach().set_requires_grad(true);
         let e = energy(&x)?;
-        let grads = Tensor::f_run_backward(&[e.sum(None)], &[&x], false, false).map_err(|source| {
-            crate::error::Error::Torch {
-                context: "computing forces by autograd".into(),
-                source,
-            }
-        })?;
+        let grads =
+            Tensor::f_run_backward(&[e.sum(None)], &[&x], false, false).map_err(|source| {
+                crate::error::Error::Torch {
+                    context: "computing forces by autograd".into(),
+                    source,
+                }
+            })?;
         let forces = -grads
             .into_iter()
             .next()

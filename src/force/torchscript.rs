@@ -90,7 +90,11 @@ fn first_line(s: &str) -> &str {
 
 impl ForceProvider for TorchScriptModel {
     fn describe(&self) -> String {
-        format!("TorchScript {} ({:?} positions)", self.path.display(), self.dtype)
+        format!(
+            "TorchScript {} ({:?} positions)",
+            self.path.display(),
+            self.dtype
+        )
     }
 
     fn supported_elements(&self) -> Option<Vec<i64>> {
@@ -123,10 +127,16 @@ impl ForceProvider for TorchScriptModel {
                     ),
                 ));
             }
-            if !matches!(e.kind(), Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) {
+            if !matches!(
+                e.kind(),
+                Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
+            ) {
                 return Err(Error::model(
                     &self.path,
-                    format!("forward returned {:?} energies; expected a floating-point tensor", e.kind()),
+                    format!(
+                        "forward returned {:?} energies; expected a floating-point tensor",
+                        e.kind()
+                    ),
                 ));
             }
             if !e.requires_grad() {

@@ -32,8 +32,18 @@ pub struct Langevin {
 
 impl Langevin {
     /// `friction_per_ps` in 1/ps; every member at `temperature` K.
-    pub fn new(state: &BatchState, dt: f64, friction_per_ps: f64, temperature: f64, seed: u64) -> Self {
-        let temps = Tensor::full([state.n_members as i64], temperature, (Kind::Double, state.device));
+    pub fn new(
+        state: &BatchState,
+        dt: f64,
+        friction_per_ps: f64,
+        temperature: f64,
+        seed: u64,
+    ) -> Self {
+        let temps = Tensor::full(
+            [state.n_members as i64],
+            temperature,
+            (Kind::Double, state.device),
+        );
         Self::with_temperatures(state, dt, friction_per_ps, temps, seed)
     }
 

@@ -35,7 +35,9 @@ fn string_attr(loc: &Location, name: &str, value: &str) -> hdf5::Result<()> {
     let v: VarLenUnicode = value
         .parse()
         .unwrap_or_else(|_| "(not representable)".parse().expect("ASCII parses"));
-    loc.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&v)
+    loc.new_attr::<VarLenUnicode>()
+        .create(name)?
+        .write_scalar(&v)
 }
 
 impl ObservablesWriter {
@@ -59,8 +61,12 @@ impl ObservablesWriter {
         string_attr(&creator, "name", "mlff-md").map_err(&e)?;
         string_attr(&creator, "version", env!("CARGO_PKG_VERSION")).map_err(&e)?;
         let author = h5md.create_group("author").map_err(&e)?;
-        string_attr(&author, "name", &std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
-            .map_err(&e)?;
+        string_attr(
+            &author,
+            "name",
+            &std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+        )
+        .map_err(&e)?;
         let params = file.create_group("parameters").map_err(&e)?;
         for (k, v) in metadata {
             string_attr(&params, k, v).map_err(&e)?;
@@ -106,23 +112,40 @@ impl ObservablesWriter {
     /// Append one record: `values[i]` (length R) for observable `i`.
     pub fn append(&mut self, step: u64, time_fs: f64, values: &[&[f64]]) -> Result<()> {
         let e = h5err(&self.path);
-        assert_eq!(values.len(), self.series.len(), "one value slice per observable");
+        assert_eq!(
+            values.len(),
+            self.series.len(),
+            "one value slice per observable"
+        );
         let n = self.n_records;
         for ((series, vals), name) in self.series.iter().zip(values).zip(&self.names) {
             if vals.len() != self.n_members {
                 return Err(Error::output(
                     &self.path,
-                    format!("{name}: {} values for {} members", vals.len(), self.n_members),
+                    format!(
+                        "{name}: {} values for {} members",
+                        vals.len(),
+                        self.n_members
+                    ),
                 ));
             }
             series.step.resize(n + 1).map_err(&e)?;
-            series.step.write_slice(&[step as i64], s![n..n + 1]).map_err(&e)?;
+            series
+                .step
+                .write_slice(&[step as i64], s![n..n + 1])
+                .map_err(&e)?;
             series.time.resize(n + 1).map_err(&e)?;
-            series.time.write_slice(&[time_fs], s![n..n + 1]).map_err(&e)?;
+            series
+                .time
+                .write_slice(&[time_fs], s![n..n + 1])
+                .map_err(&e)?;
             series.value.resize((n + 1, self.n_members)).map_err(&e)?;
-            let row = ArrayView2::from_shape((1, self.n_members), vals)
-                .expect("length checked above");
-            series.value.write_slice(row, s![n..n + 1, ..]).map_err(&e)?;
+            let row =
+                ArrayView2::from_shape((1, self.n_members), vals).expect("length checked above");
+            series
+                .value
+                .write_slice(row, s![n..n + 1, ..])
+                .map_err(&e)?;
         }
         self.n_records += 1;
         Ok(())

@@ -36,8 +36,10 @@ impl TrajectoryWriter {
         // Gas-phase: no periodic box.
         frame.set_cell(&UnitCell::infinite());
         let topology = dir.join("topology.pdb");
-        let mut top = Trajectory::open(&topology, 'w').map_err(|e| Error::output(&topology, e.message))?;
-        top.write(&frame).map_err(|e| Error::output(&topology, e.message))?;
+        let mut top =
+            Trajectory::open(&topology, 'w').map_err(|e| Error::output(&topology, e.message))?;
+        top.write(&frame)
+            .map_err(|e| Error::output(&topology, e.message))?;
         drop(top);
 
         let mut files = Vec::with_capacity(slots.len());
@@ -62,10 +64,16 @@ impl TrajectoryWriter {
         self.frame.set("time", time_fs * 1.0e-3);
         for (slot, traj, path) in &mut self.files {
             let src = &positions[*slot * n * 3..(*slot + 1) * n * 3];
-            for (dst, p) in self.frame.positions_mut().iter_mut().zip(src.chunks_exact(3)) {
+            for (dst, p) in self
+                .frame
+                .positions_mut()
+                .iter_mut()
+                .zip(src.chunks_exact(3))
+            {
                 dst.copy_from_slice(p);
             }
-            traj.write(&self.frame).map_err(|e| Error::output(path, e.message))?;
+            traj.write(&self.frame)
+                .map_err(|e| Error::output(path, e.message))?;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! arrays (atomic numbers, masses, positions).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, Once};
 
 use chemfiles::{Frame, Trajectory};
 
@@ -27,6 +28,33 @@ pub struct Molecule {
     pub warnings: Vec<String>,
     /// Files the structures came from.
     pub sources: Vec<PathBuf>,
+}
+
+/// Warnings chemfiles printed while reading, held back so that a file that
+/// fails to load gives one error line, not a warning and an error.
+static CHEMFILES_WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static CAPTURE: Once = Once::new();
+/// Bound on held-back warnings (a broken file can warn once per line).
+const MAX_HELD_WARNINGS: usize = 100;
+
+/// Route chemfiles' warnings into [`CHEMFILES_WARNINGS`] instead of stderr.
+pub fn capture_chemfiles_warnings() {
+    CAPTURE.call_once(|| {
+        chemfiles::set_warning_callback(|message: &str| {
+            if let Ok(mut held) = CHEMFILES_WARNINGS.lock() {
+                if held.len() < MAX_HELD_WARNINGS {
+                    held.push(message.to_string());
+                }
+            }
+        })
+    });
+}
+
+fn take_chemfiles_warnings() -> Vec<String> {
+    CHEMFILES_WARNINGS
+        .lock()
+        .map(|mut held| held.drain(..).map(|m| format!("chemfiles: {m}")).collect())
+        .unwrap_or_default()
 }
 
 /// Distance under which two atoms are reported as overlapping, in Å.
@@ -68,6 +96,8 @@ impl Molecule {
 
     /// Read every frame of every file; all must describe the same atoms.
     pub fn load(paths: &[PathBuf]) -> Result<Molecule> {
+        capture_chemfiles_warnings();
+        let _ = take_chemfiles_warnings();
         let mut molecule: Option<Molecule> = None;
         for path in paths {
             for frame in read_frames(path)? {
@@ -115,7 +145,8 @@ impl Molecule {
         }
         let mut molecule =
             molecule.ok_or_else(|| Error::Invalid("no structure file given".to_string()))?;
-        molecule.warnings = overlap_warnings(&molecule);
+        molecule.warnings = take_chemfiles_warnings();
+        molecule.warnings.extend(overlap_warnings(&molecule));
         Ok(molecule)
     }
 }
@@ -125,7 +156,10 @@ fn read_frames(path: &Path) -> Result<Vec<Frame>> {
         return Err(Error::structure(path, "file not found"));
     }
     if path.is_dir() {
-        return Err(Error::structure(path, "is a directory, expected a structure file"));
+        return Err(Error::structure(
+            path,
+            "is a directory, expected a structure file",
+        ));
     }
     let mut trajectory = Trajectory::open(path, 'r').map_err(|e| {
         Error::structure(
@@ -138,7 +172,10 @@ fn read_frames(path: &Path) -> Result<Vec<Frame>> {
     })?;
     let n = trajectory.nsteps();
     if n == 0 {
-        return Err(Error::structure(path, "contains no structure (empty file?)"));
+        return Err(Error::structure(
+            path,
+            "contains no structure (empty file?)",
+        ));
     }
     let mut frames = Vec::with_capacity(n);
     for step in 0..n {
@@ -185,7 +222,11 @@ fn atoms_of(frame: &Frame, path: &Path) -> Result<AtomArrays> {
         if !(mass.is_finite() && mass > 0.0) {
             return Err(Error::structure(
                 path,
-                format!("atom {} ({:?}) has no usable mass ({mass})", i + 1, atom.name()),
+                format!(
+                    "atom {} ({:?}) has no usable mass ({mass})",
+                    i + 1,
+                    atom.name()
+                ),
             ));
         }
         z.push(number as i64);
