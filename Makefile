@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 BIN := target/release/mlff-md
-RUN_CONFIG ?= configs/ensemble.toml
+RUN_CONFIG ?= configs/replica_exchange.toml
 
 # torch-sys asks the venv's python for libtorch; the bundled HDF5 needs its cmake.
 export VIRTUAL_ENV := $(VENV)

@@ -22,6 +22,8 @@ pub struct Config {
     pub run: RunConfig,
     #[serde(default)]
     pub output: OutputConfig,
+    /// Temperature replica exchange (optional).
+    pub replica_exchange: Option<ReplicaExchangeConfig>,
     /// Where the config came from (not part of the file).
     #[serde(skip)]
     pub source: ConfigSource,
@@ -142,12 +144,12 @@ pub enum VelocityInit {
     Zero,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnsembleConfig {
-    /// Number of members R run in lockstep.
-    #[serde(default = "one")]
-    pub members: usize,
+    /// Number of members R run in lockstep (default 1; with replica
+    /// exchange: temperatures × members_per_temperature).
+    pub members: Option<usize>,
     /// Seed of every random number of the run.
     #[serde(default)]
     pub seed: u64,
@@ -157,19 +159,58 @@ pub struct EnsembleConfig {
     pub initial_temperature: Option<f64>,
 }
 
-impl Default for EnsembleConfig {
-    fn default() -> Self {
-        EnsembleConfig {
-            members: 1,
-            seed: 0,
-            velocities: VelocityInit::default(),
-            initial_temperature: None,
-        }
-    }
-}
-
 fn one() -> usize {
     1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExchangeScheme {
+    /// Alternating even/odd neighbour pairs (GROMACS, LAMMPS).
+    #[default]
+    Neighbor,
+    /// Repeated Metropolis swaps of random pairs (openmmtools' swap-all).
+    AllPairs,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaExchangeConfig {
+    /// Explicit ladder in K, ascending.
+    pub temperatures: Option<Vec<f64>>,
+    /// Geometric ladder from t_min to t_max with n_replicas rungs.
+    pub t_min: Option<f64>,
+    pub t_max: Option<f64>,
+    pub n_replicas: Option<usize>,
+    /// Steps between exchange attempts.
+    #[serde(default = "default_exchange_interval")]
+    pub exchange_interval: u64,
+    #[serde(default)]
+    pub scheme: ExchangeScheme,
+    /// Independent replicas (ladders) at each temperature in the same batch.
+    #[serde(default = "one")]
+    pub members_per_temperature: usize,
+    /// Swap attempts per ladder and exchange for scheme "all-pairs" (default K³).
+    pub swap_attempts: Option<usize>,
+}
+
+fn default_exchange_interval() -> u64 {
+    100
+}
+
+impl ReplicaExchangeConfig {
+    /// The temperature ladder in K (ascending), as configured.
+    pub fn ladder(&self) -> Vec<f64> {
+        if let Some(t) = &self.temperatures {
+            return t.clone();
+        }
+        match (self.t_min, self.t_max, self.n_replicas) {
+            (Some(lo), Some(hi), Some(n)) if n >= 2 => (0..n)
+                .map(|i| lo * (hi / lo).powf(i as f64 / (n - 1) as f64))
+                .collect(),
+            _ => vec![],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -344,6 +385,15 @@ impl Config {
         self.resolve(&self.output.directory)
     }
 
+    /// Number of members R.
+    pub fn n_members(&self) -> usize {
+        match (&self.replica_exchange, self.ensemble.members) {
+            (Some(rex), _) => rex.ladder().len() * rex.members_per_temperature,
+            (None, Some(m)) => m,
+            (None, None) => 1,
+        }
+    }
+
     /// Temperature of the initial velocities, if any.
     pub fn initial_temperature(&self) -> Option<f64> {
         match self.ensemble.velocities {
@@ -452,7 +502,10 @@ impl Config {
             "K",
             false,
         )?;
-        if i.kind == IntegratorKind::Langevin && i.temperature.is_none() {
+        if i.kind == IntegratorKind::Langevin
+            && i.temperature.is_none()
+            && self.replica_exchange.is_none()
+        {
             return Err(self.err(
                 &["integrator"],
                 "the Langevin integrator needs `temperature` (K)".into(),
@@ -465,11 +518,15 @@ impl Config {
             ));
         }
 
+        if let Some(rex) = &self.replica_exchange {
+            self.validate_replica_exchange(rex)?;
+        }
         let e = &self.ensemble;
-        if e.members == 0 || e.members > MAX_MEMBERS {
+        let members = self.n_members();
+        if members == 0 || members > MAX_MEMBERS {
             return Err(self.err(
                 &["ensemble", "members"],
-                format!("expected 1 to {MAX_MEMBERS} members, got {}", e.members),
+                format!("expected 1 to {MAX_MEMBERS} members, got {members}"),
             ));
         }
         positive(
@@ -479,7 +536,10 @@ impl Config {
             "K",
             false,
         )?;
-        if e.velocities == VelocityInit::MaxwellBoltzmann && self.initial_temperature().is_none() {
+        if e.velocities == VelocityInit::MaxwellBoltzmann
+            && self.initial_temperature().is_none()
+            && self.replica_exchange.is_none()
+        {
             return Err(self.err(
                 &["ensemble", "velocities"],
                 "Maxwell-Boltzmann velocities need `initial_temperature` here or `temperature` in [integrator]; use velocities = \"zero\" otherwise".into(),
@@ -494,12 +554,112 @@ impl Config {
             ));
         }
         if let Some(members) = &o.trajectory_members {
-            if let Some(bad) = members.iter().find(|&&r| r >= e.members) {
+            if let Some(bad) = members.iter().find(|&&r| r >= self.n_members()) {
                 return Err(self.err(
                     &["output", "trajectory_members"],
-                    format!("member {bad} does not exist (members are 0..{})", e.members),
+                    format!(
+                        "member {bad} does not exist (members are 0..{})",
+                        self.n_members()
+                    ),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_replica_exchange(&self, rex: &ReplicaExchangeConfig) -> Result<()> {
+        let key = |k: &'static str| ["replica_exchange", k];
+        if self.integrator.kind != IntegratorKind::Langevin {
+            return Err(self.err(
+                &["integrator", "kind"],
+                "replica exchange needs kind = \"langevin\" (each replica is thermostatted at its temperature)".into(),
+            ));
+        }
+        match (&rex.temperatures, rex.t_min, rex.t_max, rex.n_replicas) {
+            (Some(t), None, None, None) => {
+                if t.len() < 2 {
+                    return Err(self.err(
+                        &key("temperatures"),
+                        "expected at least 2 temperatures".into(),
+                    ));
+                }
+                if t.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
+                    return Err(self.err(
+                        &key("temperatures"),
+                        "expected positive temperatures in K".into(),
+                    ));
+                }
+                if t.windows(2).any(|w| w[1] <= w[0]) {
+                    return Err(self.err(
+                        &key("temperatures"),
+                        "expected strictly increasing temperatures".into(),
+                    ));
+                }
+            }
+            (None, Some(lo), Some(hi), Some(n)) => {
+                positive(self, &key("t_min"), Some(lo), "K", true)?;
+                positive(self, &key("t_max"), Some(hi), "K", true)?;
+                if hi <= lo {
+                    return Err(self.err(
+                        &key("t_max"),
+                        format!("expected t_max > t_min = {lo} K, got {hi}"),
+                    ));
+                }
+                if !(2..=MAX_MEMBERS).contains(&n) {
+                    return Err(self.err(
+                        &key("n_replicas"),
+                        format!("expected at least 2 replicas, got {n}"),
+                    ));
+                }
+            }
+            _ => {
+                return Err(self.err(
+                    &["replica_exchange"],
+                    "give either `temperatures = [...]` or all of `t_min`, `t_max`, `n_replicas`"
+                        .into(),
+                ))
+            }
+        }
+        if rex.exchange_interval == 0 {
+            return Err(self.err(
+                &key("exchange_interval"),
+                "expected a positive number of steps".into(),
+            ));
+        }
+        if rex.members_per_temperature == 0 {
+            return Err(self.err(
+                &key("members_per_temperature"),
+                "expected at least 1".into(),
+            ));
+        }
+        if rex.swap_attempts == Some(0) {
+            return Err(self.err(&key("swap_attempts"), "expected at least 1".into()));
+        }
+        if rex.swap_attempts.is_some() && rex.scheme != ExchangeScheme::AllPairs {
+            return Err(self.err(
+                &key("swap_attempts"),
+                "only used with scheme = \"all-pairs\"".into(),
+            ));
+        }
+        let r = rex
+            .ladder()
+            .len()
+            .saturating_mul(rex.members_per_temperature);
+        if let Some(m) = self.ensemble.members {
+            if m != r {
+                return Err(self.err(
+                    &["ensemble", "members"],
+                    format!("replica exchange runs temperatures × members_per_temperature = {r} members; got members = {m} (omit it)"),
+                ));
+            }
+        }
+        if self.integrator.temperature.is_some() {
+            return Err(self.err(
+                &["integrator", "temperature"],
+                "with replica exchange the temperatures come from [replica_exchange]; remove this key".into(),
+            ));
         }
         Ok(())
     }
@@ -572,7 +732,7 @@ steps = 10
     #[test]
     fn defaults_are_filled() {
         let c = parse(GOOD).unwrap();
-        assert_eq!(c.ensemble.members, 1);
+        assert_eq!(c.n_members(), 1);
         assert_eq!(c.output.trajectory_format, TrajectoryFormat::Xtc);
         assert_eq!(c.integrator.precision, Dtype::Float64);
         assert_eq!(c.structure_paths(), vec![PathBuf::from("/tmp/mol.xyz")]);
@@ -592,6 +752,23 @@ steps = 10
         let text = GOOD.replace("timestep = 0.5", "timestep = -0.5");
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("c.toml:10:1: integrator.timestep"), "{e}");
+    }
+
+    #[test]
+    fn replica_exchange_ladder() {
+        let text = GOOD.replace("temperature = 300.0", "")
+            + "[replica_exchange]\nt_min = 300.0\nt_max = 600.0\nn_replicas = 3\nmembers_per_temperature = 2\n";
+        let c = parse(&text).unwrap();
+        let ladder = c.replica_exchange.as_ref().unwrap().ladder();
+        assert!((ladder[1] - 300.0 * 2f64.sqrt()).abs() < 1e-9);
+        assert_eq!(c.n_members(), 6);
+        let bad = text.replace("t_max = 600.0", "t_max = 200.0");
+        assert!(parse(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("replica_exchange.t_max"));
+        let verlet = text.replace("kind = \"langevin\"", "kind = \"verlet\"");
+        assert!(parse(&verlet).unwrap_err().to_string().contains("langevin"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod integrate;
 pub mod io;
 pub mod rng;
 pub mod run;
+pub mod sampling;
 pub mod state;
 pub mod system;
 pub mod units;

@@ -76,6 +76,46 @@ impl CounterRng {
     }
 }
 
+/// Host-side uniform random numbers (SplitMix64 stream) for decisions made
+/// on the host, such as replica-exchange swaps. Its state is one integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostRng {
+    pub state: u64,
+}
+
+impl HostRng {
+    pub fn new(seed: u64) -> Self {
+        HostRng {
+            state: splitmix64(seed),
+        }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform integer in [0, n) (n > 0), by rejection, so without modulo bias.
+    pub fn below(&mut self, n: usize) -> usize {
+        let n = n as u64;
+        let zone = u64::MAX - u64::MAX % n;
+        loop {
+            let x = self.next_u64();
+            if x < zone {
+                return (x % n) as usize;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +155,29 @@ mod tests {
         assert!(CounterRng::new(1)
             .normal(&sub)
             .equal(&a1.narrow(0, 500, 10)));
+    }
+
+    #[test]
+    fn host_rng_is_uniform() {
+        let mut rng = HostRng::new(5);
+        let n = 100_000;
+        let mean = (0..n).map(|_| rng.uniform()).sum::<f64>() / n as f64;
+        // Uniform(0,1): standard deviation 1/sqrt(12).
+        assert!(
+            (mean - 0.5).abs() < 6.0 / (12.0 * n as f64).sqrt(),
+            "mean {mean}"
+        );
+        let mut counts = [0usize; 5];
+        for _ in 0..n {
+            counts[rng.below(5)] += 1;
+        }
+        let expected = n as f64 / 5.0;
+        let chi2: f64 = counts
+            .iter()
+            .map(|&c| (c as f64 - expected).powi(2) / expected)
+            .sum();
+        // 4 degrees of freedom: P(chi2 > 18.47) = 0.001.
+        assert!(chi2 < 18.47, "chi2 {chi2} {counts:?}");
     }
 
     #[test]

@@ -9,14 +9,16 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{Config, IntegratorKind, ModelKind};
+use crate::config::{Config, IntegratorKind, ModelKind, VelocityInit};
 use crate::device::{describe, parse_device, resolve};
 use crate::error::{Error, Result};
 use crate::force::{update_forces, ForceProvider, Harmonic, LennardJones, TorchScriptModel};
 use crate::integrate::{degrees_of_freedom, Integrator, Langevin, VelocityVerlet};
-use crate::io::trajectory::member_file_name;
+use crate::io::exchange::ExchangeRecorder;
+use crate::io::trajectory::{member_file_stem, write_topology};
 use crate::io::{ObservablesWriter, TrajectoryWriter};
 use crate::rng::{splitmix64, CounterRng};
+use crate::sampling::{ExchangeOutcome, ReplicaExchange, ReplicaExchangeSummary};
 use crate::state::{to_host_f64, BatchState};
 use crate::system::Molecule;
 use crate::units::{FS_PER_NS, KB_EV_PER_K};
@@ -33,6 +35,8 @@ pub struct Simulation {
     pub dof: f64,
     /// SHA-256 of the model file (TorchScript models).
     pub model_sha256: Option<String>,
+    /// Temperature replica exchange, when configured.
+    pub replica_exchange: Option<ReplicaExchange>,
 }
 
 /// Names and units of the recorded observables, in record order.
@@ -43,6 +47,10 @@ pub const OBSERVABLES: [(&str, &str); 4] = [
     ("temperature", "K"),
 ];
 
+/// Recorded in addition under replica exchange: each replica's current
+/// thermostat temperature.
+pub const THERMOSTAT_TEMPERATURE: (&str, &str) = ("thermostat_temperature", "K");
+
 impl Simulation {
     /// Load the system and model, place R members on the device, draw initial
     /// velocities and evaluate the initial forces.
@@ -51,7 +59,7 @@ impl Simulation {
         let spec = parse_device(&config.model.device).map_err(Error::Invalid)?;
         let device = resolve(spec).map_err(Error::Invalid)?;
         let kind = config.integrator.precision.kind();
-        let mut state = BatchState::new(&molecule, config.ensemble.members, device, kind);
+        let mut state = BatchState::new(&molecule, config.n_members(), device, kind);
 
         let mut model_sha256 = None;
         let force: Box<dyn ForceProvider> = match config.model.kind {
@@ -73,18 +81,41 @@ impl Simulation {
         check_elements(&molecule, force.as_ref(), config)?;
 
         let seed = config.ensemble.seed;
-        if let Some(t) = config.initial_temperature() {
-            let mut rng = CounterRng::new(splitmix64(seed ^ 0x5645_4c4f_4349_5459));
-            state.set_maxwell_boltzmann(t, &mut rng);
+        let replica_exchange = config.replica_exchange.as_ref().map(|rex| {
+            ReplicaExchange::new(
+                rex.ladder(),
+                rex.members_per_temperature,
+                rex.scheme,
+                rex.swap_attempts,
+                seed,
+            )
+        });
+        // Thermostat temperature of each member: its rung of the ladder, or the one temperature.
+        let temperatures = match &replica_exchange {
+            Some(rex) => Tensor::from_slice(&rex.replica_temperatures()).to_device(device),
+            None => Tensor::full(
+                [state.n_members as i64],
+                config.integrator.temperature.unwrap_or_default(),
+                (Kind::Double, device),
+            ),
+        };
+        let mut rng = CounterRng::new(splitmix64(seed ^ 0x5645_4c4f_4349_5459));
+        match (&replica_exchange, config.initial_temperature()) {
+            // Replicas start at their own temperatures unless one is given.
+            (Some(_), None) if config.ensemble.velocities == VelocityInit::MaxwellBoltzmann => {
+                state.set_maxwell_boltzmann_per_member(&temperatures, &mut rng)
+            }
+            (_, Some(t)) => state.set_maxwell_boltzmann(t, &mut rng),
+            _ => {}
         }
         let dt = config.integrator.timestep;
         let integrator: Box<dyn Integrator> = match config.integrator.kind {
             IntegratorKind::Verlet => Box::new(VelocityVerlet::new(&state, dt)),
-            IntegratorKind::Langevin => Box::new(Langevin::new(
+            IntegratorKind::Langevin => Box::new(Langevin::with_temperatures(
                 &state,
                 dt,
                 config.integrator.friction,
-                config.integrator.temperature.unwrap_or_default(),
+                temperatures,
                 seed,
             )),
         };
@@ -99,14 +130,24 @@ impl Simulation {
             integrator,
             dof,
             model_sha256,
+            replica_exchange,
         };
         sim.check_finite("the starting structures")?;
         Ok(sim)
     }
 
-    /// Host copies of potential, kinetic, total energy and temperature ([R] each),
-    /// in one device→host transfer.
-    pub fn observables(&self) -> [Vec<f64>; 4] {
+    /// The observables recorded for this run, (name, unit) in record order.
+    pub fn observable_names(&self) -> Vec<(&'static str, &'static str)> {
+        let mut names = OBSERVABLES.to_vec();
+        if self.replica_exchange.is_some() {
+            names.push(THERMOSTAT_TEMPERATURE);
+        }
+        names
+    }
+
+    /// Host copies of the observables ([R] each, in `observable_names` order),
+    /// from one device→host transfer.
+    pub fn observables(&self) -> Vec<Vec<f64>> {
         let r = self.state.n_members;
         let both = Tensor::cat(&[&self.state.energies, &self.state.kinetic_energy()], 0);
         let host = to_host_f64(&both);
@@ -116,7 +157,27 @@ impl Simulation {
             .iter()
             .map(|k| 2.0 * k / (self.dof * KB_EV_PER_K))
             .collect();
-        [epot.to_vec(), ke.to_vec(), total, temp]
+        let mut values = vec![epot.to_vec(), ke.to_vec(), total, temp];
+        if let Some(rex) = &self.replica_exchange {
+            values.push(rex.replica_temperatures());
+        }
+        values
+    }
+
+    /// One replica-exchange attempt (call every exchange interval): pulls the
+    /// [R] energies to the host, decides, and pushes temperatures and velocity
+    /// scales back only if a swap was accepted.
+    pub fn exchange(&mut self) -> Result<Option<(ExchangeOutcome, Vec<f64>)>> {
+        let Some(rex) = self.replica_exchange.as_mut() else {
+            return Ok(None);
+        };
+        let energies = to_host_f64(&self.state.energies);
+        let old = rex.replica_temperatures();
+        let outcome = rex.exchange(&energies, self.state.step);
+        if outcome.accepted > 0 {
+            rex.apply(&old, &mut self.state, self.integrator.as_mut())?;
+        }
+        Ok(Some((outcome, energies)))
     }
 
     /// Fail with the offending members if any energy or force is not finite.
@@ -177,6 +238,20 @@ impl Simulation {
             ("degrees_of_freedom_per_member", self.dof.to_string()),
             ("timestep_fs", self.integrator.timestep().to_string()),
             ("seed", c.ensemble.seed.to_string()),
+            (
+                "replica_exchange",
+                self.replica_exchange
+                    .as_ref()
+                    .map(|r| {
+                        format!(
+                            "{:?} scheme, {} temperatures, {} ladder(s)",
+                            r.scheme,
+                            r.n_states(),
+                            r.n_ladders
+                        )
+                    })
+                    .unwrap_or_default(),
+            ),
             ("mlff_md_version", env!("CARGO_PKG_VERSION").to_string()),
             ("libtorch", "tch 0.24.0 / libtorch 2.11.0".to_string()),
             ("chemfiles_version", chemfiles::version()),
@@ -261,6 +336,9 @@ pub struct RunSummary {
     pub aggregate_ns_per_day: f64,
     pub mean_temperature_k: f64,
     pub final_potential_energy_ev: Vec<f64>,
+    /// Wall time spent in replica-exchange moves (energy copy, decision, update).
+    pub exchange_seconds: f64,
+    pub replica_exchange: Option<ReplicaExchangeSummary>,
     pub output_directory: PathBuf,
 }
 
@@ -381,28 +459,50 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
     let obs_every = config.output.observables_interval;
     let traj_every = config.output.trajectory_interval;
 
+    let slots: Vec<usize> = match &config.output.trajectory_members {
+        Some(m) => m.clone(),
+        None => (0..sim.state.n_members).collect(),
+    };
     let mut trajectories = if traj_every > 0 {
-        let slots: Vec<usize> = match &config.output.trajectory_members {
-            Some(m) => m.clone(),
-            None => (0..sim.state.n_members).collect(),
-        };
-        let ids: Vec<usize> = slots.iter().map(|&s| sim.state.member_ids[s]).collect();
+        write_topology(&out, &sim.molecule.template)?;
+        let stems: Vec<String> = slots
+            .iter()
+            .map(|&s| member_file_stem(sim.state.member_ids[s]))
+            .collect();
         Some(TrajectoryWriter::create(
             &out,
             config.output.trajectory_format,
-            &slots,
-            &ids,
+            &stems,
             &sim.molecule.template,
         )?)
     } else {
         None
     };
+    // Demultiplexed trajectories: one per temperature (and ladder).
+    let mut demux = match (&sim.replica_exchange, traj_every > 0) {
+        (Some(rex), true) => Some(TrajectoryWriter::create(
+            &out,
+            config.output.trajectory_format,
+            &demux_stems(rex),
+            &sim.molecule.template,
+        )?),
+        _ => None,
+    };
+    let names = sim.observable_names();
     let mut observables = ObservablesWriter::create(
         &out.join("observables.h5"),
         sim.state.n_members,
-        &OBSERVABLES,
+        &names,
         &sim.metadata(),
     )?;
+    let mut exchanges = match &sim.replica_exchange {
+        Some(rex) => Some(ExchangeRecorder::create(&observables, rex)?),
+        None => None,
+    };
+    let exchange_every = config
+        .replica_exchange
+        .as_ref()
+        .map(|r| r.exchange_interval);
 
     if !options.quiet {
         eprintln!(
@@ -415,6 +515,16 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
             steps,
             steps as f64 * dt * 1e-3
         );
+        if let Some(rex) = &sim.replica_exchange {
+            let ladder: Vec<String> = rex.temperatures.iter().map(|t| format!("{t:.1}")).collect();
+            eprintln!(
+                "replica exchange: {:?}, every {} steps, {} ladder(s) of [{}] K",
+                rex.scheme,
+                exchange_every.unwrap_or_default(),
+                rex.n_ladders,
+                ladder.join(", ")
+            );
+        }
     }
 
     let record = |sim: &Simulation, obs: &mut ObservablesWriter, step: u64| -> Result<f64> {
@@ -423,34 +533,59 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
         obs.append(step, step as f64 * dt, &refs)?;
         Ok(mean(&values[3]))
     };
+    let write_frames = |sim: &Simulation,
+                        trajectories: &mut Option<TrajectoryWriter>,
+                        demux: &mut Option<TrajectoryWriter>|
+     -> Result<()> {
+        if trajectories.is_none() && demux.is_none() {
+            return Ok(());
+        }
+        let step = sim.state.step;
+        let positions = sim.state.positions_host();
+        if let Some(t) = trajectories.as_mut() {
+            t.write(step, step as f64 * dt, &positions, &slots)?;
+        }
+        if let (Some(t), Some(rex)) = (demux.as_mut(), &sim.replica_exchange) {
+            t.write(step, step as f64 * dt, &positions, &demux_slots(rex))?;
+        }
+        Ok(())
+    };
     record(&sim, &mut observables, 0)?;
-    if let Some(t) = trajectories.as_mut() {
-        t.write(0, 0.0, &sim.state.positions_host())?;
-    }
+    write_frames(&sim, &mut trajectories, &mut demux)?;
 
     let mut progress = Progress::new(steps, options.quiet);
     let start = Instant::now();
     let mut temps = Vec::new();
+    let mut exchange_time = Duration::ZERO;
     for _ in 0..steps {
         sim.integrator.step(&mut sim.state, sim.force.as_ref())?;
         let step = sim.state.step;
+        if exchange_every.is_some_and(|every| step % every == 0) {
+            let t0 = Instant::now();
+            if let Some((outcome, energies)) = sim.exchange()? {
+                if let (Some(rec), Some(rex)) = (exchanges.as_mut(), &sim.replica_exchange) {
+                    rec.record(step, rex, &energies, &outcome)?;
+                }
+            }
+            exchange_time += t0.elapsed();
+        }
         if step % obs_every == 0 || step == steps {
             sim.check_finite("an observables report")?;
             let mean_t = record(&sim, &mut observables, step)?;
             temps.push(mean_t);
             progress.update(step, start.elapsed(), dt, mean_t);
         }
-        if let Some(t) = trajectories.as_mut() {
-            if step % traj_every == 0 {
-                t.write(step, step as f64 * dt, &sim.state.positions_host())?;
-            }
+        if traj_every > 0 && step % traj_every == 0 {
+            write_frames(&sim, &mut trajectories, &mut demux)?;
         }
     }
     // The last record above pulled data to the host, so the clock is honest.
     let wall = start.elapsed().as_secs_f64();
     progress.finish();
     drop(trajectories);
+    drop(demux);
 
+    let rex_summary = sim.replica_exchange.as_ref().map(|r| r.summary(dt));
     let sps = steps as f64 / wall.max(1e-12);
     let summary = RunSummary {
         steps,
@@ -465,10 +600,18 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
         aggregate_ns_per_day: sps * dt * 86_400.0 / FS_PER_NS * sim.state.n_members as f64,
         mean_temperature_k: mean(&temps),
         final_potential_energy_ev: to_host_f64(&sim.state.energies),
+        exchange_seconds: exchange_time.as_secs_f64(),
+        replica_exchange: rex_summary.clone(),
         output_directory: out.clone(),
     };
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
     observables.set_parameter("summary", &json)?;
+    if let (Some(rec), Some(rex), Some(rs)) = (&exchanges, &sim.replica_exchange, &rex_summary) {
+        rec.finish(
+            rex,
+            &serde_json::to_string_pretty(rs).expect("summary serialises"),
+        )?;
+    }
     observables.flush()?;
     std::fs::write(out.join("summary.json"), &json)
         .map_err(|e| Error::output(&out.join("summary.json"), e))?;
@@ -479,20 +622,40 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
             summary.member_steps_per_second,
             summary.mean_temperature_k
         );
-        eprintln!(
-            "outputs: {} (observables.h5, topology.pdb{})",
-            out.display(),
-            if traj_every > 0 {
-                format!(
-                    ", {}…",
-                    member_file_name(0, config.output.trajectory_format)
-                )
-            } else {
-                String::new()
-            }
-        );
+        if let Some(rs) = &rex_summary {
+            eprintln!("{}", rs.report());
+            eprintln!(
+                "  exchange overhead: {:.3} s of {wall:.2} s ({:.2} %)",
+                summary.exchange_seconds,
+                100.0 * summary.exchange_seconds / wall.max(1e-12)
+            );
+        }
+        eprintln!("outputs: {}", out.display());
     }
     Ok(summary)
+}
+
+/// File stems of demultiplexed trajectories: one per temperature (and ladder).
+fn demux_stems(rex: &ReplicaExchange) -> Vec<String> {
+    let mut stems = Vec::new();
+    for l in 0..rex.n_ladders {
+        for (k, t) in rex.temperatures.iter().enumerate() {
+            let ladder = if rex.n_ladders > 1 {
+                format!("_ladder{l}")
+            } else {
+                String::new()
+            };
+            stems.push(format!("temperature_{k:02}_{t:.1}K{ladder}"));
+        }
+    }
+    stems
+}
+
+/// Batch slot now holding each demultiplexed temperature, in `demux_stems` order.
+fn demux_slots(rex: &ReplicaExchange) -> Vec<usize> {
+    (0..rex.n_ladders)
+        .flat_map(|l| (0..rex.n_states()).map(move |k| rex.replica_at(l, k)))
+        .collect()
 }
 
 /// What `mlff-md validate` reports.

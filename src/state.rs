@@ -142,8 +142,13 @@ impl BatchState {
             temperature,
             (Kind::Double, self.device),
         );
+        self.set_maxwell_boltzmann_per_member(&temps, rng);
+    }
+
+    /// Maxwell-Boltzmann velocities with one temperature per member ([R], K).
+    pub fn set_maxwell_boltzmann_per_member(&mut self, temps: &Tensor, rng: &mut CounterRng) {
         let z = rng.normal(&self.noise_index).to_kind(self.kind);
-        self.velocities = z * self.thermal_velocity_scale(&temps);
+        self.velocities = z * self.thermal_velocity_scale(temps);
         self.remove_com_motion();
     }
 

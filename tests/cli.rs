@@ -337,3 +337,118 @@ fn missing_config_file_and_help() {
     let text = String::from_utf8_lossy(&h.stdout);
     assert!(text.contains("--steps") && text.contains("--overwrite") && text.contains("--device"));
 }
+
+/// A replica-exchange run writes per-replica and per-temperature trajectories
+/// that agree with the recorded replica → temperature map, and the exchange
+/// records in HDF5.
+#[test]
+fn replica_exchange_outputs_are_consistent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("rex");
+    let text = format!(
+        r#"[system]
+structure = "{}"
+[model]
+path = "{}"
+device = "cpu"
+[integrator]
+kind = "langevin"
+timestep = 0.25
+friction = 5.0
+[replica_exchange]
+temperatures = [300.0, 340.0, 390.0, 450.0]
+exchange_interval = 10
+[ensemble]
+seed = 11
+[run]
+steps = 200
+[output]
+directory = "{}"
+trajectory_format = "xyz"
+trajectory_interval = 10
+observables_interval = 10
+"#,
+        root().join("systems/ethanol.pdb").display(),
+        root().join("models/morse_test.pt").display(),
+        out.display()
+    );
+    let cfg = write(tmp.path(), "rex.toml", &text);
+    let o = bin().args(["run", cfg.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("acceptance per neighbour pair") && stderr.contains("round trips"),
+        "{stderr}"
+    );
+
+    let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
+    let states = h5
+        .dataset("replica_exchange/state_of_replica")
+        .unwrap()
+        .read_2d::<i64>()
+        .unwrap();
+    let steps = h5
+        .dataset("replica_exchange/step")
+        .unwrap()
+        .read_1d::<i64>()
+        .unwrap();
+    assert_eq!(states.shape(), &[20, 4]);
+    assert_eq!(
+        steps.to_vec(),
+        (1..=20).map(|i| i * 10).collect::<Vec<i64>>()
+    );
+    for row in states.rows() {
+        let mut v = row.to_vec();
+        v.sort();
+        assert_eq!(v, vec![0, 1, 2, 3], "each exchange leaves a permutation");
+    }
+    let accepts = h5
+        .dataset("replica_exchange/accepts")
+        .unwrap()
+        .read_2d::<i64>()
+        .unwrap();
+    let attempts = h5
+        .dataset("replica_exchange/attempts")
+        .unwrap()
+        .read_2d::<i64>()
+        .unwrap();
+    assert_eq!(attempts.shape(), &[4, 4]);
+    assert!(attempts[[0, 1]] >= accepts[[0, 1]] && attempts[[0, 1]] == 10);
+    let thermostat = h5
+        .dataset("observables/thermostat_temperature/value")
+        .unwrap()
+        .read_2d::<f64>()
+        .unwrap();
+    // Record i (step 10 i) sees the map written by exchange i (same step).
+    for (i, row) in thermostat.rows().into_iter().enumerate().skip(1) {
+        for r in 0..4 {
+            let ladder = [300.0, 340.0, 390.0, 450.0];
+            assert_eq!(row[r], ladder[states[[i - 1, r]] as usize]);
+        }
+    }
+
+    // The 300 K trajectory's frame at each step is the frame of the replica at 300 K then.
+    let read_all = |name: &str| -> Vec<Vec<[f64; 3]>> {
+        let mut t = chemfiles::Trajectory::open(out.join(name), 'r').unwrap();
+        (0..t.nsteps())
+            .map(|i| {
+                let mut f = chemfiles::Frame::new();
+                t.read_step(i, &mut f).unwrap();
+                f.positions().to_vec()
+            })
+            .collect()
+    };
+    let cold = read_all("temperature_00_300.0K.xyz");
+    let replicas: Vec<_> = (0..4)
+        .map(|r| read_all(&format!("member_{r:04}.xyz")))
+        .collect();
+    assert_eq!(cold.len(), 21);
+    for (frame, positions) in cold.iter().enumerate().skip(1) {
+        let row = states.row(frame - 1);
+        let r = row.iter().position(|&s| s == 0).unwrap();
+        assert_eq!(
+            positions, &replicas[r][frame],
+            "frame {frame}: 300 K is replica {r}"
+        );
+    }
+}

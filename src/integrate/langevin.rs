@@ -68,15 +68,8 @@ impl Langevin {
             c1,
             rng,
         };
-        integrator.set_temperatures(state, temps);
+        integrator.set_temperatures(state, &temps);
         integrator
-    }
-
-    /// Change the thermostat temperature of each member ([R], K).
-    pub fn set_temperatures(&mut self, state: &BatchState, temps: Tensor) {
-        let c2 = (1.0 - self.c1 * self.c1).max(0.0).sqrt();
-        self.noise_scale = state.thermal_velocity_scale(&temps) * c2;
-        self.temperatures = temps;
     }
 
     pub fn temperatures(&self) -> &Tensor {
@@ -105,6 +98,13 @@ impl Integrator for Langevin {
         kick(state, &self.inv_mass, h);
         state.step += 1;
         Ok(())
+    }
+
+    fn set_temperatures(&mut self, state: &BatchState, temperatures: &Tensor) -> bool {
+        let c2 = (1.0 - self.c1 * self.c1).max(0.0).sqrt();
+        self.noise_scale = state.thermal_velocity_scale(temperatures) * c2;
+        self.temperatures = temperatures.shallow_clone();
+        true
     }
 
     fn timestep(&self) -> f64 {

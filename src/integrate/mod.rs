@@ -25,6 +25,12 @@ pub trait Integrator {
     /// Time step in fs.
     fn timestep(&self) -> f64;
 
+    /// Set per-member thermostat temperatures ([R], K). Returns false for
+    /// integrators without a thermostat.
+    fn set_temperatures(&mut self, _state: &BatchState, _temperatures: &Tensor) -> bool {
+        false
+    }
+
     /// Whether total momentum is conserved (it sets the degrees of freedom
     /// used for the kinetic temperature: 3N − 3 if so, 3N otherwise).
     fn conserves_momentum(&self) -> bool;

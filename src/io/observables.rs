@@ -1,21 +1,98 @@
 //! Observables in HDF5, laid out the H5MD way: `/observables/<name>/{step,
 //! time, value}` with `value[T, R]` (one column per member) and a `unit`
 //! attribute; run metadata (config text, versions, device) as attributes of
-//! `/parameters`. h5py, MDAnalysis and pandas read it without help.
+//! `/parameters`; replica-exchange records under `/replica_exchange`. h5py,
+//! MDAnalysis and pandas read it without help.
 
 use std::path::{Path, PathBuf};
 
 use hdf5::types::VarLenUnicode;
-use hdf5::{Dataset, File, Location};
-use ndarray::{s, ArrayView2};
+use hdf5::{Dataset, File, Group, H5Type, Location};
+use ndarray::{s, ArrayView1, ArrayView2};
 
 use crate::error::{Error, Result};
 
-/// One observable time series.
+fn h5err(path: &Path) -> impl Fn(hdf5::Error) -> Error + '_ {
+    move |e| Error::output(path, e)
+}
+
+/// Write a string attribute.
+pub fn string_attr(loc: &Location, name: &str, value: &str) -> hdf5::Result<()> {
+    let v: VarLenUnicode = value
+        .parse()
+        .unwrap_or_else(|_| "(not representable)".parse().expect("ASCII parses"));
+    if loc.attr(name).is_ok() {
+        loc.delete_attr(name)?;
+    }
+    loc.new_attr::<VarLenUnicode>()
+        .create(name)?
+        .write_scalar(&v)
+}
+
+/// A growable dataset: `[T]` (columns = None) or `[T, columns]`, appended one
+/// row at a time, chunked so appends stay cheap.
+pub struct Table {
+    ds: Dataset,
+    columns: Option<usize>,
+    rows: usize,
+}
+
+impl Table {
+    pub fn create<T: H5Type>(
+        group: &Group,
+        name: &str,
+        columns: Option<usize>,
+        unit: Option<&str>,
+    ) -> hdf5::Result<Table> {
+        const CHUNK_ROWS: usize = 64;
+        let ds = match columns {
+            None => group
+                .new_dataset::<T>()
+                .chunk(CHUNK_ROWS)
+                .shape(0..)
+                .create(name)?,
+            Some(c) => group
+                .new_dataset::<T>()
+                .chunk((CHUNK_ROWS, c.clamp(1, 4096)))
+                .shape((0.., c))
+                .create(name)?,
+        };
+        if let Some(unit) = unit {
+            string_attr(&ds, "unit", unit)?;
+        }
+        Ok(Table {
+            ds,
+            columns,
+            rows: 0,
+        })
+    }
+
+    /// Append one row (one value for a 1-D table).
+    pub fn append<T: H5Type>(&mut self, row: &[T]) -> hdf5::Result<()> {
+        let n = self.rows;
+        match self.columns {
+            None => {
+                self.ds.resize(n + 1)?;
+                self.ds.write_slice(ArrayView1::from(row), s![n..n + 1])?;
+            }
+            Some(c) => {
+                self.ds.resize((n + 1, c))?;
+                let view = ArrayView2::from_shape((1, c), row).map_err(|e| {
+                    hdf5::Error::from(format!("row of {} values for {c} columns: {e}", row.len()))
+                })?;
+                self.ds.write_slice(view, s![n..n + 1, ..])?;
+            }
+        }
+        self.rows += 1;
+        Ok(())
+    }
+}
+
+/// One H5MD observable: step, time and value series.
 struct Series {
-    step: Dataset,
-    time: Dataset,
-    value: Dataset,
+    step: Table,
+    time: Table,
+    value: Table,
 }
 
 pub struct ObservablesWriter {
@@ -24,20 +101,6 @@ pub struct ObservablesWriter {
     names: Vec<String>,
     series: Vec<Series>,
     n_members: usize,
-    n_records: usize,
-}
-
-fn h5err(path: &Path) -> impl Fn(hdf5::Error) -> Error + '_ {
-    move |e| Error::output(path, e)
-}
-
-fn string_attr(loc: &Location, name: &str, value: &str) -> hdf5::Result<()> {
-    let v: VarLenUnicode = value
-        .parse()
-        .unwrap_or_else(|_| "(not representable)".parse().expect("ASCII parses"));
-    loc.new_attr::<VarLenUnicode>()
-        .create(name)?
-        .write_scalar(&v)
 }
 
 impl ObservablesWriter {
@@ -72,32 +135,15 @@ impl ObservablesWriter {
             string_attr(&params, k, v).map_err(&e)?;
         }
         let obs = file.create_group("observables").map_err(&e)?;
-        let chunk_rows = 64;
-        let chunk_cols = n_members.clamp(1, 4096);
         let mut series = Vec::new();
         for (name, unit) in observables {
             let g = obs.create_group(name).map_err(&e)?;
-            let step = g
-                .new_dataset::<i64>()
-                .chunk(chunk_rows)
-                .shape(0..)
-                .create("step")
-                .map_err(&e)?;
-            let time = g
-                .new_dataset::<f64>()
-                .chunk(chunk_rows)
-                .shape(0..)
-                .create("time")
-                .map_err(&e)?;
-            string_attr(&time, "unit", "fs").map_err(&e)?;
-            let value = g
-                .new_dataset::<f64>()
-                .chunk((chunk_rows, chunk_cols))
-                .shape((0.., n_members))
-                .create("value")
-                .map_err(&e)?;
-            string_attr(&value, "unit", unit).map_err(&e)?;
-            series.push(Series { step, time, value });
+            series.push(Series {
+                step: Table::create::<i64>(&g, "step", None, None).map_err(&e)?,
+                time: Table::create::<f64>(&g, "time", None, Some("fs")).map_err(&e)?,
+                value: Table::create::<f64>(&g, "value", Some(n_members), Some(unit))
+                    .map_err(&e)?,
+            });
         }
         Ok(ObservablesWriter {
             file,
@@ -105,7 +151,6 @@ impl ObservablesWriter {
             names: observables.iter().map(|(n, _)| n.to_string()).collect(),
             series,
             n_members,
-            n_records: 0,
         })
     }
 
@@ -117,8 +162,7 @@ impl ObservablesWriter {
             self.series.len(),
             "one value slice per observable"
         );
-        let n = self.n_records;
-        for ((series, vals), name) in self.series.iter().zip(values).zip(&self.names) {
+        for ((series, vals), name) in self.series.iter_mut().zip(values).zip(&self.names) {
             if vals.len() != self.n_members {
                 return Err(Error::output(
                     &self.path,
@@ -129,25 +173,10 @@ impl ObservablesWriter {
                     ),
                 ));
             }
-            series.step.resize(n + 1).map_err(&e)?;
-            series
-                .step
-                .write_slice(&[step as i64], s![n..n + 1])
-                .map_err(&e)?;
-            series.time.resize(n + 1).map_err(&e)?;
-            series
-                .time
-                .write_slice(&[time_fs], s![n..n + 1])
-                .map_err(&e)?;
-            series.value.resize((n + 1, self.n_members)).map_err(&e)?;
-            let row =
-                ArrayView2::from_shape((1, self.n_members), vals).expect("length checked above");
-            series
-                .value
-                .write_slice(row, s![n..n + 1, ..])
-                .map_err(&e)?;
+            series.step.append(&[step as i64]).map_err(&e)?;
+            series.time.append(&[time_fs]).map_err(&e)?;
+            series.value.append(vals).map_err(&e)?;
         }
-        self.n_records += 1;
         Ok(())
     }
 
@@ -156,13 +185,19 @@ impl ObservablesWriter {
         self.file.flush().map_err(h5err(&self.path))
     }
 
-    /// Add a string attribute to `/parameters` (e.g. a run summary).
+    /// Add (or replace) a string attribute of `/parameters`.
     pub fn set_parameter(&self, name: &str, value: &str) -> Result<()> {
         let e = h5err(&self.path);
         let params = self.file.group("parameters").map_err(&e)?;
-        if params.attr(name).is_ok() {
-            params.delete_attr(name).map_err(&e)?;
-        }
         string_attr(&params, name, value).map_err(&e)
+    }
+
+    /// Create a top-level group for other records (e.g. replica exchange).
+    pub fn create_group(&self, name: &str) -> Result<Group> {
+        self.file.create_group(name).map_err(h5err(&self.path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }

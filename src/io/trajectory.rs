@@ -1,6 +1,8 @@
-//! Per-member trajectories through chemfiles, plus one topology PDB beside
-//! them (XTC and DCD store no atom names or bonds; MDAnalysis, mdtraj and VMD
-//! load `topology.pdb` + `member_0000.xtc`).
+//! Trajectories through chemfiles, plus one topology PDB beside them (XTC and
+//! DCD store no atom names or bonds; MDAnalysis, mdtraj and VMD load
+//! `topology.pdb` + `member_0000.xtc`). A file follows either one batch slot
+//! (a member or replica) or, for demultiplexed replica exchange, whichever
+//! slot currently holds a given temperature.
 
 use std::path::{Path, PathBuf};
 
@@ -12,42 +14,47 @@ use crate::error::{Error, Result};
 pub struct TrajectoryWriter {
     frame: Frame,
     n_atoms: usize,
-    /// (batch slot, open file, path)
-    files: Vec<(usize, Trajectory, PathBuf)>,
+    /// (open file, path), in the order of `create`'s names.
+    files: Vec<(Trajectory, PathBuf)>,
 }
 
-/// Name of the trajectory file of member `id`.
-pub fn member_file_name(id: usize, format: TrajectoryFormat) -> String {
-    format!("member_{id:04}.{}", format.extension())
+/// Name (without extension) of the trajectory of member `id`.
+pub fn member_file_stem(id: usize) -> String {
+    format!("member_{id:04}")
+}
+
+/// Write `dir/topology.pdb`: the atoms, residues and bonds of `template`.
+pub fn write_topology(dir: &Path, template: &Frame) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::output(dir, e))?;
+    let mut frame = template.clone();
+    // Gas phase: no periodic box.
+    frame.set_cell(&UnitCell::infinite());
+    let topology = dir.join("topology.pdb");
+    let mut top =
+        Trajectory::open(&topology, 'w').map_err(|e| Error::output(&topology, e.message))?;
+    top.write(&frame)
+        .map_err(|e| Error::output(&topology, e.message))?;
+    Ok(topology)
 }
 
 impl TrajectoryWriter {
-    /// Write `dir/topology.pdb` from `template` and open one trajectory per
-    /// listed member: `slots[i]` is the batch slot, `ids[i]` its member id.
+    /// Open one trajectory `dir/<stem>.<ext>` per stem. Frames take their
+    /// atoms and topology from `template`.
     pub fn create(
         dir: &Path,
         format: TrajectoryFormat,
-        slots: &[usize],
-        ids: &[usize],
+        stems: &[String],
         template: &Frame,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::output(dir, e))?;
         let mut frame = template.clone();
-        // Gas-phase: no periodic box.
         frame.set_cell(&UnitCell::infinite());
-        let topology = dir.join("topology.pdb");
-        let mut top =
-            Trajectory::open(&topology, 'w').map_err(|e| Error::output(&topology, e.message))?;
-        top.write(&frame)
-            .map_err(|e| Error::output(&topology, e.message))?;
-        drop(top);
-
-        let mut files = Vec::with_capacity(slots.len());
-        for (&slot, &id) in slots.iter().zip(ids) {
-            let path = dir.join(member_file_name(id, format));
+        let mut files = Vec::with_capacity(stems.len());
+        for stem in stems {
+            let path = dir.join(format!("{stem}.{}", format.extension()));
             let traj = Trajectory::open_with_format(&path, 'w', format.chemfiles_name())
                 .map_err(|e| Error::output(&path, e.message))?;
-            files.push((slot, traj, path));
+            files.push((traj, path));
         }
         Ok(TrajectoryWriter {
             n_atoms: frame.size(),
@@ -56,14 +63,26 @@ impl TrajectoryWriter {
         })
     }
 
-    /// Append one frame per member from host positions `[R*N*3]` (Å).
-    pub fn write(&mut self, step: u64, time_fs: f64, positions: &[f64]) -> Result<()> {
+    /// Append one frame to every file from host positions `[R*N*3]` (Å):
+    /// file `i` gets the member in batch slot `slots[i]`.
+    pub fn write(
+        &mut self,
+        step: u64,
+        time_fs: f64,
+        positions: &[f64],
+        slots: &[usize],
+    ) -> Result<()> {
+        assert_eq!(
+            slots.len(),
+            self.files.len(),
+            "one slot per trajectory file"
+        );
         let n = self.n_atoms;
         self.frame.set_step(step as usize);
         // XTC and DCD store time in ps.
         self.frame.set("time", time_fs * 1.0e-3);
-        for (slot, traj, path) in &mut self.files {
-            let src = &positions[*slot * n * 3..(*slot + 1) * n * 3];
+        for ((traj, path), &slot) in self.files.iter_mut().zip(slots) {
+            let src = &positions[slot * n * 3..(slot + 1) * n * 3];
             for (dst, p) in self
                 .frame
                 .positions_mut()
@@ -80,6 +99,6 @@ impl TrajectoryWriter {
 
     /// Paths of the trajectory files.
     pub fn paths(&self) -> Vec<PathBuf> {
-        self.files.iter().map(|(_, _, p)| p.clone()).collect()
+        self.files.iter().map(|(_, p)| p.clone()).collect()
     }
 }
