@@ -81,7 +81,12 @@ class MorsePairModel(torch.nn.Module):
         counts = torch.bincount(batch, minlength=n_struct)
         max_n = int(counts.max().item())
         first = torch.cumsum(counts, 0) - counts
-        local = torch.arange(n_total, device=positions.device) - first[batch]
+        # Index of each atom within its structure, for any atom order: rank
+        # the atoms by structure (stable), then subtract the structure's start.
+        order = torch.argsort(batch, stable=True)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(n_total, device=positions.device)
+        local = rank - first[batch]
         # Pad the flat batch into [S, max_n, 3]; index_put is out of place so
         # gradients flow back to `positions`.
         padded = positions.new_zeros((n_struct, max_n, 3)).index_put(
@@ -132,6 +137,16 @@ class BadShape(torch.nn.Module):
         return (positions * positions).sum(-1)
 
 
+class IntegerEnergy(torch.nn.Module):
+    """Returns int64 energies."""
+
+    def forward(
+        self, atomic_numbers: torch.Tensor, positions: torch.Tensor, batch: torch.Tensor
+    ) -> torch.Tensor:
+        n_struct = int(batch.max().item()) + 1
+        return torch.zeros(n_struct, dtype=torch.long).index_add(0, batch, atomic_numbers)
+
+
 class NanEnergy(torch.nn.Module):
     def forward(
         self, atomic_numbers: torch.Tensor, positions: torch.Tensor, batch: torch.Tensor
@@ -162,6 +177,9 @@ def self_check(path: str) -> None:
     e0 = model(z[:3], pos[:3], torch.zeros(3, dtype=torch.long))
     e1 = model(z[3:], pos[3:], torch.zeros(4, dtype=torch.long))
     assert torch.allclose(e, torch.cat([e0, e1])), (e, e0, e1)
+    # Interleaved atom order gives the same energies.
+    perm = torch.tensor([3, 0, 4, 1, 5, 2, 6])
+    assert torch.allclose(model(z[perm], pos[perm], batch[perm]), e)
     p = pos.clone().requires_grad_(True)
     f = -torch.autograd.grad(model(z, p, batch).sum(), p)[0]
     h = 1e-6
@@ -180,6 +198,7 @@ def main() -> int:
     save(BadSignature(), os.path.join(data, "bad_signature.pt"))
     save(BadShape(), os.path.join(data, "bad_shape.pt"))
     save(NanEnergy(), os.path.join(data, "nan_energy.pt"))
+    save(IntegerEnergy(), os.path.join(data, "int_energy.pt"))
     with open(os.path.join(data, "not_torchscript.pt"), "w") as f:
         f.write("this is not a TorchScript archive\n")
     print("self-check passed")

@@ -163,7 +163,7 @@ fn one() -> usize {
     1
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExchangeScheme {
     /// Alternating even/odd neighbour pairs (GROMACS, LAMMPS).
@@ -218,6 +218,33 @@ impl ReplicaExchangeConfig {
 pub struct RunConfig {
     /// Number of MD steps.
     pub steps: u64,
+    /// What to do when a member blows up (non-finite or exploding values).
+    #[serde(default)]
+    pub on_blowup: BlowupPolicy,
+    /// Largest force component (eV/Å) before a member counts as exploding.
+    #[serde(default = "default_max_force")]
+    pub max_force: f64,
+    /// Largest kinetic temperature (K) before a member counts as exploding.
+    #[serde(default = "default_max_temperature")]
+    pub max_temperature: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlowupPolicy {
+    /// Stop, keeping the last checkpoint from before the blow-up.
+    #[default]
+    Stop,
+    /// Restore the member's last good frame with fresh velocities and go on.
+    Reinitialize,
+}
+
+fn default_max_force() -> f64 {
+    1.0e3
+}
+
+fn default_max_temperature() -> f64 {
+    5.0e4
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -266,6 +293,15 @@ pub struct OutputConfig {
     /// Steps between observables records (energies, temperatures).
     #[serde(default = "default_observables_interval")]
     pub observables_interval: u64,
+    /// Steps between checkpoints (0: only at the end of the run).
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: u64,
+    /// Also checkpoint when this many minutes of wall time have passed.
+    pub checkpoint_minutes: Option<f64>,
+}
+
+fn default_checkpoint_interval() -> u64 {
+    10_000
 }
 
 impl Default for OutputConfig {
@@ -276,6 +312,8 @@ impl Default for OutputConfig {
             trajectory_interval: default_trajectory_interval(),
             trajectory_members: None,
             observables_interval: default_observables_interval(),
+            checkpoint_interval: default_checkpoint_interval(),
+            checkpoint_minutes: None,
         }
     }
 }
@@ -298,6 +336,9 @@ pub struct Overrides {
     pub device: Option<String>,
     pub seed: Option<u64>,
 }
+
+/// Largest step count accepted (10¹² steps: ~30 years of 1 fs steps at 1000 steps/s).
+pub const MAX_STEPS: u64 = 1_000_000_000_000;
 
 /// Largest member count accepted: beyond this a typo is likelier than intent.
 pub const MAX_MEMBERS: usize = 1 << 20;
@@ -546,7 +587,34 @@ impl Config {
             ));
         }
 
+        positive(
+            self,
+            &["run", "max_force"],
+            Some(self.run.max_force),
+            "eV/Å",
+            true,
+        )?;
+        positive(
+            self,
+            &["run", "max_temperature"],
+            Some(self.run.max_temperature),
+            "K",
+            true,
+        )?;
         let o = &self.output;
+        positive(
+            self,
+            &["output", "checkpoint_minutes"],
+            o.checkpoint_minutes,
+            "minutes",
+            false,
+        )?;
+        if self.run.steps > MAX_STEPS {
+            return Err(self.err(
+                &["run", "steps"],
+                format!("expected at most {MAX_STEPS} steps, got {}", self.run.steps),
+            ));
+        }
         if o.observables_interval == 0 {
             return Err(self.err(
                 &["output", "observables_interval"],

@@ -36,6 +36,9 @@ pub enum Error {
     /// The simulation itself went wrong (non-finite energies, ...).
     #[error("simulation: {0}")]
     Simulation(String),
+    /// Stopped by a signal after saving everything.
+    #[error("{message}")]
+    Interrupted { signal: i32, message: String },
 }
 
 impl Error {
@@ -47,6 +50,8 @@ impl Error {
             | Error::Model { .. }
             | Error::Invalid(_) => 2,
             Error::Output { .. } | Error::Torch { .. } | Error::Simulation(_) => 1,
+            // Shell convention: 128 + signal number (130 for SIGINT).
+            Error::Interrupted { signal, .. } => 128 + signal,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod io;
 pub mod rng;
 pub mod run;
 pub mod sampling;
+pub mod simulation;
 pub mod state;
 pub mod system;
 pub mod units;

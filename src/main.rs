@@ -1,10 +1,14 @@
-//! The `mlff-md` command line: argument parsing and exit codes only.
+//! The `mlff-md` command line: argument parsing, signal handlers and exit
+//! codes only.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use mlff_md::config::{Config, Overrides};
+use mlff_md::io::checkpoint::Checkpoint;
 use mlff_md::run::{run, validate, RunOptions};
 
 /// Molecular dynamics of many replicas in lockstep, with one batched
@@ -12,10 +16,15 @@ use mlff_md::run::{run, validate, RunOptions};
 #[derive(Parser)]
 #[command(name = "mlff-md", version, about, long_about = None)]
 #[command(after_help = "Examples:\n  \
-    mlff-md validate configs/ensemble.toml      check files and model without running\n  \
-    mlff-md run configs/ensemble.toml           run as configured\n  \
-    mlff-md run configs/ensemble.toml --steps 100 --device cpu --output /tmp/try --overwrite\n\n\
-Exit status: 0 success, 2 bad input (config, structure, model), 1 failure during the run.")]
+    mlff-md validate configs/replica_exchange.toml   check files and model without running\n  \
+    mlff-md run configs/replica_exchange.toml        run as configured\n  \
+    mlff-md run configs/ensemble.toml --steps 100 --device cpu --output /tmp/try --overwrite\n  \
+    mlff-md run configs/ensemble.toml --resume --steps 40000   continue (and extend) a stopped run\n  \
+    mlff-md resume out/ensemble                      the same, from the output directory alone\n\n\
+Ctrl-C (SIGINT) or SIGTERM finishes the current step, flushes outputs and writes a checkpoint;\n\
+a second Ctrl-C aborts at once.\n\n\
+Exit status: 0 success, 2 bad input (config, structure, model), 1 failure during the run,\n\
+130/143 stopped by SIGINT/SIGTERM after saving a checkpoint.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,94 +34,152 @@ struct Cli {
 enum Command {
     /// Run the simulation described by a TOML config.
     Run {
+        /// The TOML config file.
+        config: PathBuf,
         #[command(flatten)]
         common: Common,
         /// Output directory (relative to the working directory), replacing [output] directory.
         #[arg(long, short)]
         output: Option<PathBuf>,
-        /// Number of MD steps, replacing [run] steps.
-        #[arg(long)]
-        steps: Option<u64>,
         /// Seed of all random numbers, replacing [ensemble] seed.
         #[arg(long)]
         seed: Option<u64>,
         /// Replace the results of an earlier run in the output directory.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "resume")]
         overwrite: bool,
-        /// Print nothing but errors.
-        #[arg(long, short)]
-        quiet: bool,
+        /// Continue the run whose checkpoint is in the output directory,
+        /// appending to its outputs (only --steps may differ).
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Continue a stopped run from its output directory (reads the config
+    /// stored in the checkpoint).
+    Resume {
+        /// The run's output directory (holding checkpoint.bin).
+        directory: PathBuf,
+        #[command(flatten)]
+        common: Common,
     },
     /// Check a config without running: files, elements, device, and one
     /// evaluation of the model on every member.
     Validate {
-        #[command(flatten)]
-        common: Common,
+        /// The TOML config file.
+        config: PathBuf,
+        /// Device: auto, cpu, cuda or cuda:N (replaces [model] device).
+        #[arg(long)]
+        device: Option<String>,
     },
 }
 
 #[derive(Args)]
 struct Common {
-    /// The TOML config file.
-    config: PathBuf,
+    /// Number of MD steps in total, replacing [run] steps (raise it to extend a run).
+    #[arg(long)]
+    steps: Option<u64>,
     /// Device: auto, cpu, cuda or cuda:N (replaces [model] device).
     #[arg(long)]
     device: Option<String>,
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
-fn load(common: &Common, overrides: Overrides) -> mlff_md::Result<Config> {
-    let mut config = Config::from_file(&common.config)?;
-    config.apply(&Overrides {
-        device: common.device.clone(),
-        ..overrides
-    })?;
-    Ok(config)
+/// SIGINT/SIGTERM set `flag` to the signal number; a second one exits at once.
+fn install_signal_handlers() -> Arc<AtomicUsize> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicUsize::new(0));
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // Order matters: the conditional shutdown sees `armed` set by an earlier signal.
+        let _ =
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&armed));
+        let _ = signal_hook::flag::register(sig, Arc::clone(&armed));
+        let _ = signal_hook::flag::register_usize(sig, Arc::clone(&flag), sig as usize);
+    }
+    flag
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run {
+            config,
             common,
             output,
-            steps,
             seed,
             overwrite,
-            quiet,
-        } => load(
-            &common,
-            Overrides {
-                steps,
-                output,
-                seed,
-                device: None,
-            },
-        )
-        .and_then(|config| run(&config, &RunOptions { quiet, overwrite }).map(|_| ())),
-        Command::Validate { common } => load(&common, Overrides::default()).and_then(|config| {
-            let v = validate(&config)?;
-            for w in &v.warnings {
-                eprintln!("warning: {w}");
-            }
-            let shown: Vec<String> = v.energies_ev.iter().take(4).map(|e| format!("{e:.6}")).collect();
-            println!(
-                "ok: {} member(s) of {} atoms ({} starting structure(s)) on {}; {}; initial energies (eV): {}{}",
-                v.members,
-                v.atoms,
-                v.structures,
-                v.device,
-                v.model,
-                shown.join(", "),
-                if v.members > 4 { ", ..." } else { "" }
-            );
-            Ok(())
-        }),
+            resume,
+        } => Config::from_file(&config)
+            .and_then(|mut c| {
+                c.apply(&Overrides {
+                    steps: common.steps,
+                    output,
+                    device: common.device,
+                    seed,
+                })?;
+                Ok(c)
+            })
+            .and_then(|c| {
+                let options = RunOptions {
+                    quiet: common.quiet,
+                    overwrite,
+                    resume,
+                    stop: Some(install_signal_handlers()),
+                };
+                run(&c, &options).map(|_| ())
+            }),
+        Command::Resume { directory, common } => Checkpoint::read_latest(&directory)
+            .and_then(|(ck, _)| {
+                let mut c = Config::from_toml(&ck.header.config_text, &ck.header.config_path)?;
+                c.apply(&Overrides {
+                    steps: common.steps,
+                    output: Some(directory.clone()),
+                    device: common.device,
+                    seed: Some(ck.header.seed),
+                })?;
+                Ok(c)
+            })
+            .and_then(|c| {
+                let options = RunOptions {
+                    quiet: common.quiet,
+                    overwrite: false,
+                    resume: true,
+                    stop: Some(install_signal_handlers()),
+                };
+                run(&c, &options).map(|_| ())
+            }),
+        Command::Validate { config, device } => Config::from_file(&config)
+            .and_then(|mut c| {
+                c.apply(&Overrides {
+                    device,
+                    ..Overrides::default()
+                })?;
+                Ok(c)
+            })
+            .and_then(|c| {
+                let v = validate(&c)?;
+                for w in &v.warnings {
+                    eprintln!("warning: {w}");
+                }
+                let shown: Vec<String> = v.energies_ev.iter().take(4).map(|e| format!("{e:.6}")).collect();
+                println!(
+                    "ok: {} member(s) of {} atoms ({} starting structure(s)) on {}; {}; initial energies (eV): {}{}",
+                    v.members,
+                    v.atoms,
+                    v.structures,
+                    v.device,
+                    v.model,
+                    shown.join(", "),
+                    if v.members > 4 { ", ..." } else { "" }
+                );
+                Ok(())
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(e.exit_code() as u8)
+            ExitCode::from(e.exit_code().clamp(1, 255) as u8)
         }
     }
 }

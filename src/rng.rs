@@ -78,7 +78,7 @@ impl CounterRng {
 
 /// Host-side uniform random numbers (SplitMix64 stream) for decisions made
 /// on the host, such as replica-exchange swaps. Its state is one integer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostRng {
     pub state: u64,
 }

@@ -326,6 +326,29 @@ fn bad_input_is_reported_clearly() {
 }
 
 #[test]
+fn overlapping_atoms_only_warn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = config(&tmp.path().join("out")).replace(
+        &root().join("systems/caffeine.pdb").display().to_string(),
+        &root()
+            .join("tests/data/overlapping.xyz")
+            .display()
+            .to_string(),
+    );
+    let cfg = write(tmp.path(), "o.toml", &text);
+    let o = bin()
+        .args(["validate", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: structure 1: atoms 2 and 3 are only 0.100 Å apart"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn missing_config_file_and_help() {
     let o = bin()
         .args(["run", "/nonexistent/config.toml"])

@@ -10,8 +10,8 @@ use std::path::Path;
 use common::*;
 use mlff_md::config::{Config, ExchangeScheme};
 use mlff_md::rng::CounterRng;
-use mlff_md::run::Simulation;
 use mlff_md::sampling::ReplicaExchange;
+use mlff_md::simulation::Simulation;
 use mlff_md::units::kt;
 use tch::{Device, Kind, Tensor};
 

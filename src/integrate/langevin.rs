@@ -107,6 +107,14 @@ impl Integrator for Langevin {
         true
     }
 
+    fn rng_counter(&self) -> Option<u64> {
+        Some(self.rng.counter)
+    }
+
+    fn set_rng_counter(&mut self, counter: u64) {
+        self.rng.counter = counter;
+    }
+
     fn timestep(&self) -> f64 {
         self.dt
     }

@@ -31,6 +31,15 @@ pub trait Integrator {
         false
     }
 
+    /// Draw counter of the integrator's random stream, if it has one
+    /// (saved in checkpoints).
+    fn rng_counter(&self) -> Option<u64> {
+        None
+    }
+
+    /// Restore the draw counter saved by [`Integrator::rng_counter`].
+    fn set_rng_counter(&mut self, _counter: u64) {}
+
     /// Whether total momentum is conserved (it sets the degrees of freedom
     /// used for the kinetic temperature: 3N − 3 if so, 3N otherwise).
     fn conserves_momentum(&self) -> bool;

@@ -53,6 +53,25 @@ impl ExchangeRecorder {
         })
     }
 
+    /// Reopen the records of an earlier run, cut to `rows` exchanges.
+    pub fn open_existing(obs: &ObservablesWriter, rows: usize) -> Result<Self> {
+        let path = obs.path().to_path_buf();
+        let e = |err: hdf5::Error| Error::output(&path, err);
+        let group = obs.group("replica_exchange")?;
+        Ok(ExchangeRecorder {
+            step: Table::open(&group, "step", rows).map_err(e)?,
+            state_of_replica: Table::open(&group, "state_of_replica", rows).map_err(e)?,
+            potential_energy: Table::open(&group, "potential_energy", rows).map_err(e)?,
+            accepted: Table::open(&group, "accepted", rows).map_err(e)?,
+            group,
+            path,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.step.rows()
+    }
+
     /// Record one exchange: the map after it and the energies it used.
     pub fn record(
         &mut self,

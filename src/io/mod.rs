@@ -1,5 +1,6 @@
 //! Writing results: trajectories through chemfiles, observables in HDF5.
 
+pub mod checkpoint;
 pub mod exchange;
 pub mod observables;
 pub mod trajectory;

@@ -67,6 +67,36 @@ impl Table {
         })
     }
 
+    /// Reopen an existing table, cutting it to its first `rows` rows.
+    pub fn open(group: &Group, name: &str, rows: usize) -> hdf5::Result<Table> {
+        let ds = group.dataset(name)?;
+        let shape = ds.shape();
+        let columns = match shape.len() {
+            1 => None,
+            2 => Some(shape[1]),
+            n => {
+                return Err(hdf5::Error::from(format!(
+                    "{name}: expected 1 or 2 dimensions, found {n}"
+                )))
+            }
+        };
+        if shape[0] < rows {
+            return Err(hdf5::Error::from(format!(
+                "{name}: has {} rows but the checkpoint recorded {rows}",
+                shape[0]
+            )));
+        }
+        match columns {
+            None => ds.resize(rows)?,
+            Some(c) => ds.resize((rows, c))?,
+        }
+        Ok(Table { ds, columns, rows })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
     /// Append one row (one value for a 1-D table).
     pub fn append<T: H5Type>(&mut self, row: &[T]) -> hdf5::Result<()> {
         let n = self.rows;
@@ -152,6 +182,48 @@ impl ObservablesWriter {
             series,
             n_members,
         })
+    }
+
+    /// Reopen a file written by [`ObservablesWriter::create`] to append to
+    /// it, cutting every series to its first `rows` records (those a
+    /// checkpoint vouches for).
+    pub fn open_existing(
+        path: &Path,
+        n_members: usize,
+        observables: &[(&str, &str)],
+        rows: usize,
+    ) -> Result<Self> {
+        let e = h5err(path);
+        let file = File::open_rw(path).map_err(|err| {
+            Error::output(path, format!("cannot reopen observables to resume ({err}); the file may have been damaged by a crash"))
+        })?;
+        let obs = file.group("observables").map_err(&e)?;
+        let mut series = Vec::new();
+        for (name, _) in observables {
+            let g = obs.group(name).map_err(&e)?;
+            series.push(Series {
+                step: Table::open(&g, "step", rows).map_err(&e)?,
+                time: Table::open(&g, "time", rows).map_err(&e)?,
+                value: Table::open(&g, "value", rows).map_err(&e)?,
+            });
+        }
+        Ok(ObservablesWriter {
+            file,
+            path: path.to_path_buf(),
+            names: observables.iter().map(|(n, _)| n.to_string()).collect(),
+            series,
+            n_members,
+        })
+    }
+
+    /// Records written so far.
+    pub fn rows(&self) -> usize {
+        self.series.first().map_or(0, |s| s.step.rows())
+    }
+
+    /// An existing top-level group.
+    pub fn group(&self, name: &str) -> Result<Group> {
+        self.file.group(name).map_err(h5err(&self.path))
     }
 
     /// Append one record: `values[i]` (length R) for observable `i`.

@@ -14,8 +14,14 @@ use crate::error::{Error, Result};
 pub struct TrajectoryWriter {
     frame: Frame,
     n_atoms: usize,
+    format: TrajectoryFormat,
     /// (open file, path), in the order of `create`'s names.
     files: Vec<(Trajectory, PathBuf)>,
+}
+
+fn open_traj(path: &Path, mode: char, format: TrajectoryFormat) -> Result<Trajectory> {
+    Trajectory::open_with_format(path, mode, format.chemfiles_name())
+        .map_err(|e| Error::output(path, e.message))
 }
 
 /// Name (without extension) of the trajectory of member `id`.
@@ -52,15 +58,86 @@ impl TrajectoryWriter {
         let mut files = Vec::with_capacity(stems.len());
         for stem in stems {
             let path = dir.join(format!("{stem}.{}", format.extension()));
-            let traj = Trajectory::open_with_format(&path, 'w', format.chemfiles_name())
-                .map_err(|e| Error::output(&path, e.message))?;
-            files.push((traj, path));
+            files.push((open_traj(&path, 'w', format)?, path));
         }
         Ok(TrajectoryWriter {
             n_atoms: frame.size(),
             frame,
+            format,
             files,
         })
+    }
+
+    /// Reopen trajectories of an earlier run for appending, first cutting
+    /// each file to the byte length a checkpoint recorded (dropping frames
+    /// written after it).
+    pub fn append(
+        dir: &Path,
+        format: TrajectoryFormat,
+        stems: &[String],
+        template: &Frame,
+        recorded: &[(String, u64)],
+    ) -> Result<Self> {
+        let mut frame = template.clone();
+        frame.set_cell(&UnitCell::infinite());
+        let mut files = Vec::with_capacity(stems.len());
+        for stem in stems {
+            let name = format!("{stem}.{}", format.extension());
+            let path = dir.join(&name);
+            let bytes = recorded
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, b)| *b)
+                .ok_or_else(|| {
+                    Error::output(&path, "the checkpoint has no record of this trajectory")
+                })?;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::output(&path, format!("cannot reopen to resume: {e}")))?;
+            let len = file.metadata().map_err(|e| Error::output(&path, e))?.len();
+            if len < bytes {
+                return Err(Error::output(
+                    &path,
+                    format!(
+                        "is {len} bytes, shorter than the {bytes} bytes the checkpoint recorded"
+                    ),
+                ));
+            }
+            file.set_len(bytes).map_err(|e| Error::output(&path, e))?;
+            drop(file);
+            files.push((open_traj(&path, 'a', format)?, path));
+        }
+        Ok(TrajectoryWriter {
+            n_atoms: frame.size(),
+            frame,
+            format,
+            files,
+        })
+    }
+
+    /// Close and reopen every file (in append mode) so that everything
+    /// written is on disk, and return each file's name and byte length.
+    pub fn sync(&mut self) -> Result<Vec<(String, u64)>> {
+        let mut sizes = Vec::with_capacity(self.files.len());
+        for (traj, path) in &mut self.files {
+            // Replace the open file by a fresh append handle; dropping the old
+            // one closes it, which flushes chemfiles' buffers.
+            let placeholder =
+                Trajectory::memory_writer("XYZ").map_err(|e| Error::output(path, e.message))?;
+            drop(std::mem::replace(traj, placeholder));
+            let len = std::fs::metadata(&*path)
+                .map_err(|e| Error::output(path, e))?
+                .len();
+            *traj = open_traj(path, 'a', self.format)?;
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            sizes.push((name, len));
+        }
+        Ok(sizes)
     }
 
     /// Append one frame to every file from host positions `[R*N*3]` (Å):

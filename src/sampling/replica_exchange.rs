@@ -26,7 +26,8 @@ pub struct ExchangeOutcome {
 }
 
 /// The replica-exchange sampler: ladder, replica ↔ state map, statistics.
-#[derive(Debug, Clone)]
+/// Serialisable whole, so a checkpoint restores it exactly.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReplicaExchange {
     /// Ladder in K, ascending (K states).
     pub temperatures: Vec<f64>,

@@ -1,0 +1,495 @@
+//! One simulation built from a config: system, device, batched state, force
+//! provider, integrator and (optionally) replica exchange — the "Context" in
+//! OpenMM's terms. It knows nothing of files; `run` drives it and reports.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use tch::{Device, Kind, Tensor};
+
+use crate::config::{Config, IntegratorKind, ModelKind, VelocityInit};
+use crate::device::{describe, parse_device, resolve};
+use crate::error::{Error, Result};
+use crate::force::{update_forces, ForceProvider, Harmonic, LennardJones, TorchScriptModel};
+use crate::integrate::{degrees_of_freedom, Integrator, Langevin, VelocityVerlet};
+use crate::io::checkpoint::{Checkpoint, CheckpointHeader, ReporterPositions};
+use crate::rng::{splitmix64, CounterRng};
+use crate::sampling::{ExchangeOutcome, ReplicaExchange};
+use crate::state::{to_host_f64, BatchState};
+use crate::system::Molecule;
+use crate::units::KB_EV_PER_K;
+
+/// Everything a run needs, built and checked from a config.
+pub struct Simulation {
+    pub config: Config,
+    pub molecule: Molecule,
+    pub device: Device,
+    pub state: BatchState,
+    pub force: Box<dyn ForceProvider>,
+    pub integrator: Box<dyn Integrator>,
+    /// Degrees of freedom per member for the kinetic temperature.
+    pub dof: f64,
+    /// SHA-256 of the model file (TorchScript models).
+    pub model_sha256: Option<String>,
+    /// Temperature replica exchange, when configured.
+    pub replica_exchange: Option<ReplicaExchange>,
+}
+
+/// Device copies of positions and velocities at one step.
+pub struct Snapshot {
+    pub step: u64,
+    pub positions: Tensor,
+    pub velocities: Tensor,
+}
+
+/// Names and units of the recorded observables, in record order.
+pub const OBSERVABLES: [(&str, &str); 4] = [
+    ("potential_energy", "eV"),
+    ("kinetic_energy", "eV"),
+    ("total_energy", "eV"),
+    ("temperature", "K"),
+];
+
+/// Recorded in addition under replica exchange: each replica's current
+/// thermostat temperature.
+pub const THERMOSTAT_TEMPERATURE: (&str, &str) = ("thermostat_temperature", "K");
+
+impl Simulation {
+    /// Load the system and model, place R members on the device, draw initial
+    /// velocities and evaluate the initial forces.
+    pub fn from_config(config: &Config) -> Result<Simulation> {
+        let molecule = Molecule::load(&config.structure_paths())?;
+        let spec = parse_device(&config.model.device).map_err(Error::Invalid)?;
+        let device = resolve(spec).map_err(Error::Invalid)?;
+        let kind = config.integrator.precision.kind();
+        let mut state = BatchState::new(&molecule, config.n_members(), device, kind);
+
+        let mut model_sha256 = None;
+        let force: Box<dyn ForceProvider> = match config.model.kind {
+            ModelKind::Torchscript => {
+                let path = config.resolve(config.model.path.as_deref().unwrap_or(Path::new("")));
+                let model = TorchScriptModel::load(&path, device, config.model.dtype.kind())?;
+                model_sha256 = std::fs::read(&path).ok().map(|b| hex(&Sha256::digest(b)));
+                Box::new(model)
+            }
+            ModelKind::Harmonic => Box::new(Harmonic::at_current_positions(
+                &state,
+                config.model.k.unwrap_or_default(),
+            )),
+            ModelKind::LennardJones => Box::new(LennardJones {
+                epsilon: config.model.epsilon.unwrap_or_default(),
+                sigma: config.model.sigma.unwrap_or_default(),
+            }),
+        };
+        check_elements(&molecule, force.as_ref(), config)?;
+
+        let seed = config.ensemble.seed;
+        let replica_exchange = config.replica_exchange.as_ref().map(|rex| {
+            ReplicaExchange::new(
+                rex.ladder(),
+                rex.members_per_temperature,
+                rex.scheme,
+                rex.swap_attempts,
+                seed,
+            )
+        });
+        // Thermostat temperature of each member: its rung of the ladder, or the one temperature.
+        let temperatures = match &replica_exchange {
+            Some(rex) => Tensor::from_slice(&rex.replica_temperatures()).to_device(device),
+            None => Tensor::full(
+                [state.n_members as i64],
+                config.integrator.temperature.unwrap_or_default(),
+                (Kind::Double, device),
+            ),
+        };
+        let mut rng = CounterRng::new(splitmix64(seed ^ 0x5645_4c4f_4349_5459));
+        match (&replica_exchange, config.initial_temperature()) {
+            // Replicas start at their own temperatures unless one is given.
+            (Some(_), None) if config.ensemble.velocities == VelocityInit::MaxwellBoltzmann => {
+                state.set_maxwell_boltzmann_per_member(&temperatures, &mut rng)
+            }
+            (_, Some(t)) => state.set_maxwell_boltzmann(t, &mut rng),
+            _ => {}
+        }
+        let dt = config.integrator.timestep;
+        let integrator: Box<dyn Integrator> = match config.integrator.kind {
+            IntegratorKind::Verlet => Box::new(VelocityVerlet::new(&state, dt)),
+            IntegratorKind::Langevin => Box::new(Langevin::with_temperatures(
+                &state,
+                dt,
+                config.integrator.friction,
+                temperatures,
+                seed,
+            )),
+        };
+        update_forces(&mut state, force.as_ref())?;
+        let dof = degrees_of_freedom(state.n_atoms, integrator.as_ref());
+        let sim = Simulation {
+            config: config.clone(),
+            molecule,
+            device,
+            state,
+            force,
+            integrator,
+            dof,
+            model_sha256,
+            replica_exchange,
+        };
+        sim.check_start()?;
+        Ok(sim)
+    }
+
+    /// The observables recorded for this run, (name, unit) in record order.
+    pub fn observable_names(&self) -> Vec<(&'static str, &'static str)> {
+        let mut names = OBSERVABLES.to_vec();
+        if self.replica_exchange.is_some() {
+            names.push(THERMOSTAT_TEMPERATURE);
+        }
+        names
+    }
+
+    /// Host copies of the observables ([R] each, in `observable_names` order),
+    /// from one device→host transfer.
+    pub fn observables(&self) -> Vec<Vec<f64>> {
+        let r = self.state.n_members;
+        let both = Tensor::cat(&[&self.state.energies, &self.state.kinetic_energy()], 0);
+        let host = to_host_f64(&both);
+        let (epot, ke) = host.split_at(r);
+        let total: Vec<f64> = epot.iter().zip(ke).map(|(a, b)| a + b).collect();
+        let temp: Vec<f64> = ke
+            .iter()
+            .map(|k| 2.0 * k / (self.dof * KB_EV_PER_K))
+            .collect();
+        let mut values = vec![epot.to_vec(), ke.to_vec(), total, temp];
+        if let Some(rex) = &self.replica_exchange {
+            values.push(rex.replica_temperatures());
+        }
+        values
+    }
+
+    /// One replica-exchange attempt (call every exchange interval): pulls the
+    /// [R] energies to the host, decides, and pushes temperatures and velocity
+    /// scales back only if a swap was accepted.
+    pub fn exchange(&mut self) -> Result<Option<(ExchangeOutcome, Vec<f64>)>> {
+        let Some(rex) = self.replica_exchange.as_mut() else {
+            return Ok(None);
+        };
+        let energies = to_host_f64(&self.state.energies);
+        let old = rex.replica_temperatures();
+        let outcome = rex.exchange(&energies, self.state.step);
+        if outcome.accepted > 0 {
+            rex.apply(&old, &mut self.state, self.integrator.as_mut())?;
+        }
+        Ok(Some((outcome, energies)))
+    }
+
+    /// Slots of members that blew up: non-finite energy, forces or
+    /// positions, a force component beyond `max_force`, or a kinetic
+    /// temperature beyond `max_temperature`. One [R] reduction on the device
+    /// and one small copy to the host.
+    pub fn unhealthy_members(&self) -> Vec<usize> {
+        let r = self.state.n_members as i64;
+        let per_member = |t: &Tensor| t.view([r, -1]);
+        let forces = per_member(&self.state.forces);
+        let bad = self
+            .state
+            .energies
+            .isfinite()
+            .logical_not()
+            .logical_or(&forces.isfinite().logical_not().any_dim(1, false))
+            .logical_or(
+                &per_member(&self.state.positions)
+                    .isfinite()
+                    .logical_not()
+                    .any_dim(1, false),
+            )
+            .logical_or(
+                &per_member(&self.state.velocities)
+                    .isfinite()
+                    .logical_not()
+                    .any_dim(1, false),
+            )
+            .logical_or(
+                &forces
+                    .abs()
+                    .amax([1].as_slice(), false)
+                    .gt(self.config.run.max_force),
+            )
+            .logical_or(
+                &self
+                    .state
+                    .temperature(self.dof)
+                    .gt(self.config.run.max_temperature),
+            );
+        to_host_f64(&bad.to_kind(Kind::Double))
+            .iter()
+            .enumerate()
+            .filter(|(_, &f)| f != 0.0)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Describe blown-up members for an error or log line.
+    pub fn describe_blowup(&self, slots: &[usize]) -> String {
+        let ids: Vec<usize> = slots.iter().map(|&s| self.state.member_ids[s]).collect();
+        format!(
+            "member(s) {} blew up at step {} (non-finite values, a force above {} eV/Å or a temperature above {} K) with {}",
+            list(&ids),
+            self.state.step,
+            self.config.run.max_force,
+            self.config.run.max_temperature,
+            self.force.describe()
+        )
+    }
+
+    /// A device copy of positions and velocities: the "last good frame"
+    /// members are restored from when they blow up (policy "reinitialize").
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            step: self.state.step,
+            positions: self.state.positions.copy(),
+            velocities: self.state.velocities.copy(),
+        }
+    }
+
+    /// Put the members in `slots` back to their positions in `snapshot`
+    /// with fresh Maxwell-Boltzmann velocities at their temperature (a
+    /// repeat of the same velocities would repeat the blow-up under NVE),
+    /// then recompute forces.
+    pub fn reinitialize(&mut self, slots: &[usize], snapshot: &Snapshot) -> Result<()> {
+        let r = self.state.n_members;
+        let device = self.device;
+        let mut flags = vec![0.0f64; r];
+        for &s in slots {
+            flags[s] = 1.0;
+        }
+        let mask = Tensor::from_slice(&flags)
+            .to_device(device)
+            .index_select(0, &self.state.batch)
+            .gt(0.5)
+            .unsqueeze(1);
+        let temps: Vec<f64> = match (
+            &self.replica_exchange,
+            self.config.integrator.temperature,
+            self.config.initial_temperature(),
+        ) {
+            (Some(rex), _, _) => rex.replica_temperatures(),
+            (None, Some(t), _) | (None, None, Some(t)) => vec![t; r],
+            (None, None, None) => vec![0.0; r],
+        };
+        let temps = Tensor::from_slice(&temps).to_device(device);
+        // A stream of its own, keyed by the step: deterministic, no extra state.
+        let mut rng = CounterRng {
+            seed: splitmix64(self.config.ensemble.seed ^ 0x5245_494e_4954),
+            counter: self.state.step,
+        };
+        let old_velocities = self.state.velocities.shallow_clone();
+        self.state
+            .set_maxwell_boltzmann_per_member(&temps, &mut rng);
+        self.state.velocities = self.state.velocities.where_self(&mask, &old_velocities);
+        self.state.positions = snapshot.positions.where_self(&mask, &self.state.positions);
+        update_forces(&mut self.state, self.force.as_ref())
+    }
+
+    /// At set-up: a model that gives non-finite energies or forces on the
+    /// starting structures is bad input.
+    fn check_start(&self) -> Result<()> {
+        let bad = self.unhealthy_members();
+        if bad.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<usize> = bad.iter().map(|&s| self.state.member_ids[s]).collect();
+        let msg = format!(
+            "non-finite energy or forces (or forces above {} eV/Å) for member(s) {} on the starting structures",
+            self.config.run.max_force,
+            list(&ids)
+        );
+        match &self.config.model.path {
+            Some(p) => Err(Error::model(&self.config.resolve(p), msg)),
+            None => Err(Error::Invalid(msg)),
+        }
+    }
+
+    /// A checkpoint of the current state (one device→host copy of each array).
+    pub fn checkpoint(&self, reporters: ReporterPositions, elapsed_seconds: f64) -> Checkpoint {
+        let source = &self.config.source.path;
+        let config_path = std::fs::canonicalize(source).unwrap_or_else(|_| source.clone());
+        Checkpoint {
+            header: CheckpointHeader {
+                step: self.state.step,
+                n_members: self.state.n_members,
+                n_atoms: self.state.n_atoms,
+                config_path,
+                config_text: self.config.source.text.clone(),
+                seed: self.config.ensemble.seed,
+                integrator_rng_counter: self.integrator.rng_counter(),
+                replica_exchange: self.replica_exchange.clone(),
+                reporters,
+                elapsed_seconds,
+                mlff_md_version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+            positions: to_host_f64(&self.state.positions),
+            velocities: to_host_f64(&self.state.velocities),
+            forces: to_host_f64(&self.state.forces),
+            energies: to_host_f64(&self.state.energies),
+        }
+    }
+
+    /// Continue from a checkpoint: the state, random streams and exchange
+    /// statistics become exactly those saved. Refuses a checkpoint of a
+    /// different setup (anything but `[run] steps` changed).
+    pub fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
+        let h = &ck.header;
+        let mismatch = |what: String| {
+            Err(Error::Invalid(format!(
+                "cannot resume: {what}; resume with the config the run was started with (only [run] steps may change)"
+            )))
+        };
+        if !same_setup(&h.config_text, &self.config.source.text) {
+            return mismatch(
+                "the config differs from the one the checkpoint was written with".into(),
+            );
+        }
+        if h.seed != self.config.ensemble.seed {
+            return mismatch(format!(
+                "the checkpoint used seed {}, this run seed {}",
+                h.seed, self.config.ensemble.seed
+            ));
+        }
+        if h.n_members != self.state.n_members || h.n_atoms != self.state.n_atoms {
+            return mismatch(format!(
+                "the checkpoint holds {} members of {} atoms, the config {} of {}",
+                h.n_members, h.n_atoms, self.state.n_members, self.state.n_atoms
+            ));
+        }
+        let (rows, kind, device) = (self.state.positions.size(), self.state.kind, self.device);
+        let load = |v: &[f64]| {
+            Tensor::from_slice(v)
+                .view(rows.as_slice())
+                .to_kind(kind)
+                .to_device(device)
+        };
+        self.state.positions = load(&ck.positions);
+        self.state.velocities = load(&ck.velocities);
+        self.state.forces = load(&ck.forces);
+        self.state.energies = Tensor::from_slice(&ck.energies).to_device(device);
+        self.state.step = h.step;
+        if let Some(counter) = h.integrator_rng_counter {
+            self.integrator.set_rng_counter(counter);
+        }
+        if let Some(rex) = &h.replica_exchange {
+            let temps = Tensor::from_slice(&rex.replica_temperatures()).to_device(device);
+            self.integrator.set_temperatures(&self.state, &temps);
+            self.replica_exchange = Some(rex.clone());
+        }
+        Ok(())
+    }
+
+    /// Metadata stored with the observables.
+    pub fn metadata(&self) -> Vec<(&'static str, String)> {
+        let c = &self.config;
+        vec![
+            ("config", c.source.text.clone()),
+            ("config_path", c.source.path.display().to_string()),
+            ("model", self.force.describe()),
+            (
+                "model_sha256",
+                self.model_sha256.clone().unwrap_or_default(),
+            ),
+            ("integrator", self.integrator.describe()),
+            ("device", describe(self.device)),
+            ("members", self.state.n_members.to_string()),
+            ("atoms_per_member", self.state.n_atoms.to_string()),
+            ("degrees_of_freedom_per_member", self.dof.to_string()),
+            ("timestep_fs", self.integrator.timestep().to_string()),
+            ("seed", c.ensemble.seed.to_string()),
+            (
+                "replica_exchange",
+                self.replica_exchange
+                    .as_ref()
+                    .map(|r| {
+                        format!(
+                            "{:?} scheme, {} temperatures, {} ladder(s)",
+                            r.scheme,
+                            r.n_states(),
+                            r.n_ladders
+                        )
+                    })
+                    .unwrap_or_default(),
+            ),
+            ("mlff_md_version", env!("CARGO_PKG_VERSION").to_string()),
+            ("libtorch", "tch 0.24.0 / libtorch 2.11.0".to_string()),
+            ("chemfiles_version", chemfiles::version()),
+        ]
+    }
+}
+
+/// Whether two config texts describe the same run, ignoring `[run] steps`.
+fn same_setup(a: &str, b: &str) -> bool {
+    let normalise = |text: &str| -> Option<toml::Table> {
+        let mut t: toml::Table = text.parse().ok()?;
+        if let Some(toml::Value::Table(run)) = t.get_mut("run") {
+            run.remove("steps");
+        }
+        Some(t)
+    };
+    match (normalise(a), normalise(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn list(v: &[usize]) -> String {
+    let shown: Vec<String> = v.iter().take(10).map(|x| x.to_string()).collect();
+    if v.len() > 10 {
+        format!("{} and {} more", shown.join(", "), v.len() - 10)
+    } else {
+        shown.join(", ")
+    }
+}
+
+fn element_symbol(z: i64) -> String {
+    let mut atom = chemfiles::Atom::new("X");
+    for name in [
+        "H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S",
+        "Cl", "Ar", "K", "Ca",
+    ] {
+        atom.set_atomic_type(name);
+        if atom.atomic_number() as i64 == z {
+            return name.to_string();
+        }
+    }
+    format!("Z={z}")
+}
+
+/// Refuse systems with elements the model says it does not support.
+fn check_elements(molecule: &Molecule, force: &dyn ForceProvider, config: &Config) -> Result<()> {
+    let Some(supported) = force.supported_elements() else {
+        return Ok(());
+    };
+    let mut missing: Vec<i64> = molecule
+        .atomic_numbers
+        .iter()
+        .copied()
+        .filter(|z| !supported.contains(z))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = missing.iter().map(|&z| element_symbol(z)).collect();
+    let path = config.resolve(config.model.path.as_deref().unwrap_or(Path::new("")));
+    Err(Error::model(
+        &path,
+        format!(
+            "does not support element(s) {} present in {}",
+            names.join(", "),
+            molecule.sources[0].display()
+        ),
+    ))
+}
