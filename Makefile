@@ -5,6 +5,9 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 BIN := target/release/mlff-md
 RUN_CONFIG ?= configs/replica_exchange.toml
+# `make run` is a short version of the config (2 ps, a few minutes on 2 CPU
+# cores); run the config directly for its full length.
+RUN_ARGS ?= --steps 4000
 
 # torch-sys asks the venv's python for libtorch; the bundled HDF5 needs its cmake.
 export VIRTUAL_ENV := $(VENV)
@@ -21,24 +24,31 @@ $(VENV)/.setup-done: python/requirements.txt
 	@command -v c++ >/dev/null || { apt-get update -qq && apt-get install -y -qq g++ make; }
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r python/requirements.txt
+	# torchani only to export/check the ANI models; its other dependencies are not needed.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps torchani==2.9.0
 	touch $@
 
 build: setup
 	cargo build --release
 
 run: build
-	$(BIN) run $(RUN_CONFIG) --overwrite
+	$(BIN) run $(RUN_CONFIG) --overwrite $(RUN_ARGS)
 
 validate: build
-	for c in configs/*.toml; do $(BIN) validate $$c || exit 1; done
+	for c in configs/*.toml; do $(BIN) validate $$c --device cpu || exit 1; done
 
 test: setup
 	cargo test --release
 	$(PY) python/check_outputs.py $(BIN)
+	$(PY) python/export_ani.py
+	$(PY) python/check_ani.py
+	$(MAKE) --no-print-directory validate
 
-# Regenerate the committed test models and molecules (not needed to build or test).
+# Regenerate the committed models and molecules (not needed to build or test;
+# export_ani.py leaves identical models untouched).
 models: setup
 	$(PY) python/make_test_models.py
+	$(PY) python/export_ani.py
 
 systems: setup
 	$(PY) -m pip install -q rdkit

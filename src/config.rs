@@ -24,6 +24,8 @@ pub struct Config {
     pub output: OutputConfig,
     /// Temperature replica exchange (optional).
     pub replica_exchange: Option<ReplicaExchangeConfig>,
+    /// Energy minimisation of every member before MD (optional).
+    pub minimize: Option<MinimizeConfig>,
     /// Where the config came from (not part of the file).
     #[serde(skip)]
     pub source: ConfigSource,
@@ -161,6 +163,26 @@ pub struct EnsembleConfig {
 
 fn one() -> usize {
     1
+}
+
+/// Batched FIRE minimisation before the first MD step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MinimizeConfig {
+    /// Converged when every atomic force is below this, eV/Å.
+    #[serde(default = "default_min_force")]
+    pub max_force: f64,
+    /// Iteration limit.
+    #[serde(default = "default_min_steps")]
+    pub max_steps: u64,
+}
+
+fn default_min_force() -> f64 {
+    0.05
+}
+
+fn default_min_steps() -> u64 {
+    2000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]

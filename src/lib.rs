@@ -11,6 +11,7 @@ pub mod error;
 pub mod force;
 pub mod integrate;
 pub mod io;
+pub mod minimize;
 pub mod rng;
 pub mod run;
 pub mod sampling;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use mlff_md::config::{Config, Overrides};
 use mlff_md::io::checkpoint::Checkpoint;
-use mlff_md::run::{run, validate, RunOptions};
+use mlff_md::run::{minimize, minimize_summary, run, validate, RunOptions};
 
 /// Molecular dynamics of many replicas in lockstep, with one batched
 /// TorchScript force call per step for all of them.
@@ -59,6 +59,21 @@ enum Command {
         directory: PathBuf,
         #[command(flatten)]
         common: Common,
+    },
+    /// Minimise every member with batched FIRE and write minimized.pdb
+    /// (one MODEL per member) to the output directory.
+    Minimize {
+        /// The TOML config file ([minimize] sets the threshold and iteration limit).
+        config: PathBuf,
+        /// Output directory, replacing [output] directory.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Device: auto, cpu, cuda or cuda:N (replaces [model] device).
+        #[arg(long)]
+        device: Option<String>,
+        /// Replace an existing minimized.pdb.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Check a config without running: files, elements, device, and one
     /// evaluation of the model on every member.
@@ -147,6 +162,26 @@ fn main() -> ExitCode {
                     stop: Some(install_signal_handlers()),
                 };
                 run(&c, &options).map(|_| ())
+            }),
+        Command::Minimize {
+            config,
+            output,
+            device,
+            overwrite,
+        } => Config::from_file(&config)
+            .and_then(|mut c| {
+                c.apply(&Overrides {
+                    output,
+                    device,
+                    ..Overrides::default()
+                })?;
+                Ok(c)
+            })
+            .and_then(|c| {
+                let (report, path) = minimize(&c, overwrite)?;
+                println!("{}", minimize_summary(&report));
+                println!("wrote {}", path.display());
+                Ok(())
             }),
         Command::Validate { config, device } => Config::from_file(&config)
             .and_then(|mut c| {

@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{BlowupPolicy, Config};
+use crate::config::{BlowupPolicy, Config, TrajectoryFormat};
 use crate::device::describe;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::{Checkpoint, ReporterPositions, CHECKPOINT_FILE, PREVIOUS_FILE};
 use crate::io::exchange::ExchangeRecorder;
 use crate::io::trajectory::{member_file_stem, write_topology};
 use crate::io::{ObservablesWriter, TrajectoryWriter};
+use crate::minimize::MinimizeReport;
 use crate::sampling::{ReplicaExchange, ReplicaExchangeSummary};
 use crate::simulation::{list, Simulation};
 use crate::state::to_host_f64;
@@ -383,6 +384,12 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
         }
         Reporters::reopen(&sim, &out, slots, &ck.header.reporters)?
     } else {
+        if config.minimize.is_some() {
+            let report = sim.minimize()?;
+            if !options.quiet {
+                eprintln!("{}", minimize_summary(&report));
+            }
+        }
         prepare_output_dir(&out, options.overwrite)?;
         std::fs::write(out.join("config.toml"), &config.source.text)
             .map_err(|e| Error::output(&out.join("config.toml"), e))?;
@@ -588,6 +595,51 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
         eprintln!("outputs: {}", out.display());
     }
     Ok(summary)
+}
+
+/// One line about a minimisation.
+pub fn minimize_summary(report: &MinimizeReport) -> String {
+    let n = report.converged.len();
+    let converged = report.converged.iter().filter(|&&c| c).count();
+    let worst = report.max_force.iter().cloned().fold(0.0, f64::max);
+    let de: Vec<f64> = report
+        .energy_after
+        .iter()
+        .zip(&report.energy_before)
+        .map(|(a, b)| a - b)
+        .collect();
+    format!(
+        "minimised {n} member(s) with FIRE in {} iterations: {converged}/{n} converged, largest force {worst:.4} eV/Å, mean energy change {:.4} eV",
+        report.iterations,
+        mean(&de)
+    )
+}
+
+/// `mlff-md minimize`: minimise every member and write the structures to
+/// `minimized.pdb` (one MODEL per member) in the output directory.
+pub fn minimize(config: &Config, overwrite: bool) -> Result<(MinimizeReport, PathBuf)> {
+    let mut sim = Simulation::from_config(config)?;
+    let report = sim.minimize()?;
+    let out = config.output_dir();
+    std::fs::create_dir_all(&out).map_err(|e| Error::output(&out, e))?;
+    let path = out.join("minimized.pdb");
+    if path.exists() && !overwrite {
+        return Err(Error::Invalid(format!(
+            "{} exists; pass --overwrite to replace it",
+            path.display()
+        )));
+    }
+    let mut writer = TrajectoryWriter::create(
+        &out,
+        TrajectoryFormat::Pdb,
+        &["minimized".to_string()],
+        &sim.molecule.template,
+    )?;
+    let positions = sim.state.positions_host();
+    for slot in 0..sim.state.n_members {
+        writer.write(slot as u64, 0.0, &positions, &[slot])?;
+    }
+    Ok((report, path))
 }
 
 /// File stems of demultiplexed trajectories: one per temperature (and ladder).

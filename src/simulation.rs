@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::force::{update_forces, ForceProvider, Harmonic, LennardJones, TorchScriptModel};
 use crate::integrate::{degrees_of_freedom, Integrator, Langevin, VelocityVerlet};
 use crate::io::checkpoint::{Checkpoint, CheckpointHeader, ReporterPositions};
+use crate::minimize::{fire, FireOptions, MinimizeReport};
 use crate::rng::{splitmix64, CounterRng};
 use crate::sampling::{ExchangeOutcome, ReplicaExchange};
 use crate::state::{to_host_f64, BatchState};
@@ -240,6 +241,17 @@ impl Simulation {
             self.config.run.max_temperature,
             self.force.describe()
         )
+    }
+
+    /// Minimise every member with batched FIRE ([minimize] settings, or
+    /// defaults); velocities are kept, forces are up to date afterwards.
+    pub fn minimize(&mut self) -> Result<MinimizeReport> {
+        let mut opts = FireOptions::default();
+        if let Some(m) = &self.config.minimize {
+            opts.max_force = m.max_force;
+            opts.max_steps = m.max_steps;
+        }
+        fire(&mut self.state, self.force.as_ref(), &opts)
     }
 
     /// A device copy of positions and velocities: the "last good frame"

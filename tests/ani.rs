@@ -1,0 +1,167 @@
+//! The shipped ANI-1x model through the engine: it loads, refuses elements it
+//! does not know, gives forces equal to minus the gradient, minimises and runs.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use mlff_md::force::{ForceProvider, TorchScriptModel};
+use mlff_md::minimize::{fire, FireOptions};
+use mlff_md::state::BatchState;
+use mlff_md::system::Molecule;
+use tch::{Device, Kind, Tensor};
+
+fn ani() -> TorchScriptModel {
+    TorchScriptModel::load(&root().join("models/ani1x.pt"), Device::Cpu, Kind::Float).unwrap()
+}
+
+fn dipeptide() -> Molecule {
+    Molecule::load(&[root().join("systems/peptides/alanine_dipeptide.pdb")]).unwrap()
+}
+
+#[test]
+fn ani_reports_its_elements_and_metadata() {
+    let model = ani();
+    assert_eq!(model.supported_elements(), Some(vec![1, 6, 7, 8]));
+    let meta: serde_json::Value = serde_json::from_str(model.metadata().unwrap()).unwrap();
+    assert_eq!(meta["energy_unit"], "eV");
+}
+
+#[test]
+fn ani_forces_are_minus_the_gradient() {
+    let model = ani();
+    let m = dipeptide();
+    let state = BatchState::new(&m, 2, Device::Cpu, Kind::Double);
+    let out = model.compute(&state).unwrap();
+    let e = host(&out.energies);
+    assert!(
+        (e[0] - e[1]).abs() < 1e-6,
+        "identical members, energies {e:?}"
+    );
+    // float32 model: step 1e-3 Å; the error of the difference quotient is
+    // dominated by float32 rounding of ~1e4 eV energies (~1e-3 eV / 2e-3 Å).
+    let h = 1e-3;
+    for (row, xyz) in [(0i64, 0i64), (7, 1), (20, 2)] {
+        let energy = |d: f64| {
+            let mut s = BatchState::new(&m, 2, Device::Cpu, Kind::Double);
+            let bump = Tensor::zeros_like(&s.positions);
+            let _ = bump.get(row).get(xyz).fill_(d);
+            s.positions = &s.positions + bump;
+            host(&model.compute(&s).unwrap().energies)[0]
+        };
+        let fd = -(energy(h) - energy(-h)) / (2.0 * h);
+        let f = out.forces.get(row).get(xyz).double_value(&[]);
+        assert!(
+            (fd - f).abs() < 0.02 + 0.01 * f.abs(),
+            "row {row}: fd {fd} vs autograd {f}"
+        );
+    }
+}
+
+#[test]
+fn fire_minimises_alanine_dipeptide() {
+    let model = ani();
+    let m = dipeptide();
+    let mut state = BatchState::new(&m, 2, Device::Cpu, Kind::Double);
+    // Perturb member 1 so the members differ.
+    let noise = mlff_md::rng::CounterRng::new(1).normal(&state.noise_index) * 0.05;
+    state.positions = &state.positions
+        + noise
+            * Tensor::from_slice(&[0.0, 1.0])
+                .index_select(0, &state.batch)
+                .unsqueeze(1);
+    let report = fire(
+        &mut state,
+        &model,
+        &FireOptions {
+            max_force: 0.05,
+            max_steps: 1000,
+            max_step: 0.2,
+        },
+    )
+    .unwrap();
+    assert!(report.converged.iter().all(|&c| c), "{report:?}");
+    assert!(report.energy_after[1] < report.energy_before[1]);
+    assert!(report.max_force.iter().all(|&f| f < 0.05));
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mlff-md"))
+}
+
+fn write_config(dir: &std::path::Path, structure: &str, extra: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"[system]
+structure = "{}"
+[model]
+path = "{}"
+device = "cpu"
+[minimize]
+max_force = 0.05
+[integrator]
+kind = "langevin"
+timestep = 0.5
+temperature = 300.0
+[ensemble]
+members = 3
+[run]
+steps = 20
+[output]
+directory = "{}"
+trajectory_interval = 10
+observables_interval = 10
+{extra}"#,
+        root().join(structure).display(),
+        root().join("models/ani1x.pt").display(),
+        dir.join("out").display()
+    );
+    let p = dir.join("ani.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn unsupported_elements_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(tmp.path(), "tests/data/h2s.xyz", "");
+    let o = bin()
+        .args(["validate", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("does not support element(s) S"), "{stderr}");
+}
+
+#[test]
+fn minimize_command_and_short_md_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        tmp.path(),
+        "systems/peptides/alanine_dipeptide_conformers.pdb",
+        "",
+    );
+    let o = bin()
+        .args(["minimize", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("3/3 converged"), "{stdout}");
+    let mut t = chemfiles::Trajectory::open(tmp.path().join("out/minimized.pdb"), 'r').unwrap();
+    assert_eq!(t.nsteps(), 3);
+    let o = bin()
+        .args(["run", cfg.to_str().unwrap(), "--quiet", "--overwrite"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let h5 = hdf5::File::open(tmp.path().join("out/observables.h5")).unwrap();
+    let epot = h5
+        .dataset("observables/potential_energy/value")
+        .unwrap()
+        .read_2d::<f64>()
+        .unwrap();
+    assert_eq!(epot.shape(), &[3, 3]);
+    assert!(epot.iter().all(|e| e.is_finite() && *e < -13000.0));
+}
