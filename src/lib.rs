@@ -5,6 +5,7 @@
 //! [`state::BatchState`] on the device → [`integrate`] stepping with a
 //! [`force::ForceProvider`] → [`io`] reporters, wired together by [`run`].
 
+pub mod bench;
 pub mod config;
 pub mod device;
 pub mod error;

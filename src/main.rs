@@ -75,6 +75,11 @@ enum Command {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Benchmarks: batched vs sequential force calls, and MD throughput.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
     /// Check a config without running: files, elements, device, and one
     /// evaluation of the model on every member.
     Validate {
@@ -84,6 +89,153 @@ enum Command {
         #[arg(long)]
         device: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Sequential (one call per molecule) vs batched (one call per batch)
+    /// forward + backward over the benchmark molecule set.
+    Forces {
+        #[command(flatten)]
+        common: BenchCommon,
+        /// Folder with index.json listing the molecules.
+        #[arg(long, default_value = "systems/molecules")]
+        molecules: PathBuf,
+        /// Batch sizes (comma-separated).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1,2,4,8,16,32,64,128,256,512,1024"
+        )]
+        batch_sizes: Vec<usize>,
+        /// Timed trials per batch size.
+        #[arg(long, default_value_t = 30)]
+        trials: usize,
+        /// Random displacement of every atom before each trial (Å).
+        #[arg(long, default_value_t = 0.01)]
+        perturbation: f64,
+    },
+    /// Langevin MD throughput for R replicas: replica-steps/s, ns/day,
+    /// memory, and the engine-overhead ratio (MD step / bare model call).
+    Md {
+        #[command(flatten)]
+        common: BenchCommon,
+        /// Structures (comma-separated), each benchmarked at every R.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "systems/peptides/alanine_dipeptide.pdb,systems/peptides/chignolin_extended.pdb"
+        )]
+        structures: Vec<PathBuf>,
+        /// Replica counts (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,8,64,256,1024,4096")]
+        replicas: Vec<usize>,
+        /// Timed MD steps per row.
+        #[arg(long, default_value_t = 100)]
+        steps: usize,
+        /// Time step in fs.
+        #[arg(long, default_value_t = 0.5)]
+        timestep: f64,
+    },
+}
+
+#[derive(Args)]
+struct BenchCommon {
+    /// TorchScript model.
+    #[arg(long, default_value = "models/ani1x.pt")]
+    model: PathBuf,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Warm-up calls (or steps) before timing.
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// Folder for the JSON and markdown results.
+    #[arg(long, default_value = "benches/results")]
+    out: PathBuf,
+}
+
+fn bench_device(s: &str) -> mlff_md::Result<tch::Device> {
+    let spec = mlff_md::device::parse_device(s).map_err(mlff_md::Error::Invalid)?;
+    mlff_md::device::resolve(spec).map_err(mlff_md::Error::Invalid)
+}
+
+fn run_bench(which: BenchCommand) -> mlff_md::Result<()> {
+    use mlff_md::bench::{bench_forces, bench_md, ForcesOptions, MdOptions};
+    match which {
+        BenchCommand::Forces {
+            common,
+            molecules,
+            batch_sizes,
+            trials,
+            perturbation,
+        } => {
+            let opts = ForcesOptions {
+                model: common.model,
+                molecules,
+                device: bench_device(&common.device)?,
+                batch_sizes,
+                warmup: common.warmup,
+                trials,
+                perturbation,
+                out: common.out,
+            };
+            let (report, path) = bench_forces(&opts)?;
+            println!(
+                "batch  ms/call  ms/molecule  speedup  molecules/s   ({})",
+                report.device
+            );
+            for r in &report.rows {
+                println!(
+                    "{:5}  {:7.3}  {:11.4}  {:6.1}x  {:11.0}",
+                    r.batch_size,
+                    r.ms_per_call.median,
+                    r.ms_per_molecule,
+                    r.speedup,
+                    r.molecules_per_second
+                );
+            }
+            println!("wrote {}", path.display());
+        }
+        BenchCommand::Md {
+            common,
+            structures,
+            replicas,
+            steps,
+            timestep,
+        } => {
+            let opts = MdOptions {
+                model: common.model,
+                structures,
+                device: bench_device(&common.device)?,
+                replicas,
+                steps,
+                warmup: common.warmup,
+                timestep,
+                temperature: 300.0,
+                friction: 1.0,
+                out: common.out,
+            };
+            let (report, path) = bench_md(&opts)?;
+            println!(
+                "structure  R  ms/step  replica-steps/s  ns/day  overhead   ({})",
+                report.device
+            );
+            for r in &report.rows {
+                println!(
+                    "{} {:5} {:8.3} {:12.0} {:9.2} {:6.3}",
+                    r.structure,
+                    r.replicas,
+                    r.ms_per_step,
+                    r.replica_steps_per_second,
+                    r.aggregate_ns_per_day,
+                    r.engine_overhead_ratio
+                );
+            }
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -183,6 +335,7 @@ fn main() -> ExitCode {
                 println!("wrote {}", path.display());
                 Ok(())
             }),
+        Command::Bench { which } => run_bench(which),
         Command::Validate { config, device } => Config::from_file(&config)
             .and_then(|mut c| {
                 c.apply(&Overrides {

@@ -6,9 +6,10 @@
 //! Optional exported methods read when present: `supported_elements() ->
 //! List[int]` and `metadata() -> str`.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-use tch::{CModule, Device, IValue, Kind};
+use tch::{CModule, Device, IValue, Kind, Tensor};
 
 use super::{autograd_forces, ForceOutput, ForceProvider};
 use crate::error::{Error, Result};
@@ -16,6 +17,10 @@ use crate::state::BatchState;
 
 pub struct TorchScriptModel {
     module: CModule,
+    /// Members per model call; 0 = the whole batch. Set (halving) when a
+    /// call runs out of device memory, so large R degrades to several calls
+    /// instead of crashing.
+    chunk: Cell<usize>,
     path: PathBuf,
     /// Precision of the positions handed to the model.
     dtype: Kind,
@@ -67,6 +72,7 @@ impl TorchScriptModel {
         };
         Ok(TorchScriptModel {
             module,
+            chunk: Cell::new(0),
             path: path.to_path_buf(),
             dtype,
             supported,
@@ -102,12 +108,48 @@ impl ForceProvider for TorchScriptModel {
     }
 
     fn compute(&self, state: &BatchState) -> Result<ForceOutput> {
-        let r = state.n_members as i64;
-        let positions = state.positions.to_kind(self.dtype);
+        let r = state.n_members;
+        loop {
+            let chunk = match self.chunk.get() {
+                0 => r,
+                c => c.min(r),
+            };
+            match self.compute_in_chunks(state, chunk) {
+                Err(Error::Model { message, .. })
+                    if message.contains("out of memory") && chunk > 1 =>
+                {
+                    let smaller = chunk / 2;
+                    eprintln!(
+                        "warning: evaluating {chunk} members at once ran out of device memory; evaluating in chunks of {smaller} members (one forward and backward per chunk)"
+                    );
+                    self.chunk.set(smaller);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl TorchScriptModel {
+    /// Members per call in use (0 = the whole batch in one call).
+    pub fn chunk_size(&self) -> usize {
+        self.chunk.get()
+    }
+
+    /// Energies [S] (float64) and forces [N_tot, 3] of any flat batch of
+    /// `n_structures` structures: one forward and one backward.
+    pub fn evaluate(
+        &self,
+        atomic_numbers: &Tensor,
+        positions: &Tensor,
+        batch: &Tensor,
+        n_structures: i64,
+    ) -> Result<(Tensor, Tensor)> {
+        let positions = positions.to_kind(self.dtype);
         let (energies, forces) = autograd_forces(&positions, |x| {
             let e = self
                 .module
-                .forward_ts(&[&state.atomic_numbers, x, &state.batch])
+                .forward_ts(&[atomic_numbers, x, batch])
                 .map_err(|e| {
                     Error::model(
                         &self.path,
@@ -118,11 +160,11 @@ impl ForceProvider for TorchScriptModel {
                     )
                 })?;
             // Shape and dtype are metadata: checking them costs no device sync.
-            if e.size() != [r] {
+            if e.size() != [n_structures] {
                 return Err(Error::model(
                     &self.path,
                     format!(
-                        "forward returned shape {:?}; expected energies[n_structures] = [{r}]",
+                        "forward returned shape {:?}; expected energies[n_structures] = [{n_structures}]",
                         e.size()
                     ),
                 ));
@@ -147,9 +189,47 @@ impl ForceProvider for TorchScriptModel {
             }
             Ok(e)
         })?;
+        Ok((energies.to_kind(Kind::Double), forces))
+    }
+
+    /// Evaluate the batch `chunk` members at a time (rows of a member are contiguous).
+    fn compute_in_chunks(&self, state: &BatchState, chunk: usize) -> Result<ForceOutput> {
+        let (r, n) = (state.n_members, state.n_atoms as i64);
+        if chunk >= r {
+            let (energies, forces) = self.evaluate(
+                &state.atomic_numbers,
+                &state.positions,
+                &state.batch,
+                r as i64,
+            )?;
+            return Ok(ForceOutput {
+                energies,
+                forces: forces.to_kind(state.kind),
+            });
+        }
+        let mut energies = Vec::new();
+        let mut forces = Vec::new();
+        for start in (0..r).step_by(chunk) {
+            let m = chunk.min(r - start) as i64;
+            let rows = |t: &Tensor| t.narrow(0, start as i64 * n, m * n);
+            let batch = rows(&state.batch) - start as i64;
+            let (e, f) = self.evaluate(
+                &rows(&state.atomic_numbers),
+                &rows(&state.positions),
+                &batch,
+                m,
+            )?;
+            energies.push(e);
+            forces.push(f.to_kind(state.kind));
+        }
         Ok(ForceOutput {
-            energies: energies.to_kind(Kind::Double),
-            forces: forces.to_kind(state.kind),
+            energies: Tensor::cat(&energies, 0),
+            forces: Tensor::cat(&forces, 0),
         })
+    }
+
+    /// Force evaluation in chunks of `chunk` members from now on (0 = whole batch).
+    pub fn set_chunk_size(&self, chunk: usize) {
+        self.chunk.set(chunk);
     }
 }

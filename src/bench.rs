@@ -1,0 +1,531 @@
+//! Benchmarks (`mlff-md bench`): the batched-force benchmark (sequential
+//! vs batched model calls over a set of molecules) and MD throughput for R
+//! replicas. Timings synchronise the device before reading the clock.
+//! Results go to JSON and markdown files named with the device and date.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::force::{update_forces, ForceProvider, TorchScriptModel};
+use crate::integrate::{Integrator, Langevin};
+use crate::rng::CounterRng;
+use crate::state::BatchState;
+use crate::system::Molecule;
+use crate::units::FS_PER_NS;
+
+/// Wait for queued device work (a no-op on the CPU).
+pub fn synchronize(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// The device's marketing name (GPU model or CPU model).
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => nvidia_smi(&["--query-gpu=name", "--format=csv,noheader"])
+            .and_then(|s| s.lines().nth(i).map(|l| l.trim().to_string()))
+            .unwrap_or_else(|| format!("cuda:{i}")),
+        _ => std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|m| format!("CPU {} ({} threads)", m.trim(), tch::get_num_threads()))
+            })
+            .unwrap_or_else(|| "cpu".into()),
+    }
+}
+
+fn nvidia_smi(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Peak memory in MiB: GPU memory held by this process (the caching
+/// allocator keeps its peak reservation) or, on the CPU, the peak RSS.
+pub fn peak_memory_mib(device: Device) -> Option<f64> {
+    match device {
+        Device::Cuda(_) => {
+            let pid = std::process::id().to_string();
+            nvidia_smi(&[
+                "--query-compute-apps=pid,used_memory",
+                "--format=csv,noheader,nounits",
+            ])?
+            .lines()
+            .filter_map(|l| l.split_once(','))
+            .find(|(p, _)| p.trim() == pid)
+            .and_then(|(_, m)| m.trim().parse().ok())
+        }
+        _ => std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+                    .map(|kb| kb / 1024.0)
+            }),
+    }
+}
+
+/// Today's date (UTC) as YYYY-MM-DD.
+pub fn today() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0) as i64;
+    // Civil-from-days (H. Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect::<String>()
+        .split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// min / median / max of a sample.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Stats {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Stats {
+    pub fn of(v: &[f64]) -> Stats {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        let n = s.len();
+        let median = if n == 0 {
+            f64::NAN
+        } else if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            0.5 * (s[n / 2 - 1] + s[n / 2])
+        };
+        Stats {
+            min: s.first().copied().unwrap_or(f64::NAN),
+            median,
+            max: s.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+}
+
+/// Write `<out>/<stem>.json` and `<stem>.md`; returns the JSON path.
+fn write_report<T: Serialize>(
+    out: &Path,
+    stem: &str,
+    report: &T,
+    markdown: &str,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).map_err(|e| Error::output(out, e))?;
+    let json = out.join(format!("{stem}.json"));
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(report).expect("report serialises"),
+    )
+    .map_err(|e| Error::output(&json, e))?;
+    let md = out.join(format!("{stem}.md"));
+    std::fs::write(&md, markdown).map_err(|e| Error::output(&md, e))?;
+    Ok(json)
+}
+
+// ---------------------------------------------------------------- forces
+
+#[derive(Debug, Clone)]
+pub struct ForcesOptions {
+    pub model: PathBuf,
+    /// Folder with `index.json` listing the molecules.
+    pub molecules: PathBuf,
+    pub device: Device,
+    pub batch_sizes: Vec<usize>,
+    pub warmup: usize,
+    pub trials: usize,
+    /// Random displacement (Å) applied to every atom before each trial, so no
+    /// layer can cache a previous result.
+    pub perturbation: f64,
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ForcesRow {
+    pub batch_size: usize,
+    pub atoms: usize,
+    /// One batched forward + backward.
+    pub ms_per_call: Stats,
+    pub ms_per_molecule: f64,
+    /// The same molecules one call each (sum of their median call times).
+    pub sequential_ms: f64,
+    pub speedup: f64,
+    pub molecules_per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ForcesReport {
+    pub benchmark: &'static str,
+    pub device: String,
+    pub date: String,
+    pub model: String,
+    pub molecules: Vec<(String, usize)>,
+    pub warmup: usize,
+    pub trials: usize,
+    /// Median ms of one forward + backward of each molecule alone.
+    pub sequential_ms_per_molecule: Vec<(String, f64)>,
+    pub rows: Vec<ForcesRow>,
+}
+
+struct FlatBatch {
+    z: Tensor,
+    positions: Tensor,
+    batch: Tensor,
+    n: i64,
+}
+
+fn flat_batch(mols: &[&Molecule], device: Device) -> FlatBatch {
+    let mut z: Vec<i64> = Vec::new();
+    let mut pos: Vec<f64> = Vec::new();
+    let mut batch: Vec<i64> = Vec::new();
+    for (i, m) in mols.iter().enumerate() {
+        z.extend_from_slice(&m.atomic_numbers);
+        pos.extend(m.structures[0].iter().flatten());
+        batch.extend(std::iter::repeat_n(i as i64, m.n_atoms()));
+    }
+    let atoms = z.len() as i64;
+    FlatBatch {
+        z: Tensor::from_slice(&z).to_device(device),
+        positions: Tensor::from_slice(&pos)
+            .view([atoms, 3])
+            .to_kind(Kind::Float)
+            .to_device(device),
+        batch: Tensor::from_slice(&batch).to_device(device),
+        n: mols.len() as i64,
+    }
+}
+
+/// Time `trials` forward + backward calls on freshly perturbed positions (ms each).
+fn time_calls(
+    model: &TorchScriptModel,
+    b: &FlatBatch,
+    warmup: usize,
+    trials: usize,
+    perturbation: f64,
+    rng: &mut CounterRng,
+) -> Result<Vec<f64>> {
+    let index = Tensor::arange(
+        b.positions.numel() as i64,
+        (Kind::Int64, b.positions.device()),
+    )
+    .view([-1, 3]);
+    let mut times = Vec::with_capacity(trials);
+    for t in 0..warmup + trials {
+        let x = &b.positions + (rng.normal(&index) * perturbation).to_kind(Kind::Float);
+        synchronize(b.positions.device());
+        let start = Instant::now();
+        let (e, f) = model.evaluate(&b.z, &x, &b.batch, b.n)?;
+        synchronize(b.positions.device());
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        drop((e, f));
+        if t >= warmup {
+            times.push(ms);
+        }
+    }
+    Ok(times)
+}
+
+/// Load the molecules listed in `<dir>/index.json` (their PDB files).
+pub fn load_molecule_set(dir: &Path) -> Result<Vec<(String, Molecule)>> {
+    let index = dir.join("index.json");
+    let text = std::fs::read_to_string(&index)
+        .map_err(|e| Error::structure(&index, format!("cannot read: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::structure(&index, format!("not JSON: {e}")))?;
+    let list = v["molecules"]
+        .as_array()
+        .ok_or_else(|| Error::structure(&index, "expected a `molecules` list"))?;
+    list.iter()
+        .map(|m| {
+            let name = m["name"].as_str().unwrap_or("?").to_string();
+            let file = m["pdb"]
+                .as_str()
+                .ok_or_else(|| Error::structure(&index, format!("{name}: no `pdb` entry")))?;
+            Ok((name, Molecule::load(&[dir.join(file)])?))
+        })
+        .collect()
+}
+
+pub fn bench_forces(opts: &ForcesOptions) -> Result<(ForcesReport, PathBuf)> {
+    let set = load_molecule_set(&opts.molecules)?;
+    if set.is_empty() {
+        return Err(Error::Invalid("the molecule set is empty".into()));
+    }
+    let model = TorchScriptModel::load(&opts.model, opts.device, Kind::Float)?;
+    let mut rng = CounterRng::new(20_261_126);
+    // Sequential: each molecule alone, one forward + backward per call.
+    let mut single = Vec::new();
+    for (name, m) in &set {
+        let b = flat_batch(&[m], opts.device);
+        let t = time_calls(
+            &model,
+            &b,
+            opts.warmup,
+            opts.trials,
+            opts.perturbation,
+            &mut rng,
+        )?;
+        single.push((name.clone(), Stats::of(&t).median));
+    }
+    let mut rows = Vec::new();
+    for &size in &opts.batch_sizes {
+        let mols: Vec<&Molecule> = (0..size).map(|i| &set[i % set.len()].1).collect();
+        let b = flat_batch(&mols, opts.device);
+        let t = time_calls(
+            &model,
+            &b,
+            opts.warmup,
+            opts.trials,
+            opts.perturbation,
+            &mut rng,
+        )?;
+        let stats = Stats::of(&t);
+        let sequential: f64 = (0..size).map(|i| single[i % set.len()].1).sum();
+        rows.push(ForcesRow {
+            batch_size: size,
+            atoms: mols.iter().map(|m| m.n_atoms()).sum(),
+            ms_per_call: stats,
+            ms_per_molecule: stats.median / size as f64,
+            sequential_ms: sequential,
+            speedup: sequential / stats.median,
+            molecules_per_second: size as f64 / (stats.median * 1e-3),
+        });
+    }
+    let device = device_name(opts.device);
+    let report = ForcesReport {
+        benchmark: "forces",
+        device: device.clone(),
+        date: today(),
+        model: opts.model.display().to_string(),
+        molecules: set.iter().map(|(n, m)| (n.clone(), m.n_atoms())).collect(),
+        warmup: opts.warmup,
+        trials: opts.trials,
+        sequential_ms_per_molecule: single,
+        rows,
+    };
+    let mut md = format!(
+        "# Batched-force benchmark — {device}, {}\n\nModel `{}`; {} molecules cycled into each batch; one forward + one backward per call; {} warm-up + {} timed trials, positions perturbed by {} Å every trial; device synchronised before reading the clock. Sequential = the same molecules one call each (sum of per-molecule median times).\n\n| batch | atoms | ms/call median (min–max) | ms/molecule | sequential ms | speedup | molecules/s |\n|---|---|---|---|---|---|---|\n",
+        report.date,
+        report.model,
+        set.len(),
+        opts.warmup,
+        opts.trials,
+        opts.perturbation
+    );
+    for r in &report.rows {
+        md += &format!(
+            "| {} | {} | {:.3} ({:.3}–{:.3}) | {:.4} | {:.2} | {:.1}× | {:.0} |\n",
+            r.batch_size,
+            r.atoms,
+            r.ms_per_call.median,
+            r.ms_per_call.min,
+            r.ms_per_call.max,
+            r.ms_per_molecule,
+            r.sequential_ms,
+            r.speedup,
+            r.molecules_per_second
+        );
+    }
+    let path = write_report(
+        &opts.out,
+        &format!("forces_{}_{}", slug(&device), report.date),
+        &report,
+        &md,
+    )?;
+    Ok((report, path))
+}
+
+// ---------------------------------------------------------------- md
+
+#[derive(Debug, Clone)]
+pub struct MdOptions {
+    pub model: PathBuf,
+    pub structures: Vec<PathBuf>,
+    pub device: Device,
+    pub replicas: Vec<usize>,
+    pub steps: usize,
+    pub warmup: usize,
+    pub timestep: f64,
+    pub temperature: f64,
+    pub friction: f64,
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MdRow {
+    pub structure: String,
+    pub atoms: usize,
+    pub replicas: usize,
+    pub steps: usize,
+    pub ms_per_step: f64,
+    pub replica_steps_per_second: f64,
+    pub atom_steps_per_second: f64,
+    pub aggregate_ns_per_day: f64,
+    /// One bare forward + backward of the same batch.
+    pub ms_per_force_call: f64,
+    /// Full MD step time / bare forward + backward time.
+    pub engine_overhead_ratio: f64,
+    pub peak_memory_mib: Option<f64>,
+    /// Members per model call when the batch had to be split (0 = one call).
+    pub chunk_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MdReport {
+    pub benchmark: &'static str,
+    pub device: String,
+    pub date: String,
+    pub model: String,
+    pub integrator: String,
+    pub rows: Vec<MdRow>,
+}
+
+pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
+    let model = TorchScriptModel::load(&opts.model, opts.device, Kind::Float)?;
+    let mut rows = Vec::new();
+    let mut integrator_name = String::new();
+    for path in &opts.structures {
+        let molecule = Molecule::load(std::slice::from_ref(path))?;
+        for &r in &opts.replicas {
+            model.set_chunk_size(0);
+            let mut state = BatchState::new(&molecule, r, opts.device, Kind::Double);
+            state.set_maxwell_boltzmann(opts.temperature, &mut CounterRng::new(1));
+            update_forces(&mut state, &model)?;
+            let mut integrator =
+                Langevin::new(&state, opts.timestep, opts.friction, opts.temperature, 1);
+            integrator_name = integrator.describe();
+            for _ in 0..opts.warmup {
+                integrator.step(&mut state, &model)?;
+            }
+            synchronize(opts.device);
+            let start = Instant::now();
+            for _ in 0..opts.steps {
+                integrator.step(&mut state, &model)?;
+            }
+            synchronize(opts.device);
+            let md = start.elapsed().as_secs_f64() / opts.steps.max(1) as f64;
+            // Bare forward + backward of the same batch, same number of calls.
+            synchronize(opts.device);
+            let start = Instant::now();
+            for _ in 0..opts.steps {
+                let out = model.compute(&state)?;
+                drop(out);
+            }
+            synchronize(opts.device);
+            let ff = start.elapsed().as_secs_f64() / opts.steps.max(1) as f64;
+            let sps = 1.0 / md;
+            rows.push(MdRow {
+                structure: path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("?")
+                    .to_string(),
+                atoms: molecule.n_atoms(),
+                replicas: r,
+                steps: opts.steps,
+                ms_per_step: md * 1e3,
+                replica_steps_per_second: sps * r as f64,
+                atom_steps_per_second: sps * (r * molecule.n_atoms()) as f64,
+                aggregate_ns_per_day: sps * r as f64 * opts.timestep * 86_400.0 / FS_PER_NS,
+                ms_per_force_call: ff * 1e3,
+                engine_overhead_ratio: md / ff,
+                peak_memory_mib: peak_memory_mib(opts.device),
+                chunk_size: model.chunk_size(),
+            });
+        }
+    }
+    let device = device_name(opts.device);
+    let report = MdReport {
+        benchmark: "md",
+        device: device.clone(),
+        date: today(),
+        model: opts.model.display().to_string(),
+        integrator: integrator_name,
+        rows,
+    };
+    let mut md = format!(
+        "# MD throughput — {device}, {}\n\nModel `{}`; {}; {} K; float64 integrator state, float32 model; {} warm-up + {} timed steps per row; device synchronised at both ends. Overhead ratio = full MD step / bare forward + backward of the same batch. Peak memory: GPU memory held by the process (nvidia-smi), or peak RSS on the CPU.\n\n| structure | atoms | R | ms/step | replica-steps/s | atom-steps/s | aggregate ns/day | ms/force call | overhead ratio | peak MiB | chunk |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        report.date, report.model, report.integrator, opts.temperature, opts.warmup, opts.steps
+    );
+    for r in &report.rows {
+        md += &format!(
+            "| {} | {} | {} | {:.3} | {:.0} | {:.0} | {:.2} | {:.3} | {:.3} | {} | {} |\n",
+            r.structure,
+            r.atoms,
+            r.replicas,
+            r.ms_per_step,
+            r.replica_steps_per_second,
+            r.atom_steps_per_second,
+            r.aggregate_ns_per_day,
+            r.ms_per_force_call,
+            r.engine_overhead_ratio,
+            r.peak_memory_mib
+                .map_or("n/a".into(), |m| format!("{m:.0}")),
+            if r.chunk_size == 0 {
+                "-".to_string()
+            } else {
+                r.chunk_size.to_string()
+            }
+        );
+    }
+    let path = write_report(
+        &opts.out,
+        &format!("md_{}_{}", slug(&device), report.date),
+        &report,
+        &md,
+    )?;
+    Ok((report, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_and_date() {
+        let s = Stats::of(&[3.0, 1.0, 2.0, 10.0]);
+        assert_eq!((s.min, s.median, s.max), (1.0, 2.5, 10.0));
+        let d = today();
+        assert_eq!(d.len(), 10);
+        assert!(d.starts_with("20"));
+        assert_eq!(slug("NVIDIA H200 (x)"), "NVIDIA-H200-x");
+    }
+}
