@@ -39,10 +39,10 @@ validate: build
 
 test: setup
 	cargo test --release
+	$(MAKE) --no-print-directory validate
 	$(PY) python/check_outputs.py $(BIN)
 	$(PY) python/export_ani.py
 	$(PY) python/check_ani.py
-	$(MAKE) --no-print-directory validate
 
 # Regenerate the committed models and molecules (not needed to build or test;
 # export_ani.py leaves identical models untouched).
