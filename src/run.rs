@@ -196,92 +196,52 @@ impl Reporters {
             .collect()
     }
 
-    /// Fresh outputs in `out`.
-    fn create(sim: &Simulation, out: &Path, slots: Vec<usize>) -> Result<Self> {
-        let config = &sim.config;
-        let format = config.output.trajectory_format;
-        let template = &sim.molecule.template;
-        let writing = config.output.trajectory_interval > 0;
-        if writing {
-            write_topology(out, template)?;
-        }
-        let trajectories = writing
-            .then(|| TrajectoryWriter::create(out, format, &Self::stems(sim, &slots), template))
-            .transpose()?;
-        let demux = match (&sim.replica_exchange, writing) {
-            (Some(rex), true) => Some(TrajectoryWriter::create(
-                out,
-                format,
-                &demux_stems(rex),
-                template,
-            )?),
-            _ => None,
-        };
-        let observables = ObservablesWriter::create(
-            &out.join("observables.h5"),
-            sim.state.n_members,
-            &sim.observable_names(),
-            &sim.metadata(),
-        )?;
-        let exchanges = sim
-            .replica_exchange
-            .as_ref()
-            .map(|rex| ExchangeRecorder::create(&observables, rex))
-            .transpose()?;
-        Ok(Reporters {
-            trajectories,
-            demux,
-            observables,
-            exchanges,
-            slots,
-            dt: sim.integrator.timestep(),
-        })
-    }
-
-    /// Reopen the outputs of an earlier run, cut to what `at` recorded.
-    fn reopen(
+    /// Open the outputs in `out`: fresh ones, or (`resume_at`) those of an
+    /// earlier run, cut back to what its checkpoint recorded.
+    fn open(
         sim: &Simulation,
         out: &Path,
         slots: Vec<usize>,
-        at: &ReporterPositions,
+        resume_at: Option<&ReporterPositions>,
     ) -> Result<Self> {
         let config = &sim.config;
         let format = config.output.trajectory_format;
         let template = &sim.molecule.template;
         let writing = config.output.trajectory_interval > 0;
+        if writing && resume_at.is_none() {
+            write_topology(out, template)?;
+        }
+        let open_trajectories = |stems: &[String]| match resume_at {
+            None => TrajectoryWriter::create(out, format, stems, template),
+            Some(at) => {
+                TrajectoryWriter::append(out, format, stems, template, &at.trajectory_bytes)
+            }
+        };
         let trajectories = writing
-            .then(|| {
-                TrajectoryWriter::append(
-                    out,
-                    format,
-                    &Self::stems(sim, &slots),
-                    template,
-                    &at.trajectory_bytes,
-                )
-            })
+            .then(|| open_trajectories(&Self::stems(sim, &slots)))
             .transpose()?;
         let demux = match (&sim.replica_exchange, writing) {
-            (Some(rex), true) => Some(TrajectoryWriter::append(
-                out,
-                format,
-                &demux_stems(rex),
-                template,
-                &at.trajectory_bytes,
-            )?),
+            (Some(rex), true) => Some(open_trajectories(&demux_stems(rex))?),
             _ => None,
         };
-        let observables = ObservablesWriter::open_existing(
-            &out.join("observables.h5"),
-            sim.state.n_members,
-            &sim.observable_names(),
-            at.observables_rows,
-        )?;
-        let exchanges = match &sim.replica_exchange {
-            Some(_) => Some(ExchangeRecorder::open_existing(
+        let path = out.join("observables.h5");
+        let names = sim.observable_names();
+        let observables = match resume_at {
+            None => ObservablesWriter::create(&path, sim.state.n_members, &names, &sim.metadata())?,
+            Some(at) => ObservablesWriter::open_existing(
+                &path,
+                sim.state.n_members,
+                &names,
+                at.observables_rows,
+            )?,
+        };
+        let exchanges = match (&sim.replica_exchange, resume_at) {
+            (None, _) => None,
+            (Some(rex), None) => Some(ExchangeRecorder::create(&observables, rex)?),
+            (Some(_), Some(at)) => Some(ExchangeRecorder::open_existing(
                 &observables,
                 at.exchange_rows,
             )?),
-            None => None,
         };
         Ok(Reporters {
             trajectories,
@@ -382,7 +342,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
                 ck.header.step
             );
         }
-        Reporters::reopen(&sim, &out, slots, &ck.header.reporters)?
+        Reporters::open(&sim, &out, slots, Some(&ck.header.reporters))?
     } else {
         if config.minimize.is_some() {
             let report = sim.minimize()?;
@@ -393,7 +353,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
         prepare_output_dir(&out, options.overwrite)?;
         std::fs::write(out.join("config.toml"), &config.source.text)
             .map_err(|e| Error::output(&out.join("config.toml"), e))?;
-        let mut r = Reporters::create(&sim, &out, slots)?;
+        let mut r = Reporters::open(&sim, &out, slots, None)?;
         r.record_observables(&sim)?;
         r.write_frames(&sim)?;
         r
