@@ -266,8 +266,27 @@ fn install_signal_handlers() -> Arc<AtomicUsize> {
     flag
 }
 
+/// One trajectory file per member means thousands of open files for large
+/// ensembles; many systems start processes with a soft limit of 1024. Raise
+/// the soft limit to the hard one (allowed without privileges).
+fn raise_open_file_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_open_file_limit();
     let result = match cli.command {
         Command::Run {
             config,

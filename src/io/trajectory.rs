@@ -20,8 +20,14 @@ pub struct TrajectoryWriter {
 }
 
 fn open_traj(path: &Path, mode: char, format: TrajectoryFormat) -> Result<Trajectory> {
-    Trajectory::open_with_format(path, mode, format.chemfiles_name())
-        .map_err(|e| Error::output(path, e.message))
+    Trajectory::open_with_format(path, mode, format.chemfiles_name()).map_err(|e| {
+        let hint = if e.message.contains("Too many open files") {
+            " (one file per member: list fewer in [output] trajectory_members, or raise `ulimit -n`)"
+        } else {
+            ""
+        };
+        Error::output(path, format!("{}{hint}", e.message))
+    })
 }
 
 /// Name (without extension) of the trajectory of member `id`.
