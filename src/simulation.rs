@@ -96,7 +96,7 @@ impl Simulation {
         });
         // Thermostat temperature of each member: its rung of the ladder, or the one temperature.
         let temperatures = match &replica_exchange {
-            Some(rex) => Tensor::from_slice(&rex.replica_temperatures()).to_device(device),
+            Some(rex) => rex.replica_temperatures_tensor(device),
             None => Tensor::full(
                 [state.n_members as i64],
                 config.integrator.temperature.unwrap_or_default(),
@@ -390,7 +390,7 @@ impl Simulation {
             self.integrator.set_rng_counter(counter);
         }
         if let Some(rex) = &h.replica_exchange {
-            let temps = Tensor::from_slice(&rex.replica_temperatures()).to_device(device);
+            let temps = rex.replica_temperatures_tensor(device);
             self.integrator.set_temperatures(&self.state, &temps);
             self.replica_exchange = Some(rex.clone());
         }

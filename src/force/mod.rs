@@ -3,7 +3,7 @@
 
 use tch::Tensor;
 
-use crate::error::Result;
+use crate::error::{Result, TorchContext};
 use crate::state::BatchState;
 
 pub mod analytic;
@@ -52,13 +52,8 @@ pub(crate) fn autograd_forces(
     tch::with_grad(|| {
         let x = positions.detach().set_requires_grad(true);
         let e = energy(&x)?;
-        let grads =
-            Tensor::f_run_backward(&[e.sum(None)], &[&x], false, false).map_err(|source| {
-                crate::error::Error::Torch {
-                    context: "computing forces by autograd".into(),
-                    source,
-                }
-            })?;
+        let grads = Tensor::f_run_backward(&[e.sum(None)], &[&x], false, false)
+            .torch_context(|| "computing forces by autograd".into())?;
         let forces = -grads
             .into_iter()
             .next()

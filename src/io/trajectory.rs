@@ -179,9 +179,4 @@ impl TrajectoryWriter {
         }
         Ok(())
     }
-
-    /// Paths of the trajectory files.
-    pub fn paths(&self) -> Vec<PathBuf> {
-        self.files.iter().map(|(_, p)| p.clone()).collect()
-    }
 }

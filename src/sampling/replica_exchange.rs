@@ -9,7 +9,7 @@
 //! Layout: replica slot `r = l * K + k` belongs to ladder `l` and starts at
 //! temperature index `k`; swaps happen only within a ladder.
 
-use tch::{Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::config::ExchangeScheme;
 use crate::error::{Error, Result};
@@ -109,6 +109,11 @@ impl ReplicaExchange {
             .collect()
     }
 
+    /// Thermostat temperature of each replica slot as a float64 tensor on `device`.
+    pub fn replica_temperatures_tensor(&self, device: Device) -> Tensor {
+        Tensor::from_slice(&self.replica_temperatures()).to_device(device)
+    }
+
     /// Replica slot currently at state `k` of ladder `l`.
     pub fn replica_at(&self, ladder: usize, k: usize) -> usize {
         self.replica_at[ladder * self.n_states() + k]
@@ -198,13 +203,13 @@ impl ReplicaExchange {
         state: &mut BatchState,
         integrator: &mut dyn Integrator,
     ) -> Result<()> {
-        let new = self.replica_temperatures();
-        let scale: Vec<f64> = new
+        let scale: Vec<f64> = self
+            .replica_temperatures()
             .iter()
             .zip(old_temperatures)
             .map(|(n, o)| (n / o).sqrt())
             .collect();
-        let temps = Tensor::from_slice(&new).to_device(state.device);
+        let temps = self.replica_temperatures_tensor(state.device);
         if !integrator.set_temperatures(state, &temps) {
             return Err(Error::Invalid(format!(
                 "replica exchange needs a thermostatted integrator, not {}",
@@ -250,11 +255,6 @@ impl ReplicaExchange {
                 .collect(),
         }
     }
-
-    /// A [K*K] matrix as f64 for output.
-    pub fn matrix_f64(m: &[u64]) -> Vec<f64> {
-        m.iter().map(|&x| x as f64).collect()
-    }
 }
 
 /// End-of-run replica-exchange statistics.
@@ -296,13 +296,6 @@ impl ReplicaExchangeSummary {
         );
         s
     }
-}
-
-/// Current replica temperatures as a tensor on the state's device.
-pub fn temperatures_tensor(rex: &ReplicaExchange, state: &BatchState) -> Tensor {
-    Tensor::from_slice(&rex.replica_temperatures())
-        .to_device(state.device)
-        .to_kind(Kind::Double)
 }
 
 #[cfg(test)]
