@@ -386,6 +386,11 @@ def main() -> int:
         for path, write in ((pt, scripted.save), (js, write_json)):
             what = write_if_changed(path, write)
             print(f"{what} {os.path.relpath(path, ROOT)} ({os.path.getsize(path):,} bytes)")
+    # The static-shape variants, models/<name>_static.{pt,json} (same weights),
+    # in a process of their own: TorchScript names (mangles) module types by
+    # what was compiled before in the same process.
+    static = os.path.join(os.path.dirname(os.path.abspath(__file__)), "export_ani_static.py")
+    subprocess.run([sys.executable, static], check=True)
     return 0
 
 
