@@ -9,11 +9,13 @@ use std::time::Instant;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use crate::config::GraphPolicy;
 use crate::error::{Error, Result};
 use crate::force::{update_forces, ForceProvider, TorchScriptModel};
 use crate::integrate::{Integrator, Langevin};
 use crate::rng::CounterRng;
 use crate::state::BatchState;
+use crate::stepper::{Stepper, WARMUP_STEPS};
 use crate::system::Molecule;
 use crate::units::FS_PER_NS;
 
@@ -387,6 +389,8 @@ pub struct MdOptions {
     pub temperature: f64,
     pub friction: f64,
     pub out: PathBuf,
+    /// Each row is measured once per setting, side by side.
+    pub cuda_graphs: Vec<GraphPolicy>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -394,6 +398,8 @@ pub struct MdRow {
     pub structure: String,
     pub atoms: usize,
     pub replicas: usize,
+    /// Whether the timed steps were CUDA-graph replays.
+    pub cuda_graph: bool,
     pub steps: usize,
     pub ms_per_step: f64,
     pub replica_steps_per_second: f64,
@@ -424,7 +430,11 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
     let mut integrator_name = String::new();
     for path in &opts.structures {
         let molecule = Molecule::load(std::slice::from_ref(path))?;
-        for &r in &opts.replicas {
+        for (&r, &policy) in opts
+            .replicas
+            .iter()
+            .flat_map(|r| opts.cuda_graphs.iter().map(move |p| (r, p)))
+        {
             model.set_chunk_size(0);
             let mut state = BatchState::new(&molecule, r, opts.device, Kind::Double);
             state.set_maxwell_boltzmann(opts.temperature, &mut CounterRng::new(1));
@@ -432,13 +442,15 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
             let mut integrator =
                 Langevin::new(&state, opts.timestep, opts.friction, opts.temperature, 1);
             integrator_name = integrator.describe();
-            for _ in 0..opts.warmup {
-                integrator.step(&mut state, &model)?;
+            let mut stepper = Stepper::new(policy, &state, &model, &mut integrator)?;
+            // At least the stepper's own warm-up, so timed steps are replays.
+            for _ in 0..opts.warmup.max(WARMUP_STEPS + 1) {
+                stepper.step(&mut state, &model, &mut integrator)?;
             }
             synchronize(opts.device);
             let start = Instant::now();
             for _ in 0..opts.steps {
-                integrator.step(&mut state, &model)?;
+                stepper.step(&mut state, &model, &mut integrator)?;
             }
             synchronize(opts.device);
             let md = start.elapsed().as_secs_f64() / opts.steps.max(1) as f64;
@@ -460,6 +472,7 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
                     .to_string(),
                 atoms: molecule.n_atoms(),
                 replicas: r,
+                cuda_graph: stepper.graphed(),
                 steps: opts.steps,
                 ms_per_step: md * 1e3,
                 replica_steps_per_second: sps * r as f64,
@@ -482,15 +495,16 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
         rows,
     };
     let mut md = format!(
-        "# MD throughput — {device}, {}\n\nModel `{}`; {}; {} K; float64 integrator state, float32 model; {} warm-up + {} timed steps per row; device synchronised at both ends. Overhead ratio = full MD step / bare forward + backward of the same batch. Peak memory: GPU memory held by the process (nvidia-smi), or peak RSS on the CPU.\n\n| structure | atoms | R | ms/step | replica-steps/s | atom-steps/s | aggregate ns/day | ms/force call | overhead ratio | peak MiB | chunk |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "# MD throughput — {device}, {}\n\nModel `{}`; {}; {} K; float64 integrator state, float32 model; {} warm-up + {} timed steps per row; device synchronised at both ends. Overhead ratio = full MD step / bare (eager) forward + backward of the same batch; below 1 when graph replay saves launch overhead. Peak memory: GPU memory held by the process (nvidia-smi), or peak RSS on the CPU.\n\n| structure | atoms | R | CUDA graph | ms/step | replica-steps/s | atom-steps/s | aggregate ns/day | ms/force call | overhead ratio | peak MiB | chunk |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         report.date, report.model, report.integrator, opts.temperature, opts.warmup, opts.steps
     );
     for r in &report.rows {
         md += &format!(
-            "| {} | {} | {} | {:.3} | {:.0} | {:.0} | {:.2} | {:.3} | {:.3} | {} | {} |\n",
+            "| {} | {} | {} | {} | {:.3} | {:.0} | {:.0} | {:.2} | {:.3} | {:.3} | {} | {} |\n",
             r.structure,
             r.atoms,
             r.replicas,
+            if r.cuda_graph { "yes" } else { "no" },
             r.ms_per_step,
             r.replica_steps_per_second,
             r.atom_steps_per_second,

@@ -249,6 +249,37 @@ pub struct RunConfig {
     /// Largest kinetic temperature (K) before a member counts as exploding.
     #[serde(default = "default_max_temperature")]
     pub max_temperature: f64,
+    /// Capture each MD step in a CUDA graph and replay it.
+    #[serde(default)]
+    pub cuda_graphs: GraphPolicy,
+}
+
+/// Whether MD steps are captured in a CUDA graph and replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum GraphPolicy {
+    /// On a CUDA device with a static-shape model; otherwise eager, with one
+    /// log line saying why.
+    #[default]
+    Auto,
+    /// Always; an error when capture is impossible.
+    On,
+    /// Never: every step runs eagerly.
+    Off,
+}
+
+impl std::str::FromStr for GraphPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(GraphPolicy::Auto),
+            "on" => Ok(GraphPolicy::On),
+            "off" => Ok(GraphPolicy::Off),
+            _ => Err(format!(
+                "unknown CUDA-graph setting {s:?}; expected \"auto\", \"on\" or \"off\""
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -357,6 +388,7 @@ pub struct Overrides {
     pub output: Option<PathBuf>,
     pub device: Option<String>,
     pub seed: Option<u64>,
+    pub cuda_graphs: Option<GraphPolicy>,
 }
 
 /// Largest step count accepted (10¹² steps: ~30 years of 1 fs steps at 1000 steps/s).
@@ -413,6 +445,9 @@ impl Config {
         }
         if let Some(seed) = overrides.seed {
             self.ensemble.seed = seed;
+        }
+        if let Some(policy) = overrides.cuda_graphs {
+            self.run.cuda_graphs = policy;
         }
         self.validate()
     }

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod cuda_graph;
 pub mod device;
 pub mod error;
 pub mod force;
@@ -18,6 +19,7 @@ pub mod run;
 pub mod sampling;
 pub mod simulation;
 pub mod state;
+pub mod stepper;
 pub mod system;
 pub mod units;
 

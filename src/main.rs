@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use mlff_md::config::{Config, Overrides};
+use mlff_md::config::{Config, GraphPolicy, Overrides};
 use mlff_md::io::checkpoint::Checkpoint;
 use mlff_md::run::{minimize, minimize_summary, run, validate, RunOptions};
 
@@ -136,6 +136,11 @@ enum BenchCommand {
         /// Time step in fs.
         #[arg(long, default_value_t = 0.5)]
         timestep: f64,
+        /// CUDA-graph settings to measure each row with, side by side
+        /// (comma-separated auto/on/off; graphs need a GPU and a static-shape
+        /// model such as models/ani1x_static.pt).
+        #[arg(long, value_delimiter = ',', default_value = "auto")]
+        cuda_graphs: Vec<GraphPolicy>,
     },
 }
 
@@ -203,6 +208,7 @@ fn run_bench(which: BenchCommand) -> mlff_md::Result<()> {
             replicas,
             steps,
             timestep,
+            cuda_graphs,
         } => {
             let opts = MdOptions {
                 model: common.model,
@@ -215,17 +221,19 @@ fn run_bench(which: BenchCommand) -> mlff_md::Result<()> {
                 temperature: 300.0,
                 friction: 1.0,
                 out: common.out,
+                cuda_graphs,
             };
             let (report, path) = bench_md(&opts)?;
             println!(
-                "structure  R  ms/step  replica-steps/s  ns/day  overhead   ({})",
+                "structure  R  graph  ms/step  replica-steps/s  ns/day  overhead   ({})",
                 report.device
             );
             for r in &report.rows {
                 println!(
-                    "{} {:5} {:8.3} {:12.0} {:9.2} {:6.3}",
+                    "{} {:5} {:>5} {:8.3} {:12.0} {:9.2} {:6.3}",
                     r.structure,
                     r.replicas,
+                    if r.cuda_graph { "yes" } else { "no" },
                     r.ms_per_step,
                     r.replica_steps_per_second,
                     r.aggregate_ns_per_day,
@@ -246,6 +254,11 @@ struct Common {
     /// Device: auto, cpu, cuda or cuda:N (replaces [model] device).
     #[arg(long)]
     device: Option<String>,
+    /// Capture each step in a CUDA graph: auto (on a GPU with a static-shape
+    /// model such as models/ani1x_static.pt), on (fail if impossible) or off
+    /// (replaces [run] cuda_graphs).
+    #[arg(long, value_name = "auto|on|off")]
+    cuda_graphs: Option<GraphPolicy>,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -302,6 +315,7 @@ fn main() -> ExitCode {
                     output,
                     device: common.device,
                     seed,
+                    cuda_graphs: common.cuda_graphs,
                 })?;
                 Ok(c)
             })
@@ -322,6 +336,7 @@ fn main() -> ExitCode {
                     output: Some(directory.clone()),
                     device: common.device,
                     seed: Some(ck.header.seed),
+                    cuda_graphs: common.cuda_graphs,
                 })?;
                 Ok(c)
             })

@@ -48,7 +48,7 @@ impl CounterRng {
     }
 
     /// Three 32-bit keys for draw number `counter`.
-    fn keys(&self, counter: u64) -> [i64; 3] {
+    pub fn keys(&self, counter: u64) -> [i64; 3] {
         let base = splitmix64(self.seed ^ splitmix64(counter));
         let k2 = splitmix64(base);
         [
@@ -63,17 +63,53 @@ impl CounterRng {
     pub fn normal(&mut self, index: &Tensor) -> Tensor {
         let [k1, k2, k3] = self.keys(self.counter);
         self.counter += 1;
-        let low = index.bitwise_and(MASK32).bitwise_xor(k1);
-        let high = index.bitwise_right_shift_tensor_scalar(32);
-        let a = hash32(&low);
-        let b = hash32(&a.bitwise_xor_tensor(&high).bitwise_xor(k2));
-        let c = hash32(&b.bitwise_xor(k3));
-        // Uniforms strictly inside (0, 1): (x + 0.5) / 2^32.
-        let scale = 1.0 / 4_294_967_296.0;
-        let u1 = (b.to_kind(Kind::Double) + 0.5) * scale;
-        let u2 = (c.to_kind(Kind::Double) + 0.5) * scale;
-        (u1.log() * -2.0).sqrt() * (u2 * (2.0 * std::f64::consts::PI)).cos()
+        gaussian(index, [Key::Host(k1), Key::Host(k2), Key::Host(k3)])
     }
+
+    /// The numbers [`CounterRng::normal`] draws, with the three keys read
+    /// from a device tensor (`keys`: int64, three elements, those of
+    /// [`CounterRng::keys`]) instead of baked in as constants, so that a
+    /// CUDA graph replaying this draw reads fresh keys each time. Does not
+    /// touch any counter: the caller keeps the keys and the counter in step.
+    pub fn normal_with_keys(index: &Tensor, keys: &Tensor) -> Tensor {
+        let k = keys.view([3]);
+        gaussian(
+            index,
+            [
+                Key::Device(k.select(0, 0)),
+                Key::Device(k.select(0, 1)),
+                Key::Device(k.select(0, 2)),
+            ],
+        )
+    }
+}
+
+/// A 32-bit key: a host constant or a 0-d device tensor.
+enum Key {
+    Host(i64),
+    Device(Tensor),
+}
+
+impl Key {
+    fn xor(&self, x: &Tensor) -> Tensor {
+        match self {
+            Key::Host(k) => x.bitwise_xor(*k),
+            Key::Device(k) => x.bitwise_xor_tensor(k),
+        }
+    }
+}
+
+fn gaussian(index: &Tensor, [k1, k2, k3]: [Key; 3]) -> Tensor {
+    let low = k1.xor(&index.bitwise_and(MASK32));
+    let high = index.bitwise_right_shift_tensor_scalar(32);
+    let a = hash32(&low);
+    let b = hash32(&k2.xor(&a.bitwise_xor_tensor(&high)));
+    let c = hash32(&k3.xor(&b));
+    // Uniforms strictly inside (0, 1): (x + 0.5) / 2^32.
+    let scale = 1.0 / 4_294_967_296.0;
+    let u1 = (b.to_kind(Kind::Double) + 0.5) * scale;
+    let u2 = (c.to_kind(Kind::Double) + 0.5) * scale;
+    (u1.log() * -2.0).sqrt() * (u2 * (2.0 * std::f64::consts::PI)).cos()
 }
 
 /// Host-side uniform random numbers (SplitMix64 stream) for decisions made
@@ -155,6 +191,17 @@ mod tests {
         assert!(CounterRng::new(1)
             .normal(&sub)
             .equal(&a1.narrow(0, 500, 10)));
+    }
+
+    #[test]
+    fn device_keys_draw_the_host_keyed_numbers() {
+        let idx = Tensor::arange(3000, (Kind::Int64, tch::Device::Cpu)).view([1000, 3]);
+        let mut rng = CounterRng::new(11);
+        for counter in 0..3 {
+            let keys = Tensor::from_slice(&rng.keys(counter));
+            let keyed = CounterRng::normal_with_keys(&idx, &keys);
+            assert!(keyed.equal(&rng.normal(&idx)), "draw {counter}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{BlowupPolicy, Config, TrajectoryFormat};
+use crate::config::{BlowupPolicy, Config, GraphPolicy, TrajectoryFormat};
 use crate::device::describe;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::{Checkpoint, ReporterPositions, CHECKPOINT_FILE, PREVIOUS_FILE};
@@ -20,7 +20,9 @@ use crate::minimize::MinimizeReport;
 use crate::sampling::{ReplicaExchange, ReplicaExchangeSummary};
 use crate::simulation::{list, Simulation};
 use crate::state::to_host_f64;
+use crate::stepper::Stepper;
 use crate::units::FS_PER_NS;
+use tch::Device;
 
 pub use crate::simulation::{OBSERVABLES, THERMOSTAT_TEMPERATURE};
 
@@ -61,6 +63,8 @@ pub struct RunSummary {
     pub replica_exchange: Option<ReplicaExchangeSummary>,
     /// Members reinitialised after blowing up: (member id, step).
     pub reinitialized: Vec<(usize, u64)>,
+    /// Whether steps were replayed from a CUDA graph, or why not.
+    pub cuda_graphs: String,
     pub output_directory: PathBuf,
 }
 
@@ -172,8 +176,12 @@ impl Progress {
     }
 }
 
+/// Mean, or NaN for no values (written as null in summary.json).
 fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.iter().sum::<f64>() / v.len() as f64
 }
 
 /// The output files of a run, and where each stands.
@@ -401,6 +409,17 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
         }
     }
 
+    let mut stepper = Stepper::new(
+        config.run.cuda_graphs,
+        &sim.state,
+        sim.force.as_ref(),
+        sim.integrator.as_mut(),
+    )?;
+    if !options.quiet && (sim.device != Device::Cpu || config.run.cuda_graphs != GraphPolicy::Auto)
+    {
+        eprintln!("{}", stepper.status());
+    }
+
     let reinit = config.run.on_blowup == BlowupPolicy::Reinitialize;
     let mut last_good = reinit.then(|| sim.snapshot());
     let mut reinitialized = Vec::new();
@@ -411,7 +430,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
     let mut temps = Vec::new();
     let mut exchange_time = Duration::ZERO;
     while sim.state.step < steps {
-        sim.integrator.step(&mut sim.state, sim.force.as_ref())?;
+        stepper.step(&mut sim.state, sim.force.as_ref(), sim.integrator.as_mut())?;
         let step = sim.state.step;
         let stop = options
             .stop
@@ -516,6 +535,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
         exchange_seconds: exchange_time.as_secs_f64(),
         replica_exchange: rex_summary.clone(),
         reinitialized,
+        cuda_graphs: stepper.status().to_string(),
         output_directory: out.clone(),
     };
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
@@ -532,9 +552,14 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
     std::fs::write(out.join("summary.json"), &json)
         .map_err(|e| Error::output(&out.join("summary.json"), e))?;
     if !options.quiet {
+        let mean_t = if temps.is_empty() {
+            "n/a (no observables interval reached)".to_string()
+        } else {
+            format!("{:.1} K", summary.mean_temperature_k)
+        };
         eprintln!(
-            "done: steps {first}..{steps} in {wall:.2} s: {sps:.1} steps/s, {:.3} ns/day per member, {:.1} member-steps/s; <T> = {:.1} K",
-            summary.ns_per_day, summary.member_steps_per_second, summary.mean_temperature_k
+            "done: steps {first}..{steps} in {wall:.2} s: {sps:.1} steps/s, {:.3} ns/day per member, {:.1} member-steps/s; <T> = {mean_t}",
+            summary.ns_per_day, summary.member_steps_per_second
         );
         if let Some(rs) = &rex_summary {
             eprintln!("{}", rs.report());

@@ -436,12 +436,15 @@ impl Simulation {
     }
 }
 
-/// Whether two config texts describe the same run, ignoring `[run] steps`.
+/// Whether two config texts describe the same run, ignoring `[run] steps`
+/// and `[run] cuda_graphs`.
 fn same_setup(a: &str, b: &str) -> bool {
     let normalise = |text: &str| -> Option<toml::Table> {
         let mut t: toml::Table = text.parse().ok()?;
         if let Some(toml::Value::Table(run)) = t.get_mut("run") {
+            // Neither changes the trajectory.
             run.remove("steps");
+            run.remove("cuda_graphs");
         }
         Some(t)
     };

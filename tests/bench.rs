@@ -96,6 +96,8 @@ fn bench_md_smoke() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["replicas"], 2);
     assert_eq!(rows[1]["atoms"], 22);
+    // No CUDA here: "auto" measures eager steps.
+    assert_eq!(rows[1]["cuda_graph"], false);
     assert!(rows[1]["engine_overhead_ratio"].as_f64().unwrap() > 0.0);
     assert!(rows[1]["aggregate_ns_per_day"].as_f64().unwrap() > 0.0);
 }

@@ -33,6 +33,15 @@ pub trait ForceProvider {
     fn supported_elements(&self) -> Option<Vec<i64>> {
         None
     }
+
+    /// Switch to an evaluation of `state`'s batch whose work and tensor
+    /// shapes depend only on the batch composition and that never waits for
+    /// the device, so one step can be captured in a CUDA graph. Called once
+    /// per batch layout; `Err` says why the provider cannot (it then keeps
+    /// working as before). The analytic providers are static already.
+    fn prepare_static(&self, _state: &BatchState) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Evaluate energies and forces and store them in the state.

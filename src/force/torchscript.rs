@@ -5,6 +5,12 @@
 //! float[N_tot, 3] (Å), batch int64[N_tot]) -> energies[n_structures] (eV)`.
 //! Optional exported methods read when present: `supported_elements() ->
 //! List[int]` and `metadata() -> str`.
+//!
+//! Static-shape models (e.g. models/ani1x_static.pt) also export
+//! `prepare(atomic_numbers, batch)`, called once for a batch composition,
+//! and `forward_prepared(positions) -> energies`, which then does the same
+//! work with shapes fixed by that composition and no host synchronisation:
+//! the path a CUDA graph can capture (see [`ForceProvider::prepare_static`]).
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -26,6 +32,9 @@ pub struct TorchScriptModel {
     dtype: Kind,
     supported: Option<Vec<i64>>,
     metadata: Option<String>,
+    /// Rows of the batch `prepare` was called for, while `forward_prepared`
+    /// is in use.
+    prepared_rows: Cell<Option<i64>>,
 }
 
 impl TorchScriptModel {
@@ -77,6 +86,7 @@ impl TorchScriptModel {
             dtype,
             supported,
             metadata,
+            prepared_rows: Cell::new(None),
         })
     }
 
@@ -107,7 +117,55 @@ impl ForceProvider for TorchScriptModel {
         self.supported.clone()
     }
 
+    fn prepare_static(&self, state: &BatchState) -> std::result::Result<(), String> {
+        self.prepared_rows.set(None);
+        match self.module.method_is(
+            "prepare",
+            &[
+                IValue::Tensor(state.atomic_numbers.shallow_clone()),
+                IValue::Tensor(state.batch.shallow_clone()),
+            ],
+        ) {
+            Ok(_) => {
+                self.prepared_rows.set(Some(state.positions.size()[0]));
+                Ok(())
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if e.contains("prepare") && (e.contains("not defined") || e.contains("no method")) {
+                    Err(format!(
+                        "{} has no prepare()/forward_prepared() methods: its shapes depend on the data (a static-shape export such as models/ani1x_static.pt can be captured)",
+                        self.path.display()
+                    ))
+                } else {
+                    Err(format!(
+                        "{}: prepare(atomic_numbers, batch) failed: {}",
+                        self.path.display(),
+                        first_line(&e)
+                    ))
+                }
+            }
+        }
+    }
+
     fn compute(&self, state: &BatchState) -> Result<ForceOutput> {
+        if self.prepared_rows.get() == Some(state.positions.size()[0]) {
+            match self.evaluate_prepared(&state.positions, state.n_members as i64) {
+                Err(Error::Model { message, .. }) if message.contains("out of memory") => {
+                    eprintln!(
+                        "warning: forward_prepared on {} members ran out of device memory; evaluating with forward() instead",
+                        state.n_members
+                    );
+                    self.prepared_rows.set(None);
+                }
+                other => {
+                    return other.map(|(energies, forces)| ForceOutput {
+                        energies,
+                        forces: forces.to_kind(state.kind),
+                    })
+                }
+            }
+        }
         let r = state.n_members;
         loop {
             let chunk = match self.chunk.get() {
@@ -159,37 +217,66 @@ impl TorchScriptModel {
                         ),
                     )
                 })?;
-            // Shape and dtype are metadata: checking them costs no device sync.
-            if e.size() != [n_structures] {
-                return Err(Error::model(
-                    &self.path,
-                    format!(
-                        "forward returned shape {:?}; expected energies[n_structures] = [{n_structures}]",
-                        e.size()
-                    ),
-                ));
-            }
-            if !matches!(
-                e.kind(),
-                Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
-            ) {
-                return Err(Error::model(
-                    &self.path,
-                    format!(
-                        "forward returned {:?} energies; expected a floating-point tensor",
-                        e.kind()
-                    ),
-                ));
-            }
-            if !e.requires_grad() {
-                return Err(Error::model(
-                    &self.path,
-                    "energies do not depend on positions (no gradient); forces cannot be computed",
-                ));
-            }
+            self.check_energies(&e, n_structures)?;
             Ok(e)
         })?;
         Ok((energies.to_kind(Kind::Double), forces))
+    }
+
+    /// Energies and forces through `forward_prepared(positions)` (after a
+    /// successful [`ForceProvider::prepare_static`] for this batch).
+    fn evaluate_prepared(&self, positions: &Tensor, n_structures: i64) -> Result<(Tensor, Tensor)> {
+        let positions = positions.to_kind(self.dtype);
+        let (energies, forces) = autograd_forces(&positions, |x| {
+            let e = self
+                .module
+                .method_ts("forward_prepared", &[x])
+                .map_err(|e| {
+                    Error::model(
+                        &self.path,
+                        format!(
+                            "forward_prepared(positions) failed: {}",
+                            first_line(&e.to_string())
+                        ),
+                    )
+                })?;
+            self.check_energies(&e, n_structures)?;
+            Ok(e)
+        })?;
+        Ok((energies.to_kind(Kind::Double), forces))
+    }
+
+    /// Shape, dtype and gradient of a model's energies: metadata, so checking
+    /// them costs no device sync.
+    fn check_energies(&self, e: &Tensor, n_structures: i64) -> Result<()> {
+        if e.size() != [n_structures] {
+            return Err(Error::model(
+                &self.path,
+                format!(
+                    "forward returned shape {:?}; expected energies[n_structures] = [{n_structures}]",
+                    e.size()
+                ),
+            ));
+        }
+        if !matches!(
+            e.kind(),
+            Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
+        ) {
+            return Err(Error::model(
+                &self.path,
+                format!(
+                    "forward returned {:?} energies; expected a floating-point tensor",
+                    e.kind()
+                ),
+            ));
+        }
+        if !e.requires_grad() {
+            return Err(Error::model(
+                &self.path,
+                "energies do not depend on positions (no gradient); forces cannot be computed",
+            ));
+        }
+        Ok(())
     }
 
     /// Evaluate the batch `chunk` members at a time (rows of a member are contiguous).

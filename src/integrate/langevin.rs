@@ -28,6 +28,23 @@ pub struct Langevin {
     /// exp(−γ dt).
     c1: f64,
     pub rng: CounterRng,
+    /// Keys of the random stream on the device (see [`Integrator::use_device_keys`]).
+    device_keys: Option<DeviceKeys>,
+}
+
+/// Rows of the device key table: one host→device copy per this many steps.
+const KEY_TABLE_ROWS: u64 = 4096;
+
+/// The keys of draws `base .. base + KEY_TABLE_ROWS` on the device, and the
+/// row of the next draw (`slot`, a device scalar the step itself advances,
+/// so a replayed graph moves through the table).
+struct DeviceKeys {
+    /// [KEY_TABLE_ROWS, 3] int64.
+    table: Tensor,
+    /// [1] int64: row of the next draw.
+    slot: Tensor,
+    /// Draw counter of row 0; None until filled (or after the counter was reset).
+    base: Option<u64>,
 }
 
 impl Langevin {
@@ -67,6 +84,7 @@ impl Langevin {
             noise_scale: Tensor::zeros([1], (state.kind, state.device)),
             c1,
             rng,
+            device_keys: None,
         };
         integrator.set_temperatures(state, &temps);
         integrator
@@ -90,7 +108,17 @@ impl Integrator for Langevin {
         let h = 0.5 * self.dt;
         kick(state, &self.inv_mass, h);
         drift(state, h);
-        let noise = self.rng.normal(&state.noise_index).to_kind(state.kind) * &self.noise_scale;
+        let z = match &self.device_keys {
+            None => self.rng.normal(&state.noise_index),
+            Some(keys) => {
+                let row = keys.table.index_select(0, &keys.slot);
+                let mut slot = keys.slot.shallow_clone();
+                let _ = slot.g_add_scalar_(1);
+                self.rng.counter += 1;
+                CounterRng::normal_with_keys(&state.noise_index, &row)
+            }
+        };
+        let noise = z.to_kind(state.kind) * &self.noise_scale;
         state.velocities *= self.c1;
         state.velocities += noise;
         drift(state, h);
@@ -102,7 +130,13 @@ impl Integrator for Langevin {
 
     fn set_temperatures(&mut self, state: &BatchState, temperatures: &Tensor) -> bool {
         let c2 = (1.0 - self.c1 * self.c1).max(0.0).sqrt();
-        self.noise_scale = state.thermal_velocity_scale(temperatures) * c2;
+        let scale = state.thermal_velocity_scale(temperatures) * c2;
+        // In place when possible: a captured CUDA graph reads this storage.
+        if self.noise_scale.size() == scale.size() {
+            self.noise_scale.copy_(&scale);
+        } else {
+            self.noise_scale = scale;
+        }
         self.temperatures = temperatures.shallow_clone();
         true
     }
@@ -113,6 +147,53 @@ impl Integrator for Langevin {
 
     fn set_rng_counter(&mut self, counter: u64) {
         self.rng.counter = counter;
+        if let Some(keys) = self.device_keys.as_mut() {
+            keys.base = None;
+        }
+    }
+
+    fn use_device_keys(&mut self, state: &BatchState) {
+        if self.device_keys.is_none() {
+            self.device_keys = Some(DeviceKeys {
+                table: Tensor::zeros([KEY_TABLE_ROWS as i64, 3], (Kind::Int64, state.device)),
+                slot: Tensor::zeros([1], (Kind::Int64, state.device)),
+                base: None,
+            });
+        }
+    }
+
+    fn before_step(&mut self) {
+        let counter = self.rng.counter;
+        let Some(keys) = self.device_keys.as_mut() else {
+            return;
+        };
+        let current = keys
+            .base
+            .is_some_and(|b| counter >= b && counter - b < KEY_TABLE_ROWS);
+        if current {
+            return;
+        }
+        let host: Vec<i64> = (counter..counter + KEY_TABLE_ROWS)
+            .flat_map(|c| self.rng.keys(c))
+            .collect();
+        let host = Tensor::from_slice(&host).view([KEY_TABLE_ROWS as i64, 3]);
+        keys.table.copy_(&host);
+        let _ = keys.slot.fill_(0);
+        keys.base = Some(counter);
+    }
+
+    fn replayed(&mut self, state: &mut BatchState) {
+        state.step += 1;
+        self.rng.counter += 1;
+    }
+
+    fn captured_inputs(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.inv_mass, &self.noise_scale];
+        if let Some(keys) = &self.device_keys {
+            v.push(&keys.table);
+            v.push(&keys.slot);
+        }
+        v
     }
 
     fn timestep(&self) -> f64 {

@@ -40,6 +40,28 @@ pub trait Integrator {
     /// Restore the draw counter saved by [`Integrator::rng_counter`].
     fn set_rng_counter(&mut self, _counter: u64) {}
 
+    /// Read the random stream's keys from a device tensor from now on, so
+    /// that a step captured in a CUDA graph draws fresh numbers on every
+    /// replay (keys passed as host constants would be baked into the graph).
+    /// The numbers drawn are the same either way.
+    fn use_device_keys(&mut self, _state: &BatchState) {}
+
+    /// Host work due before a step that must not be captured in a graph
+    /// (refilling the device key table). Call before every step.
+    fn before_step(&mut self) {}
+
+    /// The host-side bookkeeping of one step that a graph replay did on the
+    /// device (step and draw counters).
+    fn replayed(&mut self, state: &mut BatchState) {
+        state.step += 1;
+    }
+
+    /// Device tensors a captured step reads that belong to the integrator:
+    /// a graph stays valid only while their storage does not move.
+    fn captured_inputs(&self) -> Vec<&Tensor> {
+        Vec::new()
+    }
+
     /// Whether total momentum is conserved (it sets the degrees of freedom
     /// used for the kinetic temperature: 3N − 3 if so, 3N otherwise).
     fn conserves_momentum(&self) -> bool;

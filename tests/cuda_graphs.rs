@@ -1,0 +1,371 @@
+//! CUDA-graph stepping (src/stepper.rs, src/cuda_graph.rs).
+//!
+//! On CPU: the parts of the graphed code path that are not CUDA — random
+//! keys read from the device table give the very numbers of host keys
+//! (across table refills and counter rewinds), the stepper falls back to
+//! eager steps with a reason, `on` is refused without a GPU, and a
+//! static-shape model's prepared path is found and used.
+//!
+//! On a GPU (`#[ignore]`d here; run with `--ignored` on a CUDA machine):
+//! replayed steps follow the eager trajectory for Langevin, Verlet and
+//! replica exchange, and a resumed graphed run (which recaptures) matches an
+//! uninterrupted one.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use mlff_md::config::{Config, GraphPolicy};
+use mlff_md::force::{update_forces, ForceProvider, Harmonic, TorchScriptModel};
+use mlff_md::integrate::{Integrator, Langevin};
+use mlff_md::simulation::Simulation;
+use mlff_md::state::BatchState;
+use mlff_md::stepper::Stepper;
+use tch::{Device, Kind, Tensor};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mlff-md"))
+}
+
+/// Positions after `steps` Langevin steps of harmonic ethanol, with the
+/// random keys on the host or in the device table; `rewind_at` sets the draw
+/// counter back by 3 at that step (as a checkpoint restore would).
+fn langevin_run(device_keys: bool, steps: usize, rewind_at: Option<usize>) -> Tensor {
+    let molecule = ethanol();
+    let mut state = BatchState::new(&molecule, 2, Device::Cpu, Kind::Double);
+    let provider = Harmonic::at_current_positions(&state, 2.0);
+    update_forces(&mut state, &provider).unwrap();
+    let mut integrator = Langevin::new(&state, 1.0, 5.0, 300.0, 4);
+    if device_keys {
+        integrator.use_device_keys(&state);
+    }
+    for i in 0..steps {
+        if Some(i) == rewind_at {
+            let c = integrator.rng_counter().unwrap();
+            integrator.set_rng_counter(c - 3);
+        }
+        integrator.before_step();
+        integrator.step(&mut state, &provider).unwrap();
+    }
+    assert_eq!(
+        integrator.rng_counter(),
+        Some(steps as u64 - 3 * rewind_at.map_or(0, |_| 1))
+    );
+    state.positions
+}
+
+/// The key table holds 4096 draws: 4200 steps cross a refill, and a rewound
+/// counter must refill from the new position.
+#[test]
+fn device_keyed_langevin_is_the_host_keyed_trajectory() {
+    let host = langevin_run(false, 4200, Some(4150));
+    let device = langevin_run(true, 4200, Some(4150));
+    assert!(
+        host.equal(&device),
+        "max difference {}",
+        max_abs_diff(&host, &device)
+    );
+    // And the rewind mattered (the test can see a wrong refill).
+    assert!(max_abs_diff(&host, &langevin_run(false, 4200, None)) > 1e-6);
+}
+
+#[test]
+fn stepper_on_cpu_steps_eagerly_and_says_why() {
+    let molecule = ethanol();
+    let mut state = BatchState::new(&molecule, 2, Device::Cpu, Kind::Double);
+    let provider = Harmonic::at_current_positions(&state, 2.0);
+    update_forces(&mut state, &provider).unwrap();
+    let mut a = Langevin::new(&state, 1.0, 5.0, 300.0, 4);
+    let mut stepper = Stepper::new(GraphPolicy::Auto, &state, &provider, &mut a).unwrap();
+    assert!(!stepper.graphed());
+    assert!(
+        stepper.status().contains("CUDA device"),
+        "{}",
+        stepper.status()
+    );
+    let mut reference = BatchState::new(&molecule, 2, Device::Cpu, Kind::Double);
+    update_forces(&mut reference, &provider).unwrap();
+    let mut b = Langevin::new(&reference, 1.0, 5.0, 300.0, 4);
+    for _ in 0..20 {
+        stepper.step(&mut state, &provider, &mut a).unwrap();
+        b.step(&mut reference, &provider).unwrap();
+    }
+    assert_eq!(state.step, 20);
+    assert!(state.positions.equal(&reference.positions));
+    assert_eq!(stepper.captures(), 0);
+
+    let err = Stepper::new(GraphPolicy::On, &state, &provider, &mut a)
+        .err()
+        .expect("graphs forced on without CUDA must fail");
+    assert_eq!(err.exit_code(), 2);
+    assert!(err.to_string().contains("CUDA device"), "{err}");
+}
+
+#[test]
+fn cuda_graphs_on_without_gpu_is_an_input_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = dipeptide_config(
+        tmp.path(),
+        "models/ani1x_static.pt",
+        "langevin",
+        4,
+        10,
+        "cpu",
+    );
+    let o = bin()
+        .args(["run", "--cuda-graphs", "on", "-q"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cuda_graphs") && err.contains("CUDA device"),
+        "{err}"
+    );
+    let o = bin()
+        .args(["run", "--cuda-graphs", "sometimes"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("auto"));
+}
+
+/// A model without prepare() is reported as not capturable; the static
+/// export prepares, and its prepared path gives the energies and forces of
+/// the dynamic ANI-1x export.
+#[test]
+fn static_model_prepares_and_matches_the_dynamic_export() {
+    let molecule = mlff_md::system::Molecule::load(&[
+        root().join("systems/peptides/alanine_dipeptide_conformers.pdb")
+    ])
+    .unwrap();
+    let state = BatchState::new(&molecule, 4, Device::Cpu, Kind::Double);
+    let dynamic =
+        TorchScriptModel::load(&root().join("models/ani1x.pt"), Device::Cpu, Kind::Float).unwrap();
+    let why = dynamic.prepare_static(&state).unwrap_err();
+    assert!(why.contains("prepare()"), "{why}");
+    let fixed = TorchScriptModel::load(
+        &root().join("models/ani1x_static.pt"),
+        Device::Cpu,
+        Kind::Float,
+    )
+    .unwrap();
+    let reference = dynamic.compute(&state).unwrap();
+    fixed.prepare_static(&state).unwrap();
+    let prepared = fixed.compute(&state).unwrap();
+    let de = max_abs_diff(&prepared.energies, &reference.energies);
+    let e_scale = reference.energies.abs().max().double_value(&[]);
+    assert!(de <= 1e-5 * e_scale, "energy difference {de} eV");
+    let df = max_abs_diff(&prepared.forces, &reference.forces);
+    let f_scale = reference.forces.abs().max().double_value(&[]);
+    assert!(
+        df <= 1e-4 * f_scale,
+        "force difference {df} eV/Å (scale {f_scale})"
+    );
+}
+
+/// Config for alanine dipeptide with the given model (relative to the repo).
+fn dipeptide_config(
+    dir: &Path,
+    model: &str,
+    integrator: &str,
+    members: usize,
+    steps: u64,
+    device: &str,
+) -> PathBuf {
+    let integrator = match integrator {
+        "verlet" => "kind = \"verlet\"\ntimestep = 0.5".to_string(),
+        _ => "kind = \"langevin\"\ntimestep = 0.5\ntemperature = 300.0\nfriction = 1.0".to_string(),
+    };
+    let text = format!(
+        r#"[system]
+structure = "{}"
+[model]
+path = "{}"
+dtype = "float32"
+device = "{device}"
+[integrator]
+{integrator}
+[ensemble]
+members = {members}
+seed = 5
+initial_temperature = 300.0
+[run]
+steps = {steps}
+[output]
+directory = "{}"
+trajectory_format = "xtc"
+trajectory_interval = 50
+observables_interval = 10
+checkpoint_interval = 0
+"#,
+        root()
+            .join("systems/peptides/alanine_dipeptide.pdb")
+            .display(),
+        root().join(model).display(),
+        dir.join("out").display()
+    );
+    let p = dir.join("config.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Positions and velocities after `steps` steps under `policy`.
+fn graphed_positions(config: &Path, policy: GraphPolicy, steps: usize) -> (Tensor, Tensor, bool) {
+    let config = Config::from_file(config).unwrap();
+    let mut sim = Simulation::from_config(&config).unwrap();
+    let mut stepper = Stepper::new(
+        policy,
+        &sim.state,
+        sim.force.as_ref(),
+        sim.integrator.as_mut(),
+    )
+    .unwrap();
+    for _ in 0..steps {
+        stepper
+            .step(&mut sim.state, sim.force.as_ref(), sim.integrator.as_mut())
+            .unwrap();
+    }
+    assert_eq!(sim.state.step, steps as u64);
+    (
+        sim.state.positions.to_device(Device::Cpu),
+        sim.state.velocities.to_device(Device::Cpu),
+        stepper.graphed(),
+    )
+}
+
+/// Eager vs replayed steps, same seed. The model runs in float32 and its
+/// backward accumulates with atomics on the GPU, so two eager runs may
+/// differ in the last bits; the tolerance is set from that eager-eager
+/// difference (a wrong graph — stale inputs, repeated random numbers —
+/// differs by orders of magnitude more within 200 steps).
+fn replay_matches_eager(integrator: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = dipeptide_config(
+        tmp.path(),
+        "models/ani1x_static.pt",
+        integrator,
+        8,
+        200,
+        "cuda",
+    );
+    let (x_eager, v_eager, g0) = graphed_positions(&cfg, GraphPolicy::Off, 200);
+    let (x_again, _, _) = graphed_positions(&cfg, GraphPolicy::Off, 200);
+    let (x_graph, v_graph, g1) = graphed_positions(&cfg, GraphPolicy::On, 200);
+    assert!(!g0 && g1);
+    let noise = max_abs_diff(&x_eager, &x_again);
+    let dx = max_abs_diff(&x_eager, &x_graph);
+    let dv = max_abs_diff(&v_eager, &v_graph);
+    eprintln!("{integrator}: eager-eager {noise:e} Å, eager-graph {dx:e} Å, {dv:e} Å/fs");
+    assert!(
+        dx <= (100.0 * noise).max(1e-5),
+        "positions differ by {dx} Å"
+    );
+    assert!(dv <= 1e-5, "velocities differ by {dv} Å/fs");
+}
+
+#[test]
+#[ignore = "needs a CUDA device: run with --ignored on a GPU"]
+fn gpu_langevin_replay_matches_eager() {
+    replay_matches_eager("langevin");
+}
+
+#[test]
+#[ignore = "needs a CUDA device: run with --ignored on a GPU"]
+fn gpu_verlet_replay_matches_eager() {
+    replay_matches_eager("verlet");
+}
+
+/// Replica exchange changes thermostat temperatures (in place) and rescales
+/// velocities between replays; a checkpoint restore replaces the state
+/// tensors, so the resumed run must recapture. Graphed 2N steps must equal
+/// graphed N + resume + N, and follow the eager run.
+#[test]
+#[ignore = "needs a CUDA device: run with --ignored on a GPU"]
+fn gpu_graphed_remd_resumes_and_follows_eager() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"[system]
+structure = "{}"
+[model]
+path = "{}"
+dtype = "float32"
+device = "cuda"
+[integrator]
+kind = "langevin"
+timestep = 0.5
+friction = 1.0
+[replica_exchange]
+temperatures = [300.0, 330.0, 365.0, 400.0]
+exchange_interval = 20
+[ensemble]
+seed = 8
+[run]
+steps = 400
+[output]
+directory = "out"
+trajectory_interval = 0
+observables_interval = 20
+checkpoint_interval = 200
+"#,
+        root()
+            .join("systems/peptides/alanine_dipeptide.pdb")
+            .display(),
+        root().join("models/ani1x_static.pt").display(),
+    );
+    let cfg = tmp.path().join("remd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let run = |args: &[&str], out: &str| {
+        let o = bin()
+            .arg("run")
+            .arg(&cfg)
+            .args(["-o", out])
+            .args(args)
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let log = run(&["--cuda-graphs", "on"], "whole");
+    assert!(log.contains("CUDA graphs"), "{log}");
+    run(&["--cuda-graphs", "on", "--steps", "200"], "split");
+    run(&["--cuda-graphs", "on", "--resume"], "split");
+    run(&["--cuda-graphs", "off"], "eager");
+    let read = |dir: &str| {
+        mlff_md::io::checkpoint::Checkpoint::read_latest(&tmp.path().join(dir))
+            .unwrap()
+            .0
+    };
+    let (whole, split, eager) = (read("whole"), read("split"), read("eager"));
+    assert_eq!(whole.header.step, 400);
+    let max_diff = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f64, f64::max)
+    };
+    let resumed = max_diff(&whole.positions, &split.positions);
+    let vs_eager = max_diff(&whole.positions, &eager.positions);
+    eprintln!("REMD: whole-split {resumed:e} Å, graph-eager {vs_eager:e} Å");
+    assert!(
+        resumed <= 1e-4,
+        "resumed graphed run differs by {resumed} Å"
+    );
+    assert!(
+        vs_eager <= 1e-3,
+        "graphed run differs from eager by {vs_eager} Å"
+    );
+    let temps = |c: &mlff_md::io::checkpoint::Checkpoint| {
+        c.header
+            .replica_exchange
+            .as_ref()
+            .unwrap()
+            .replica_temperatures()
+    };
+    assert_eq!(temps(&whole), temps(&eager), "exchange decisions differ");
+}
