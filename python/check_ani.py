@@ -473,7 +473,9 @@ def check_static_no_sync(model, mols):
             f"{n_aten} aten ops, none sync-prone")
 
 
-def run_static(ck, name, mols_by_name):
+def load_model(ck, name):
+    """(path, scripted model) of models/<name>.pt; (path, None) after counting a
+    failure when it does not load."""
     path = os.path.join(ROOT, "models", name + ".pt")
     try:
         model = torch.jit.load(path)
@@ -481,8 +483,15 @@ def run_static(ck, name, mols_by_name):
     except Exception as exc:
         ck.failed += 1
         print(f"FAIL {name} load: {exc}")
-        return
+        return path, None
     print(f"{name}: {os.path.relpath(path, ROOT)} ({os.path.getsize(path):,} bytes)")
+    return path, model
+
+
+def run_static(ck, name, mols_by_name):
+    path, model = load_model(ck, name)
+    if model is None:
+        return
     by_name = static_molecules(mols_by_name)
     mols = list(by_name.values())
     prepared = Prepared(model)
@@ -529,15 +538,9 @@ def main() -> int:
     print("molecules: " + ", ".join(f"{k} ({len(v[0])})" for k, v in mols_by_name.items()))
     ck = Checker()
     for name in MODELS:
-        path = os.path.join(ROOT, "models", name + ".pt")
-        try:
-            model = torch.jit.load(path)
-            model.eval()
-        except Exception as exc:
-            ck.failed += 1
-            print(f"FAIL {name} load: {exc}")
+        path, model = load_model(ck, name)
+        if model is None:
             continue
-        print(f"{name}: {os.path.relpath(path, ROOT)} ({os.path.getsize(path):,} bytes)")
         ck.run(f"{name} interface", check_interface, model, name)
         ref, why = torchani_reference(name)
         if ref is None:

@@ -33,7 +33,6 @@ mod imp {
         fn mlff_last_error() -> *const c_char;
         fn mlff_stream_enter(device: c_int) -> *mut c_void;
         fn mlff_stream_exit(handle: *mut c_void) -> c_int;
-        fn mlff_device_synchronize() -> c_int;
         fn mlff_graph_new() -> *mut c_void;
         fn mlff_graph_free(graph: *mut c_void);
         fn mlff_graph_capture_begin(graph: *mut c_void) -> c_int;
@@ -79,14 +78,6 @@ mod imp {
                 eprintln!("warning: {}", last_error("leaving the side stream"));
             }
         }
-    }
-
-    pub fn synchronize() -> Result<(), GraphError> {
-        // SAFETY: plain C call.
-        check(
-            unsafe { mlff_device_synchronize() },
-            "synchronizing the device",
-        )
     }
 
     pub struct Graph {
@@ -170,10 +161,6 @@ mod imp {
         }
     }
 
-    pub fn synchronize() -> Result<(), GraphError> {
-        Err(unavailable())
-    }
-
     pub struct Graph;
 
     impl Graph {
@@ -204,11 +191,6 @@ impl SideStream {
     pub fn enter(device: usize) -> Result<Self, GraphError> {
         imp::SideStream::enter(device).map(SideStream)
     }
-}
-
-/// Wait for all work queued on the current CUDA device.
-pub fn synchronize() -> Result<(), GraphError> {
-    imp::synchronize()
 }
 
 /// One captured CUDA graph with its private memory pool.

@@ -15,7 +15,6 @@
 #include <dlfcn.h>
 
 #include <exception>
-#include <optional>
 #include <string>
 
 namespace {
@@ -73,10 +72,6 @@ int mlff_stream_exit(void* handle) {
   int rc = guarded([&] { s->stream.synchronize(); });
   delete s;
   return rc;
-}
-
-int mlff_device_synchronize() {
-  return guarded([] { c10::cuda::device_synchronize(); });
 }
 
 void* mlff_graph_new() {

@@ -203,43 +203,42 @@ impl TorchScriptModel {
         batch: &Tensor,
         n_structures: i64,
     ) -> Result<(Tensor, Tensor)> {
-        let positions = positions.to_kind(self.dtype);
-        let (energies, forces) = autograd_forces(&positions, |x| {
-            let e = self
-                .module
-                .forward_ts(&[atomic_numbers, x, batch])
-                .map_err(|e| {
-                    Error::model(
-                        &self.path,
-                        format!(
-                            "forward(atomic_numbers, positions, batch) failed: {}",
-                            first_line(&e.to_string())
-                        ),
-                    )
-                })?;
-            self.check_energies(&e, n_structures)?;
-            Ok(e)
-        })?;
-        Ok((energies.to_kind(Kind::Double), forces))
+        self.energies_and_forces(
+            positions,
+            n_structures,
+            "forward(atomic_numbers, positions, batch)",
+            |x| self.module.forward_ts(&[atomic_numbers, x, batch]),
+        )
     }
 
     /// Energies and forces through `forward_prepared(positions)` (after a
     /// successful [`ForceProvider::prepare_static`] for this batch).
     fn evaluate_prepared(&self, positions: &Tensor, n_structures: i64) -> Result<(Tensor, Tensor)> {
+        self.energies_and_forces(
+            positions,
+            n_structures,
+            "forward_prepared(positions)",
+            |x| self.module.method_ts("forward_prepared", &[x]),
+        )
+    }
+
+    /// One model call `call(positions)` (named `what` in errors) and its
+    /// backward, with the energies checked.
+    fn energies_and_forces(
+        &self,
+        positions: &Tensor,
+        n_structures: i64,
+        what: &str,
+        call: impl FnOnce(&Tensor) -> std::result::Result<Tensor, tch::TchError>,
+    ) -> Result<(Tensor, Tensor)> {
         let positions = positions.to_kind(self.dtype);
         let (energies, forces) = autograd_forces(&positions, |x| {
-            let e = self
-                .module
-                .method_ts("forward_prepared", &[x])
-                .map_err(|e| {
-                    Error::model(
-                        &self.path,
-                        format!(
-                            "forward_prepared(positions) failed: {}",
-                            first_line(&e.to_string())
-                        ),
-                    )
-                })?;
+            let e = call(x).map_err(|e| {
+                Error::model(
+                    &self.path,
+                    format!("{what} failed: {}", first_line(&e.to_string())),
+                )
+            })?;
             self.check_energies(&e, n_structures)?;
             Ok(e)
         })?;
