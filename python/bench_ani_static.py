@@ -35,8 +35,7 @@ from torch.profiler import ProfilerActivity, profile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-from check_ani import read_xyz  # noqa: E402
+from check_ani import read_xyz
 
 VIEW_OPS = {
     "aten::as_strided", "aten::view", "aten::_unsafe_view", "aten::_reshape_alias",

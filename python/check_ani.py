@@ -3,10 +3,13 @@ static-shape models/ani1x_static.pt, models/ani1ccx_static.pt).
 
     python python/check_ani.py
 
-The exported files are loaded with torch.jit.load only. When torchani and the
-NeuroChem weights extracted by python/export_ani.py (.cache/torchani/data) are
-available, the energies and forces are also compared with torchani's own
-model; otherwise those checks are reported as skipped (nothing is downloaded).
+The checks run on the files the Rust tests and configs use: models/<name>.pt,
+exported by python/export_ani.py (`make test` runs it first), loaded with
+torch.jit.load; each file's sha256 must be the one models/SHA256SUMS lists.
+The energies and forces are compared with torchani's own model, built from the
+NeuroChem weights that export_ani.py extracts into .cache/torchani/data. A
+missing dependency (torchani, huggingface_hub, the weights, a model file) is a
+failure, not a skip; nothing is downloaded.
 
 Per model:
   interface   supported_elements() == [1, 6, 7, 8]; metadata() is JSON with the
@@ -46,6 +49,9 @@ import time
 import traceback
 
 import torch
+
+import export_ani
+import model_files
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -110,21 +116,20 @@ def rel_norm(a, b):
 
 def torchani_reference(name):
     """torchani's own model for `name`, or the reason it is unavailable."""
-    sys.path.insert(0, HERE)
-    try:
-        import export_ani
-    except Exception as exc:  # pragma: no cover
-        return None, f"python/export_ani.py not importable ({exc})"
     try:
         import torchani  # noqa: F401
     except Exception as exc:
-        return None, f"torchani not importable ({type(exc).__name__}: {exc})"
+        return None, (f"torchani not importable ({type(exc).__name__}: {exc}); "
+                      "`make setup` installs torchani 2.9.0 and huggingface_hub")
     resource = export_ani.MODELS[name]["resource"]
     if not export_ani.resources_complete(resource):
         return None, (f"NeuroChem weights {resource} not in "
                       f"{os.path.relpath(export_ani.NEUROCHEM_DIR, ROOT)} "
-                      "(run python/export_ani.py)")
-    return export_ani.load_torchani(name), None
+                      "(python/export_ani.py extracts them; `make test` runs it)")
+    try:
+        return export_ani.load_torchani(name), None
+    except Exception as exc:
+        return None, f"torchani could not load {name} ({type(exc).__name__}: {exc})"
 
 
 def torchani_energy_forces(ref, mols):
@@ -146,7 +151,6 @@ class Checker:
     def __init__(self):
         self.passed = 0
         self.failed = 0
-        self.skipped = []
 
     def run(self, label, fn, *args):
         t0 = time.perf_counter()
@@ -161,9 +165,9 @@ class Checker:
         self.passed += 1
         print(f"ok   {label} ({time.perf_counter() - t0:.2f} s){': ' + detail if detail else ''}")
 
-    def skip(self, label, why):
-        self.skipped.append(label)
-        print(f"SKIP {label}: {why}")
+    def fail(self, label, why):
+        self.failed += 1
+        print(f"FAIL {label}: {why}")
 
 
 # --------------------------------------------------------------------------
@@ -475,16 +479,26 @@ def check_static_no_sync(model, mols):
 
 def load_model(ck, name):
     """(path, scripted model) of models/<name>.pt; (path, None) after counting a
-    failure when it does not load."""
+    failure when it does not load. A file whose sha256 is not the one
+    models/SHA256SUMS lists is a failure too (the model is still checked)."""
     path = os.path.join(ROOT, "models", name + ".pt")
+    if not os.path.isfile(path):
+        ck.fail(f"{name} load", f"{os.path.relpath(path, ROOT)} does not exist "
+                "(python/export_ani.py writes it; `make test` runs it)")
+        return path, None
     try:
         model = torch.jit.load(path)
         model.eval()
     except Exception as exc:
-        ck.failed += 1
-        print(f"FAIL {name} load: {exc}")
+        ck.fail(f"{name} load", str(exc))
         return path, None
-    print(f"{name}: {os.path.relpath(path, ROOT)} ({os.path.getsize(path):,} bytes)")
+    digest = model_files.sha256(path)
+    expected = model_files.read_sums().get(name + ".pt")
+    if digest != expected:
+        ck.fail(f"{name} sha256", f"{os.path.relpath(path, ROOT)} has sha256 {digest}, "
+                f"models/SHA256SUMS lists {expected} (re-export: python/export_ani.py)")
+    print(f"{name}: {os.path.relpath(path, ROOT)} ({os.path.getsize(path):,} bytes, "
+          f"sha256 {digest[:16]}...)")
     return path, model
 
 
@@ -498,7 +512,7 @@ def run_static(ck, name, mols_by_name):
     ck.run(f"{name} interface", check_static_interface, model, name)
     ref, why = torchani_reference(name[:-len("_static")])
     if ref is None:
-        ck.skip(f"{name} (a) torchani", why)
+        ck.fail(f"{name} (a) torchani", why)
     else:
         ck.run(f"{name} (a) torchani, forward", check_torchani, model, ref, mols)
         ck.run(f"{name} (a) torchani, prepared", check_torchani, prepared, ref, mols)
@@ -544,7 +558,7 @@ def main() -> int:
         ck.run(f"{name} interface", check_interface, model, name)
         ref, why = torchani_reference(name)
         if ref is None:
-            ck.skip(f"{name} (a) torchani", why)
+            ck.fail(f"{name} (a) torchani", why)
         else:
             ck.run(f"{name} (a) torchani", check_torchani, model, ref, mols)
         ck.run(f"{name} (b) finite differences", check_fd, model,
@@ -563,8 +577,6 @@ def main() -> int:
               f"batch {1e3 * (time.perf_counter() - t0) / 5:.0f} ms (1 thread)")
     for name in STATIC_MODELS:
         run_static(ck, name, mols_by_name)
-    if ck.skipped:
-        print(f"skipped {len(ck.skipped)}: " + "; ".join(ck.skipped))
     print(f"total time {time.perf_counter() - t_start:.1f} s")
     print(f"check_ani: {ck.passed} passed, {ck.failed} failed")
     return 1 if ck.failed else 0

