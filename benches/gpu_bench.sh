@@ -11,11 +11,8 @@ FINAL=${OUT:?set OUT to a results directory}
 # Everything goes to one folder, packed into $OUT/results.tgz at the end
 # (the device tool returns at most 8 files).
 OUT=$(mktemp -d)
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+. "$(dirname "$0")/gpu_env.sh"
+gpu_info "$OUT/gpu.txt"
 
 echo "== mlff-md bench forces"
 "$BIN" bench forces --device cuda --out "$OUT" 2>&1 | tee "$OUT/forces.log"

@@ -14,11 +14,8 @@ BIN=$(realpath "${1:-target/release/mlff-md}")
 TESTBIN=${2:-}
 FINAL=${OUT:?set OUT to a results directory}
 OUT=$(mktemp -d)
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+. "$(dirname "$0")/gpu_env.sh"
+gpu_info "$OUT/gpu.txt"
 S=systems/peptides/alanine_dipeptide.pdb
 R=${REPLICAS:-1,64,1024,4096}
 

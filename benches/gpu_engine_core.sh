@@ -8,11 +8,9 @@
 set -euo pipefail
 BIN=$(realpath "${1:-target/release/mlff-md}")
 OUT=${OUT:?set OUT to a results directory}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/gpu_env.sh"
 WORK=$(mktemp -d)
-export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/gpu.txt" || true
-echo "GPU: $(cat "$OUT/gpu.txt")"
+gpu_info "$OUT/gpu.txt"
 
 # Same first-step energies on CPU and CUDA (float32 model, 64 members).
 cat > "$WORK/check.toml" <<TOML

@@ -5,12 +5,10 @@
 #   OUT=/tmp/res bash benches/gpu_ensemble_100ps.sh target/release/mlff-md
 set -uo pipefail
 BIN=$(realpath "${1:-target/release/mlff-md}")
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+. "$(dirname "$0")/gpu_env.sh"
 W=$(mktemp -d)
 mkdir -p "$W/ensemble"
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$W/gpu.txt"
+gpu_info "$W/gpu.txt"
 timeout ${LIMIT:-560} "$BIN" run configs/ensemble.toml --cuda-graphs on -o "$W/ensemble" --overwrite 2>&1 | tr '\r' '\n' | grep -v "^step " | tail -20
 echo "exit status ${PIPESTATUS[0]}"
 mv "$W/gpu.txt" "$W/ensemble/"

@@ -10,12 +10,10 @@
 set -uo pipefail
 BIN=$(realpath "${1:-target/release/mlff-md}")
 FINAL=${OUT:?set OUT to a results directory}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+. "$(dirname "$0")/gpu_env.sh"
 RES=$(mktemp -d)
 STEPS=${STEPS:-26000}
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$RES/gpu.txt"
+gpu_info "$RES/gpu.txt"
 cat > configs/_remd_rama.toml <<TOML
 [system]
 structure = "../systems/peptides/alanine_dipeptide.pdb"

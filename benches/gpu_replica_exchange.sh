@@ -7,10 +7,9 @@
 set -euo pipefail
 BIN=$(realpath "${1:-target/release/mlff-md}")
 OUT=${OUT:?set OUT to a results directory}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/gpu_env.sh"
 WORK=$(mktemp -d)
-export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/gpu.txt" || true
+gpu_info "$OUT/gpu.txt"
 STEPS=${STEPS:-4000}
 DEVICE=${DEVICE:-cuda}   # DEVICE=cpu for a quick local check of the script
 

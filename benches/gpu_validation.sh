@@ -8,11 +8,9 @@
 set -euo pipefail
 BIN=$(realpath "${1:-target/release/mlff-md}")
 FINAL=${OUT:?set OUT to a results directory}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+. "$(dirname "$0")/gpu_env.sh"
 RES=$(mktemp -d)
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$RES/gpu.txt"
+gpu_info "$RES/gpu.txt"
 NVE_PS=${NVE_PS:-2}
 LANGEVIN_STEPS=${LANGEVIN_STEPS:-10000}
 for dt in 0.5 0.25; do

@@ -31,7 +31,7 @@ steps = 200
 "#;
     let config = Config::from_toml(text, Path::new("./example.toml"))?;
     let mut sim = Simulation::from_config(&config)?;
-    let report = sim.minimize()?;
+    let report = sim.minimize(false)?;
     println!(
         "minimised: largest force {:.3} eV/Å",
         report.max_force.iter().cloned().fold(0.0, f64::max)

@@ -147,6 +147,58 @@ class IntegerEnergy(torch.nn.Module):
         return torch.zeros(n_struct, dtype=torch.long).index_add(0, batch, atomic_numbers)
 
 
+class NoGradEnergy(torch.nn.Module):
+    """Energies that do not depend on the positions (no gradient)."""
+
+    def forward(
+        self, atomic_numbers: torch.Tensor, positions: torch.Tensor, batch: torch.Tensor
+    ) -> torch.Tensor:
+        n_struct = int(batch.max().item()) + 1
+        return torch.zeros(n_struct, dtype=positions.dtype)
+
+
+class OutOfMemoryAbove(torch.nn.Module):
+    """The Morse test model, failing as the CUDA caching allocator does
+    (same message) when asked for more than `max_structures` structures at
+    once through forward(), and on every forward_prepared() call after the
+    first `prepared_calls`: lets CPU tests drive the engine's OOM handling
+    (halving chunks, falling back from the prepared path)."""
+
+    def __init__(self, max_structures: int = 3, prepared_calls: int = 2):
+        super().__init__()
+        self.inner = MorsePairModel()
+        self.max_structures = max_structures
+        self.prepared_calls = prepared_calls
+        self.calls = 0
+        self.z = torch.zeros(0, dtype=torch.long)
+        self.batch = torch.zeros(0, dtype=torch.long)
+
+    def _oom(self):
+        raise RuntimeError(
+            "CUDA out of memory. Tried to allocate 20.00 GiB (test model: OutOfMemoryAbove)"
+        )
+
+    def forward(
+        self, atomic_numbers: torch.Tensor, positions: torch.Tensor, batch: torch.Tensor
+    ) -> torch.Tensor:
+        if int(batch.max().item()) + 1 > self.max_structures:
+            self._oom()
+        return self.inner(atomic_numbers, positions, batch)
+
+    @torch.jit.export
+    def prepare(self, atomic_numbers: torch.Tensor, batch: torch.Tensor):
+        self.z = atomic_numbers
+        self.batch = batch
+        self.calls = 0
+
+    @torch.jit.export
+    def forward_prepared(self, positions: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls > self.prepared_calls:
+            self._oom()
+        return self.inner(self.z, positions, self.batch)
+
+
 class NanEnergy(torch.nn.Module):
     def forward(
         self, atomic_numbers: torch.Tensor, positions: torch.Tensor, batch: torch.Tensor
@@ -199,6 +251,8 @@ def main() -> int:
     save(BadShape(), os.path.join(data, "bad_shape.pt"))
     save(NanEnergy(), os.path.join(data, "nan_energy.pt"))
     save(IntegerEnergy(), os.path.join(data, "int_energy.pt"))
+    save(NoGradEnergy(), os.path.join(data, "no_grad_energy.pt"))
+    save(OutOfMemoryAbove(), os.path.join(data, "oom_above_3.pt"))
     with open(os.path.join(data, "not_torchscript.pt"), "w") as f:
         f.write("this is not a TorchScript archive\n")
     print("self-check passed")

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::force::{update_forces, ForceProvider, TorchScriptModel};
 use crate::integrate::{Integrator, Langevin};
 use crate::rng::CounterRng;
-use crate::state::BatchState;
+use crate::state::{to_host_f64, BatchState};
 use crate::stepper::{Stepper, WARMUP_STEPS};
 use crate::system::Molecule;
 use crate::units::FS_PER_NS;
@@ -191,6 +191,12 @@ pub struct ForcesRow {
     pub sequential_ms: f64,
     pub speedup: f64,
     pub molecules_per_second: f64,
+    /// Largest |E_batched − E_alone| / |E_alone| over the batch's molecules
+    /// (unperturbed structures): the batched call computes what the
+    /// sequential calls compute.
+    pub max_relative_energy_deviation: f64,
+    /// Largest |F_batched − F_alone| over the batch's atoms (eV/Å).
+    pub max_force_deviation_ev_per_a: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -295,8 +301,11 @@ pub fn bench_forces(opts: &ForcesOptions) -> Result<(ForcesReport, PathBuf)> {
     let mut rng = CounterRng::new(20_261_126);
     // Sequential: each molecule alone, one forward + backward per call.
     let mut single = Vec::new();
+    let mut alone = Vec::new();
     for (name, m) in &set {
         let b = flat_batch(&[m], opts.device);
+        let (e, f) = model.evaluate(&b.z, &b.positions, &b.batch, b.n)?;
+        alone.push((to_host_f64(&e)[0], to_host_f64(&f)));
         let t = time_calls(
             &model,
             &b,
@@ -321,6 +330,19 @@ pub fn bench_forces(opts: &ForcesOptions) -> Result<(ForcesReport, PathBuf)> {
         )?;
         let stats = Stats::of(&t);
         let sequential: f64 = (0..size).map(|i| single[i % set.len()].1).sum();
+        let (e, f) = model.evaluate(&b.z, &b.positions, &b.batch, b.n)?;
+        let (e, f) = (to_host_f64(&e), to_host_f64(&f));
+        let mut energy_dev = 0.0f64;
+        let mut force_dev = 0.0f64;
+        let mut at = 0;
+        for (i, e_batched) in e.iter().enumerate() {
+            let (e_alone, f_alone) = &alone[i % set.len()];
+            energy_dev = energy_dev.max((e_batched - e_alone).abs() / e_alone.abs().max(1e-300));
+            for (x, y) in f[at..at + f_alone.len()].iter().zip(f_alone) {
+                force_dev = force_dev.max((x - y).abs());
+            }
+            at += f_alone.len();
+        }
         rows.push(ForcesRow {
             batch_size: size,
             atoms: mols.iter().map(|m| m.n_atoms()).sum(),
@@ -329,6 +351,8 @@ pub fn bench_forces(opts: &ForcesOptions) -> Result<(ForcesReport, PathBuf)> {
             sequential_ms: sequential,
             speedup: sequential / stats.median,
             molecules_per_second: size as f64 / (stats.median * 1e-3),
+            max_relative_energy_deviation: energy_dev,
+            max_force_deviation_ev_per_a: force_dev,
         });
     }
     let device = device_name(opts.device);

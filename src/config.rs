@@ -47,6 +47,10 @@ pub struct SystemConfig {
     pub structure: Option<PathBuf>,
     /// Several structure files of the same molecule, one starting structure each.
     pub structures: Option<Vec<PathBuf>>,
+    /// Run a structure with a nonzero formal charge through a model that
+    /// takes no charge (it then sees a neutral molecule), with a warning.
+    #[serde(default)]
+    pub allow_charged: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -268,6 +272,19 @@ pub enum GraphPolicy {
     Off,
 }
 
+impl std::str::FromStr for BlowupPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "stop" => Ok(BlowupPolicy::Stop),
+            "reinitialize" | "reinitialise" => Ok(BlowupPolicy::Reinitialize),
+            _ => Err(format!(
+                "unknown blow-up policy {s:?}; expected \"stop\" or \"reinitialize\""
+            )),
+        }
+    }
+}
+
 impl std::str::FromStr for GraphPolicy {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
@@ -282,7 +299,7 @@ impl std::str::FromStr for GraphPolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum BlowupPolicy {
     /// Stop, keeping the last checkpoint from before the blow-up.
@@ -351,6 +368,8 @@ pub struct OutputConfig {
     pub checkpoint_interval: u64,
     /// Also checkpoint when this many minutes of wall time have passed.
     pub checkpoint_minutes: Option<f64>,
+    /// Name stored as the H5MD author of observables.h5 (default: $USER).
+    pub author: Option<String>,
 }
 
 fn default_checkpoint_interval() -> u64 {
@@ -367,6 +386,7 @@ impl Default for OutputConfig {
             observables_interval: default_observables_interval(),
             checkpoint_interval: default_checkpoint_interval(),
             checkpoint_minutes: None,
+            author: None,
         }
     }
 }
@@ -389,7 +409,41 @@ pub struct Overrides {
     pub device: Option<String>,
     pub seed: Option<u64>,
     pub cuda_graphs: Option<GraphPolicy>,
+    /// [integrator] timestep in fs (may change when a run is continued).
+    pub timestep: Option<f64>,
+    /// [run] on_blowup (may change when a run is continued).
+    pub on_blowup: Option<BlowupPolicy>,
 }
+
+/// The settings a continued run may change: none of them is part of the
+/// saved state, so the checkpoint stays valid (after a blow-up the usual
+/// remedies are a smaller time step or reinitialisation). A checkpoint
+/// stores the values in force, so `mlff-md resume DIR` keeps them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+pub struct ResumableSettings {
+    /// [integrator] timestep, fs.
+    pub timestep: f64,
+    /// [integrator] friction, 1/ps.
+    pub friction: f64,
+    /// [run] on_blowup.
+    pub on_blowup: BlowupPolicy,
+    /// [run] max_force, eV/Å.
+    pub max_force: f64,
+    /// [run] max_temperature, K.
+    pub max_temperature: f64,
+}
+
+/// Keys of [`ResumableSettings`] (plus `[run] steps` and `cuda_graphs`, which
+/// do not change the trajectory either), as (table, key).
+pub const RESUMABLE_KEYS: [(&str, &str); 7] = [
+    ("integrator", "timestep"),
+    ("integrator", "friction"),
+    ("run", "on_blowup"),
+    ("run", "max_force"),
+    ("run", "max_temperature"),
+    ("run", "steps"),
+    ("run", "cuda_graphs"),
+];
 
 /// Largest step count accepted (10¹² steps: ~30 years of 1 fs steps at 1000 steps/s).
 pub const MAX_STEPS: u64 = 1_000_000_000_000;
@@ -422,11 +476,21 @@ impl Config {
             }
         })?;
         config.source = ConfigSource {
-            path: path.to_path_buf(),
+            path: normalize(path),
             text: text.to_string(),
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// The config a checkpoint was written with: its text, with the settings
+    /// in force then (a continued run may have changed some).
+    pub fn from_checkpoint(header: &crate::io::checkpoint::CheckpointHeader) -> Result<Config> {
+        let mut c = Config::from_toml(&header.config_text, &header.config_path)?;
+        if let Some(settings) = &header.settings {
+            c.apply_resumable(settings)?;
+        }
+        Ok(c)
     }
 
     /// Apply command-line overrides and validate again.
@@ -436,9 +500,11 @@ impl Config {
         }
         if let Some(dir) = &overrides.output {
             // Relative to the working directory, as any command-line path.
-            self.output.directory = std::env::current_dir()
-                .map(|cwd| cwd.join(dir))
-                .unwrap_or_else(|_| dir.clone());
+            self.output.directory = normalize(
+                &std::env::current_dir()
+                    .map(|cwd| cwd.join(dir))
+                    .unwrap_or_else(|_| dir.clone()),
+            );
         }
         if let Some(device) = &overrides.device {
             self.model.device = device.clone();
@@ -449,6 +515,33 @@ impl Config {
         if let Some(policy) = overrides.cuda_graphs {
             self.run.cuda_graphs = policy;
         }
+        if let Some(dt) = overrides.timestep {
+            self.integrator.timestep = dt;
+        }
+        if let Some(policy) = overrides.on_blowup {
+            self.run.on_blowup = policy;
+        }
+        self.validate()
+    }
+
+    /// The settings a continued run may change, as this config has them.
+    pub fn resumable(&self) -> ResumableSettings {
+        ResumableSettings {
+            timestep: self.integrator.timestep,
+            friction: self.integrator.friction,
+            on_blowup: self.run.on_blowup,
+            max_force: self.run.max_force,
+            max_temperature: self.run.max_temperature,
+        }
+    }
+
+    /// Take over settings stored in a checkpoint (see [`ResumableSettings`]).
+    pub fn apply_resumable(&mut self, s: &ResumableSettings) -> Result<()> {
+        self.integrator.timestep = s.timestep;
+        self.integrator.friction = s.friction;
+        self.run.on_blowup = s.on_blowup;
+        self.run.max_force = s.max_force;
+        self.run.max_temperature = s.max_temperature;
         self.validate()
     }
 
@@ -461,12 +554,12 @@ impl Config {
             .unwrap_or_default()
     }
 
-    /// Resolve a path from the config file.
+    /// Resolve a path from the config file (normalised: `a/../b` is `b`).
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
-            p.to_path_buf()
+            normalize(p)
         } else {
-            self.base_dir().join(p)
+            normalize(&self.base_dir().join(p))
         }
     }
 
@@ -481,6 +574,15 @@ impl Config {
 
     pub fn output_dir(&self) -> PathBuf {
         self.resolve(&self.output.directory)
+    }
+
+    /// The H5MD author: [output] author, else $USER, else "unknown".
+    pub fn author(&self) -> String {
+        self.output
+            .author
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".into())
     }
 
     /// Number of members R.
@@ -804,6 +906,32 @@ fn positive(cfg: &Config, key: &[&str], v: Option<f64>, unit: &str, required: bo
     }
 }
 
+/// A path with `.` and `name/..` components removed, without touching the
+/// file system (symbolic links stay as the user wrote them); what is printed
+/// and stored (summary.json, /parameters) reads as the user would write it.
+pub fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                // `/..` is `/`.
+                Some(Component::RootDir) | Some(Component::Prefix(_)) => {}
+                _ => out.push(c),
+            },
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        return PathBuf::from(".");
+    }
+    out.iter().collect()
+}
+
 /// 1-based line and column of a byte offset.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -894,6 +1022,36 @@ steps = 10
             .contains("replica_exchange.t_max"));
         let verlet = text.replace("kind = \"langevin\"", "kind = \"verlet\"");
         assert!(parse(&verlet).unwrap_err().to_string().contains("langevin"));
+    }
+
+    #[test]
+    fn paths_are_normalised() {
+        assert_eq!(
+            normalize(Path::new("configs/../out/x")),
+            PathBuf::from("out/x")
+        );
+        assert_eq!(normalize(Path::new("/a/./b/../../c")), PathBuf::from("/c"));
+        assert_eq!(normalize(Path::new("../x")), PathBuf::from("../x"));
+        assert_eq!(normalize(Path::new("/..")), PathBuf::from("/"));
+        assert_eq!(normalize(Path::new("a/..")), PathBuf::from("."));
+        let c = Config::from_toml(GOOD, Path::new("/tmp/p/../c.toml")).unwrap();
+        assert_eq!(
+            c.resolve(Path::new("../models/m.pt")),
+            PathBuf::from("/models/m.pt")
+        );
+    }
+
+    #[test]
+    fn resumable_settings_round_trip() {
+        let mut c = parse(GOOD).unwrap();
+        let mut s = c.resumable();
+        s.timestep = 0.25;
+        s.on_blowup = BlowupPolicy::Reinitialize;
+        c.apply_resumable(&s).unwrap();
+        assert_eq!(c.integrator.timestep, 0.25);
+        assert_eq!(c.run.on_blowup, BlowupPolicy::Reinitialize);
+        s.timestep = -1.0;
+        assert!(c.apply_resumable(&s).is_err());
     }
 
     #[test]

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 /// Errors raised at the boundary of the engine (input files, models, output).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A configuration file that cannot be parsed or fails validation.
-    #[error("{}:{line}:{column}: {message}", path.display())]
+    /// A configuration file that cannot be parsed or fails validation
+    /// (line 0: the file as a whole, e.g. unreadable).
+    #[error("{}: {message}", location(path, *line, *column))]
     Config {
         path: PathBuf,
         line: usize,
@@ -23,9 +24,13 @@ pub enum Error {
     /// An invalid option that is not tied to a file (command line, API use).
     #[error("{0}")]
     Invalid(String),
-    /// A failure writing outputs.
+    /// A failure writing outputs during a run.
     #[error("output {}: {message}", path.display())]
     Output { path: PathBuf, message: String },
+    /// An output location that cannot be used at all (read-only, a file
+    /// where a directory belongs, ...): bad input, found before any step.
+    #[error("output {}: {message}", path.display())]
+    OutputPath { path: PathBuf, message: String },
     /// A libtorch failure during the run.
     #[error("torch error while {context}: {source}")]
     Torch {
@@ -48,6 +53,7 @@ impl Error {
             Error::Config { .. }
             | Error::Structure { .. }
             | Error::Model { .. }
+            | Error::OutputPath { .. }
             | Error::Invalid(_) => 2,
             Error::Output { .. } | Error::Torch { .. } | Error::Simulation(_) => 1,
             // Shell convention: 128 + signal number (130 for SIGINT).
@@ -69,11 +75,28 @@ impl Error {
         }
     }
 
+    /// An unusable output location (exit 2).
+    pub fn output_path(path: &Path, message: impl std::fmt::Display) -> Self {
+        Error::OutputPath {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        }
+    }
+
     pub fn output(path: &Path, message: impl std::fmt::Display) -> Self {
         Error::Output {
             path: path.to_path_buf(),
             message: message.to_string(),
         }
+    }
+}
+
+/// `file:line:column`, or just `file` when there is no line.
+fn location(path: &Path, line: usize, column: usize) -> String {
+    match (line, column) {
+        (0, _) => path.display().to_string(),
+        (l, 0) => format!("{}:{l}", path.display()),
+        (l, c) => format!("{}:{l}:{c}", path.display()),
     }
 }
 

@@ -7,9 +7,9 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use mlff_md::config::{Config, GraphPolicy, Overrides};
+use mlff_md::config::{BlowupPolicy, Config, GraphPolicy, Overrides};
 use mlff_md::io::checkpoint::Checkpoint;
-use mlff_md::run::{minimize, minimize_summary, run, validate, RunOptions};
+use mlff_md::run::{minimize, minimize_summary, run, validate, RunOptions, RunOutcome};
 
 /// Molecular dynamics of many replicas in lockstep, with one batched
 /// TorchScript force call per step for all of them.
@@ -20,7 +20,12 @@ use mlff_md::run::{minimize, minimize_summary, run, validate, RunOptions};
     mlff-md run configs/replica_exchange.toml        run as configured\n  \
     mlff-md run configs/ensemble.toml --steps 100 --device cpu --output /tmp/try --overwrite\n  \
     mlff-md run configs/ensemble.toml --resume --steps 40000   continue (and extend) a stopped run\n  \
-    mlff-md resume out/ensemble                      the same, from the output directory alone\n\n\
+    mlff-md resume out/ensemble                      continue to the step count the run was started with\n  \
+    mlff-md resume out/ensemble --timestep 0.25      continue a run that blew up, with a smaller time step\n\n\
+A resumed run continues to the step count it was started with (--steps included) unless\n\
+--steps says otherwise; only --steps, --timestep, --on-blowup, --cuda-graphs and --device\n\
+(and, in the config, [run] max_force, max_temperature and [integrator] friction) may change.\n\
+One process at a time writes an output directory (it holds DIR/.mlff-md.lock).\n\n\
 Ctrl-C (SIGINT) or SIGTERM finishes the current step, flushes outputs and writes a checkpoint;\n\
 a second Ctrl-C aborts at once.\n\n\
 Exit status: 0 success, 2 bad input (config, structure, model), 1 failure during the run,\n\
@@ -48,9 +53,13 @@ enum Command {
         #[arg(long, conflicts_with = "resume")]
         overwrite: bool,
         /// Continue the run whose checkpoint is in the output directory,
-        /// appending to its outputs (only --steps may differ).
+        /// appending to its outputs (see below for what may differ).
         #[arg(long)]
         resume: bool,
+        /// With --resume: continue even if the model file's contents changed
+        /// since the checkpoint (the new SHA-256 is recorded).
+        #[arg(long, requires = "resume")]
+        allow_model_change: bool,
     },
     /// Continue a stopped run from its output directory (reads the config
     /// stored in the checkpoint).
@@ -59,6 +68,10 @@ enum Command {
         directory: PathBuf,
         #[command(flatten)]
         common: Common,
+        /// Continue even if the model file's contents changed since the
+        /// checkpoint (the new SHA-256 is recorded).
+        #[arg(long)]
+        allow_model_change: bool,
     },
     /// Minimise every member with batched FIRE and write minimized.pdb
     /// (one MODEL per member) to the output directory.
@@ -74,6 +87,9 @@ enum Command {
         /// Replace an existing minimized.pdb.
         #[arg(long)]
         overwrite: bool,
+        /// Print nothing but errors and the result.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Benchmarks: batched vs sequential force calls, and MD throughput.
     Bench {
@@ -259,9 +275,42 @@ struct Common {
     /// (replaces [run] cuda_graphs).
     #[arg(long, value_name = "auto|on|off")]
     cuda_graphs: Option<GraphPolicy>,
+    /// Time step in fs, replacing [integrator] timestep (may change when a
+    /// run is resumed, e.g. after a blow-up).
+    #[arg(long, value_name = "FS")]
+    timestep: Option<f64>,
+    /// What to do when a member blows up: stop or reinitialize, replacing
+    /// [run] on_blowup (may change when a run is resumed).
+    #[arg(long, value_name = "stop|reinitialize")]
+    on_blowup: Option<BlowupPolicy>,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
+}
+
+impl Common {
+    /// The command-line values that replace those of the config.
+    fn overrides(&self, output: Option<PathBuf>, seed: Option<u64>) -> Overrides {
+        Overrides {
+            steps: self.steps,
+            output,
+            device: self.device.clone(),
+            seed,
+            cuda_graphs: self.cuda_graphs,
+            timestep: self.timestep,
+            on_blowup: self.on_blowup,
+        }
+    }
+}
+
+/// Say so when a resume found nothing to do (a finished run prints its own summary).
+fn report_outcome(outcome: &RunOutcome, quiet: bool) {
+    if let (RunOutcome::AlreadyComplete { step, directory }, false) = (outcome, quiet) {
+        eprintln!(
+            "{}: already complete at step {step}; nothing changed (pass --steps N with N > {step} to extend it)",
+            directory.display()
+        );
+    }
 }
 
 /// SIGINT/SIGTERM set `flag` to the signal number; a second one exits at once.
@@ -308,15 +357,10 @@ fn main() -> ExitCode {
             seed,
             overwrite,
             resume,
+            allow_model_change,
         } => Config::from_file(&config)
             .and_then(|mut c| {
-                c.apply(&Overrides {
-                    steps: common.steps,
-                    output,
-                    device: common.device,
-                    seed,
-                    cuda_graphs: common.cuda_graphs,
-                })?;
+                c.apply(&common.overrides(output, seed))?;
                 Ok(c)
             })
             .and_then(|c| {
@@ -324,20 +368,20 @@ fn main() -> ExitCode {
                     quiet: common.quiet,
                     overwrite,
                     resume,
+                    steps_given: common.steps.is_some(),
+                    allow_model_change,
                     stop: Some(install_signal_handlers()),
                 };
-                run(&c, &options).map(|_| ())
+                run(&c, &options).map(|o| report_outcome(&o, common.quiet))
             }),
-        Command::Resume { directory, common } => Checkpoint::read_latest(&directory)
+        Command::Resume {
+            directory,
+            common,
+            allow_model_change,
+        } => Checkpoint::read_latest(&directory)
             .and_then(|(ck, _)| {
-                let mut c = Config::from_toml(&ck.header.config_text, &ck.header.config_path)?;
-                c.apply(&Overrides {
-                    steps: common.steps,
-                    output: Some(directory.clone()),
-                    device: common.device,
-                    seed: Some(ck.header.seed),
-                    cuda_graphs: common.cuda_graphs,
-                })?;
+                let mut c = Config::from_checkpoint(&ck.header)?;
+                c.apply(&common.overrides(Some(directory.clone()), Some(ck.header.seed)))?;
                 Ok(c)
             })
             .and_then(|c| {
@@ -345,15 +389,18 @@ fn main() -> ExitCode {
                     quiet: common.quiet,
                     overwrite: false,
                     resume: true,
+                    steps_given: common.steps.is_some(),
+                    allow_model_change,
                     stop: Some(install_signal_handlers()),
                 };
-                run(&c, &options).map(|_| ())
+                run(&c, &options).map(|o| report_outcome(&o, common.quiet))
             }),
         Command::Minimize {
             config,
             output,
             device,
             overwrite,
+            quiet,
         } => Config::from_file(&config)
             .and_then(|mut c| {
                 c.apply(&Overrides {
@@ -364,7 +411,7 @@ fn main() -> ExitCode {
                 Ok(c)
             })
             .and_then(|c| {
-                let (report, path) = minimize(&c, overwrite)?;
+                let (report, path) = minimize(&c, overwrite, quiet)?;
                 println!("{}", minimize_summary(&report));
                 println!("wrote {}", path.display());
                 Ok(())
@@ -383,6 +430,10 @@ fn main() -> ExitCode {
                 for w in &v.warnings {
                     eprintln!("warning: {w}");
                 }
+                if let Some(note) = &v.output_note {
+                    eprintln!("note: {note}");
+                }
+                eprintln!("{}", v.cuda_graphs);
                 let shown: Vec<String> = v.energies_ev.iter().take(4).map(|e| format!("{e:.6}")).collect();
                 println!(
                     "ok: {} member(s) of {} atoms ({} starting structure(s)) on {}; {}; initial energies (eV): {}{}",

@@ -65,11 +65,35 @@ fn max_force(state: &BatchState) -> Tensor {
         .amax([1].as_slice(), false)
 }
 
+/// Where a minimisation stands, at each convergence check.
+#[derive(Debug, Clone, Copy)]
+pub struct FireProgress {
+    pub iteration: u64,
+    pub max_steps: u64,
+    /// Largest atomic force norm over all members (eV/Å).
+    pub max_force: f64,
+    /// Members not yet below the threshold.
+    pub active: usize,
+    pub members: usize,
+}
+
 /// Minimise every member of `state` in place; velocities are left untouched.
 pub fn fire(
     state: &mut BatchState,
     force: &dyn ForceProvider,
     opts: &FireOptions,
+) -> Result<MinimizeReport> {
+    fire_with_progress(state, force, opts, |_| {})
+}
+
+/// [`fire`], calling `progress` at every convergence check (every
+/// `CHECK_EVERY` iterations, where the per-member forces come to the host
+/// anyway).
+pub fn fire_with_progress(
+    state: &mut BatchState,
+    force: &dyn ForceProvider,
+    opts: &FireOptions,
+    mut progress: impl FnMut(FireProgress),
 ) -> Result<MinimizeReport> {
     let r = state.n_members as i64;
     let opts_d = (Kind::Double, state.device);
@@ -85,11 +109,18 @@ pub fn fire(
     let mut iterations = 0;
     while iterations < opts.max_steps {
         if iterations % CHECK_EVERY == 0 {
-            active = max_force(state).ge(opts.max_force);
-            if to_host_f64(&active.to_kind(Kind::Double))
-                .iter()
-                .all(|&a| a == 0.0)
-            {
+            let fmax = max_force(state);
+            active = fmax.ge(opts.max_force);
+            let host = to_host_f64(&fmax);
+            let still = host.iter().filter(|&&f| f >= opts.max_force).count();
+            progress(FireProgress {
+                iteration: iterations,
+                max_steps: opts.max_steps,
+                max_force: host.iter().cloned().fold(0.0, f64::max),
+                active: still,
+                members: host.len(),
+            });
+            if still == 0 {
                 break;
             }
         }

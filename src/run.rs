@@ -14,11 +14,12 @@ use crate::device::describe;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::{Checkpoint, ReporterPositions, CHECKPOINT_FILE, PREVIOUS_FILE};
 use crate::io::exchange::ExchangeRecorder;
+use crate::io::lock::{OutputLock, LOCK_FILE};
 use crate::io::trajectory::{member_file_stem, write_topology};
 use crate::io::{ObservablesWriter, TrajectoryWriter};
 use crate::minimize::MinimizeReport;
 use crate::sampling::{ReplicaExchange, ReplicaExchangeSummary};
-use crate::simulation::{list, Simulation};
+use crate::simulation::{check_resume_setup, list, model_file_sha256, Simulation};
 use crate::state::to_host_f64;
 use crate::stepper::Stepper;
 use crate::units::FS_PER_NS;
@@ -34,6 +35,11 @@ pub struct RunOptions {
     pub overwrite: bool,
     /// Continue from the checkpoint in the output directory.
     pub resume: bool,
+    /// `[run] steps` was given on the command line: when resuming it wins
+    /// over the target stored in the checkpoint.
+    pub steps_given: bool,
+    /// Resume even though the model file's contents changed.
+    pub allow_model_change: bool,
     /// Set to a signal number (e.g. by a SIGINT handler) to stop cleanly
     /// after the current step.
     pub stop: Option<Arc<AtomicUsize>>,
@@ -68,6 +74,29 @@ pub struct RunSummary {
     pub output_directory: PathBuf,
 }
 
+#[cfg(test)]
+mod tests {
+    use super::format_time_fs;
+
+    #[test]
+    fn times_read_as_written() {
+        assert_eq!(format_time_fs(0.1 * 7000.0), "0.7 ps");
+        assert_eq!(format_time_fs(50.0), "50 fs");
+        assert_eq!(format_time_fs(2.0e6), "2 ns");
+        assert_eq!(format_time_fs(1.0e8 * 0.5), "50 ns");
+        assert_eq!(format_time_fs(1250.0), "1.25 ps");
+    }
+}
+
+/// What `run` did.
+#[derive(Debug, Clone)]
+pub enum RunOutcome {
+    /// Ran (or continued) to the end.
+    Finished(Box<RunSummary>),
+    /// A resume found the run already at its target: nothing was changed.
+    AlreadyComplete { step: u64, directory: PathBuf },
+}
+
 /// Files a run writes into its output directory (removed by --overwrite).
 fn owned_outputs(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = [
@@ -91,25 +120,62 @@ fn owned_outputs(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn prepare_output_dir(dir: &Path, overwrite: bool) -> Result<()> {
-    if dir.exists() {
+/// Whether `dir` can take a fresh run's outputs: an input error (exit 2)
+/// when it is a file, or holds an earlier run's results and `overwrite` is
+/// off. Writes nothing.
+fn check_output_dir(dir: &Path, overwrite: bool) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::output_path(
+            dir,
+            "is a file, not a directory; choose another --output (or [output] directory)",
+        ));
+    }
+    if dir.is_dir() {
         let non_empty = std::fs::read_dir(dir)
-            .map_err(|e| Error::output(dir, e))?
-            .next()
-            .is_some();
+            .map_err(|e| Error::output_path(dir, format!("cannot read: {e}")))?
+            .flatten()
+            .any(|e| e.file_name() != LOCK_FILE);
         if non_empty && !overwrite {
             return Err(Error::Invalid(format!(
                 "output directory {} already exists and is not empty; pass --resume to continue that run, --overwrite to replace its results, or --output to choose another",
                 dir.display()
             )));
         }
-        for p in owned_outputs(dir) {
-            if p.exists() {
-                std::fs::remove_file(&p).map_err(|e| Error::output(&p, e))?;
-            }
+    }
+    Ok(())
+}
+
+/// Create `dir` if needed and lock it for this process (exit 2 when another
+/// process holds it, or when it cannot be created or written).
+fn lock_output_dir(dir: &Path) -> Result<OutputLock> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::output_path(dir, format!("cannot create the output directory: {e}")))?;
+    OutputLock::acquire(dir)
+}
+
+/// Remove an earlier run's results (under `--overwrite`, with the lock held).
+fn remove_owned_outputs(dir: &Path) -> Result<()> {
+    for p in owned_outputs(dir) {
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(|e| Error::output_path(&p, e))?;
         }
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::output(dir, e))
+    Ok(())
+}
+
+/// Simulated time for messages: "50 fs", "0.7 ps", "2 ns".
+pub fn format_time_fs(fs: f64) -> String {
+    let (value, unit) = if fs.abs() >= 1e6 {
+        (fs * 1e-6, "ns")
+    } else if fs.abs() >= 100.0 {
+        (fs * 1e-3, "ps")
+    } else {
+        (fs, "fs")
+    };
+    // Rounded to 1e-6 of the unit, without trailing zeros: 0.7 ps, not 0.7000000000000001 ps.
+    let text = format!("{value:.6}");
+    let shown = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{shown} {unit}")
 }
 
 /// Progress: a bar on a terminal, a line every ~10% (and at most every 30 s) otherwise.
@@ -193,7 +259,6 @@ struct Reporters {
     exchanges: Option<ExchangeRecorder>,
     /// Batch slots whose trajectories are written.
     slots: Vec<usize>,
-    dt: f64,
 }
 
 impl Reporters {
@@ -235,7 +300,13 @@ impl Reporters {
         let path = out.join("observables.h5");
         let names = sim.observable_names();
         let observables = match resume_at {
-            None => ObservablesWriter::create(&path, sim.state.n_members, &names, &sim.metadata())?,
+            None => ObservablesWriter::create(
+                &path,
+                sim.state.n_members,
+                &names,
+                &sim.metadata(),
+                &config.author(),
+            )?,
             Some(at) => ObservablesWriter::open_existing(
                 &path,
                 sim.state.n_members,
@@ -257,7 +328,6 @@ impl Reporters {
             observables,
             exchanges,
             slots,
-            dt: sim.integrator.timestep(),
         })
     }
 
@@ -266,8 +336,7 @@ impl Reporters {
         let values = sim.observables();
         let refs: Vec<&[f64]> = values.iter().map(Vec::as_slice).collect();
         let step = sim.state.step;
-        self.observables
-            .append(step, step as f64 * self.dt, &refs)?;
+        self.observables.append(step, sim.time_fs(), &refs)?;
         self.observables.flush()?;
         Ok(mean(&values[3]))
     }
@@ -278,11 +347,12 @@ impl Reporters {
         }
         let step = sim.state.step;
         let positions = sim.state.positions_host();
+        let time = sim.time_fs();
         if let Some(t) = self.trajectories.as_mut() {
-            t.write(step, step as f64 * self.dt, &positions, &self.slots)?;
+            t.write(step, time, &positions, &self.slots)?;
         }
         if let (Some(t), Some(rex)) = (self.demux.as_mut(), &sim.replica_exchange) {
-            t.write(step, step as f64 * self.dt, &positions, &demux_slots(rex))?;
+            t.write(step, time, &positions, &demux_slots(rex))?;
         }
         Ok(())
     }
@@ -319,46 +389,140 @@ fn signal_name(signal: usize) -> &'static str {
     }
 }
 
+/// The step count a resumed run goes to: `--steps` when given; else the
+/// config's `[run] steps` if the config file was edited to change it; else
+/// the target stored in the checkpoint (what the interrupted run was asked
+/// for, `--steps` included).
+fn resume_target(config: &Config, options: &RunOptions, ck: &Checkpoint) -> u64 {
+    if options.steps_given {
+        return config.run.steps;
+    }
+    let steps_then = ck
+        .header
+        .config_text
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("run")?.get("steps")?.as_integer());
+    let edited = steps_then.is_some_and(|s| s != config.run.steps as i64);
+    match ck.header.target_steps {
+        Some(target) if !edited => target,
+        _ => config.run.steps,
+    }
+}
+
 /// Run a config to completion (or continue it with `options.resume`),
-/// writing its outputs.
-pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
+/// writing its outputs. Everything that can be refused is refused before
+/// anything is written: the model, structures, device, CUDA-graph policy and
+/// output directory are checked first, and the output directory is locked
+/// for the whole run.
+pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
+    if options.resume && options.overwrite {
+        return Err(Error::Invalid(
+            "--resume and --overwrite exclude each other".into(),
+        ));
+    }
+    let out = config.output_dir();
+    let mut config = config.clone();
+    let mut lock = None;
+    let mut resumed = None;
+    if options.resume {
+        if !out.is_dir() {
+            return Err(Error::Invalid(format!(
+                "no run to resume in {}: the directory does not exist",
+                out.display()
+            )));
+        }
+        lock = Some(OutputLock::acquire(&out)?);
+        let (ck, path, note) = Checkpoint::read_latest_noting(&out)?;
+        // A different setup is refused before anything else, even for a
+        // finished run.
+        check_resume_setup(
+            &config,
+            &ck.header,
+            model_file_sha256(&config).as_deref(),
+            options.allow_model_change,
+        )?;
+        let target = resume_target(&config, options, &ck);
+        let at = ck.header.step;
+        if at == target {
+            return Ok(RunOutcome::AlreadyComplete {
+                step: at,
+                directory: out,
+            });
+        }
+        if at > target {
+            return Err(Error::Invalid(format!(
+                "the checkpoint is at step {at}, beyond the {target} steps asked for; pass --steps N with N > {at} to extend the run"
+            )));
+        }
+        config.run.steps = target;
+        resumed = Some((ck, path, note));
+    }
+    let config = &config;
     let mut sim = Simulation::from_config(config)?;
     if !options.quiet {
         for w in &sim.molecule.warnings {
             eprintln!("warning: {w}");
         }
     }
-    let out = config.output_dir();
     let slots: Vec<usize> = match &config.output.trajectory_members {
         Some(m) => m.clone(),
         None => (0..sim.state.n_members).collect(),
     };
     let mut elapsed_before = 0.0;
-    let mut reporters = if options.resume {
-        if options.overwrite {
-            return Err(Error::Invalid(
-                "--resume and --overwrite exclude each other".into(),
-            ));
-        }
-        let (ck, path) = Checkpoint::read_latest(&out)?;
-        sim.restore(&ck)?;
+    // The checkpoint the run can go back to, if any: (step, file).
+    let mut last_checkpoint: Option<u64> = None;
+    let mut stepper;
+    let mut reporters = if let Some((ck, path, note)) = resumed {
+        sim.restore(&ck, options.allow_model_change)?;
+        stepper = Stepper::new(
+            config.run.cuda_graphs,
+            &sim.state,
+            sim.force.as_ref(),
+            sim.integrator.as_mut(),
+        )?;
         elapsed_before = ck.header.elapsed_seconds;
+        last_checkpoint = Some(ck.header.step);
         if !options.quiet {
+            if let Some(note) = note {
+                eprintln!("warning: {note}");
+            }
             eprintln!(
                 "resuming from {} at step {}",
                 path.display(),
                 ck.header.step
             );
         }
-        Reporters::open(&sim, &out, slots, Some(&ck.header.reporters))?
+        let r = Reporters::open(&sim, &out, slots, Some(&ck.header.reporters))?;
+        if let (Some(then), Some(now)) = (&ck.header.model_sha256, &sim.model_sha256) {
+            if then != now {
+                eprintln!(
+                    "warning: continuing with a changed model file (SHA-256 {then} until step {}, {now} from then on; --allow-model-change)",
+                    ck.header.step
+                );
+                let history = format!("{then} until step {}; {now} after", ck.header.step);
+                r.observables.set_parameter("model_sha256", now)?;
+                r.observables
+                    .set_parameter("model_sha256_history", &history)?;
+            }
+        }
+        r
     } else {
+        stepper = Stepper::new(
+            config.run.cuda_graphs,
+            &sim.state,
+            sim.force.as_ref(),
+            sim.integrator.as_mut(),
+        )?;
+        check_output_dir(&out, options.overwrite)?;
+        lock = Some(lock_output_dir(&out)?);
         if config.minimize.is_some() {
-            let report = sim.minimize()?;
+            let report = sim.minimize(!options.quiet)?;
             if !options.quiet {
                 eprintln!("{}", minimize_summary(&report));
             }
         }
-        prepare_output_dir(&out, options.overwrite)?;
+        remove_owned_outputs(&out)?;
         std::fs::write(out.join("config.toml"), &config.source.text)
             .map_err(|e| Error::output(&out.join("config.toml"), e))?;
         let mut r = Reporters::open(&sim, &out, slots, None)?;
@@ -366,15 +530,11 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
         r.write_frames(&sim)?;
         r
     };
+    let _lock = lock;
 
     let dt = sim.integrator.timestep();
     let first = sim.state.step;
     let steps = config.run.steps;
-    if first > steps {
-        return Err(Error::Invalid(format!(
-            "the checkpoint is at step {first}, beyond the {steps} steps asked for; pass --steps N with N > {first}"
-        )));
-    }
     let obs_every = config.output.observables_interval;
     let traj_every = config.output.trajectory_interval;
     let ck_every = config.output.checkpoint_interval;
@@ -389,13 +549,13 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
 
     if !options.quiet {
         eprintln!(
-            "mlff-md: {} member(s) × {} atoms on {} | {} | {} | steps {first}..{steps} ({} ps)",
+            "mlff-md: {} member(s) × {} atoms on {} | {} | {} | steps {first}..{steps} ({} at the end)",
             sim.state.n_members,
             sim.state.n_atoms,
             describe(sim.device),
             sim.force.describe(),
             sim.integrator.describe(),
-            steps as f64 * dt * 1e-3
+            format_time_fs(sim.time_fs() + (steps - first) as f64 * dt)
         );
         if let Some(rex) = &sim.replica_exchange {
             let ladder: Vec<String> = rex.temperatures.iter().map(|t| format!("{t:.1}")).collect();
@@ -409,12 +569,6 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
         }
     }
 
-    let mut stepper = Stepper::new(
-        config.run.cuda_graphs,
-        &sim.state,
-        sim.force.as_ref(),
-        sim.integrator.as_mut(),
-    )?;
     if !options.quiet && (sim.device != Device::Cpu || config.run.cuda_graphs != GraphPolicy::Auto)
     {
         eprintln!("{}", stepper.status());
@@ -423,15 +577,18 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
     let reinit = config.run.on_blowup == BlowupPolicy::Reinitialize;
     let mut last_good = reinit.then(|| sim.snapshot());
     let mut reinitialized = Vec::new();
-    let mut last_checkpoint_step = first;
     let mut last_checkpoint_time = Instant::now();
     let mut progress = Progress::new(first, steps, options.quiet);
     let start = Instant::now();
     let mut temps = Vec::new();
     let mut exchange_time = Duration::ZERO;
+    let fault = FaultInjection::from_env()?;
     while sim.state.step < steps {
         stepper.step(&mut sim.state, sim.force.as_ref(), sim.integrator.as_mut())?;
         let step = sim.state.step;
+        if let Some(f) = &fault {
+            f.at(step);
+        }
         let stop = options
             .stop
             .as_ref()
@@ -458,9 +615,9 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
                     None => {
                         progress.finish();
                         return Err(Error::Simulation(format!(
-                            "{}; stopped. The last checkpoint ({}, step {last_checkpoint_step}) is from before it: resume with --resume after fixing the cause (smaller timestep, better starting structure), or set [run] on_blowup = \"reinitialize\"",
+                            "{}; stopped. {}",
                             sim.describe_blowup(&bad),
-                            out.join(CHECKPOINT_FILE).display()
+                            blowup_advice(config, &out, last_checkpoint)
                         )));
                     }
                 }
@@ -494,7 +651,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
                 &out,
                 elapsed_before + start.elapsed().as_secs_f64(),
             )?;
-            last_checkpoint_step = step;
+            last_checkpoint = Some(step);
             last_checkpoint_time = Instant::now();
         }
         if stop != 0 {
@@ -579,7 +736,70 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunSummary> {
         }
         eprintln!("outputs: {}", out.display());
     }
-    Ok(summary)
+    Ok(RunOutcome::Finished(Box::new(summary)))
+}
+
+/// Name of the test-only environment switch that makes a run signal or kill
+/// itself right after a given step: `sigint@K`, `sigterm@K` or `kill@K`.
+/// It lets tests stop a run at a known step instead of after a guessed
+/// delay, so they test the same thing on any machine.
+pub const FAULT_ENV: &str = "MLFF_MD_TEST_FAULT";
+
+/// A signal this process sends itself after step `step` ([`FAULT_ENV`]).
+struct FaultInjection {
+    signal: i32,
+    step: u64,
+}
+
+impl FaultInjection {
+    fn from_env() -> Result<Option<FaultInjection>> {
+        let Ok(spec) = std::env::var(FAULT_ENV) else {
+            return Ok(None);
+        };
+        let bad = || {
+            Error::Invalid(format!(
+                "{FAULT_ENV}={spec:?}: expected sigint@STEP, sigterm@STEP or kill@STEP"
+            ))
+        };
+        let (name, step) = spec.split_once('@').ok_or_else(bad)?;
+        let signal = match name {
+            "sigint" => libc::SIGINT,
+            "sigterm" => libc::SIGTERM,
+            "kill" => libc::SIGKILL,
+            _ => return Err(bad()),
+        };
+        let step = step.trim().parse().map_err(|_| bad())?;
+        Ok(Some(FaultInjection { signal, step }))
+    }
+
+    fn at(&self, step: u64) {
+        if step == self.step {
+            // SAFETY: raise only delivers a signal to this process; the
+            // handlers installed by main (or the default action) take it.
+            unsafe {
+                libc::raise(self.signal);
+            }
+        }
+    }
+}
+
+/// What to do after a blow-up, as commands that work: continue from the
+/// last checkpoint with a smaller time step or with reinitialisation (both
+/// may change on resume), or start again when there is no checkpoint yet.
+fn blowup_advice(config: &Config, out: &Path, last_checkpoint: Option<u64>) -> String {
+    let dt = config.integrator.timestep;
+    let smaller = format!("{}", dt / 2.0);
+    let dir = out.display();
+    match last_checkpoint {
+        Some(step) => format!(
+            "The last checkpoint ({}, step {step}) is from before it; continue from there with a smaller time step, `mlff-md resume {dir} --timestep {smaller}`, or by reinitialising blown-up members, `mlff-md resume {dir} --on-blowup reinitialize`",
+            out.join(CHECKPOINT_FILE).display()
+        ),
+        None => format!(
+            "No checkpoint was written before it; start again with a smaller time step, `mlff-md run {cfg} --overwrite --timestep {smaller}`, or with reinitialisation, `mlff-md run {cfg} --overwrite --on-blowup reinitialize` (add the --output/--steps/--seed options you used), or fix the starting structure (a [minimize] section relaxes it first)",
+            cfg = config.source.path.display()
+        ),
+    }
 }
 
 /// One line about a minimisation.
@@ -601,12 +821,19 @@ pub fn minimize_summary(report: &MinimizeReport) -> String {
 }
 
 /// `mlff-md minimize`: minimise every member and write the structures to
-/// `minimized.pdb` (one MODEL per member) in the output directory.
-pub fn minimize(config: &Config, overwrite: bool) -> Result<(MinimizeReport, PathBuf)> {
+/// `minimized.pdb` (one MODEL per member) in the output directory, which is
+/// locked meanwhile. An existing `minimized.pdb` is refused (without
+/// `overwrite`) before any minimising.
+pub fn minimize(
+    config: &Config,
+    overwrite: bool,
+    quiet: bool,
+) -> Result<(MinimizeReport, PathBuf)> {
     let mut sim = Simulation::from_config(config)?;
-    let report = sim.minimize()?;
     let out = config.output_dir();
-    std::fs::create_dir_all(&out).map_err(|e| Error::output(&out, e))?;
+    if out.exists() && !out.is_dir() {
+        return Err(Error::output_path(&out, "is a file, not a directory"));
+    }
     let path = out.join("minimized.pdb");
     if path.exists() && !overwrite {
         return Err(Error::Invalid(format!(
@@ -614,6 +841,8 @@ pub fn minimize(config: &Config, overwrite: bool) -> Result<(MinimizeReport, Pat
             path.display()
         )));
     }
+    let _lock = lock_output_dir(&out)?;
+    let report = sim.minimize(!quiet)?;
     let mut writer = TrajectoryWriter::create(
         &out,
         TrajectoryFormat::Pdb,
@@ -660,11 +889,36 @@ pub struct Validation {
     pub model: String,
     pub energies_ev: Vec<f64>,
     pub warnings: Vec<String>,
+    /// Whether steps would be graphed, or why not.
+    pub cuda_graphs: String,
+    /// What `run` would need for the output directory (e.g. --overwrite).
+    pub output_note: Option<String>,
 }
 
-/// Build everything and evaluate the model once, without running or writing.
+/// Build everything `run` builds (system, model, device, the stepper with
+/// its CUDA-graph policy) and evaluate the model once, writing nothing, so
+/// whatever `run` would refuse is refused here too.
 pub fn validate(config: &Config) -> Result<Validation> {
-    let sim = Simulation::from_config(config)?;
+    let mut sim = Simulation::from_config(config)?;
+    let stepper = Stepper::new(
+        config.run.cuda_graphs,
+        &sim.state,
+        sim.force.as_ref(),
+        sim.integrator.as_mut(),
+    )?;
+    let out = config.output_dir();
+    if out.exists() && !out.is_dir() {
+        return Err(Error::output_path(
+            &out,
+            "is a file, not a directory; choose another --output (or [output] directory)",
+        ));
+    }
+    let output_note = check_output_dir(&out, false).err().map(|_| {
+        format!(
+            "{} holds an earlier run: `run` needs --resume (continue it) or --overwrite (replace it)",
+            out.display()
+        )
+    });
     Ok(Validation {
         members: sim.state.n_members,
         atoms: sim.state.n_atoms,
@@ -673,5 +927,7 @@ pub fn validate(config: &Config) -> Result<Validation> {
         model: sim.force.describe(),
         energies_ev: to_host_f64(&sim.state.energies),
         warnings: sim.molecule.warnings.clone(),
+        cuda_graphs: stepper.status().to_string(),
+        output_note,
     })
 }

@@ -7,13 +7,13 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{Config, IntegratorKind, ModelKind, VelocityInit};
+use crate::config::{Config, IntegratorKind, ModelKind, VelocityInit, RESUMABLE_KEYS};
 use crate::device::{describe, parse_device, resolve};
 use crate::error::{Error, Result};
 use crate::force::{update_forces, ForceProvider, Harmonic, LennardJones, TorchScriptModel};
 use crate::integrate::{degrees_of_freedom, Integrator, Langevin, VelocityVerlet};
 use crate::io::checkpoint::{Checkpoint, CheckpointHeader, ReporterPositions};
-use crate::minimize::{fire, FireOptions, MinimizeReport};
+use crate::minimize::{fire_with_progress, FireOptions, MinimizeReport};
 use crate::rng::{splitmix64, CounterRng};
 use crate::sampling::{ExchangeOutcome, ReplicaExchange};
 use crate::state::{to_host_f64, BatchState};
@@ -34,6 +34,10 @@ pub struct Simulation {
     pub model_sha256: Option<String>,
     /// Temperature replica exchange, when configured.
     pub replica_exchange: Option<ReplicaExchange>,
+    /// (step s0, time t0 in fs) from which the current time step counts
+    /// (see [`Simulation::time_fs`]); (0, 0) unless a continued run changed
+    /// the time step.
+    pub time_origin: (u64, f64),
 }
 
 /// Device copies of positions and velocities at one step.
@@ -70,7 +74,7 @@ impl Simulation {
             ModelKind::Torchscript => {
                 let path = config.resolve(config.model.path.as_deref().unwrap_or(Path::new("")));
                 let model = TorchScriptModel::load(&path, device, config.model.dtype.kind())?;
-                model_sha256 = std::fs::read(&path).ok().map(|b| hex(&Sha256::digest(b)));
+                model_sha256 = model_file_sha256(config);
                 Box::new(model)
             }
             ModelKind::Harmonic => Box::new(Harmonic::at_current_positions(
@@ -83,6 +87,8 @@ impl Simulation {
             }),
         };
         check_elements(&molecule, force.as_ref(), config)?;
+        let mut molecule = molecule;
+        check_charge(&mut molecule, force.as_ref(), config)?;
 
         let seed = config.ensemble.seed;
         let replica_exchange = config.replica_exchange.as_ref().map(|rex| {
@@ -135,9 +141,17 @@ impl Simulation {
             dof,
             model_sha256,
             replica_exchange,
+            time_origin: (0, 0.0),
         };
         sim.check_start()?;
         Ok(sim)
+    }
+
+    /// Simulated time of the current step in fs: t0 + (step − s0)·dt, which
+    /// is exactly step·dt for a run whose time step never changed.
+    pub fn time_fs(&self) -> f64 {
+        let (s0, t0) = self.time_origin;
+        t0 + (self.state.step - s0) as f64 * self.integrator.timestep()
     }
 
     /// The observables recorded for this run, (name, unit) in record order.
@@ -245,13 +259,29 @@ impl Simulation {
 
     /// Minimise every member with batched FIRE ([minimize] settings, or
     /// defaults); velocities are kept, forces are up to date afterwards.
-    pub fn minimize(&mut self) -> Result<MinimizeReport> {
+    /// With `show_progress`, a line per ~10 % of the iteration limit (at
+    /// most one every 2 s) says how far it got.
+    pub fn minimize(&mut self, show_progress: bool) -> Result<MinimizeReport> {
         let mut opts = FireOptions::default();
         if let Some(m) = &self.config.minimize {
             opts.max_force = m.max_force;
             opts.max_steps = m.max_steps;
         }
-        fire(&mut self.state, self.force.as_ref(), &opts)
+        let threshold = opts.max_force;
+        let mut last: Option<std::time::Instant> = None;
+        let mut next = 0;
+        fire_with_progress(&mut self.state, self.force.as_ref(), &opts, |p| {
+            let due = p.iteration >= next
+                && last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(2));
+            if show_progress && due {
+                eprintln!(
+                    "minimising (FIRE): iteration {}/{}, largest force {:.4} eV/Å (threshold {threshold}), {}/{} member(s) still above it",
+                    p.iteration, p.max_steps, p.max_force, p.active, p.members
+                );
+                last = Some(std::time::Instant::now());
+                next = p.iteration + (p.max_steps / 10).max(1);
+            }
+        })
     }
 
     /// A device copy of positions and velocities: the "last good frame"
@@ -339,6 +369,10 @@ impl Simulation {
                 reporters,
                 elapsed_seconds,
                 mlff_md_version: env!("CARGO_PKG_VERSION").to_string(),
+                target_steps: Some(self.config.run.steps),
+                model_sha256: self.model_sha256.clone(),
+                settings: Some(self.config.resumable()),
+                time_origin: Some(self.time_origin),
             },
             positions: to_host_f64(&self.state.positions),
             velocities: to_host_f64(&self.state.velocities),
@@ -349,30 +383,21 @@ impl Simulation {
 
     /// Continue from a checkpoint: the state, random streams and exchange
     /// statistics become exactly those saved. Refuses a checkpoint of a
-    /// different setup (anything but `[run] steps` changed).
-    pub fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
+    /// different setup ([`check_resume_setup`], and a different number of
+    /// members or atoms).
+    pub fn restore(&mut self, ck: &Checkpoint, allow_model_change: bool) -> Result<()> {
         let h = &ck.header;
-        let mismatch = |what: String| {
-            Err(Error::Invalid(format!(
-                "cannot resume: {what}; resume with the config the run was started with (only [run] steps may change)"
-            )))
-        };
-        if !same_setup(&h.config_text, &self.config.source.text) {
-            return mismatch(
-                "the config differs from the one the checkpoint was written with".into(),
-            );
-        }
-        if h.seed != self.config.ensemble.seed {
-            return mismatch(format!(
-                "the checkpoint used seed {}, this run seed {}",
-                h.seed, self.config.ensemble.seed
-            ));
-        }
+        check_resume_setup(
+            &self.config,
+            h,
+            self.model_sha256.as_deref(),
+            allow_model_change,
+        )?;
         if h.n_members != self.state.n_members || h.n_atoms != self.state.n_atoms {
-            return mismatch(format!(
-                "the checkpoint holds {} members of {} atoms, the config {} of {}",
+            return Err(Error::Invalid(format!(
+                "cannot resume: the checkpoint holds {} members of {} atoms, the config {} of {}",
                 h.n_members, h.n_atoms, self.state.n_members, self.state.n_atoms
-            ));
+            )));
         }
         let (rows, kind, device) = (self.state.positions.size(), self.state.kind, self.device);
         let load = |v: &[f64]| {
@@ -386,6 +411,16 @@ impl Simulation {
         self.state.forces = load(&ck.forces);
         self.state.energies = Tensor::from_slice(&ck.energies).to_device(device);
         self.state.step = h.step;
+        // The clock goes on from the checkpoint's time, at the new time step
+        // if it changed.
+        let origin = h.time_origin.unwrap_or((0, 0.0));
+        let old_dt = h.settings.as_ref().map(|s| s.timestep);
+        self.time_origin = match old_dt {
+            Some(dt) if dt != self.integrator.timestep() => {
+                (h.step, origin.1 + (h.step - origin.0) as f64 * dt)
+            }
+            _ => origin,
+        };
         if let Some(counter) = h.integrator_rng_counter {
             self.integrator.set_rng_counter(counter);
         }
@@ -436,15 +471,63 @@ impl Simulation {
     }
 }
 
-/// Whether two config texts describe the same run, ignoring `[run] steps`
-/// and `[run] cuda_graphs`.
+/// SHA-256 of the config's model file (TorchScript models), as hex.
+pub fn model_file_sha256(config: &Config) -> Option<String> {
+    if config.model.kind != ModelKind::Torchscript {
+        return None;
+    }
+    let path = config.resolve(config.model.path.as_deref()?);
+    std::fs::read(path).ok().map(|b| hex(&Sha256::digest(b)))
+}
+
+/// Whether a run set up by `config` may continue from a checkpoint with
+/// `header`: the same config apart from the settings a continued run may
+/// change ([`RESUMABLE_KEYS`]), the same seed, and (unless
+/// `allow_model_change`) a model file with the same contents. Cheap: run
+/// before anything is built.
+pub fn check_resume_setup(
+    config: &Config,
+    h: &CheckpointHeader,
+    model_sha256: Option<&str>,
+    allow_model_change: bool,
+) -> Result<()> {
+    let mismatch = |what: String| {
+        Err(Error::Invalid(format!(
+            "cannot resume: {what}; resume with the config the run was started with (only [run] steps, cuda_graphs, on_blowup, max_force, max_temperature and [integrator] timestep, friction may change)"
+        )))
+    };
+    if let (Some(then), Some(now)) = (&h.model_sha256, model_sha256) {
+        if then != now && !allow_model_change {
+            let path = config.resolve(config.model.path.as_deref().unwrap_or(Path::new("")));
+            return Err(Error::model(
+                &path,
+                format!(
+                    "has changed since the checkpoint was written (SHA-256 then {then}, now {now}); put the original file back, or pass --allow-model-change to continue with this one"
+                ),
+            ));
+        }
+    }
+    if !same_setup(&h.config_text, &config.source.text) {
+        return mismatch("the config differs from the one the checkpoint was written with".into());
+    }
+    if h.seed != config.ensemble.seed {
+        return mismatch(format!(
+            "the checkpoint used seed {}, this run seed {}",
+            h.seed, config.ensemble.seed
+        ));
+    }
+    Ok(())
+}
+
+/// Whether two config texts describe the same run, ignoring the settings a
+/// continued run may change ([`RESUMABLE_KEYS`]).
 fn same_setup(a: &str, b: &str) -> bool {
     let normalise = |text: &str| -> Option<toml::Table> {
         let mut t: toml::Table = text.parse().ok()?;
-        if let Some(toml::Value::Table(run)) = t.get_mut("run") {
-            // Neither changes the trajectory.
-            run.remove("steps");
-            run.remove("cuda_graphs");
+        for (table, key) in RESUMABLE_KEYS {
+            if let Some(toml::Value::Table(section)) = t.get_mut(table) {
+                section.remove(key);
+            }
         }
         Some(t)
     };
@@ -479,6 +562,33 @@ fn element_symbol(z: i64) -> String {
         }
     }
     format!("Z={z}")
+}
+
+/// Refuse a charged input for a provider that takes no charge (it would
+/// silently simulate the neutral species), unless `[system] allow_charged`.
+fn check_charge(molecule: &mut Molecule, force: &dyn ForceProvider, config: &Config) -> Result<()> {
+    let Some((q, source)) = molecule.formal_charge.clone() else {
+        return Ok(());
+    };
+    if force.takes_charge() {
+        return Ok(());
+    }
+    let what = format!(
+        "has a total formal charge of {q:+} ({source}), but {} takes no charge: it would simulate the neutral molecule",
+        force.describe()
+    );
+    if config.system.allow_charged {
+        molecule.warnings.push(format!(
+            "{}: {what} ([system] allow_charged = true)",
+            molecule.sources[0].display()
+        ));
+        Ok(())
+    } else {
+        Err(Error::structure(
+            &molecule.sources[0],
+            format!("{what}; set [system] allow_charged = true to run it anyway"),
+        ))
+    }
 }
 
 /// Refuse systems with elements the model says it does not support.

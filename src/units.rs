@@ -4,8 +4,9 @@
 //! (temperature). Velocities are Å/fs. The only non-trivial conversion is
 //! between eV and amu·Å²/fs², needed wherever a force meets a mass.
 
-/// Boltzmann constant in eV/K (CODATA 2018, exact in SI).
-pub const KB_EV_PER_K: f64 = 8.617_333_262e-5;
+/// Boltzmann constant in eV/K: k_B / e with both exact in SI since 2019
+/// (CODATA 2018: 8.617 333 262... × 10⁻⁵).
+pub const KB_EV_PER_K: f64 = 1.380_649e-23 / 1.602_176_634e-19;
 
 /// 1 amu·Å²/fs² expressed in eV.
 ///

@@ -63,6 +63,36 @@ fn bench_forces_smoke() {
     for key in ["speedup", "molecules_per_second", "sequential_ms"] {
         assert!(rows[1][key].as_f64().unwrap() > 0.0, "{key}");
     }
+    // The batched call computes what the sequential calls compute (float32
+    // ANI: a few ulps), and the derived figures follow from the timings.
+    for row in rows {
+        let de = row["max_relative_energy_deviation"].as_f64().unwrap();
+        let df = row["max_force_deviation_ev_per_a"].as_f64().unwrap();
+        assert!(
+            de < 1e-6 && df < 1e-3,
+            "batched vs alone: {de} (relative), {df} eV/Å"
+        );
+        let median = row["ms_per_call"]["median"].as_f64().unwrap();
+        let size = row["batch_size"].as_f64().unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs();
+        assert!(close(
+            row["molecules_per_second"].as_f64().unwrap(),
+            size / (median * 1e-3)
+        ));
+        assert!(close(
+            row["speedup"].as_f64().unwrap(),
+            row["sequential_ms"].as_f64().unwrap() / median
+        ));
+    }
+    // The sequential figure of a batch is the sum of its molecules' times.
+    let single: Vec<f64> = report["sequential_ms_per_molecule"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect();
+    let expected: f64 = single[..3].iter().sum();
+    assert!((rows[1]["sequential_ms"].as_f64().unwrap() - expected).abs() < 1e-9 * expected);
 }
 
 #[test]
@@ -98,8 +128,95 @@ fn bench_md_smoke() {
     assert_eq!(rows[1]["atoms"], 22);
     // No CUDA here: "auto" measures eager steps.
     assert_eq!(rows[1]["cuda_graph"], false);
-    assert!(rows[1]["engine_overhead_ratio"].as_f64().unwrap() > 0.0);
-    assert!(rows[1]["aggregate_ns_per_day"].as_f64().unwrap() > 0.0);
+    // Derived figures follow from the step time (dt = 0.5 fs by default).
+    for row in rows {
+        let ms = row["ms_per_step"].as_f64().unwrap();
+        let r = row["replicas"].as_f64().unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs();
+        let rsps = r * 1e3 / ms;
+        assert!(close(
+            row["replica_steps_per_second"].as_f64().unwrap(),
+            rsps
+        ));
+        assert!(close(
+            row["atom_steps_per_second"].as_f64().unwrap(),
+            rsps * 22.0
+        ));
+        assert!(close(
+            row["aggregate_ns_per_day"].as_f64().unwrap(),
+            rsps * 0.5 * 86_400.0 / 1e6
+        ));
+        assert!(close(
+            row["engine_overhead_ratio"].as_f64().unwrap(),
+            ms / row["ms_per_force_call"].as_f64().unwrap()
+        ));
+    }
+}
+
+/// A model that fails as the CUDA allocator does above 3 structures per
+/// call (tests/data/oom_above_3.pt): forward_prepared fails after its
+/// warm-up, the engine falls back to forward(), which fails for 8 members
+/// and is retried in halving chunks (4, then 2) until it fits, with a
+/// warning each time; the forces equal the Morse model's evaluated whole.
+#[test]
+fn out_of_memory_falls_back_and_halves_the_chunks() {
+    let m = mlff_md::system::Molecule::load(&[root().join("systems/ethanol.pdb")]).unwrap();
+    let state = BatchState::new(&m, 8, Device::Cpu, Kind::Double);
+    let oom = TorchScriptModel::load(
+        &root().join("tests/data/oom_above_3.pt"),
+        Device::Cpu,
+        Kind::Double,
+    )
+    .unwrap();
+    // The warm-up calls of prepare succeed (the model fails from its third).
+    oom.prepare_static(&state).unwrap();
+    let out = oom.compute(&state).unwrap();
+    assert_eq!(oom.chunk_size(), 2, "8 → 4 → 2 members per call");
+    let reference = TorchScriptModel::load(
+        &root().join("models/morse_test.pt"),
+        Device::Cpu,
+        Kind::Double,
+    )
+    .unwrap()
+    .compute(&state)
+    .unwrap();
+    assert!(max_abs_diff(&out.energies, &reference.energies) < 1e-12);
+    assert!(max_abs_diff(&out.forces, &reference.forces) < 1e-12);
+    // Later calls go straight to the chunk size that worked.
+    let again = oom.compute(&state).unwrap();
+    assert!(max_abs_diff(&again.energies, &reference.energies) < 1e-12);
+
+    // Through the binary: the run completes and says what happened.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("oom.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[system]\nstructure = \"{}\"\n[model]\npath = \"{}\"\ndtype = \"float64\"\ndevice = \"cpu\"\n\
+[integrator]\nkind = \"verlet\"\ntimestep = 0.25\n[ensemble]\nmembers = 8\ninitial_temperature = 300.0\n\
+[run]\nsteps = 10\n[output]\ndirectory = \"{}\"\n",
+            root().join("systems/ethanol.pdb").display(),
+            root().join("tests/data/oom_above_3.pt").display(),
+            tmp.path().join("out").display()
+        ),
+    )
+    .unwrap();
+    // forward() on 8 members fails at set-up already; the run still goes through.
+    let o = bin().args(["run", cfg.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "evaluating 8 members at once ran out of device memory; evaluating in chunks of 4"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "evaluating 4 members at once ran out of device memory; evaluating in chunks of 2"
+        ),
+        "{err}"
+    );
 }
 
 /// Evaluating in chunks (what happens when R does not fit in memory) gives

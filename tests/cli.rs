@@ -112,8 +112,38 @@ fn run_writes_trajectories_and_observables() {
         .unwrap()
         .read_2d::<f64>()
         .unwrap();
-    assert!((&epot + &ekin - &etot).iter().all(|d| d.abs() < 1e-9));
-    assert!(temp.iter().all(|t| t.is_finite() && *t > 0.0));
+    // The last record (step 30) against the checkpoint written at step 30:
+    // kinetic energy and temperature from its velocities and chemfiles'
+    // masses, with independently written constants (3N degrees of freedom
+    // under Langevin); the total as E_pot + E_kin of those.
+    let (ck, _) = mlff_md::io::checkpoint::Checkpoint::read_latest(&out).unwrap();
+    assert_eq!(ck.header.step, 30);
+    let molecule = mlff_md::system::Molecule::load(&[root().join("systems/caffeine.pdb")]).unwrap();
+    let n = molecule.n_atoms();
+    let last = epot.shape()[0] - 1;
+    for m in 0..4 {
+        let mv2: f64 = (0..n)
+            .map(|i| {
+                let v = &ck.velocities[(m * n + i) * 3..(m * n + i) * 3 + 3];
+                molecule.masses[i] * (v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
+            })
+            .sum();
+        let ke = 0.5 * mv2 * common::amu_a2_fs2_ev();
+        let t = 2.0 * ke / (3.0 * n as f64 * common::kb_ev());
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs();
+        assert!(
+            close(ekin[[last, m]], ke),
+            "member {m}: E_kin {} vs {ke}",
+            ekin[[last, m]]
+        );
+        assert!(
+            close(temp[[last, m]], t),
+            "member {m}: T {} vs {t}",
+            temp[[last, m]]
+        );
+        assert_eq!(epot[[last, m]], ck.energies[m]);
+        assert!(close(etot[[last, m]], ck.energies[m] + ke));
+    }
 
     // The first record's energies are those `validate` reports for the same config.
     let v = bin()
@@ -292,6 +322,49 @@ fn bad_input_is_reported_clearly() {
             with_model("nan_energy.pt"),
             "non-finite energy",
         ),
+        (
+            "CUDA graphs on, on a CPU",
+            good.replace("steps = 30", "steps = 30\ncuda_graphs = \"on\""),
+            "cuda_graphs = \"on\"",
+        ),
+        (
+            "charged SDF (M  CHG)",
+            with_structure(&data.join("acetate.sdf").display().to_string()),
+            "total formal charge of -1 (M  CHG)",
+        ),
+        (
+            "charged PDB (columns 79-80)",
+            with_structure(&data.join("methylammonium.pdb").display().to_string()),
+            "total formal charge of +1 (columns 79-80)",
+        ),
+        (
+            "model path is a directory",
+            good.replace(&model, &data.display().to_string()),
+            "is a directory; expected a TorchScript file",
+        ),
+        (
+            "output is a file",
+            good.replace(
+                &out.display().to_string(),
+                &data.join("empty.xyz").display().to_string(),
+            ),
+            "is a file, not a directory",
+        ),
+        (
+            "int energies",
+            with_model("int_energy.pt"),
+            "expected a floating-point tensor",
+        ),
+        (
+            "energies without gradient",
+            with_model("no_grad_energy.pt"),
+            "no gradient",
+        ),
+        (
+            "unknown blow-up policy",
+            good.replace("steps = 30", "steps = 30\non_blowup = \"ignore\""),
+            "unknown variant `ignore`",
+        ),
     ];
     let mut failures = Vec::new();
     for (name, text, expected) in &cases {
@@ -355,7 +428,13 @@ fn missing_config_file_and_help() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read config file"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot read config file"), "{err}");
+    // A file-level error has no line to point at: no `:0:0`.
+    assert!(
+        err.starts_with("error: /nonexistent/config.toml: cannot read"),
+        "{err}"
+    );
     let h = bin().args(["run", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&h.stdout);
     assert!(text.contains("--steps") && text.contains("--overwrite") && text.contains("--device"));
@@ -474,4 +553,228 @@ observables_interval = 10
             "frame {frame}: 300 K is replica {r}"
         );
     }
+}
+
+/// Input the models cannot take at face value only warns, naming the
+/// file: a periodic box that is ignored, an odd electron count, several
+/// molecules in one structure, and a charged input explicitly allowed.
+#[test]
+fn questionable_input_warns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = root().join("tests/data");
+    let boxed = tmp.path().join("boxed.pdb");
+    let ethanol = std::fs::read_to_string(root().join("systems/ethanol.pdb")).unwrap();
+    std::fs::write(
+        &boxed,
+        format!(
+            "CRYST1   20.000   21.000   22.000  90.00  90.00  90.00 P 1           1\n{ethanol}"
+        ),
+    )
+    .unwrap();
+    let structure = root().join("systems/caffeine.pdb").display().to_string();
+    let cases: [(&Path, &str, &str); 4] = [
+        (
+            &boxed,
+            "",
+            "has a periodic box (20.000 × 21.000 × 22.000 Å); it is ignored",
+        ),
+        (
+            &data.join("hydrogen_atom.xyz"),
+            "",
+            "an odd number of electrons (1) at total charge 0",
+        ),
+        (
+            &data.join("two_waters.xyz"),
+            "",
+            "the bond graph has 2 separate molecules",
+        ),
+        (
+            &data.join("acetate.sdf"),
+            "allow_charged = true\n",
+            "total formal charge of -1 (M  CHG), but TorchScript",
+        ),
+    ];
+    for (file, extra, expected) in cases {
+        let text = config(&tmp.path().join("out"))
+            .replace(&structure, &file.display().to_string())
+            .replace("[system]\n", &format!("[system]\n{extra}"));
+        let cfg = write(tmp.path(), "w.toml", &text);
+        let o = bin()
+            .args(["validate", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{}: {err}", file.display());
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("warning: ") && l.contains(expected)),
+            "{}: {err}",
+            file.display()
+        );
+    }
+    // The box is not carried into the outputs either: the topology has none.
+    let text =
+        config(&tmp.path().join("boxed_out")).replace(&structure, &boxed.display().to_string());
+    let cfg = write(tmp.path(), "b.toml", &text);
+    let o = bin()
+        .args(["run", cfg.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// topology.pdb has a CONECT record for every bond of the input (chemfiles
+/// alone writes none within standard residues), so MDAnalysis and VMD see
+/// the bonds; observables.h5 carries the H5MD units module and the author.
+#[test]
+fn topology_has_every_bond_and_observables_follow_h5md() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let peptide = root().join("systems/peptides/alanine_dipeptide.pdb");
+    let text = config(&out)
+        .replace(
+            &root().join("systems/caffeine.pdb").display().to_string(),
+            &peptide.display().to_string(),
+        )
+        .replace(
+            "observables_interval = 5",
+            "observables_interval = 5\nauthor = \"Ada Lovelace\"",
+        );
+    let cfg = write(tmp.path(), "t.toml", &text);
+    let o = bin()
+        .args(["run", cfg.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bonds = |p: &Path| {
+        let mut t = chemfiles::Trajectory::open(p, 'r').unwrap();
+        let mut f = chemfiles::Frame::new();
+        t.read(&mut f).unwrap();
+        let mut b = f.topology().bonds();
+        b.sort();
+        b
+    };
+    let input = bonds(&peptide);
+    assert_eq!(input.len(), 21, "alanine dipeptide has 21 bonds");
+    assert_eq!(bonds(&out.join("topology.pdb")), input);
+    let topology = std::fs::read_to_string(out.join("topology.pdb")).unwrap();
+    let conect_pairs: usize = topology
+        .lines()
+        .filter(|l| l.starts_with("CONECT"))
+        .map(|l| (l.len() - 11) / 5)
+        .sum();
+    assert_eq!(
+        conect_pairs,
+        2 * input.len(),
+        "each bond listed from both atoms"
+    );
+
+    let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
+    let units = h5.group("h5md/modules/units").unwrap();
+    let version: Vec<i32> = units.attr("version").unwrap().read_raw().unwrap();
+    assert_eq!(version, [1, 0]);
+    let name: hdf5::types::VarLenUnicode = h5
+        .group("h5md/author")
+        .unwrap()
+        .attr("name")
+        .unwrap()
+        .read_scalar()
+        .unwrap();
+    assert_eq!(name.as_str(), "Ada Lovelace");
+    let unit: hdf5::types::VarLenUnicode = h5
+        .dataset("observables/potential_energy/value")
+        .unwrap()
+        .attr("unit")
+        .unwrap()
+        .read_scalar()
+        .unwrap();
+    assert_eq!(unit.as_str(), "eV");
+}
+
+/// Paths printed and stored read as a person would write them (no `..`),
+/// and simulated times are rounded (no 0.7000000000000001 ps).
+#[test]
+fn paths_are_normalised_and_times_rounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("configs")).unwrap();
+    let text = config(Path::new("../out/x")).replace("timestep = 0.5", "timestep = 0.1");
+    let text = text.replace("steps = 30", "steps = 7");
+    let text = text.replace("members = 4", "members = 1");
+    write(&tmp.path().join("configs"), "p.toml", &text);
+    let o = bin()
+        .current_dir(tmp.path())
+        .args(["run", "configs/../configs/p.toml"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // 7 × 0.1 fs is 0.7000000000000001 fs in floating point.
+    assert!(err.contains("(0.7 fs at the end)"), "{err}");
+    assert!(
+        !err.contains("../") && !err.contains("/."),
+        "unnormalised path printed: {err}"
+    );
+    let out = tmp.path().join("out/x");
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    assert!(
+        !summary.contains("../") && !summary.contains("/."),
+        "{summary}"
+    );
+    let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
+    let config_path: hdf5::types::VarLenUnicode = h5
+        .group("parameters")
+        .unwrap()
+        .attr("config_path")
+        .unwrap()
+        .read_scalar()
+        .unwrap();
+    assert_eq!(config_path.as_str(), "configs/p.toml");
+    let model: hdf5::types::VarLenUnicode = h5
+        .group("parameters")
+        .unwrap()
+        .attr("model")
+        .unwrap()
+        .read_scalar()
+        .unwrap();
+    assert!(!model.as_str().contains("../"), "{}", model.as_str());
+}
+
+/// Minimisation shows progress (iteration, largest force); `minimize`
+/// refuses an existing minimized.pdb before minimising.
+#[test]
+fn minimisation_shows_progress_and_refuses_early() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let text = config(&out) + "\n[minimize]\nmax_force = 0.01\nmax_steps = 50\n";
+    let cfg = write(tmp.path(), "m.toml", &text);
+    let o = bin()
+        .args(["minimize", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("minimising (FIRE): iteration 0/50, largest force"),
+        "{err}"
+    );
+    let before = std::fs::read(out.join("minimized.pdb")).unwrap();
+    let o = bin()
+        .args(["minimize", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("exists; pass --overwrite") && !err.contains("minimising"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(out.join("minimized.pdb")).unwrap(), before);
+    // `run` with [minimize] shows it too, before the first step.
+    let o = bin()
+        .args(["run", cfg.to_str().unwrap(), "--overwrite"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("minimising (FIRE): iteration 0/50"), "{err}");
 }

@@ -126,7 +126,15 @@ fn apply(text: &str, mutations: &[Mutation]) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+    // A fixed seed, so a CI failure replays anywhere; failures are also kept
+    // (proptest's default persistence, under proptest-regressions/ beside
+    // this file: commit that file with the fix, and the case runs first
+    // from then on).
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(20_261_202),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn mangled_configs_never_panic(mutations in prop::collection::vec(mutation(), 1..6)) {

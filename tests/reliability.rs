@@ -3,124 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::path::Path;
 
-use common::root;
-use mlff_md::io::checkpoint::{Checkpoint, CHECKPOINT_FILE};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mlff-md"))
-}
-
-fn ok(o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "status {:?}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
-/// Config text with absolute paths; `body` holds the [integrator] and the
-/// optional sections, `output` the extra [output] keys.
-fn config(dir: &Path, name: &str, out: &Path, body: &str, steps: u64, output: &str) -> PathBuf {
-    let text = format!(
-        r#"[system]
-structure = "{}"
-[model]
-path = "{}"
-dtype = "float64"
-device = "cpu"
-{body}
-[run]
-steps = {steps}
-[output]
-directory = "{}"
-trajectory_format = "xtc"
-trajectory_interval = 10
-observables_interval = 5
-{output}
-"#,
-        root().join("systems/ethanol.pdb").display(),
-        root().join("models/morse_test.pt").display(),
-        out.display()
-    );
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-const VERLET: &str = "[integrator]\nkind = \"verlet\"\ntimestep = 0.25\n[ensemble]\nmembers = 3\nseed = 1\ninitial_temperature = 300.0";
-const LANGEVIN: &str = "[integrator]\nkind = \"langevin\"\ntimestep = 0.25\ntemperature = 300.0\nfriction = 5.0\n[ensemble]\nmembers = 3\nseed = 2";
-const REMD: &str = "[integrator]\nkind = \"langevin\"\ntimestep = 0.25\nfriction = 5.0\n[replica_exchange]\ntemperatures = [300.0, 330.0, 370.0, 420.0]\nexchange_interval = 10\nscheme = \"all-pairs\"\nswap_attempts = 8\n[ensemble]\nseed = 3";
-
-fn read_f64(h5: &hdf5::File, name: &str) -> Vec<f64> {
-    h5.dataset(name).unwrap().read_raw::<f64>().unwrap()
-}
-
-fn read_i64(h5: &hdf5::File, name: &str) -> Vec<i64> {
-    h5.dataset(name).unwrap().read_raw::<i64>().unwrap()
-}
-
-/// Everything a continued run must reproduce exactly.
-fn fingerprint(out: &Path, rex: bool) -> (Vec<Vec<f64>>, Vec<Vec<i64>>) {
-    let (ck, _) = Checkpoint::read_latest(out).unwrap();
-    let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
-    let mut floats = vec![ck.positions, ck.velocities, ck.forces, ck.energies];
-    let mut ints = vec![read_i64(&h5, "observables/total_energy/step")];
-    for name in [
-        "potential_energy",
-        "kinetic_energy",
-        "total_energy",
-        "temperature",
-    ] {
-        floats.push(read_f64(&h5, &format!("observables/{name}/value")));
-    }
-    if rex {
-        floats.push(read_f64(&h5, "replica_exchange/potential_energy"));
-        ints.push(read_i64(&h5, "replica_exchange/step"));
-        ints.push(read_i64(&h5, "replica_exchange/state_of_replica"));
-        ints.push(read_i64(&h5, "replica_exchange/accepts"));
-        ints.push(read_i64(&h5, "replica_exchange/attempts"));
-        ints.push(read_i64(&h5, "replica_exchange/occupancy"));
-    }
-    // Trajectory frames of member 0 (and the 300 K demultiplexed trajectory).
-    let mut files = vec!["member_0000.xtc".to_string()];
-    if rex {
-        files.push("temperature_00_300.0K.xtc".into());
-    }
-    for f in files {
-        let mut t = chemfiles::Trajectory::open(out.join(&f), 'r').unwrap();
-        let mut frames = Vec::new();
-        let mut steps = Vec::new();
-        for i in 0..t.nsteps() {
-            let mut fr = chemfiles::Frame::new();
-            t.read_step(i, &mut fr).unwrap();
-            frames.extend(fr.positions().iter().flatten().copied());
-            steps.push(fr.step() as i64);
-        }
-        floats.push(frames);
-        ints.push(steps);
-    }
-    (floats, ints)
-}
-
-fn assert_bit_identical(
-    a: &(Vec<Vec<f64>>, Vec<Vec<i64>>),
-    b: &(Vec<Vec<f64>>, Vec<Vec<i64>>),
-    what: &str,
-) {
-    assert_eq!(a.1, b.1, "{what}: integer records differ");
-    assert_eq!(a.0.len(), b.0.len());
-    for (i, (x, y)) in a.0.iter().zip(&b.0).enumerate() {
-        assert_eq!(x.len(), y.len(), "{what}: array {i} length");
-        let same = x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
-        assert!(same, "{what}: array {i} not bit-identical");
-    }
-}
+use common::runs::*;
+use mlff_md::io::checkpoint::Checkpoint;
 
 /// 2N steps in one go == N steps, stop, resume to 2N: bit for bit, for
 /// velocity Verlet, Langevin and replica exchange.
@@ -145,8 +31,17 @@ fn continuation_is_bit_identical() {
             .args(["run", c2.to_str().unwrap(), "--quiet", "--steps", "55"])
             .output()
             .unwrap());
+        // The first part was asked for 55 steps: that is what a plain resume
+        // would continue to, so the rest is asked for.
         ok(bin()
-            .args(["run", c2.to_str().unwrap(), "--quiet", "--resume"])
+            .args([
+                "run",
+                c2.to_str().unwrap(),
+                "--quiet",
+                "--resume",
+                "--steps",
+                "120",
+            ])
             .output()
             .unwrap());
         assert_bit_identical(&fingerprint(&whole, rex), &fingerprint(&split, rex), name);
@@ -181,7 +76,7 @@ fn resume_refuses_a_different_setup() {
         tmp.path(),
         "b.toml",
         &out,
-        &LANGEVIN.replace("friction = 5.0", "friction = 2.0"),
+        &LANGEVIN.replace("temperature = 300.0", "temperature = 310.0"),
         40,
         "",
     );
@@ -228,13 +123,15 @@ fn resume_refuses_a_different_setup() {
 }
 
 /// SIGINT: the current step finishes, outputs are flushed, a checkpoint is
-/// written, the exit status is 130; resuming completes the run exactly.
+/// written, the exit status is 130; resuming completes the run exactly. The
+/// signal arrives right after a known step (the fault switch), so the test
+/// checks the same thing on a fast and a slow machine.
 #[test]
 fn sigint_stops_cleanly_and_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let whole = tmp.path().join("whole");
     let split = tmp.path().join("split");
-    let steps = 4000;
+    let steps = 400;
     let c1 = config(
         tmp.path(),
         "w.toml",
@@ -255,47 +152,47 @@ fn sigint_stops_cleanly_and_resumes_exactly() {
         .args(["run", c1.to_str().unwrap(), "--quiet"])
         .output()
         .unwrap());
-    let child = bin()
-        .args(["run", c2.to_str().unwrap(), "--quiet"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let o = child.wait_with_output().unwrap();
-    let (ck, _) = Checkpoint::read_latest(&split).unwrap();
-    if o.status.success() {
-        // The machine was fast enough to finish first: nothing to test here.
-        assert_eq!(ck.header.step, steps);
-    } else {
-        assert_eq!(o.status.code(), Some(130));
-        assert!(ck.header.step < steps && ck.header.step > 0);
+    for (signal, status) in [("sigint", 130), ("sigterm", 143)] {
+        let _ = std::fs::remove_dir_all(&split);
+        let o = run_with_fault(
+            &["run", c2.to_str().unwrap(), "--quiet"],
+            &format!("{signal}@137"),
+        );
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(status), "{err}");
+        assert!(
+            err.contains("after step 137") && err.contains("mlff-md resume"),
+            "{err}"
+        );
+        let (ck, _) = Checkpoint::read_latest(&split).unwrap();
+        assert_eq!(
+            ck.header.step, 137,
+            "the checkpoint is at the step the signal came after"
+        );
         ok(bin()
             .args(["resume", split.to_str().unwrap(), "--quiet"])
             .output()
             .unwrap());
+        assert_bit_identical(
+            &fingerprint(&whole, true),
+            &fingerprint(&split, true),
+            signal,
+        );
     }
-    assert_bit_identical(
-        &fingerprint(&whole, true),
-        &fingerprint(&split, true),
-        "sigint",
-    );
 }
 
-/// kill -9 at arbitrary moments: every output still opens, and after
+/// kill -9 right after known steps (before that step's records, and right
+/// after a checkpoint step, before its checkpoint): every output still
+/// opens, the checkpoint left is the last one before the kill, and after
 /// resuming nothing is duplicated or missing and the result equals an
 /// uninterrupted run.
 #[test]
 fn kill_minus_nine_loses_nothing() {
+    use std::os::unix::process::ExitStatusExt;
     let tmp = tempfile::tempdir().unwrap();
     let whole = tmp.path().join("whole");
     let split = tmp.path().join("split");
-    let steps = 3000;
+    let steps = 300;
     let extra = "checkpoint_interval = 35";
     let c1 = config(tmp.path(), "w.toml", &whole, REMD, steps, extra);
     let c2 = config(tmp.path(), "s.toml", &split, REMD, steps, extra);
@@ -303,34 +200,29 @@ fn kill_minus_nine_loses_nothing() {
         .args(["run", c1.to_str().unwrap(), "--quiet"])
         .output()
         .unwrap());
-    let mut first = true;
-    for delay_ms in [900u64, 1300, 700] {
-        let mut cmd = bin();
-        if first {
-            cmd.args(["run", c2.to_str().unwrap(), "--quiet"]);
+    // (killed after step, checkpoint expected then)
+    for (i, (kill_at, checkpoint_at)) in [(101u64, 70u64), (105, 70), (173, 140), (246, 245)]
+        .into_iter()
+        .enumerate()
+    {
+        let args: Vec<&str> = if i == 0 {
+            vec!["run", c2.to_str().unwrap(), "--quiet"]
         } else {
-            cmd.args(["resume", split.to_str().unwrap(), "--quiet"]);
-        }
-        let mut child = cmd.stderr(std::process::Stdio::null()).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-        if split.join(CHECKPOINT_FILE).exists() {
-            first = false;
-        }
-        // Every file still opens.
-        if split.join("observables.h5").exists() {
-            hdf5::File::open(split.join("observables.h5"))
-                .expect("observables.h5 opens after kill -9");
-        }
+            vec!["resume", split.to_str().unwrap(), "--quiet"]
+        };
+        let o = run_with_fault(&args, &format!("kill@{kill_at}"));
+        assert_eq!(o.status.signal(), Some(9), "not killed: {}", stderr(&o));
+        let (ck, _) = Checkpoint::read_latest(&split).unwrap();
+        assert_eq!(
+            ck.header.step, checkpoint_at,
+            "after kill at step {kill_at}"
+        );
+        hdf5::File::open(split.join("observables.h5")).expect("observables.h5 opens after kill -9");
     }
-    let mut cmd = bin();
-    if first {
-        cmd.args(["run", c2.to_str().unwrap(), "--quiet", "--overwrite"]);
-    } else {
-        cmd.args(["resume", split.to_str().unwrap(), "--quiet"]);
-    }
-    ok(cmd.output().unwrap());
+    ok(bin()
+        .args(["resume", split.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap());
     let h5 = hdf5::File::open(split.join("observables.h5")).unwrap();
     let expected: Vec<i64> = (0..=steps as i64).step_by(5).collect();
     assert_eq!(
@@ -349,11 +241,26 @@ fn kill_minus_nine_loses_nothing() {
         &fingerprint(&split, true),
         "kill -9",
     );
+    // The killed processes' lock file is left behind and was taken over.
+    assert!(split.join(mlff_md::io::lock::LOCK_FILE).exists());
+}
+
+/// The command in backquotes after `after` in a message, split into words.
+fn quoted_command<'a>(message: &'a str, after: &str) -> Vec<&'a str> {
+    let at = message
+        .find(after)
+        .unwrap_or_else(|| panic!("{after:?} not in {message}"));
+    let rest = &message[at..];
+    let start = rest.find('`').expect("a quoted command") + 1;
+    let len = rest[start..].find('`').expect("closing backquote");
+    rest[start..start + len].split_whitespace().collect()
 }
 
 /// A member that "blows up" (here: exceeds a deliberately low temperature
-/// limit) stops the run with a clear message naming it, or, with
-/// on_blowup = "reinitialize", is restored and the run goes on.
+/// limit) stops the run with a clear message naming it and commands that
+/// work: continue from the last checkpoint with a smaller time step or with
+/// reinitialisation, or, before the first checkpoint, start again. With
+/// on_blowup = "reinitialize", the member is restored and the run goes on.
 #[test]
 fn blowups_are_detected_and_handled() {
     let tmp = tempfile::tempdir().unwrap();
@@ -374,16 +281,89 @@ fn blowups_are_detected_and_handled() {
         .args(["run", c.to_str().unwrap(), "--quiet"])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
-        stderr.contains("blew up at step") && stderr.contains("member(s)"),
-        "{stderr}"
+        err.contains("blew up at step") && err.contains("member(s)"),
+        "{err}"
     );
     // The checkpoint left behind is from before the blow-up and healthy.
     let (ck, _) = Checkpoint::read_latest(&stop_out).unwrap();
     assert!(ck.header.step < 2000);
     assert!(ck.positions.iter().all(|x| x.is_finite()));
+    let at = ck.header.step;
+    assert!(
+        err.contains(&format!("step {at}) is from before it")),
+        "{err}"
+    );
+
+    // The smaller-time-step command is accepted (it may blow up again, at
+    // this deliberately low limit: exit 1, never 2), and it continues the
+    // clock from the checkpoint's time at the new time step.
+    let cmd = quoted_command(&err, "smaller time step");
+    assert_eq!(&cmd[..3], ["mlff-md", "resume", stop_out.to_str().unwrap()]);
+    assert_eq!(&cmd[3..], ["--timestep", "0.125"]);
+    let o = bin().args(&cmd[1..]).arg("--quiet").output().unwrap();
+    assert_ne!(o.status.code(), Some(2), "{}", stderr(&o));
+    let h5 = hdf5::File::open(stop_out.join("observables.h5")).unwrap();
+    let steps = read_i64(&h5, "observables/temperature/step");
+    let times = read_f64(&h5, "observables/temperature/time");
+    for (s, t) in steps.iter().zip(&times) {
+        let s = *s as u64;
+        let expected = if s <= at {
+            s as f64 * 0.25
+        } else {
+            at as f64 * 0.25 + (s - at) as f64 * 0.125
+        };
+        assert_eq!(*t, expected, "time of step {s}");
+    }
+    drop(h5);
+
+    // The reinitialise command finishes the run.
+    let cmd = quoted_command(&err, "by reinitialising");
+    assert_eq!(&cmd[3..], ["--on-blowup", "reinitialize"]);
+    let o = ok(bin().args(&cmd[1..]).output().unwrap());
+    assert!(
+        stderr(&o).contains("reinitialised from step"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        Checkpoint::read_latest(&stop_out).unwrap().0.header.step,
+        2000
+    );
+
+    // Before the first checkpoint there is none to name: start again.
+    let early_out = tmp.path().join("early");
+    let c = config(
+        tmp.path(),
+        "early.toml",
+        &early_out,
+        LANGEVIN,
+        2000,
+        "checkpoint_interval = 0",
+    );
+    let text = std::fs::read_to_string(&c)
+        .unwrap()
+        .replace("steps = 2000", "steps = 2000\nmax_temperature = 420.0");
+    std::fs::write(&c, text).unwrap();
+    let o = bin()
+        .args(["run", c.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("No checkpoint was written") && !err.contains("checkpoint.bin"),
+        "{err}"
+    );
+    let cmd = quoted_command(&err, "with reinitialisation");
+    assert_eq!(cmd[1], "run");
+    ok(bin().args(&cmd[1..]).arg("--quiet").output().unwrap());
+    assert_eq!(
+        Checkpoint::read_latest(&early_out).unwrap().0.header.step,
+        2000
+    );
 
     let re_out = tmp.path().join("reinit");
     let c = config(tmp.path(), "re.toml", &re_out, LANGEVIN, 600, "");
@@ -413,9 +393,30 @@ fn unwritable_output_is_a_clear_error() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    // A bad output path is bad input (exit 2), found before any step.
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.starts_with("error: output") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    // A directory that cannot be created (here under /proc, which even
+    // root cannot write) is also exit 2.
+    let c = config(
+        tmp.path(),
+        "p.toml",
+        Path::new("/proc/mlff-md-test/out"),
+        LANGEVIN,
+        10,
+        "",
+    );
+    let o = bin()
+        .args(["run", c.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot create the output directory"),
         "{stderr}"
     );
 }

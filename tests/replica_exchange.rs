@@ -98,7 +98,7 @@ fn exchanges_do_not_bias_the_ensembles() {
             .map(|l| sums[l * k + s] / samples as f64)
             .collect();
         let (m, se) = (mean(&per_ladder), standard_error(&per_ladder));
-        let exact = 0.5 * dof * kt(rex.temperatures[s]);
+        let exact = 0.5 * dof * kb_ev() * rex.temperatures[s];
         assert!(
             (m - exact).abs() < 6.0 * se,
             "T = {}: <E> = {m} ± {se}, exact {exact}",

@@ -34,6 +34,12 @@ pub trait ForceProvider {
         None
     }
 
+    /// Whether the provider takes a total charge per structure. None of
+    /// today's does: a charged input is refused unless allowed explicitly.
+    fn takes_charge(&self) -> bool {
+        false
+    }
+
     /// Switch to an evaluation of `state`'s batch whose work and tensor
     /// shapes depend only on the batch composition and that never waits for
     /// the device, so one step can be captured in a CUDA graph. Called once

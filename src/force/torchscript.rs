@@ -21,6 +21,10 @@ use super::{autograd_forces, ForceOutput, ForceProvider};
 use crate::error::{Error, Result};
 use crate::state::BatchState;
 
+/// Calls of a TorchScript method before its executor settles on the
+/// optimised graph (one profiling run; one more for safety).
+const PROFILING_CALLS: usize = 2;
+
 pub struct TorchScriptModel {
     module: CModule,
     /// Members per model call; 0 = the whole batch. Set (halving) when a
@@ -42,6 +46,12 @@ impl TorchScriptModel {
     pub fn load(path: &Path, device: Device, dtype: Kind) -> Result<Self> {
         if !path.exists() {
             return Err(Error::model(path, "file not found"));
+        }
+        if path.is_dir() {
+            return Err(Error::model(
+                path,
+                "is a directory; expected a TorchScript file (written by torch.jit.save)",
+            ));
         }
         let mut module = CModule::load_on_device(path, device).map_err(|e| {
             Error::model(
@@ -104,6 +114,23 @@ fn first_line(s: &str) -> &str {
     s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim()
 }
 
+/// The line of a libtorch error that says what went wrong. An exception
+/// inside TorchScript code arrives as "The following operation failed in
+/// the TorchScript interpreter." plus a traceback, with the exception
+/// itself ("RuntimeError: CUDA out of memory. ...") at the end; the
+/// out-of-memory handling looks for that text, and users need it too.
+fn error_summary(s: &str) -> &str {
+    let lines = || s.lines().map(str::trim).filter(|l| !l.is_empty());
+    lines()
+        .find(|l| l.contains("out of memory"))
+        .or_else(|| {
+            lines()
+                .rev()
+                .find(|l| l.contains("Error: ") || l.starts_with("Error"))
+        })
+        .unwrap_or_else(|| first_line(s))
+}
+
 impl ForceProvider for TorchScriptModel {
     fn describe(&self) -> String {
         format!(
@@ -127,6 +154,17 @@ impl ForceProvider for TorchScriptModel {
             ],
         ) {
             Ok(_) => {
+                // TorchScript's profiling executor runs a method's first call
+                // unoptimised and every later call through the optimised graph
+                // (symbolic autodiff), and the two differ in the last bits of
+                // the forces. Spend those calls here, so that every step, in a
+                // fresh or a resumed process, sees the optimised numerics: a
+                // continued run then matches an uninterrupted one bit for bit.
+                for _ in 0..PROFILING_CALLS {
+                    let _ = self
+                        .evaluate_prepared(&state.positions, state.n_members as i64)
+                        .map_err(|e| format!("forward_prepared failed: {e}"))?;
+                }
                 self.prepared_rows.set(Some(state.positions.size()[0]));
                 Ok(())
             }
@@ -141,7 +179,7 @@ impl ForceProvider for TorchScriptModel {
                     Err(format!(
                         "{}: prepare(atomic_numbers, batch) failed: {}",
                         self.path.display(),
-                        first_line(&e)
+                        error_summary(&e)
                     ))
                 }
             }
@@ -236,7 +274,7 @@ impl TorchScriptModel {
             let e = call(x).map_err(|e| {
                 Error::model(
                     &self.path,
-                    format!("{what} failed: {}", first_line(&e.to_string())),
+                    format!("{what} failed: {}", error_summary(&e.to_string())),
                 )
             })?;
             self.check_energies(&e, n_structures)?;
@@ -317,5 +355,27 @@ impl TorchScriptModel {
     /// Force evaluation in chunks of `chunk` members from now on (0 = whole batch).
     pub fn set_chunk_size(&self, chunk: usize) {
         self.chunk.set(chunk);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_summary;
+
+    #[test]
+    fn the_exception_line_of_a_torchscript_error_is_kept() {
+        let e = "Internal torch error: The following operation failed in the TorchScript interpreter.\n\
+Traceback of TorchScript, serialized code (most recent call last):\n  File \"code/__torch__.py\", line 30, in forward\n    _0 = torch.zeros([n])\n\
+RuntimeError: CUDA out of memory. Tried to allocate 20.00 GiB\n";
+        assert_eq!(
+            error_summary(e),
+            "RuntimeError: CUDA out of memory. Tried to allocate 20.00 GiB"
+        );
+        let e = "The following operation failed in the TorchScript interpreter.\nTraceback...\nRuntimeError: got unsupported atomic number(s) [16]\n";
+        assert_eq!(
+            error_summary(e),
+            "RuntimeError: got unsupported atomic number(s) [16]"
+        );
+        assert_eq!(error_summary("plain message\nsecond"), "plain message");
     }
 }

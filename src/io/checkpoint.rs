@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::config::ResumableSettings;
 use crate::error::{Error, Result};
 use crate::sampling::ReplicaExchange;
 
@@ -52,6 +53,23 @@ pub struct CheckpointHeader {
     /// Wall-clock seconds the run has taken up to this checkpoint.
     pub elapsed_seconds: f64,
     pub mlff_md_version: String,
+    // The fields below were added after format version 1 was first written;
+    // checkpoints without them still load (serde defaults) and behave as
+    // they did then.
+    /// The step count the run was asked to reach (`--steps` or [run] steps),
+    /// so a plain `resume` continues to it.
+    #[serde(default)]
+    pub target_steps: Option<u64>,
+    /// SHA-256 of the model file the state was computed with.
+    #[serde(default)]
+    pub model_sha256: Option<String>,
+    /// Settings a continued run may change, as they were in force.
+    #[serde(default)]
+    pub settings: Option<ResumableSettings>,
+    /// (step, time in fs) from which the current time step counts: the time
+    /// of step s is t0 + (s − s0)·dt. (0, 0) unless the time step changed.
+    #[serde(default)]
+    pub time_origin: Option<(u64, f64)>,
 }
 
 /// A complete checkpoint: header plus the state arrays.
@@ -174,15 +192,50 @@ impl Checkpoint {
     /// Read the newest valid checkpoint in `dir`, falling back to the previous
     /// one if the newest is missing or damaged. Returns it and its path.
     pub fn read_latest(dir: &Path) -> Result<(Checkpoint, PathBuf)> {
+        Self::read_latest_noting(dir).map(|(c, p, _)| (c, p))
+    }
+
+    /// [`Checkpoint::read_latest`], plus, when the newest checkpoint had to
+    /// be skipped, a sentence saying why and how many steps that costs.
+    pub fn read_latest_noting(dir: &Path) -> Result<(Checkpoint, PathBuf, Option<String>)> {
         let mut problems = Vec::new();
+        // Step of a damaged newest checkpoint, when its header still reads.
+        let mut skipped_step = None;
         for name in [CHECKPOINT_FILE, PREVIOUS_FILE] {
             let path = dir.join(name);
             match std::fs::read(&path) {
                 Ok(bytes) => match Checkpoint::from_bytes(&bytes) {
-                    Ok(c) => return Ok((c, path)),
-                    Err(e) => problems.push(format!("{name}: {e}")),
+                    Ok(c) => {
+                        let note = (!problems.is_empty()).then(|| {
+                            let lost = match skipped_step {
+                                Some(s) if s > c.header.step => format!(
+                                    "it was at step {s}, so the {} steps after step {} are run again",
+                                    s - c.header.step,
+                                    c.header.step
+                                ),
+                                _ => format!(
+                                    "its step is unreadable, so the steps after step {} (up to one checkpoint interval) are run again",
+                                    c.header.step
+                                ),
+                            };
+                            format!(
+                                "the newest checkpoint could not be used ({}); resuming from {name} at step {} instead: {lost}",
+                                problems.join("; "),
+                                c.header.step
+                            )
+                        });
+                        return Ok((c, path, note));
+                    }
+                    Err(e) => {
+                        skipped_step = skipped_step.or_else(|| peek_step(&bytes));
+                        problems.push(format!("{name}: {e}"))
+                    }
                 },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if name == CHECKPOINT_FILE && dir.join(PREVIOUS_FILE).exists() {
+                        problems.push(format!("{name} is missing"));
+                    }
+                }
                 Err(e) => problems.push(format!("{name}: {e}")),
             }
         }
@@ -196,6 +249,18 @@ impl Checkpoint {
             )
         }))
     }
+}
+
+/// The step in a checkpoint's header, read without trusting the checksum
+/// (for messages about a damaged file only).
+fn peek_step(bytes: &[u8]) -> Option<u64> {
+    if bytes.get(..8)? != MAGIC {
+        return None;
+    }
+    let len = u64::from_le_bytes(bytes.get(12..20)?.try_into().ok()?) as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(bytes.get(20..20usize.checked_add(len)?)?).ok()?;
+    header.get("step")?.as_u64()
 }
 
 #[cfg(test)]
@@ -216,6 +281,10 @@ mod tests {
                 reporters: ReporterPositions::default(),
                 elapsed_seconds: 1.5,
                 mlff_md_version: "0".into(),
+                target_steps: Some(100),
+                model_sha256: None,
+                settings: None,
+                time_origin: None,
             },
             positions: vec![1.0, 2.0, 3.0, 4.0, 5.0, f64::MIN_POSITIVE],
             velocities: vec![0.1; 6],
@@ -249,10 +318,23 @@ mod tests {
         c.header.step = 43;
         c.write_atomic(&dir).unwrap();
         assert_eq!(Checkpoint::read_latest(&dir).unwrap().0.header.step, 43);
-        std::fs::write(dir.join(CHECKPOINT_FILE), b"garbage").unwrap();
-        let (back, path) = Checkpoint::read_latest(&dir).unwrap();
+        // Damage the tail (the arrays): the header still names the step lost.
+        let mut bytes = std::fs::read(dir.join(CHECKPOINT_FILE)).unwrap();
+        let n = bytes.len();
+        bytes[n - 40] ^= 0xff;
+        std::fs::write(dir.join(CHECKPOINT_FILE), &bytes).unwrap();
+        let (back, path, note) = Checkpoint::read_latest_noting(&dir).unwrap();
         assert_eq!(back.header.step, 42);
         assert!(path.ends_with(PREVIOUS_FILE));
+        let note = note.expect("a note on the skipped checkpoint");
+        assert!(note.contains("checksum mismatch"), "{note}");
+        assert!(
+            note.contains("it was at step 43, so the 1 steps after step 42"),
+            "{note}"
+        );
+        std::fs::write(dir.join(CHECKPOINT_FILE), b"garbage").unwrap();
+        let note = Checkpoint::read_latest_noting(&dir).unwrap().2.unwrap();
+        assert!(note.contains("its step is unreadable"), "{note}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,7 +1,9 @@
-//! Writing results: trajectories through chemfiles, observables in HDF5.
+//! Writing results: trajectories through chemfiles, observables in HDF5,
+//! checkpoints, and the lock that keeps one run per output directory.
 
 pub mod checkpoint;
 pub mod exchange;
+pub mod lock;
 pub mod observables;
 pub mod trajectory;
 

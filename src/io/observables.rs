@@ -141,6 +141,7 @@ impl ObservablesWriter {
         n_members: usize,
         observables: &[(&str, &str)],
         metadata: &[(&str, String)],
+        author: &str,
     ) -> Result<Self> {
         let e = h5err(path);
         let file = File::create(path).map_err(&e)?;
@@ -153,13 +154,20 @@ impl ObservablesWriter {
         let creator = h5md.create_group("creator").map_err(&e)?;
         string_attr(&creator, "name", "mlff-md").map_err(&e)?;
         string_attr(&creator, "version", env!("CARGO_PKG_VERSION")).map_err(&e)?;
-        let author = h5md.create_group("author").map_err(&e)?;
-        string_attr(
-            &author,
-            "name",
-            &std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
-        )
-        .map_err(&e)?;
+        let author_group = h5md.create_group("author").map_err(&e)?;
+        string_attr(&author_group, "name", author).map_err(&e)?;
+        // H5MD units module: every `step`/`time`/`value` dataset with a
+        // physical unit carries a `unit` attribute (eV, K, fs), in the
+        // units MD codes use rather than SI.
+        let modules = h5md.create_group("modules").map_err(&e)?;
+        let units = modules.create_group("units").map_err(&e)?;
+        units
+            .new_attr::<i32>()
+            .shape(2)
+            .create("version")
+            .and_then(|a| a.write(&[1, 0]))
+            .map_err(&e)?;
+        string_attr(&units, "system", "non-SI").map_err(&e)?;
         let params = file.create_group("parameters").map_err(&e)?;
         for (k, v) in metadata {
             string_attr(&params, k, v).map_err(&e)?;

@@ -46,7 +46,64 @@ pub fn write_topology(dir: &Path, template: &Frame) -> Result<PathBuf> {
         Trajectory::open(&topology, 'w').map_err(|e| Error::output(&topology, e.message))?;
     top.write(&frame)
         .map_err(|e| Error::output(&topology, e.message))?;
+    drop(top);
+    let text = std::fs::read_to_string(&topology).map_err(|e| Error::output(&topology, e))?;
+    let text = with_all_conect(&text, &frame.topology().bonds());
+    std::fs::write(&topology, text).map_err(|e| Error::output(&topology, e))?;
     Ok(topology)
+}
+
+/// PDB text with a CONECT record for every bond. chemfiles writes CONECT
+/// only for bonds that involve a HETATM, since readers infer bonds within
+/// standard residues; MDAnalysis and VMD do not, so a peptide's topology
+/// would have no bonds. Serial numbers are taken from the ATOM/HETATM
+/// records as written (they skip the numbers TER records use).
+fn with_all_conect(text: &str, bonds: &[[usize; 2]]) -> String {
+    let mut serials = Vec::new();
+    let mut body = Vec::new();
+    let mut tail = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("ATOM") || line.starts_with("HETATM") {
+            serials.push(line.get(6..11).unwrap_or("").to_string());
+        }
+        if line.starts_with("CONECT") {
+            continue;
+        }
+        // CONECT records go before ENDMDL/END and whatever follows them.
+        if !tail.is_empty() || line.starts_with("END") {
+            tail.push(line);
+        } else {
+            body.push(line);
+        }
+    }
+    let mut neighbours = vec![Vec::new(); serials.len()];
+    for &[a, b] in bonds {
+        if a < serials.len() && b < serials.len() {
+            neighbours[a].push(b);
+            neighbours[b].push(a);
+        }
+    }
+    let mut out = String::with_capacity(text.len() + 32 * bonds.len());
+    for line in body {
+        out.push_str(line);
+        out.push('\n');
+    }
+    for (i, n) in neighbours.iter_mut().enumerate() {
+        n.sort_unstable();
+        for group in n.chunks(4) {
+            out.push_str("CONECT");
+            out.push_str(&serials[i]);
+            for &j in group {
+                out.push_str(&serials[j]);
+            }
+            out.push('\n');
+        }
+    }
+    for line in tail {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 impl TrajectoryWriter {
@@ -178,5 +235,33 @@ impl TrajectoryWriter {
                 .map_err(|e| Error::output(path, e.message))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_all_conect;
+
+    #[test]
+    fn every_bond_gets_a_conect_record() {
+        let text =
+            "ATOM      1  N   ALA A   1       0.000   0.000   0.000  1.00  0.00           N\n\
+ATOM      2  CA  ALA A   1       1.000   0.000   0.000  1.00  0.00           C\n\
+TER       3      ALA A   1\n\
+HETATM    4  O   HOH B   2       2.000   0.000   0.000  1.00  0.00           O\n\
+CONECT    2    4\n\
+CONECT    4    2\n\
+ENDMDL\nEND\n";
+        let out = with_all_conect(text, &[[0, 1], [1, 2]]);
+        let conect: Vec<&str> = out.lines().filter(|l| l.starts_with("CONECT")).collect();
+        assert_eq!(
+            conect,
+            [
+                "CONECT    1    2",
+                "CONECT    2    1    4",
+                "CONECT    4    2"
+            ]
+        );
+        assert!(out.ends_with("CONECT    4    2\nENDMDL\nEND\n"), "{out}");
     }
 }

@@ -339,20 +339,43 @@ mod tests {
     }
 
     #[test]
-    fn metropolis_rejects_uphill_swaps_sometimes() {
-        // Cold replica with much lower energy than the hot one: swap is strongly disfavoured.
+    fn metropolis_accepts_uphill_swaps_at_the_boltzmann_rate() {
+        // The cold replica lower in energy by ΔE: a swap is accepted with
+        // p = exp(−(β_cold − β_hot) ΔE), here chosen to be 0.3 (β from
+        // k_B written out: 8.617333262e-5 eV/K).
+        let (t_cold, t_hot) = (300.0, 600.0);
+        let dbeta = (1.0 / t_cold - 1.0 / t_hot) / 8.617_333_262e-5;
+        let p = 0.3f64;
+        let de = -p.ln() / dbeta;
         let mut rex =
-            ReplicaExchange::new(vec![300.0, 600.0], 1, ExchangeScheme::Neighbor, None, 3);
-        let mut accepted = 0;
+            ReplicaExchange::new(vec![t_cold, t_hot], 1, ExchangeScheme::Neighbor, None, 3);
+        let exchanges = 8000;
+        for n in 0..exchanges {
+            let cold = rex.replica_at(0, 0);
+            let mut e = vec![0.0; 2];
+            e[cold] = -de;
+            rex.exchange(&e, n);
+        }
+        // The neighbour scheme attempts the one pair on every other exchange.
+        let attempts = rex.attempts[1] as f64;
+        assert_eq!(attempts, (exchanges / 2) as f64);
+        let rate = rex.accepts[1] as f64 / attempts;
+        let se = (p * (1.0 - p) / attempts).sqrt();
+        assert!(
+            (rate - p).abs() < 6.0 * se,
+            "acceptance {rate}, expected {p} ± {se}"
+        );
+        // Far uphill (1 eV, p ≈ e^-19): never.
+        let mut rex =
+            ReplicaExchange::new(vec![t_cold, t_hot], 1, ExchangeScheme::Neighbor, None, 4);
         for n in 0..200 {
-            // Attempt only on even exchanges (pair (0,1)); keep the cold state low in energy.
             let cold = rex.replica_at(0, 0);
             let mut e = vec![0.0; 2];
             e[cold] = -1.0;
-            accepted += rex.exchange(&e, n).accepted;
+            rex.exchange(&e, n);
         }
-        // exp(-(β300 − β600) · 1 eV) ≈ e^-19: never.
-        assert_eq!(accepted, 0);
+        assert_eq!(rex.accepts[1], 0);
+        assert_eq!(rex.attempts[1], 100);
     }
 
     #[test]
@@ -363,10 +386,20 @@ mod tests {
         for step in 1..=8 {
             rex.exchange(&[0.0, 0.0], step * 10);
         }
-        // Replica 0: 0 →1 (step 10) → 0 (30) → 1 (50) → 0 (70): two round trips of 30 and 40 steps.
-        assert_eq!(rex.round_trips[0], 2);
-        let s = rex.summary(1.0);
-        assert!(s.mean_round_trip_ps.is_some());
+        // Replica 0: at T_min from step 0, → T_max (10) → T_min (30) → T_max
+        // (50) → T_min (70): round trips of 30 and 40 steps. Replica 1 first
+        // reaches T_min at step 10, → T_max (30) → T_min (50): one of 40
+        // steps; its second (from 50, T_max at 70) is not complete at 80.
+        assert_eq!(rex.round_trips, vec![2, 1]);
+        let s = rex.summary(0.5);
+        let mean_steps = (30.0 + 40.0 + 40.0) / 3.0;
+        let expected_ps = mean_steps * 0.5 * 1e-3;
+        assert!(
+            (s.mean_round_trip_ps.unwrap() - expected_ps).abs() < 1e-15,
+            "{:?} vs {expected_ps}",
+            s.mean_round_trip_ps
+        );
+        assert_eq!(s.round_trips_per_replica, vec![2, 1]);
         assert!((s.neighbor_acceptance[0] - 1.0).abs() < 1e-12);
     }
 }

@@ -11,6 +11,8 @@ use chemfiles::{Frame, Trajectory};
 
 use crate::error::{Error, Result};
 
+pub mod chemistry;
+
 /// A molecule with one or more starting structures (conformations).
 pub struct Molecule {
     /// Atomic number of each atom.
@@ -28,6 +30,11 @@ pub struct Molecule {
     pub warnings: Vec<String>,
     /// Files the structures came from.
     pub sources: Vec<PathBuf>,
+    /// Total formal charge of the input and where it was read, when the
+    /// file gives a nonzero one.
+    pub formal_charge: Option<(i64, String)>,
+    /// Separate molecules in the bond graph (given or guessed bonds).
+    pub components: usize,
 }
 
 /// Warnings chemfiles printed while reading, held back so that a file that
@@ -89,6 +96,8 @@ impl Molecule {
             template: frame,
             warnings: vec![],
             sources: vec![path],
+            formal_charge: None,
+            components: 1,
         };
         m.warnings = overlap_warnings(&m);
         Ok(m)
@@ -113,14 +122,28 @@ impl Molecule {
                                 Error::structure(path, format!("cannot guess bonds: {}", e.message))
                             })?;
                         }
+                        let components = chemistry::bond_components(
+                            template.size(),
+                            &template.topology().bonds(),
+                        );
+                        let mut warnings = vec![];
+                        if template.cell().shape() != chemfiles::CellShape::Infinite {
+                            let [a, b, c] = template.cell().lengths();
+                            warnings.push(format!(
+                                "{} has a periodic box ({a:.3} × {b:.3} × {c:.3} Å); it is ignored: mlff-md simulates isolated molecules (periodic boundaries are not supported yet)",
+                                path.display()
+                            ));
+                        }
                         molecule = Some(Molecule {
+                            formal_charge: chemistry::formal_charge(path, &template),
                             atomic_numbers: z,
                             masses,
                             names,
                             structures: vec![positions],
                             template,
-                            warnings: vec![],
+                            warnings,
                             sources: vec![path.clone()],
+                            components,
                         });
                     }
                     Some(m) => {
@@ -145,9 +168,45 @@ impl Molecule {
         }
         let mut molecule =
             molecule.ok_or_else(|| Error::Invalid("no structure file given".to_string()))?;
-        molecule.warnings = take_chemfiles_warnings();
-        molecule.warnings.extend(overlap_warnings(&molecule));
+        let mut warnings = take_chemfiles_warnings();
+        warnings.append(&mut molecule.warnings);
+        warnings.extend(overlap_warnings(&molecule));
+        warnings.extend(molecule.chemistry_warnings());
+        molecule.warnings = warnings;
         Ok(molecule)
+    }
+}
+
+impl Molecule {
+    /// Total charge as far as the file says (0 when it says nothing).
+    pub fn total_charge(&self) -> i64 {
+        self.formal_charge.as_ref().map_or(0, |(q, _)| *q)
+    }
+
+    /// Electrons of the molecule at its total charge.
+    pub fn electrons(&self) -> i64 {
+        self.atomic_numbers.iter().sum::<i64>() - self.total_charge()
+    }
+
+    /// Findings a model that assumes one neutral closed-shell molecule
+    /// should be told about.
+    fn chemistry_warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let source = self.sources[0].display();
+        if self.electrons() % 2 != 0 {
+            w.push(format!(
+                "{source}: an odd number of electrons ({}) at total charge {}: a radical, or an ion given without its charge; models such as ANI assume a neutral closed-shell molecule",
+                self.electrons(),
+                self.total_charge()
+            ));
+        }
+        if self.components > 1 {
+            w.push(format!(
+                "{source}: the bond graph has {} separate molecules; they are simulated together as one system (one energy per member); to run different molecules as separate members, use one structure file per molecule (batches of different molecules are not supported yet)",
+                self.components
+            ));
+        }
+        w
     }
 }
 

@@ -1,5 +1,7 @@
 #![allow(dead_code)]
 
+pub mod runs;
+
 use std::path::PathBuf;
 
 use mlff_md::system::Molecule;
@@ -30,4 +32,21 @@ pub fn standard_error(v: &[f64]) -> f64 {
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
+}
+
+/// Written here from their definitions, independently of `mlff_md::units`,
+/// so that tests of the engine's numbers do not reuse its constants.
+/// CODATA 2018 defining and recommended values, in SI.
+pub const BOLTZMANN_J_PER_K: f64 = 1.380_649e-23;
+pub const ELEMENTARY_CHARGE_C: f64 = 1.602_176_634e-19;
+pub const ATOMIC_MASS_UNIT_KG: f64 = 1.660_539_066_60e-27;
+pub const HARTREE_J: f64 = 4.359_744_722_207_1e-18;
+
+pub fn kb_ev() -> f64 {
+    BOLTZMANN_J_PER_K / ELEMENTARY_CHARGE_C
+}
+
+/// 1 amu·Å²/fs² in eV: kg · (1e-10 m)² / (1e-15 s)² = kg · 1e10 m²/s².
+pub fn amu_a2_fs2_ev() -> f64 {
+    ATOMIC_MASS_UNIT_KG * 1.0e10 / ELEMENTARY_CHARGE_C
 }

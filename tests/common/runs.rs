@@ -1,0 +1,149 @@
+//! Running the binary on small configs, and what a continued run must
+//! reproduce exactly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::root;
+use mlff_md::io::checkpoint::Checkpoint;
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mlff-md"))
+}
+
+pub fn ok(o: Output) -> Output {
+    assert!(
+        o.status.success(),
+        "status {:?}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// Config text with absolute paths; `body` holds the [integrator] and the
+/// optional sections, `output` the extra [output] keys. Ethanol with the
+/// Morse test model in float64.
+pub fn config(dir: &Path, name: &str, out: &Path, body: &str, steps: u64, output: &str) -> PathBuf {
+    let model = root().join("models/morse_test.pt");
+    config_with_model(dir, name, out, (&model, "float64"), body, steps, output)
+}
+
+/// [`config`] with another model file and the dtype of its positions.
+pub fn config_with_model(
+    dir: &Path,
+    name: &str,
+    out: &Path,
+    (model, dtype): (&Path, &str),
+    body: &str,
+    steps: u64,
+    output: &str,
+) -> PathBuf {
+    let text = format!(
+        r#"[system]
+structure = "{}"
+[model]
+path = "{}"
+dtype = "{dtype}"
+device = "cpu"
+{body}
+[run]
+steps = {steps}
+[output]
+directory = "{}"
+trajectory_format = "xtc"
+trajectory_interval = 10
+observables_interval = 5
+{output}
+"#,
+        root().join("systems/ethanol.pdb").display(),
+        model.display(),
+        out.display()
+    );
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Run the binary with `args` and the fault switch `MLFF_MD_TEST_FAULT`
+/// set to `fault` (e.g. "sigint@40": signal itself right after step 40).
+pub fn run_with_fault(args: &[&str], fault: &str) -> Output {
+    bin()
+        .args(args)
+        .env(mlff_md::run::FAULT_ENV, fault)
+        .output()
+        .unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub const VERLET: &str = "[integrator]\nkind = \"verlet\"\ntimestep = 0.25\n[ensemble]\nmembers = 3\nseed = 1\ninitial_temperature = 300.0";
+pub const LANGEVIN: &str = "[integrator]\nkind = \"langevin\"\ntimestep = 0.25\ntemperature = 300.0\nfriction = 5.0\n[ensemble]\nmembers = 3\nseed = 2";
+pub const REMD: &str = "[integrator]\nkind = \"langevin\"\ntimestep = 0.25\nfriction = 5.0\n[replica_exchange]\ntemperatures = [300.0, 330.0, 370.0, 420.0]\nexchange_interval = 10\nscheme = \"all-pairs\"\nswap_attempts = 8\n[ensemble]\nseed = 3";
+
+pub fn read_f64(h5: &hdf5::File, name: &str) -> Vec<f64> {
+    h5.dataset(name).unwrap().read_raw::<f64>().unwrap()
+}
+
+pub fn read_i64(h5: &hdf5::File, name: &str) -> Vec<i64> {
+    h5.dataset(name).unwrap().read_raw::<i64>().unwrap()
+}
+
+/// Everything a continued run must reproduce exactly.
+pub fn fingerprint(out: &Path, rex: bool) -> (Vec<Vec<f64>>, Vec<Vec<i64>>) {
+    let (ck, _) = Checkpoint::read_latest(out).unwrap();
+    let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
+    let mut floats = vec![ck.positions, ck.velocities, ck.forces, ck.energies];
+    let mut ints = vec![read_i64(&h5, "observables/total_energy/step")];
+    for name in [
+        "potential_energy",
+        "kinetic_energy",
+        "total_energy",
+        "temperature",
+    ] {
+        floats.push(read_f64(&h5, &format!("observables/{name}/value")));
+    }
+    if rex {
+        floats.push(read_f64(&h5, "replica_exchange/potential_energy"));
+        ints.push(read_i64(&h5, "replica_exchange/step"));
+        ints.push(read_i64(&h5, "replica_exchange/state_of_replica"));
+        ints.push(read_i64(&h5, "replica_exchange/accepts"));
+        ints.push(read_i64(&h5, "replica_exchange/attempts"));
+        ints.push(read_i64(&h5, "replica_exchange/occupancy"));
+    }
+    // Trajectory frames of member 0 (and the 300 K demultiplexed trajectory).
+    let mut files = vec!["member_0000.xtc".to_string()];
+    if rex {
+        files.push("temperature_00_300.0K.xtc".into());
+    }
+    for f in files {
+        let mut t = chemfiles::Trajectory::open(out.join(&f), 'r').unwrap();
+        let mut frames = Vec::new();
+        let mut steps = Vec::new();
+        for i in 0..t.nsteps() {
+            let mut fr = chemfiles::Frame::new();
+            t.read_step(i, &mut fr).unwrap();
+            frames.extend(fr.positions().iter().flatten().copied());
+            steps.push(fr.step() as i64);
+        }
+        floats.push(frames);
+        ints.push(steps);
+    }
+    (floats, ints)
+}
+
+pub fn assert_bit_identical(
+    a: &(Vec<Vec<f64>>, Vec<Vec<i64>>),
+    b: &(Vec<Vec<f64>>, Vec<Vec<i64>>),
+    what: &str,
+) {
+    assert_eq!(a.1, b.1, "{what}: integer records differ");
+    assert_eq!(a.0.len(), b.0.len());
+    for (i, (x, y)) in a.0.iter().zip(&b.0).enumerate() {
+        assert_eq!(x.len(), y.len(), "{what}: array {i} length");
+        let same = x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
+        assert!(same, "{what}: array {i} not bit-identical");
+    }
+}
