@@ -22,7 +22,14 @@ python3 - "$OUT" "$COMMIT" "$status" <<'PY'
 import json, re, sys
 out, commit, status = sys.argv[1], sys.argv[2], int(sys.argv[3])
 log = open(f"{out}/gpu_tests.log").read()
-tests = dict(re.findall(r"^test (\S+) \.\.\. (ok|FAILED|ignored)$", log, re.M))
+# With --nocapture a test's own output comes between "test NAME ..." and its
+# result, so take each result as the first ok/FAILED line after the name.
+tests = {}
+for m in re.finditer(r"^test (\S+) \.\.\. ", log, re.M):
+    rest = log[m.end():]
+    r = re.search(r"(?:^|\s)(ok|FAILED)$", rest, re.M)
+    tests[m.group(1)] = r.group(1) if r else "unknown"
+
 notes = [l for l in log.splitlines() if re.search(r"eager-|whole-split|recapture:", l)]
 json.dump({"commit": commit, "gpu": open(f"{out}/gpu.txt").read().strip(),
            "exit_status": status, "tests": tests, "measured": notes},

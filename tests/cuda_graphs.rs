@@ -393,16 +393,21 @@ checkpoint_interval = 200
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stderr).to_string()
     };
-    let log = run(&["--cuda-graphs", "on"], "whole");
-    assert!(log.contains("CUDA graphs"), "{log}");
-    run(&["--cuda-graphs", "on", "--steps", "200"], "split");
-    run(&["--cuda-graphs", "on", "--resume"], "split");
-    run(&["--cuda-graphs", "off"], "eager");
     let read = |dir: &str| {
         mlff_md::io::checkpoint::Checkpoint::read_latest(&tmp.path().join(dir))
             .unwrap()
             .0
     };
+    let log = run(&["--cuda-graphs", "on"], "whole");
+    assert!(log.contains("CUDA graphs"), "{log}");
+    run(&["--cuda-graphs", "on", "--steps", "200"], "split");
+    // The first part asked for 200 steps, which a plain resume continues to.
+    run(
+        &["--cuda-graphs", "on", "--resume", "--steps", "400"],
+        "split",
+    );
+    assert_eq!(read("split").header.step, 400);
+    run(&["--cuda-graphs", "off"], "eager");
     let (whole, split, eager) = (read("whole"), read("split"), read("eager"));
     assert_eq!(whole.header.step, 400);
     let max_diff = |a: &[f64], b: &[f64]| {
