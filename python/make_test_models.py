@@ -199,6 +199,29 @@ class OutOfMemoryAbove(torch.nn.Module):
         return self.inner(self.z, positions, self.batch)
 
 
+class NanAfter(torch.nn.Module):
+    """The Morse test model until its `calls`-th call; from then on the
+    energy (and so the forces) of structure 1 is NaN: a member that blows up
+    mid-run, at a known point, for the engine's blow-up handling."""
+
+    def __init__(self, calls: int = 20):
+        super().__init__()
+        self.inner = MorsePairModel()
+        self.after = calls
+        self.calls = 0
+
+    def forward(
+        self, atomic_numbers: torch.Tensor, positions: torch.Tensor, batch: torch.Tensor
+    ) -> torch.Tensor:
+        self.calls += 1
+        e = self.inner(atomic_numbers, positions, batch)
+        if self.calls >= self.after:
+            poison = torch.zeros_like(e)
+            poison[1] = float("nan")
+            e = e + poison
+        return e
+
+
 class NanEnergy(torch.nn.Module):
     def forward(
         self, atomic_numbers: torch.Tensor, positions: torch.Tensor, batch: torch.Tensor
@@ -253,6 +276,7 @@ def main() -> int:
     save(IntegerEnergy(), os.path.join(data, "int_energy.pt"))
     save(NoGradEnergy(), os.path.join(data, "no_grad_energy.pt"))
     save(OutOfMemoryAbove(), os.path.join(data, "oom_above_3.pt"))
+    save(NanAfter(), os.path.join(data, "nan_after_20_calls.pt"))
     with open(os.path.join(data, "not_torchscript.pt"), "w") as f:
         f.write("this is not a TorchScript archive\n")
     print("self-check passed")

@@ -244,15 +244,67 @@ impl Simulation {
             .collect()
     }
 
-    /// Describe blown-up members for an error or log line.
+    /// Describe blown-up members for an error or log line: which ones, and
+    /// for each what crossed the line (copies a few [R] arrays to the host;
+    /// called only after a blow-up).
     pub fn describe_blowup(&self, slots: &[usize]) -> String {
+        let r = self.state.n_members as i64;
+        let per_member = |t: &Tensor| t.view([r, -1]);
+        let finite = |t: &Tensor| {
+            to_host_f64(
+                &per_member(t)
+                    .isfinite()
+                    .all_dim(1, false)
+                    .to_kind(Kind::Double),
+            )
+        };
+        let energies = to_host_f64(&self.state.energies);
+        let forces_ok = finite(&self.state.forces);
+        let positions_ok = finite(&self.state.positions);
+        let velocities_ok = finite(&self.state.velocities);
+        let fmax = to_host_f64(
+            &per_member(&self.state.forces)
+                .abs()
+                .amax([1].as_slice(), false)
+                .to_kind(Kind::Double),
+        );
+        let temps = to_host_f64(&self.state.temperature(self.dof));
+        let run = &self.config.run;
+        let reasons: Vec<String> = slots
+            .iter()
+            .map(|&s| {
+                let mut why = Vec::new();
+                if !energies[s].is_finite() {
+                    why.push(format!("energy {}", energies[s]));
+                }
+                if positions_ok[s] == 0.0 {
+                    why.push("non-finite positions".to_string());
+                }
+                if forces_ok[s] == 0.0 {
+                    why.push("non-finite forces".to_string());
+                } else if fmax[s] > run.max_force {
+                    why.push(format!(
+                        "a force component of {:.4} eV/Å > max_force = {}",
+                        fmax[s], run.max_force
+                    ));
+                }
+                if velocities_ok[s] == 0.0 {
+                    why.push("non-finite velocities".to_string());
+                } else if temps[s] > run.max_temperature {
+                    why.push(format!(
+                        "temperature {:.1} K > max_temperature = {}",
+                        temps[s], run.max_temperature
+                    ));
+                }
+                format!("member {}: {}", self.state.member_ids[s], why.join(", "))
+            })
+            .collect();
         let ids: Vec<usize> = slots.iter().map(|&s| self.state.member_ids[s]).collect();
         format!(
-            "member(s) {} blew up at step {} (non-finite values, a force above {} eV/Å or a temperature above {} K) with {}",
+            "member(s) {} blew up at step {} ({}) with {}",
             list(&ids),
             self.state.step,
-            self.config.run.max_force,
-            self.config.run.max_temperature,
+            reasons.join("; "),
             self.force.describe()
         )
     }
