@@ -287,6 +287,7 @@ fn blowups_are_detected_and_handled() {
         err.contains("blew up at step") && err.contains("member(s)"),
         "{err}"
     );
+    assert!(err.contains("K > max_temperature = 420"), "{err}");
     // The checkpoint left behind is from before the blow-up and healthy.
     let (ck, _) = Checkpoint::read_latest(&stop_out).unwrap();
     assert!(ck.header.step < 2000);
