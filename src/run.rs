@@ -472,15 +472,17 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
     let mut elapsed_before = 0.0;
     // The checkpoint the run can go back to, if any: (step, file).
     let mut last_checkpoint: Option<u64> = None;
-    let mut stepper;
+    if let Some((ck, _, _)) = &resumed {
+        sim.restore(ck, options.allow_model_change)?;
+    }
+    // Built on the restored state: prepare() sees the batch it will step.
+    let mut stepper = Stepper::new(
+        config.run.cuda_graphs,
+        &sim.state,
+        sim.force.as_ref(),
+        sim.integrator.as_mut(),
+    )?;
     let mut reporters = if let Some((ck, path, note)) = resumed {
-        sim.restore(&ck, options.allow_model_change)?;
-        stepper = Stepper::new(
-            config.run.cuda_graphs,
-            &sim.state,
-            sim.force.as_ref(),
-            sim.integrator.as_mut(),
-        )?;
         elapsed_before = ck.header.elapsed_seconds;
         last_checkpoint = Some(ck.header.step);
         if !options.quiet {
@@ -508,12 +510,6 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         }
         r
     } else {
-        stepper = Stepper::new(
-            config.run.cuda_graphs,
-            &sim.state,
-            sim.force.as_ref(),
-            sim.integrator.as_mut(),
-        )?;
         check_output_dir(&out, options.overwrite)?;
         lock = Some(lock_output_dir(&out)?);
         if config.minimize.is_some() {

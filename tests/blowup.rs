@@ -30,7 +30,10 @@ fn a_non_finite_energy_stops_the_run_naming_the_member() {
         100,
         "checkpoint_interval = 15",
     );
-    let o = bin().args(["run", c.to_str().unwrap(), "--quiet"]).output().unwrap();
+    let o = bin()
+        .args(["run", c.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
@@ -78,16 +81,30 @@ trajectory_interval = 0
     );
     let c = tmp.path().join("f.toml");
     std::fs::write(&c, text).unwrap();
-    let o = bin().args(["run", c.to_str().unwrap(), "--quiet"]).output().unwrap();
+    let o = bin()
+        .args(["run", c.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    let line = err.lines().find(|l| l.contains("blew up")).unwrap_or_else(|| panic!("{err}"));
+    let line = err
+        .lines()
+        .find(|l| l.contains("blew up"))
+        .unwrap_or_else(|| panic!("{err}"));
     assert!(line.contains("eV/Å > max_force = 0.3"), "{line}");
     // The force named is beyond the limit and was read from the state.
     let at = line.find("a force component of ").unwrap() + "a force component of ".len();
-    let value: f64 = line[at..].split_whitespace().next().unwrap().parse().unwrap();
+    let value: f64 = line[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(value > 0.3 && value < 1.0, "{line}");
-    assert!(!line.contains("energy NaN") && !line.contains("temperature"), "{line}");
+    assert!(
+        !line.contains("energy NaN") && !line.contains("temperature"),
+        "{line}"
+    );
 }
 
 /// Reinitialisation: the blown-up members get exactly the snapshot's
@@ -96,15 +113,26 @@ trajectory_interval = 0
 #[test]
 fn reinitialisation_restores_exactly_the_last_good_frame() {
     let tmp = tempfile::tempdir().unwrap();
-    let c = config(tmp.path(), "r.toml", &tmp.path().join("out"), LANGEVIN, 100, "");
+    let c = config(
+        tmp.path(),
+        "r.toml",
+        &tmp.path().join("out"),
+        LANGEVIN,
+        100,
+        "",
+    );
     let config = Config::from_file(&c).unwrap();
     let mut sim = Simulation::from_config(&config).unwrap();
     for _ in 0..10 {
-        sim.integrator.step(&mut sim.state, sim.force.as_ref()).unwrap();
+        sim.integrator
+            .step(&mut sim.state, sim.force.as_ref())
+            .unwrap();
     }
     let snapshot = sim.snapshot();
     for _ in 0..15 {
-        sim.integrator.step(&mut sim.state, sim.force.as_ref()).unwrap();
+        sim.integrator
+            .step(&mut sim.state, sim.force.as_ref())
+            .unwrap();
     }
     let n = sim.state.n_atoms as i64;
     let member = |t: &Tensor, m: i64| t.narrow(0, m * n, n).copy();
@@ -114,13 +142,25 @@ fn reinitialisation_restores_exactly_the_last_good_frame() {
     let bits = |t: &Tensor| t.to_kind(Kind::Double).view_dtype(Kind::Int64);
     let same = |a: &Tensor, b: &Tensor| bits(a).equal(&bits(b));
     // Member 1: the snapshot's positions, bit for bit; new velocities.
-    assert!(same(&member(&sim.state.positions, 1), &member(&snapshot.positions, 1)));
-    assert!(!same(&member(&sim.state.velocities, 1), &member(&snapshot.velocities, 1)));
+    assert!(same(
+        &member(&sim.state.positions, 1),
+        &member(&snapshot.positions, 1)
+    ));
+    assert!(!same(
+        &member(&sim.state.velocities, 1),
+        &member(&snapshot.velocities, 1)
+    ));
     assert!(!same(&member(&sim.state.velocities, 1), &before_v[1]));
     // Members 0 and 2: untouched.
     for m in [0, 2] {
-        assert!(same(&member(&sim.state.positions, m), &before_x[m as usize]));
-        assert!(same(&member(&sim.state.velocities, m), &before_v[m as usize]));
+        assert!(same(
+            &member(&sim.state.positions, m),
+            &before_x[m as usize]
+        ));
+        assert!(same(
+            &member(&sim.state.velocities, m),
+            &before_v[m as usize]
+        ));
     }
     // Forces are those of the restored positions.
     let fresh = sim.force.compute(&sim.state).unwrap();

@@ -22,28 +22,8 @@ fn continuation_is_bit_identical() {
         let split = tmp.path().join("split");
         let c1 = config(tmp.path(), "whole.toml", &whole, body, 120, "");
         let c2 = config(tmp.path(), "split.toml", &split, body, 120, "");
-        ok(bin()
-            .args(["run", c1.to_str().unwrap(), "--quiet"])
-            .output()
-            .unwrap());
         // Stop at 55 (between records and frames), then resume the rest.
-        ok(bin()
-            .args(["run", c2.to_str().unwrap(), "--quiet", "--steps", "55"])
-            .output()
-            .unwrap());
-        // The first part was asked for 55 steps: that is what a plain resume
-        // would continue to, so the rest is asked for.
-        ok(bin()
-            .args([
-                "run",
-                c2.to_str().unwrap(),
-                "--quiet",
-                "--resume",
-                "--steps",
-                "120",
-            ])
-            .output()
-            .unwrap());
+        run_whole_and_split(&c1, &c2, 55, 120);
         assert_bit_identical(&fingerprint(&whole, rex), &fingerprint(&split, rex), name);
         // `resume DIR` can extend the run further.
         ok(bin()
@@ -256,6 +236,17 @@ fn quoted_command<'a>(message: &'a str, after: &str) -> Vec<&'a str> {
     rest[start..start + len].split_whitespace().collect()
 }
 
+/// A 2000-step Langevin config whose members "blow up" by exceeding a
+/// deliberately low temperature limit (420 K at 300 K).
+fn hot_limited(dir: &Path, name: &str, out: &Path, output: &str) -> std::path::PathBuf {
+    let c = config(dir, name, out, LANGEVIN, 2000, output);
+    let text = std::fs::read_to_string(&c)
+        .unwrap()
+        .replace("steps = 2000", "steps = 2000\nmax_temperature = 420.0");
+    std::fs::write(&c, text).unwrap();
+    c
+}
+
 /// A member that "blows up" (here: exceeds a deliberately low temperature
 /// limit) stops the run with a clear message naming it and commands that
 /// work: continue from the last checkpoint with a smaller time step or with
@@ -265,18 +256,12 @@ fn quoted_command<'a>(message: &'a str, after: &str) -> Vec<&'a str> {
 fn blowups_are_detected_and_handled() {
     let tmp = tempfile::tempdir().unwrap();
     let stop_out = tmp.path().join("stop");
-    let c = config(
+    let c = hot_limited(
         tmp.path(),
         "stop.toml",
         &stop_out,
-        LANGEVIN,
-        2000,
         "checkpoint_interval = 20",
     );
-    let text = std::fs::read_to_string(&c)
-        .unwrap()
-        .replace("steps = 2000", "steps = 2000\nmax_temperature = 420.0");
-    std::fs::write(&c, text).unwrap();
     let o = bin()
         .args(["run", c.to_str().unwrap(), "--quiet"])
         .output()
@@ -336,18 +321,12 @@ fn blowups_are_detected_and_handled() {
 
     // Before the first checkpoint there is none to name: start again.
     let early_out = tmp.path().join("early");
-    let c = config(
+    let c = hot_limited(
         tmp.path(),
         "early.toml",
         &early_out,
-        LANGEVIN,
-        2000,
         "checkpoint_interval = 0",
     );
-    let text = std::fs::read_to_string(&c)
-        .unwrap()
-        .replace("steps = 2000", "steps = 2000\nmax_temperature = 420.0");
-    std::fs::write(&c, text).unwrap();
     let o = bin()
         .args(["run", c.to_str().unwrap(), "--quiet"])
         .output()

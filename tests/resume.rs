@@ -27,25 +27,7 @@ fn static_model_continuation_is_bit_identical() {
     let m = (model.as_path(), "float32");
     let c1 = config_with_model(tmp.path(), "w.toml", &whole, m, REMD, 120, "");
     let c2 = config_with_model(tmp.path(), "s.toml", &split, m, REMD, 120, "");
-    ok(bin()
-        .args(["run", c1.to_str().unwrap(), "--quiet"])
-        .output()
-        .unwrap());
-    ok(bin()
-        .args(["run", c2.to_str().unwrap(), "--quiet", "--steps", "55"])
-        .output()
-        .unwrap());
-    ok(bin()
-        .args([
-            "run",
-            c2.to_str().unwrap(),
-            "--quiet",
-            "--resume",
-            "--steps",
-            "120",
-        ])
-        .output()
-        .unwrap());
+    run_whole_and_split(&c1, &c2, 55, 120);
     let h5 = hdf5::File::open(split.join("observables.h5")).unwrap();
     let thermostat = read_f64(&h5, "observables/thermostat_temperature/value");
     let h5w = hdf5::File::open(whole.join("observables.h5")).unwrap();

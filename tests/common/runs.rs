@@ -65,6 +65,34 @@ observables_interval = 5
     p
 }
 
+/// Run config `whole` to its end; run config `split` for `first` steps, then
+/// resume it for the rest (`--steps total`: a plain resume would stop at
+/// the `first` it was started with). The two must then agree exactly.
+pub fn run_whole_and_split(whole: &Path, split: &Path, first: u64, total: u64) {
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    ok(bin()
+        .args(["run", &path(whole), "--quiet"])
+        .output()
+        .unwrap());
+    let first = first.to_string();
+    ok(bin()
+        .args(["run", &path(split), "--quiet", "--steps", &first])
+        .output()
+        .unwrap());
+    let total = total.to_string();
+    ok(bin()
+        .args([
+            "run",
+            &path(split),
+            "--quiet",
+            "--resume",
+            "--steps",
+            &total,
+        ])
+        .output()
+        .unwrap());
+}
+
 /// Run the binary with `args` and the fault switch `MLFF_MD_TEST_FAULT`
 /// set to `fault` (e.g. "sigint@40": signal itself right after step 40).
 pub fn run_with_fault(args: &[&str], fault: &str) -> Output {
