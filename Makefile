@@ -15,7 +15,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export CMAKE := $(VENV)/bin/cmake
 export LIBTORCH_USE_PYTORCH := 1
 
-.PHONY: setup ani-models build run test validate models systems fmt lint clean
+.PHONY: setup ani-models build run test validate models systems fmt lint clean mutants
 
 setup: $(VENV)/.setup-done
 
@@ -58,6 +58,23 @@ models: setup
 systems: setup
 	$(PY) -m pip install -q rdkit
 	$(PY) python/build_systems.py
+
+# Mutation testing (cargo-mutants) of the modules that decide the physics; not
+# part of `make test`: each mutant costs a release rebuild and the physics
+# tests (~1-2 min here), and these modules have ~440 mutants. MUTATE narrows
+# it, e.g. `make mutants MUTATE=src/units.rs`. It mutates this checkout in
+# place (a copied tree rebuilds the bundled HDF5 and chemfiles from scratch,
+# and HDF5's cmake fails at the new path), restoring each file after its
+# mutant: do not edit the checkout while it runs (a spare clone works well).
+# Outcomes in target/mutants/; python/mutants_report.py appends the summary
+# to docs/mutants.md.
+MUTATE ?= src/integrate/*.rs src/sampling/*.rs src/rng.rs src/units.rs src/force/*.rs
+MUTANTS_TESTS ?= --lib --test physics --test statistics --test replica_exchange --test bench --test cuda_graphs --test blowup
+mutants: build
+	command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked --version 27.1.0
+	cargo mutants --profile release --in-place --no-shuffle \
+	  $(foreach f,$(MUTATE),-f '$(f)') -o target/mutants -- $(MUTANTS_TESTS); \
+	$(PY) python/mutants_report.py target/mutants/mutants.out docs/mutants.md
 
 fmt:
 	cargo fmt --all
