@@ -274,3 +274,22 @@ fn torchscript_forces_match_finite_differences() {
         Some(true)
     );
 }
+
+/// Degrees of freedom of the kinetic temperature: 3N − 3 under velocity
+/// Verlet (total momentum is conserved), 3N under Langevin, and 3 for a
+/// lone atom either way (nothing to subtract: its momentum is the motion).
+#[test]
+fn degrees_of_freedom_per_integrator() {
+    use mlff_md::integrate::degrees_of_freedom;
+    let molecule = ethanol();
+    let state = BatchState::new(&molecule, 1, Device::Cpu, Kind::Double);
+    let verlet = VelocityVerlet::new(&state, 0.5);
+    let langevin = Langevin::new(&state, 0.5, 1.0, 300.0, 1);
+    assert_eq!(degrees_of_freedom(9, &verlet), 24.0);
+    assert_eq!(degrees_of_freedom(9, &langevin), 27.0);
+    assert_eq!(degrees_of_freedom(1, &verlet), 3.0);
+    assert_eq!(degrees_of_freedom(2, &verlet), 3.0);
+    assert_eq!(degrees_of_freedom(1, &langevin), 3.0);
+    assert_eq!(verlet.timestep(), 0.5);
+    assert_eq!(langevin.timestep(), 0.5);
+}

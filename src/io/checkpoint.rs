@@ -309,6 +309,20 @@ mod tests {
         assert!(Checkpoint::from_bytes(&bytes[..bytes.len() - 5]).is_err());
     }
 
+    /// A header written before target_steps, model_sha256, settings and
+    /// time_origin existed still reads (they default to None).
+    #[test]
+    fn headers_without_the_newer_fields_still_read() {
+        let mut json = serde_json::to_value(&sample().header).unwrap();
+        for key in ["target_steps", "model_sha256", "settings", "time_origin"] {
+            json.as_object_mut().unwrap().remove(key).unwrap();
+        }
+        let h: CheckpointHeader = serde_json::from_value(json).unwrap();
+        assert_eq!(h.step, 42);
+        assert!(h.target_steps.is_none() && h.model_sha256.is_none());
+        assert!(h.settings.is_none() && h.time_origin.is_none());
+    }
+
     #[test]
     fn damaged_newest_falls_back_to_previous() {
         let dir = std::env::temp_dir().join(format!("mlffmd-ck-{}", std::process::id()));
