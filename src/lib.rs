@@ -14,6 +14,7 @@ pub mod force;
 pub mod integrate;
 pub mod io;
 pub mod minimize;
+pub mod neighbors;
 pub mod rng;
 pub mod run;
 pub mod sampling;

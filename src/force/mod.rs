@@ -9,7 +9,7 @@ use crate::state::BatchState;
 pub mod analytic;
 pub mod torchscript;
 
-pub use analytic::{Harmonic, LennardJones};
+pub use analytic::{Harmonic, LennardJones, PeriodicLennardJones};
 pub use torchscript::TorchScriptModel;
 
 /// Energies and forces of the whole batch from one evaluation.

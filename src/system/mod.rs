@@ -11,6 +11,7 @@ use chemfiles::{Frame, Trajectory};
 
 use crate::error::{Error, Result};
 
+pub mod cell;
 pub mod chemistry;
 
 /// A molecule with one or more starting structures (conformations).
