@@ -51,6 +51,21 @@ pub struct SystemConfig {
     /// takes no charge (it then sees a neutral molecule), with a warning.
     #[serde(default)]
     pub allow_charged: bool,
+    /// A periodic cell for every member: edge lengths [a, b, c] (Å), lengths
+    /// and angles [a, b, c, α, β, γ] (degrees), or the three lattice
+    /// vectors [[ax, ay, az], [bx, by, bz], [cx, cy, cz]].
+    pub cell: Option<CellSpec>,
+    /// Use the structure file's cell (PDB CRYST1, ...) as the periodic cell.
+    #[serde(default)]
+    pub periodic: bool,
+}
+
+/// How a config gives a periodic cell.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum CellSpec {
+    Numbers(Vec<f64>),
+    Vectors(Vec<Vec<f64>>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -101,6 +116,8 @@ pub struct ModelConfig {
     pub epsilon: Option<f64>,
     /// Zero-crossing distance in Å (kind = "lennard-jones").
     pub sigma: Option<f64>,
+    /// Truncation distance in Å (kind = "lennard-jones" in a periodic cell).
+    pub cutoff: Option<f64>,
 }
 
 fn default_device() -> String {
@@ -576,6 +593,32 @@ impl Config {
         self.resolve(&self.output.directory)
     }
 
+    /// The periodic cell given in [system] cell, checked and in the
+    /// lower-triangular form, or None.
+    pub fn cell(&self) -> Result<Option<crate::system::cell::Cell>> {
+        use crate::system::cell::Cell;
+        let bad = |m: String| self.err(&["system", "cell"], m);
+        let cell = match &self.system.cell {
+            None => return Ok(None),
+            Some(CellSpec::Numbers(v)) if v.len() == 3 => {
+                Cell::from_lengths_angles([v[0], v[1], v[2]], [90.0; 3])
+            }
+            Some(CellSpec::Numbers(v)) if v.len() == 6 => {
+                Cell::from_lengths_angles([v[0], v[1], v[2]], [v[3], v[4], v[5]])
+            }
+            Some(CellSpec::Vectors(rows)) if rows.len() == 3 && rows.iter().all(|r| r.len() == 3) => {
+                let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+                Cell::from_matrix(nalgebra::Matrix3::from_row_slice(&flat))
+            }
+            Some(_) => {
+                return Err(bad(
+                    "expected [a, b, c], [a, b, c, alpha, beta, gamma] or three vectors [[ax, ay, az], [bx, by, bz], [cx, cy, cz]]".into(),
+                ))
+            }
+        };
+        cell.map(Some).map_err(|e| bad(e.to_string()))
+    }
+
     /// The H5MD author: [output] author, else $USER, else "unknown".
     pub fn author(&self) -> String {
         self.output
@@ -661,22 +704,53 @@ impl Config {
                 unexpected("k", m.k.is_some())?;
                 unexpected("epsilon", m.epsilon.is_some())?;
                 unexpected("sigma", m.sigma.is_some())?;
+                unexpected("cutoff", m.cutoff.is_some())?;
             }
             ModelKind::Harmonic => {
                 positive(self, &["model", "k"], m.k, "eV/Å²", true)?;
                 unexpected("path", m.path.is_some())?;
                 unexpected("epsilon", m.epsilon.is_some())?;
                 unexpected("sigma", m.sigma.is_some())?;
+                unexpected("cutoff", m.cutoff.is_some())?;
             }
             ModelKind::LennardJones => {
                 positive(self, &["model", "epsilon"], m.epsilon, "eV", true)?;
                 positive(self, &["model", "sigma"], m.sigma, "Å", true)?;
+                positive(self, &["model", "cutoff"], m.cutoff, "Å", false)?;
                 unexpected("path", m.path.is_some())?;
                 unexpected("k", m.k.is_some())?;
             }
         }
         crate::device::parse_device(&m.device)
             .map_err(|msg| self.err(&["model", "device"], msg))?;
+        let cell = self.cell()?;
+        if self.system.cell.is_some() && self.system.periodic {
+            return Err(self.err(
+                &["system", "periodic"],
+                "give either `cell = [...]` or `periodic = true` (the structure file's cell), not both".into(),
+            ));
+        }
+        let periodic = cell.is_some() || self.system.periodic;
+        if periodic && m.kind != ModelKind::LennardJones {
+            return Err(self.err(
+                &["model", "kind"],
+                "a periodic system needs a model that takes the cell; today that is kind = \"lennard-jones\" with a cutoff (TorchScript models of the v1 interface see isolated molecules)".into(),
+            ));
+        }
+        if m.kind == ModelKind::LennardJones && periodic != m.cutoff.is_some() {
+            return Err(self.err(
+                &["model", "cutoff"],
+                if periodic {
+                    "a periodic Lennard-Jones system needs `cutoff` (Å)".into()
+                } else {
+                    "`cutoff` is for periodic systems ([system] cell or periodic = true); an isolated molecule uses all pairs".into()
+                },
+            ));
+        }
+        if let (Some(c), Some(rc)) = (&cell, m.cutoff) {
+            c.check_cutoff(rc)
+                .map_err(|e| self.err(&["system", "cell"], e.to_string()))?;
+        }
 
         let i = &self.integrator;
         positive(

@@ -10,7 +10,9 @@ use tch::{Device, Kind, Tensor};
 use crate::config::{Config, IntegratorKind, ModelKind, VelocityInit, RESUMABLE_KEYS};
 use crate::device::{describe, parse_device, resolve};
 use crate::error::{Error, Result};
-use crate::force::{update_forces, ForceProvider, Harmonic, LennardJones, TorchScriptModel};
+use crate::force::{
+    update_forces, ForceProvider, Harmonic, LennardJones, PeriodicLennardJones, TorchScriptModel,
+};
 use crate::integrate::{degrees_of_freedom, Integrator, Langevin, VelocityVerlet};
 use crate::io::checkpoint::{Checkpoint, CheckpointHeader, ReporterPositions};
 use crate::minimize::{fire_with_progress, FireOptions, MinimizeReport};
@@ -34,6 +36,8 @@ pub struct Simulation {
     pub model_sha256: Option<String>,
     /// Temperature replica exchange, when configured.
     pub replica_exchange: Option<ReplicaExchange>,
+    /// The periodic cell every member has, or None for isolated molecules.
+    pub cell: Option<crate::system::cell::Cell>,
     /// (step s0, time t0 in fs) from which the current time step counts
     /// (see [`Simulation::time_fs`]); (0, 0) unless a continued run changed
     /// the time step.
@@ -63,7 +67,8 @@ impl Simulation {
     /// Load the system and model, place R members on the device, draw initial
     /// velocities and evaluate the initial forces.
     pub fn from_config(config: &Config) -> Result<Simulation> {
-        let molecule = Molecule::load(&config.structure_paths())?;
+        let mut molecule = Molecule::load(&config.structure_paths())?;
+        let cell = run_cell(&mut molecule, config)?;
         let spec = parse_device(&config.model.device).map_err(Error::Invalid)?;
         let device = resolve(spec).map_err(Error::Invalid)?;
         let kind = config.integrator.precision.kind();
@@ -81,13 +86,22 @@ impl Simulation {
                 &state,
                 config.model.k.unwrap_or_default(),
             )),
-            ModelKind::LennardJones => Box::new(LennardJones {
-                epsilon: config.model.epsilon.unwrap_or_default(),
-                sigma: config.model.sigma.unwrap_or_default(),
-            }),
+            ModelKind::LennardJones => {
+                let (epsilon, sigma) = (
+                    config.model.epsilon.unwrap_or_default(),
+                    config.model.sigma.unwrap_or_default(),
+                );
+                match (&cell, config.model.cutoff) {
+                    (Some(c), Some(cutoff)) => {
+                        let one = Tensor::from_slice(&c.to_array()).view([1, 3, 3]);
+                        let cells = one.repeat([state.n_members as i64, 1, 1]).to_device(device);
+                        Box::new(PeriodicLennardJones::new(epsilon, sigma, cutoff, cells)?)
+                    }
+                    _ => Box::new(LennardJones { epsilon, sigma }),
+                }
+            }
         };
         check_elements(&molecule, force.as_ref(), config)?;
-        let mut molecule = molecule;
         check_charge(&mut molecule, force.as_ref(), config)?;
 
         let seed = config.ensemble.seed;
@@ -141,6 +155,7 @@ impl Simulation {
             dof,
             model_sha256,
             replica_exchange,
+            cell,
             time_origin: (0, 0.0),
         };
         sim.check_start()?;
@@ -614,6 +629,38 @@ fn element_symbol(z: i64) -> String {
         }
     }
     format!("Z={z}")
+}
+
+/// The run's periodic cell ([system] cell, or the file's with periodic =
+/// true), or None; the molecule's template frame, which every trajectory
+/// frame copies, gets that cell (or none), and a file's cell that is not
+/// used is reported.
+fn run_cell(molecule: &mut Molecule, config: &Config) -> Result<Option<crate::system::cell::Cell>> {
+    let source = molecule.sources[0].clone();
+    let cell = match (config.cell()?, config.system.periodic) {
+        (Some(c), _) => Some(c),
+        (None, true) => Some(molecule.cell.ok_or_else(|| {
+            Error::structure(&source, "[system] periodic = true, but the file gives no cell (CRYST1, ...); give [system] cell = [a, b, c] instead")
+        })?),
+        (None, false) => None,
+    };
+    let chem_cell = match &cell {
+        Some(c) => {
+            // chemfiles takes the lattice vectors as columns.
+            let m = c.matrix.transpose();
+            chemfiles::UnitCell::from_matrix([0, 1, 2].map(|i| [0, 1, 2].map(|j| m[(i, j)])))
+        }
+        None => chemfiles::UnitCell::infinite(),
+    };
+    molecule.template.set_cell(&chem_cell);
+    if let (None, Some(file_cell)) = (&cell, &molecule.cell) {
+        let [a, b, c] = [0, 1, 2].map(|i| file_cell.matrix.row(i).norm());
+        molecule.warnings.push(format!(
+            "{} has a periodic box ({a:.3} × {b:.3} × {c:.3} Å); it is ignored and the molecule simulated in isolation (set [system] periodic = true to use it, with a model that takes a cell)",
+            source.display()
+        ));
+    }
+    Ok(cell)
 }
 
 /// Refuse a charged input for a provider that takes no charge (it would

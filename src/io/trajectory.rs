@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use chemfiles::{Frame, Trajectory, UnitCell};
+use chemfiles::{Frame, Trajectory};
 
 use crate::config::TrajectoryFormat;
 use crate::error::{Error, Result};
@@ -38,9 +38,8 @@ pub fn member_file_stem(id: usize) -> String {
 /// Write `dir/topology.pdb`: the atoms, residues and bonds of `template`.
 pub fn write_topology(dir: &Path, template: &Frame) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| Error::output(dir, e))?;
-    let mut frame = template.clone();
-    // Gas phase: no periodic box.
-    frame.set_cell(&UnitCell::infinite());
+    // The template carries the run's cell (or none, for isolated molecules).
+    let frame = template.clone();
     let topology = dir.join("topology.pdb");
     let mut top =
         Trajectory::open(&topology, 'w').map_err(|e| Error::output(&topology, e.message))?;
@@ -116,8 +115,7 @@ impl TrajectoryWriter {
         template: &Frame,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::output(dir, e))?;
-        let mut frame = template.clone();
-        frame.set_cell(&UnitCell::infinite());
+        let frame = template.clone();
         let mut files = Vec::with_capacity(stems.len());
         for stem in stems {
             let path = dir.join(format!("{stem}.{}", format.extension()));
@@ -141,8 +139,7 @@ impl TrajectoryWriter {
         template: &Frame,
         recorded: &[(String, u64)],
     ) -> Result<Self> {
-        let mut frame = template.clone();
-        frame.set_cell(&UnitCell::infinite());
+        let frame = template.clone();
         let mut files = Vec::with_capacity(stems.len());
         for stem in stems {
             let name = format!("{stem}.{}", format.extension());

@@ -36,6 +36,9 @@ pub struct Molecule {
     pub formal_charge: Option<(i64, String)>,
     /// Separate molecules in the bond graph (given or guessed bonds).
     pub components: usize,
+    /// The periodic cell the first file gives (CRYST1, ...), if any; used
+    /// only with [system] periodic = true.
+    pub cell: Option<cell::Cell>,
 }
 
 /// Warnings chemfiles printed while reading, held back so that a file that
@@ -99,6 +102,7 @@ impl Molecule {
             sources: vec![path],
             formal_charge: None,
             components: 1,
+            cell: None,
         };
         m.warnings = overlap_warnings(&m);
         Ok(m)
@@ -127,15 +131,20 @@ impl Molecule {
                             template.size(),
                             &template.topology().bonds(),
                         );
-                        let mut warnings = vec![];
-                        if template.cell().shape() != chemfiles::CellShape::Infinite {
-                            let [a, b, c] = template.cell().lengths();
-                            warnings.push(format!(
-                                "{} has a periodic box ({a:.3} × {b:.3} × {c:.3} Å); it is ignored: mlff-md simulates isolated molecules (periodic boundaries are not supported yet)",
-                                path.display()
-                            ));
-                        }
+                        let warnings = vec![];
+                        let cell = if template.cell().shape() == chemfiles::CellShape::Infinite {
+                            None
+                        } else {
+                            let (lengths, angles) =
+                                (template.cell().lengths(), template.cell().angles());
+                            Some(
+                                cell::Cell::from_lengths_angles(lengths, angles).map_err(|e| {
+                                    Error::structure(path, format!("unusable periodic cell: {e}"))
+                                })?,
+                            )
+                        };
                         molecule = Some(Molecule {
+                            cell,
                             formal_charge: chemistry::formal_charge(path, &template),
                             atomic_numbers: z,
                             masses,

@@ -1,0 +1,253 @@
+//! Periodic systems through the command line: a Lennard-Jones fluid in a
+//! cell from [system] cell (or the file's, with periodic = true) starts at
+//! OpenMM's energy, writes its cell into every frame and the topology,
+//! continues bit for bit, and bad periodic input is refused (exit 2).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::root;
+use common::runs::*;
+
+/// OpenMM's energy of tests/data/lj_fluid.xyz in the 23.2 Å cell (member 0
+/// of tests/data/lj_openmm_reference.json).
+fn openmm_energy() -> f64 {
+    let text = std::fs::read_to_string(root().join("tests/data/lj_openmm_reference.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["members"][0]["energy_ev"].as_f64().unwrap()
+}
+
+fn lj_config(dir: &Path, name: &str, out: &Path, system_extra: &str, model_extra: &str) -> PathBuf {
+    let text = format!(
+        r#"[system]
+structure = "{}"
+{system_extra}
+[model]
+kind = "lennard-jones"
+epsilon = 0.0104
+sigma = 3.4
+{model_extra}
+device = "cpu"
+[integrator]
+kind = "verlet"
+timestep = 4.0
+[ensemble]
+members = 2
+seed = 3
+initial_temperature = 100.0
+[run]
+steps = 40
+[output]
+directory = "{}"
+trajectory_interval = 10
+observables_interval = 5
+checkpoint_interval = 20
+"#,
+        root().join("tests/data/lj_fluid.xyz").display(),
+        out.display()
+    );
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn a_periodic_lennard_jones_fluid_runs_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = tmp.path().join("whole");
+    let split = tmp.path().join("split");
+    let cell = "cell = [23.2, 23.2, 23.2]";
+    let cutoff = "cutoff = 8.5";
+    let c1 = lj_config(tmp.path(), "w.toml", &whole, cell, cutoff);
+    let c2 = lj_config(tmp.path(), "s.toml", &split, cell, cutoff);
+    run_whole_and_split(&c1, &c2, 20, 40);
+    assert_bit_identical(
+        &fingerprint(&whole, false),
+        &fingerprint(&split, false),
+        "periodic LJ",
+    );
+
+    let h5 = hdf5::File::open(whole.join("observables.h5")).unwrap();
+    let epot = read_f64(&h5, "observables/potential_energy/value");
+    let want = openmm_energy();
+    assert!(
+        (epot[0] - want).abs() < 1e-9 * want.abs(),
+        "{} vs OpenMM {want}",
+        epot[0]
+    );
+    assert!((epot[1] - want).abs() < 1e-9 * want.abs());
+    // Each member's energy is conserved to the truncation's jumps (a pair
+    // crossing the cutoff changes E by V(r_c) ≈ −1.7e-4 eV): a few meV of
+    // ~3 eV kinetic energy over 40 steps. Values are [records, members].
+    let etot = read_f64(&h5, "observables/total_energy/value");
+    let ekin = read_f64(&h5, "observables/kinetic_energy/value");
+    for (m, ekin0) in ekin[..2].iter().enumerate() {
+        let series: Vec<f64> = etot.iter().skip(m).step_by(2).copied().collect();
+        let drift = series
+            .iter()
+            .map(|e| (e - series[0]).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            drift < 0.005 * ekin0,
+            "member {m}: total energy moved by {drift} eV (E_kin {ekin0})"
+        );
+    }
+
+    // Every frame and the topology carry the cell.
+    let mut t = chemfiles::Trajectory::open(whole.join("member_0000.xtc"), 'r').unwrap();
+    assert_eq!(t.nsteps(), 5);
+    for i in 0..t.nsteps() {
+        let mut f = chemfiles::Frame::new();
+        t.read_step(i, &mut f).unwrap();
+        for l in f.cell().lengths() {
+            assert!(
+                (l - 23.2).abs() < 1e-4,
+                "frame {i}: cell {:?}",
+                f.cell().lengths()
+            );
+        }
+    }
+    let topology = std::fs::read_to_string(whole.join("topology.pdb")).unwrap();
+    assert!(
+        topology
+            .lines()
+            .any(|l| l.starts_with("CRYST1   23.200   23.200   23.200  90.00  90.00  90.00")),
+        "{}",
+        &topology[..200]
+    );
+}
+
+/// `periodic = true` takes the cell from the file (here a PDB with CRYST1
+/// written by chemfiles): the same energy as the explicit cell.
+#[test]
+fn the_files_cell_is_used_with_periodic_true() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pdb = tmp.path().join("fluid.pdb");
+    {
+        let mut t =
+            chemfiles::Trajectory::open(root().join("tests/data/lj_fluid.xyz"), 'r').unwrap();
+        let mut f = chemfiles::Frame::new();
+        t.read(&mut f).unwrap();
+        f.set_cell(&chemfiles::UnitCell::new([23.2, 23.2, 23.2]));
+        chemfiles::Trajectory::open(&pdb, 'w')
+            .unwrap()
+            .write(&f)
+            .unwrap();
+    }
+    let text = std::fs::read_to_string(lj_config(
+        tmp.path(),
+        "p.toml",
+        &tmp.path().join("o"),
+        "periodic = true",
+        "cutoff = 8.5",
+    ))
+    .unwrap()
+    .replace(
+        &root().join("tests/data/lj_fluid.xyz").display().to_string(),
+        &pdb.display().to_string(),
+    );
+    let cfg = tmp.path().join("p.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let o = ok(bin()
+        .args(["validate", cfg.to_str().unwrap()])
+        .output()
+        .unwrap());
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    // PDB keeps 3 decimals of the positions: the energy agrees to ~1e-4 eV.
+    let e: f64 = stdout
+        .split("initial energies (eV): ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((e - openmm_energy()).abs() < 1e-2, "{stdout}");
+    assert!(stdout.contains("periodic Lennard-Jones"), "{stdout}");
+}
+
+#[test]
+fn bad_periodic_input_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let torchscript = format!(
+        "[system]\nstructure = \"{}\"\ncell = [30.0, 30.0, 30.0]\n[model]\npath = \"{}\"\ndevice = \"cpu\"\n[integrator]\nkind = \"verlet\"\ntimestep = 0.5\n[ensemble]\ninitial_temperature = 300.0\n[run]\nsteps = 10\n[output]\ndirectory = \"{}\"\n",
+        root().join("systems/ethanol.xyz").display(),
+        root().join("models/morse_test.pt").display(),
+        out.display()
+    );
+    let cases: Vec<(String, &str)> = vec![
+        (
+            std::fs::read_to_string(lj_config(
+                tmp.path(),
+                "a.toml",
+                &out,
+                "cell = [16.0, 23.2, 23.2]",
+                "cutoff = 8.5",
+            ))
+            .unwrap(),
+            "along a is 16.000 Å, less than twice the cutoff",
+        ),
+        (
+            std::fs::read_to_string(lj_config(
+                tmp.path(),
+                "b.toml",
+                &out,
+                "cell = [23.2, 23.2, 23.2]",
+                "",
+            ))
+            .unwrap(),
+            "needs `cutoff`",
+        ),
+        (
+            std::fs::read_to_string(lj_config(tmp.path(), "c.toml", &out, "", "cutoff = 8.5"))
+                .unwrap(),
+            "`cutoff` is for periodic systems",
+        ),
+        (
+            std::fs::read_to_string(lj_config(
+                tmp.path(),
+                "d.toml",
+                &out,
+                "periodic = true",
+                "cutoff = 8.5",
+            ))
+            .unwrap(),
+            "gives no cell",
+        ),
+        (
+            std::fs::read_to_string(lj_config(
+                tmp.path(),
+                "e.toml",
+                &out,
+                "cell = [23.2, 23.2]",
+                "cutoff = 8.5",
+            ))
+            .unwrap(),
+            "system.cell: expected [a, b, c]",
+        ),
+        (torchscript, "needs a model that takes the cell"),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let cfg = tmp.path().join(format!("bad{i}.toml"));
+        std::fs::write(&cfg, text).unwrap();
+        for cmd in ["validate", "run"] {
+            let mut command = bin();
+            command.args([cmd, cfg.to_str().unwrap()]);
+            if cmd == "run" {
+                command.arg("--quiet");
+            }
+            let o = command.output().unwrap();
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "case {i} ({cmd}): {err}");
+            assert!(
+                err.contains(expected) && !err.contains("panicked"),
+                "case {i} ({cmd}): {err}"
+            );
+        }
+    }
+    assert!(!out.exists(), "bad input must not create outputs");
+}
