@@ -41,6 +41,8 @@ fn harmonic_nve_matches_analytic_solution() {
             max_rel = max_rel.max(((e - e0) / e0).abs());
         }
     }
+    // Each step counts once (the step number drives records and resumes).
+    assert_eq!(state.step, 1000);
     let t = 1000.0 * dt;
     let omega = (state.masses.reciprocal() * (k * EV_PER_A_AMU_TO_A_PER_FS2)).sqrt();
     let x_exact = &provider.reference + &amp * (&omega * t).cos();
@@ -292,4 +294,10 @@ fn degrees_of_freedom_per_integrator() {
     assert_eq!(degrees_of_freedom(1, &langevin), 3.0);
     assert_eq!(verlet.timestep(), 0.5);
     assert_eq!(langevin.timestep(), 0.5);
+    // What the log and /parameters say about the integrator.
+    assert_eq!(verlet.describe(), "velocity Verlet (NVE), dt = 0.5 fs");
+    assert_eq!(
+        langevin.describe(),
+        "BAOAB Langevin (NVT), dt = 0.5 fs, friction = 1 1/ps"
+    );
 }
