@@ -62,6 +62,15 @@ pub struct NeighborList {
     pub overflow: Tensor,
 }
 
+/// `rows` [N, 3] with a row of zeros appended, so that the padding index N
+/// of a neighbour table selects something harmless (masked out after).
+pub fn with_padding_row(rows: &Tensor) -> Tensor {
+    Tensor::cat(
+        &[rows.shallow_clone(), rows.zeros_like().narrow(0, 0, 1)],
+        0,
+    )
+}
+
 /// The 27 bin offsets (−1, 0, 1)³, [27, 3] int64.
 fn offsets(device: Device) -> Tensor {
     let v: Vec<i64> = (0..27)
@@ -89,16 +98,8 @@ impl NeighborList {
         let r = n_members as i64;
         let (bins, periodic) = match boundary {
             Boundary::Periodic(cells) => {
-                let host = Vec::<f64>::try_from(
-                    cells
-                        .to_kind(Kind::Double)
-                        .to_device(Device::Cpu)
-                        .reshape([-1]),
-                )
-                .map_err(|e| Error::Invalid(format!("cells: {e}")))?;
                 let mut bins = [i64::MAX; 3];
-                for m in host.chunks_exact(9) {
-                    let cell = Cell::from_matrix(nalgebra::Matrix3::from_row_slice(m))?;
+                for cell in Cell::all_from_tensor(cells)? {
                     for (b, w) in bins.iter_mut().zip(cell.perpendicular_widths()) {
                         *b = (*b).min(((w / cutoff).floor() as i64).max(1));
                     }
@@ -201,8 +202,11 @@ impl NeighborList {
         // wrap offset (lattice vector from x to the wrapped position).
         let (bin, xw, cells_of_atom) = match boundary {
             Boundary::Periodic(cells) => {
-                let h = cells.to_kind(Kind::Double).index_select(0, batch); // [N,3,3]
-                let f = x.unsqueeze(1).bmm(&h.inverse()).squeeze_dim(1); // x = f H
+                let cells = cells.to_kind(Kind::Double);
+                // One inverse per member, then per atom: [N, 3, 3].
+                let h = cells.index_select(0, batch);
+                let h_inv = cells.inverse().index_select(0, batch);
+                let f = x.unsqueeze(1).bmm(&h_inv).squeeze_dim(1); // x = f H
                 let fw = &f - f.floor();
                 let bin = (&fw * nb.to_kind(Kind::Double))
                     .floor()
@@ -278,13 +282,7 @@ impl NeighborList {
             .unsqueeze(2)
             .expand([n, 27, m], false)
             .reshape([n, c]);
-        let padded = Tensor::cat(
-            &[
-                xw.shallow_clone(),
-                Tensor::zeros([1, 3], (Kind::Double, device)),
-            ],
-            0,
-        );
+        let padded = with_padding_row(&xw);
         let xj = padded.index_select(0, &cand.view([-1])).view([n, c, 3]);
         let d = &xj + &shift - xw.unsqueeze(1);
         let self_pair = cand
@@ -322,13 +320,7 @@ impl NeighborList {
         // Shifts relative to the positions as given: the wrapped pair
         // vector is xw_j + s − xw_i = x_j − x_i + s + (w_j − w_i).
         let wrap = &xw - x; // [N,3]
-        let wrap_padded = Tensor::cat(
-            &[
-                wrap.shallow_clone(),
-                Tensor::zeros([1, 3], (Kind::Double, device)),
-            ],
-            0,
-        );
+        let wrap_padded = with_padding_row(&wrap);
         let s = shift.gather(1, &pick.unsqueeze(2).expand([n, k_eff, 3], false), false);
         let wj = wrap_padded
             .index_select(0, &neighbors.view([-1]))

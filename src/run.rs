@@ -74,20 +74,6 @@ pub struct RunSummary {
     pub output_directory: PathBuf,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::format_time_fs;
-
-    #[test]
-    fn times_read_as_written() {
-        assert_eq!(format_time_fs(0.1 * 7000.0), "0.7 ps");
-        assert_eq!(format_time_fs(50.0), "50 fs");
-        assert_eq!(format_time_fs(2.0e6), "2 ns");
-        assert_eq!(format_time_fs(1.0e8 * 0.5), "50 ns");
-        assert_eq!(format_time_fs(1250.0), "1.25 ps");
-    }
-}
-
 /// What `run` did.
 #[derive(Debug, Clone)]
 pub enum RunOutcome {
@@ -124,12 +110,7 @@ fn owned_outputs(dir: &Path) -> Vec<PathBuf> {
 /// when it is a file, or holds an earlier run's results and `overwrite` is
 /// off. Writes nothing.
 fn check_output_dir(dir: &Path, overwrite: bool) -> Result<()> {
-    if dir.exists() && !dir.is_dir() {
-        return Err(Error::output_path(
-            dir,
-            "is a file, not a directory; choose another --output (or [output] directory)",
-        ));
-    }
+    refuse_non_directory(dir)?;
     if dir.is_dir() {
         let non_empty = std::fs::read_dir(dir)
             .map_err(|e| Error::output_path(dir, format!("cannot read: {e}")))?
@@ -141,6 +122,17 @@ fn check_output_dir(dir: &Path, overwrite: bool) -> Result<()> {
                 dir.display()
             )));
         }
+    }
+    Ok(())
+}
+
+/// An input error (exit 2) when `dir` exists but is not a directory.
+fn refuse_non_directory(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::output_path(
+            dir,
+            "is a file, not a directory; choose another --output (or [output] directory)",
+        ));
     }
     Ok(())
 }
@@ -470,7 +462,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         None => (0..sim.state.n_members).collect(),
     };
     let mut elapsed_before = 0.0;
-    // The checkpoint the run can go back to, if any: (step, file).
+    // Step of the checkpoint the run can go back to, if any.
     let mut last_checkpoint: Option<u64> = None;
     if let Some((ck, _, _)) = &resumed {
         sim.restore(ck, options.allow_model_change)?;
@@ -827,9 +819,7 @@ pub fn minimize(
 ) -> Result<(MinimizeReport, PathBuf)> {
     let mut sim = Simulation::from_config(config)?;
     let out = config.output_dir();
-    if out.exists() && !out.is_dir() {
-        return Err(Error::output_path(&out, "is a file, not a directory"));
-    }
+    refuse_non_directory(&out)?;
     let path = out.join("minimized.pdb");
     if path.exists() && !overwrite {
         return Err(Error::Invalid(format!(
@@ -903,12 +893,7 @@ pub fn validate(config: &Config) -> Result<Validation> {
         sim.integrator.as_mut(),
     )?;
     let out = config.output_dir();
-    if out.exists() && !out.is_dir() {
-        return Err(Error::output_path(
-            &out,
-            "is a file, not a directory; choose another --output (or [output] directory)",
-        ));
-    }
+    refuse_non_directory(&out)?;
     let output_note = check_output_dir(&out, false).err().map(|_| {
         format!(
             "{} holds an earlier run: `run` needs --resume (continue it) or --overwrite (replace it)",
@@ -926,4 +911,18 @@ pub fn validate(config: &Config) -> Result<Validation> {
         cuda_graphs: stepper.status().to_string(),
         output_note,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_time_fs;
+
+    #[test]
+    fn times_read_as_written() {
+        assert_eq!(format_time_fs(0.1 * 7000.0), "0.7 ps");
+        assert_eq!(format_time_fs(50.0), "50 fs");
+        assert_eq!(format_time_fs(2.0e6), "2 ns");
+        assert_eq!(format_time_fs(1.0e8 * 0.5), "50 ns");
+        assert_eq!(format_time_fs(1250.0), "1.25 ps");
+    }
 }

@@ -36,12 +36,22 @@ pub struct Simulation {
     pub model_sha256: Option<String>,
     /// Temperature replica exchange, when configured.
     pub replica_exchange: Option<ReplicaExchange>,
-    /// The periodic cell every member has, or None for isolated molecules.
-    pub cell: Option<crate::system::cell::Cell>,
     /// (step s0, time t0 in fs) from which the current time step counts
     /// (see [`Simulation::time_fs`]); (0, 0) unless a continued run changed
     /// the time step.
     pub time_origin: (u64, f64),
+}
+
+/// What a blow-up check looks at, per member ([R] device tensors).
+struct Health {
+    energy_finite: Tensor,
+    positions_finite: Tensor,
+    forces_finite: Tensor,
+    velocities_finite: Tensor,
+    /// Largest |force component| (eV/Å), float64.
+    max_force: Tensor,
+    /// Kinetic temperature (K), float64.
+    temperature: Tensor,
 }
 
 /// Device copies of positions and velocities at one step.
@@ -155,7 +165,6 @@ impl Simulation {
             dof,
             model_sha256,
             replica_exchange,
-            cell,
             time_origin: (0, 0.0),
         };
         sim.check_start()?;
@@ -213,44 +222,42 @@ impl Simulation {
         Ok(Some((outcome, energies)))
     }
 
+    /// Per-member health on the device, [R] each: the one definition of a
+    /// blow-up, shared by the check and by its description.
+    fn health(&self) -> Health {
+        let r = self.state.n_members as i64;
+        let finite = |t: &Tensor| t.view([r, -1]).isfinite().all_dim(1, false);
+        Health {
+            energy_finite: self.state.energies.isfinite(),
+            positions_finite: finite(&self.state.positions),
+            forces_finite: finite(&self.state.forces),
+            velocities_finite: finite(&self.state.velocities),
+            max_force: self
+                .state
+                .forces
+                .view([r, -1])
+                .abs()
+                .amax([1].as_slice(), false)
+                .to_kind(Kind::Double),
+            temperature: self.state.temperature(self.dof),
+        }
+    }
+
     /// Slots of members that blew up: non-finite energy, forces or
     /// positions, a force component beyond `max_force`, or a kinetic
     /// temperature beyond `max_temperature`. One [R] reduction on the device
     /// and one small copy to the host.
     pub fn unhealthy_members(&self) -> Vec<usize> {
-        let r = self.state.n_members as i64;
-        let per_member = |t: &Tensor| t.view([r, -1]);
-        let forces = per_member(&self.state.forces);
-        let bad = self
-            .state
-            .energies
-            .isfinite()
+        let h = self.health();
+        let run = &self.config.run;
+        let bad = h
+            .energy_finite
             .logical_not()
-            .logical_or(&forces.isfinite().logical_not().any_dim(1, false))
-            .logical_or(
-                &per_member(&self.state.positions)
-                    .isfinite()
-                    .logical_not()
-                    .any_dim(1, false),
-            )
-            .logical_or(
-                &per_member(&self.state.velocities)
-                    .isfinite()
-                    .logical_not()
-                    .any_dim(1, false),
-            )
-            .logical_or(
-                &forces
-                    .abs()
-                    .amax([1].as_slice(), false)
-                    .gt(self.config.run.max_force),
-            )
-            .logical_or(
-                &self
-                    .state
-                    .temperature(self.dof)
-                    .gt(self.config.run.max_temperature),
-            );
+            .logical_or(&h.forces_finite.logical_not())
+            .logical_or(&h.positions_finite.logical_not())
+            .logical_or(&h.velocities_finite.logical_not())
+            .logical_or(&h.max_force.gt(run.max_force))
+            .logical_or(&h.temperature.gt(run.max_temperature));
         to_host_f64(&bad.to_kind(Kind::Double))
             .iter()
             .enumerate()
@@ -263,27 +270,14 @@ impl Simulation {
     /// for each what crossed the line (copies a few [R] arrays to the host;
     /// called only after a blow-up).
     pub fn describe_blowup(&self, slots: &[usize]) -> String {
-        let r = self.state.n_members as i64;
-        let per_member = |t: &Tensor| t.view([r, -1]);
-        let finite = |t: &Tensor| {
-            to_host_f64(
-                &per_member(t)
-                    .isfinite()
-                    .all_dim(1, false)
-                    .to_kind(Kind::Double),
-            )
-        };
+        let h = self.health();
+        let host = |t: &Tensor| to_host_f64(&t.to_kind(Kind::Double));
         let energies = to_host_f64(&self.state.energies);
-        let forces_ok = finite(&self.state.forces);
-        let positions_ok = finite(&self.state.positions);
-        let velocities_ok = finite(&self.state.velocities);
-        let fmax = to_host_f64(
-            &per_member(&self.state.forces)
-                .abs()
-                .amax([1].as_slice(), false)
-                .to_kind(Kind::Double),
-        );
-        let temps = to_host_f64(&self.state.temperature(self.dof));
+        let forces_ok = host(&h.forces_finite);
+        let positions_ok = host(&h.positions_finite);
+        let velocities_ok = host(&h.velocities_finite);
+        let fmax = host(&h.max_force);
+        let temps = host(&h.temperature);
         let run = &self.config.run;
         let reasons: Vec<String> = slots
             .iter()
@@ -560,7 +554,8 @@ pub fn check_resume_setup(
 ) -> Result<()> {
     let mismatch = |what: String| {
         Err(Error::Invalid(format!(
-            "cannot resume: {what}; resume with the config the run was started with (only [run] steps, cuda_graphs, on_blowup, max_force, max_temperature and [integrator] timestep, friction may change)"
+            "cannot resume: {what}; resume with the config the run was started with (only {} may change)",
+            RESUMABLE_KEYS.map(|(t, k)| format!("[{t}] {k}")).join(", ")
         )))
     };
     if let (Some(then), Some(now)) = (&h.model_sha256, model_sha256) {

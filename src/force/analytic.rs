@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 
 use super::{autograd_forces, ForceOutput, ForceProvider};
 use crate::error::Result;
-use crate::neighbors::{Boundary, NeighborList};
+use crate::neighbors::{with_padding_row, Boundary, NeighborList};
 use crate::state::BatchState;
 use crate::system::cell::Cell;
 
@@ -101,15 +101,8 @@ pub struct PeriodicLennardJones {
 impl PeriodicLennardJones {
     /// Refuses cells narrower than twice the cutoff along any direction.
     pub fn new(epsilon: f64, sigma: f64, cutoff: f64, cells: Tensor) -> Result<Self> {
-        let host = Vec::<f64>::try_from(
-            cells
-                .to_kind(Kind::Double)
-                .to_device(tch::Device::Cpu)
-                .reshape([-1]),
-        )
-        .map_err(|e| crate::Error::Invalid(format!("cells: {e}")))?;
-        for m in host.chunks_exact(9) {
-            Cell::from_matrix(nalgebra::Matrix3::from_row_slice(m))?.check_cutoff(cutoff)?;
+        for cell in Cell::all_from_tensor(&cells)? {
+            cell.check_cutoff(cutoff)?;
         }
         Ok(PeriodicLennardJones {
             epsilon,
@@ -162,7 +155,7 @@ impl ForceProvider for PeriodicLennardJones {
         let k = neighbors.size()[1];
         let (e, forces) = autograd_forces(&state.positions, |x| {
             let x = x.to_kind(Kind::Double);
-            let padded = Tensor::cat(&[x.shallow_clone(), x.zeros_like().narrow(0, 0, 1)], 0);
+            let padded = with_padding_row(&x);
             let xj = padded
                 .index_select(0, &neighbors.view([-1]))
                 .view([n, k, 3]);

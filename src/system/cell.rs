@@ -72,6 +72,21 @@ impl Cell {
         })
     }
 
+    /// One cell per member from a tensor of rows a, b, c ([R, 3, 3], any
+    /// device), each checked and put in the lower-triangular form.
+    pub fn all_from_tensor(cells: &tch::Tensor) -> Result<Vec<Cell>> {
+        let host = Vec::<f64>::try_from(
+            cells
+                .to_kind(tch::Kind::Double)
+                .to_device(tch::Device::Cpu)
+                .reshape([-1]),
+        )
+        .map_err(|e| Error::Invalid(format!("cells: {e}")))?;
+        host.chunks_exact(9)
+            .map(|m| Cell::from_matrix(Matrix3::from_row_slice(m)))
+            .collect()
+    }
+
     pub fn volume(&self) -> f64 {
         self.matrix.determinant()
     }
