@@ -30,12 +30,7 @@ fn a_non_finite_energy_stops_the_run_naming_the_member() {
         100,
         "checkpoint_interval = 15",
     );
-    let o = bin()
-        .args(["run", c.to_str().unwrap(), "--quiet"])
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let err = run_until_blowup(&c);
     assert!(
         err.contains("member(s) 1 blew up at step 20 (member 1: energy NaN)"),
         "{err}"
@@ -81,12 +76,7 @@ trajectory_interval = 0
     );
     let c = tmp.path().join("f.toml");
     std::fs::write(&c, text).unwrap();
-    let o = bin()
-        .args(["run", c.to_str().unwrap(), "--quiet"])
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let err = run_until_blowup(&c);
     let line = err
         .lines()
         .find(|l| l.contains("blew up"))

@@ -262,12 +262,7 @@ fn blowups_are_detected_and_handled() {
         &stop_out,
         "checkpoint_interval = 20",
     );
-    let o = bin()
-        .args(["run", c.to_str().unwrap(), "--quiet"])
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let err = run_until_blowup(&c);
     assert!(
         err.contains("blew up at step") && err.contains("member(s)"),
         "{err}"
@@ -327,12 +322,7 @@ fn blowups_are_detected_and_handled() {
         &early_out,
         "checkpoint_interval = 0",
     );
-    let o = bin()
-        .args(["run", c.to_str().unwrap(), "--quiet"])
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let err = run_until_blowup(&c);
     assert!(
         err.contains("No checkpoint was written") && !err.contains("checkpoint.bin"),
         "{err}"

@@ -103,6 +103,17 @@ pub fn run_with_fault(args: &[&str], fault: &str) -> Output {
         .unwrap()
 }
 
+/// `run CONFIG --quiet`, which must stop with a blow-up (exit 1); its stderr.
+pub fn run_until_blowup(config: &Path) -> String {
+    let o = bin()
+        .args(["run", config.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    err
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
