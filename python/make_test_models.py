@@ -19,11 +19,21 @@ models/morse_test.pt
 
 tests/data/bad_signature.pt, bad_shape.pt, nan_energy.pt
     Deliberately broken models for the error-handling tests.
+
+tests/data/lj_pairs_v2.pt
+    A model of interface v2 (models/README.md): truncated Lennard-Jones
+    (epsilon 0.0104 eV, sigma 3.4 A, cutoff 8.5 A) over the engine's pairs,
+    float64, with cutoffs() = [8.5, 4.5]. Pairs closer than 4.5 A are summed
+    from the inner slot list, the others from the full rows, so the total
+    equals plain truncated Lennard-Jones only if the engine's inner slots
+    list every close pair exactly once. It has prepare() and
+    forward_pairs_prepared() (static shapes).
 """
 
 import json
 import os
 import sys
+from typing import List
 
 import torch
 
@@ -233,6 +243,67 @@ class NanEnergy(torch.nn.Module):
         return e * float("nan")
 
 
+class LennardJonesPairsV2(torch.nn.Module):
+    """Interface v2 test model (see the module docstring)."""
+
+    def __init__(self, epsilon: float = 0.0104, sigma: float = 3.4, cutoff: float = 8.5,
+                 inner: float = 4.5):
+        super().__init__()
+        self.epsilon = epsilon
+        self.sigma = sigma
+        self.cutoff = cutoff
+        self.inner = inner
+        self.n_prepared = 0
+        self.prepared_batch = torch.zeros(0, dtype=torch.long)
+
+    @torch.jit.export
+    def cutoffs(self) -> List[float]:
+        return [self.cutoff, self.inner]
+
+    def _pair(self, r2: torch.Tensor, use: torch.Tensor) -> torch.Tensor:
+        safe = torch.where(use, r2, torch.ones_like(r2))
+        s6 = (self.sigma * self.sigma / safe) ** 3
+        return torch.where(use, 4.0 * self.epsilon * (s6 * s6 - s6), torch.zeros_like(r2))
+
+    def _energies(self, batch: torch.Tensor, n_struct: int, vectors: torch.Tensor,
+                  mask: torch.Tensor, inner_slots: List[torch.Tensor],
+                  inner_masks: List[torch.Tensor]) -> torch.Tensor:
+        r2 = (vectors * vectors).sum(-1)
+        outer = mask & (r2 < self.cutoff * self.cutoff) & (r2 >= self.inner * self.inner)
+        per_atom = self._pair(r2, outer).sum(1)
+        r2_in = torch.gather(r2, 1, inner_slots[0])
+        close = inner_masks[0] & (r2_in < self.inner * self.inner)
+        per_atom = per_atom + self._pair(r2_in, close).sum(1)
+        return torch.zeros(n_struct, dtype=vectors.dtype).index_add(0, batch, 0.5 * per_atom)
+
+    @torch.jit.export
+    def forward_pairs(self, atomic_numbers: torch.Tensor, batch: torch.Tensor,
+                      neighbors: torch.Tensor, vectors: torch.Tensor, mask: torch.Tensor,
+                      inner_slots: List[torch.Tensor],
+                      inner_masks: List[torch.Tensor]) -> torch.Tensor:
+        n_struct = int(batch.max().item()) + 1
+        return self._energies(batch, n_struct, vectors, mask, inner_slots, inner_masks)
+
+    @torch.jit.export
+    def prepare(self, atomic_numbers: torch.Tensor, batch: torch.Tensor) -> None:
+        self.n_prepared = int(batch.max().item()) + 1
+        self.prepared_batch = batch.clone()
+
+    @torch.jit.export
+    def forward_pairs_prepared(self, neighbors: torch.Tensor, vectors: torch.Tensor,
+                               mask: torch.Tensor, inner_slots: List[torch.Tensor],
+                               inner_masks: List[torch.Tensor]) -> torch.Tensor:
+        return self._energies(self.prepared_batch, self.n_prepared, vectors, mask,
+                              inner_slots, inner_masks)
+
+    def forward(self, atomic_numbers: torch.Tensor, batch: torch.Tensor,
+                neighbors: torch.Tensor, vectors: torch.Tensor, mask: torch.Tensor,
+                inner_slots: List[torch.Tensor],
+                inner_masks: List[torch.Tensor]) -> torch.Tensor:
+        return self.forward_pairs(atomic_numbers, batch, neighbors, vectors, mask,
+                                  inner_slots, inner_masks)
+
+
 def save(module: torch.nn.Module, path: str) -> None:
     scripted = torch.jit.script(module)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -277,6 +348,7 @@ def main() -> int:
     save(NoGradEnergy(), os.path.join(data, "no_grad_energy.pt"))
     save(OutOfMemoryAbove(), os.path.join(data, "oom_above_3.pt"))
     save(NanAfter(), os.path.join(data, "nan_after_20_calls.pt"))
+    save(LennardJonesPairsV2(), os.path.join(data, "lj_pairs_v2.pt"))
     with open(os.path.join(data, "not_torchscript.pt"), "w") as f:
         f.write("this is not a TorchScript archive\n")
     print("self-check passed")

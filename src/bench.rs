@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::GraphPolicy;
 use crate::error::{Error, Result};
-use crate::force::{update_forces, ForceProvider, TorchScriptModel};
+use crate::force::{update_forces, ForceProvider, PairForces, TorchScriptModel};
 use crate::integrate::{Integrator, Langevin};
 use crate::rng::CounterRng;
 use crate::state::{to_host_f64, BatchState};
@@ -422,6 +422,8 @@ pub struct MdRow {
     pub structure: String,
     pub atoms: usize,
     pub replicas: usize,
+    /// A periodic box (the file's cell).
+    pub periodic: bool,
     /// Whether the timed steps were CUDA-graph replays.
     pub cuda_graph: bool,
     pub steps: usize,
@@ -429,8 +431,14 @@ pub struct MdRow {
     pub replica_steps_per_second: f64,
     pub atom_steps_per_second: f64,
     pub aggregate_ns_per_day: f64,
-    /// One bare forward + backward of the same batch.
+    pub ns_per_day_per_replica: f64,
+    /// One bare forward + backward of the same batch (for a model of
+    /// interface v2 with the neighbour-list build).
     pub ms_per_force_call: f64,
+    /// One neighbour-list build alone (interface v2), eagerly.
+    pub ms_per_list_build: Option<f64>,
+    /// The list's grid and capacities (interface v2).
+    pub neighbor_list: Option<crate::neighbors::ListShape>,
     /// Full MD step time / bare forward + backward time.
     pub engine_overhead_ratio: f64,
     pub peak_memory_mib: Option<f64>,
@@ -448,8 +456,33 @@ pub struct MdReport {
     pub rows: Vec<MdRow>,
 }
 
+/// The model of a bench row, behind the engine path it takes.
+enum RowModel {
+    /// Interface v1: positions in.
+    Positions(TorchScriptModel),
+    /// Interface v2: the engine's neighbour list in.
+    Pairs(PairForces),
+}
+
+impl RowModel {
+    fn load(path: &Path, state: &BatchState) -> Result<RowModel> {
+        let model = TorchScriptModel::load(path, state.device, Kind::Float)?;
+        Ok(if model.takes_pairs() {
+            RowModel::Pairs(PairForces::new(Box::new(model), state)?)
+        } else {
+            RowModel::Positions(model)
+        })
+    }
+
+    fn provider(&self) -> &dyn ForceProvider {
+        match self {
+            RowModel::Positions(m) => m,
+            RowModel::Pairs(p) => p,
+        }
+    }
+}
+
 pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
-    let model = TorchScriptModel::load(&opts.model, opts.device, Kind::Float)?;
     let mut rows = Vec::new();
     let mut integrator_name = String::new();
     for path in &opts.structures {
@@ -459,26 +492,38 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
             .iter()
             .flat_map(|r| opts.cuda_graphs.iter().map(move |p| (r, p)))
         {
-            model.set_chunk_size(0);
             let mut state = BatchState::new(&molecule, r, opts.device, Kind::Double);
+            if let Some(cell) = &molecule.cell {
+                // A file with a cell (CRYST1, ...) is a periodic box.
+                let one = Tensor::from_slice(&cell.to_array()).view([1, 3, 3]);
+                state.set_cells(&one.repeat([r as i64, 1, 1]));
+            }
+            let row_model = RowModel::load(&opts.model, &state)?;
+            let model = row_model.provider();
             state.set_maxwell_boltzmann(opts.temperature, &mut CounterRng::new(1));
-            update_forces(&mut state, &model)?;
+            update_forces(&mut state, model)?;
             let mut integrator =
                 Langevin::new(&state, opts.timestep, opts.friction, opts.temperature, 1);
             integrator_name = integrator.describe();
-            let mut stepper = Stepper::new(policy, &state, &model, &mut integrator)?;
+            let mut stepper = Stepper::new(policy, &state, model, &mut integrator)?;
             // At least the stepper's own warm-up, so timed steps are replays.
             for _ in 0..opts.warmup.max(WARMUP_STEPS + 1) {
-                stepper.step(&mut state, &model, &mut integrator)?;
+                stepper.step(&mut state, model, &mut integrator)?;
             }
             synchronize(opts.device);
             let start = Instant::now();
             for _ in 0..opts.steps {
-                stepper.step(&mut state, &model, &mut integrator)?;
+                stepper.step(&mut state, model, &mut integrator)?;
             }
             synchronize(opts.device);
             let md = start.elapsed().as_secs_f64() / opts.steps.max(1) as f64;
-            // Bare forward + backward of the same batch, same number of calls.
+            if let Some(what) = model.overflow() {
+                return Err(Error::Simulation(format!(
+                    "bench md: the neighbour list ran out of room during the timed steps ({what}); the timing would be of a list missing pairs"
+                )));
+            }
+            // Bare forward + backward of the same batch, same number of calls
+            // (for a pair model: list build included).
             synchronize(opts.device);
             let start = Instant::now();
             for _ in 0..opts.steps {
@@ -487,6 +532,20 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
             }
             synchronize(opts.device);
             let ff = start.elapsed().as_secs_f64() / opts.steps.max(1) as f64;
+            // The neighbour-list build alone: what rebuilding it every step
+            // costs, i.e. the most a skin and a rebuild schedule could save.
+            let list = match &row_model {
+                RowModel::Pairs(p) => {
+                    synchronize(opts.device);
+                    let start = Instant::now();
+                    for _ in 0..opts.steps {
+                        drop(p.build_list(&state));
+                    }
+                    synchronize(opts.device);
+                    Some(start.elapsed().as_secs_f64() / opts.steps.max(1) as f64)
+                }
+                RowModel::Positions(_) => None,
+            };
             let sps = 1.0 / md;
             rows.push(MdRow {
                 structure: path
@@ -496,16 +555,26 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
                     .to_string(),
                 atoms: molecule.n_atoms(),
                 replicas: r,
+                periodic: state.cells.is_some(),
                 cuda_graph: stepper.graphed(),
                 steps: opts.steps,
                 ms_per_step: md * 1e3,
                 replica_steps_per_second: sps * r as f64,
                 atom_steps_per_second: sps * (r * molecule.n_atoms()) as f64,
                 aggregate_ns_per_day: sps * r as f64 * opts.timestep * 86_400.0 / FS_PER_NS,
+                ns_per_day_per_replica: sps * opts.timestep * 86_400.0 / FS_PER_NS,
                 ms_per_force_call: ff * 1e3,
+                ms_per_list_build: list.map(|l| l * 1e3),
+                neighbor_list: match &row_model {
+                    RowModel::Pairs(p) => p.list_shape(),
+                    RowModel::Positions(_) => None,
+                },
                 engine_overhead_ratio: md / ff,
                 peak_memory_mib: peak_memory_mib(opts.device),
-                chunk_size: model.chunk_size(),
+                chunk_size: match &row_model {
+                    RowModel::Positions(m) => m.chunk_size(),
+                    RowModel::Pairs(_) => 0,
+                },
             });
         }
     }
@@ -519,13 +588,14 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
         rows,
     };
     let mut md = format!(
-        "# MD throughput — {device}, {}\n\nModel `{}`; {}; {} K; float64 integrator state, float32 model; {} warm-up + {} timed steps per row; device synchronised at both ends. Overhead ratio = full MD step / bare (eager) forward + backward of the same batch; below 1 when graph replay saves launch overhead. Peak memory: GPU memory held by the process (nvidia-smi), or peak RSS on the CPU.\n\n| structure | atoms | R | CUDA graph | ms/step | replica-steps/s | atom-steps/s | aggregate ns/day | ms/force call | overhead ratio | peak MiB | chunk |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "# MD throughput — {device}, {}\n\nModel `{}`; {}; {} K; float64 integrator state, float32 model; {} warm-up + {} timed steps per row; device synchronised at both ends. Overhead ratio = full MD step / bare (eager) forward + backward of the same batch; below 1 when graph replay saves launch overhead. For models of interface v2 the engine builds the neighbour list in every force call (in the captured step); ms/list build is that build alone, eagerly. Peak memory: GPU memory held by the process so far (nvidia-smi; the largest row of a run dominates later ones), or peak RSS on the CPU.\n\n| structure | atoms | R | CUDA graph | ms/step | replica-steps/s | atom-steps/s | aggregate ns/day | ns/day per replica | ms/force call | ms/list build | overhead ratio | peak MiB | chunk |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         report.date, report.model, report.integrator, opts.temperature, opts.warmup, opts.steps
     );
     for r in &report.rows {
         md += &format!(
-            "| {} | {} | {} | {} | {:.3} | {:.0} | {:.0} | {:.2} | {:.3} | {:.3} | {} | {} |\n",
+            "| {}{} | {} | {} | {} | {:.3} | {:.0} | {:.0} | {:.2} | {:.3} | {:.3} | {} | {:.3} | {} | {} |\n",
             r.structure,
+            if r.periodic { " (periodic)" } else { "" },
             r.atoms,
             r.replicas,
             if r.cuda_graph { "yes" } else { "no" },
@@ -533,7 +603,10 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
             r.replica_steps_per_second,
             r.atom_steps_per_second,
             r.aggregate_ns_per_day,
+            r.ns_per_day_per_replica,
             r.ms_per_force_call,
+            r.ms_per_list_build
+                .map_or("-".into(), |m| format!("{m:.3}")),
             r.engine_overhead_ratio,
             r.peak_memory_mib
                 .map_or("n/a".into(), |m| format!("{m:.0}")),

@@ -116,8 +116,12 @@ pub struct ModelConfig {
     pub epsilon: Option<f64>,
     /// Zero-crossing distance in Å (kind = "lennard-jones").
     pub sigma: Option<f64>,
-    /// Truncation distance in Å (kind = "lennard-jones" in a periodic cell).
+    /// Truncation distance in Å (kind = "lennard-jones"; required in a
+    /// periodic cell): pairs go through the engine's neighbour list.
     pub cutoff: Option<f64>,
+    /// Shifted-force Lennard-Jones (kind = "lennard-jones" with a cutoff):
+    /// energy and force both reach zero at the cutoff.
+    pub shift: Option<bool>,
 }
 
 fn default_device() -> String {
@@ -387,6 +391,21 @@ pub struct OutputConfig {
     pub checkpoint_minutes: Option<f64>,
     /// Name stored as the H5MD author of observables.h5 (default: $USER).
     pub author: Option<String>,
+    /// How periodic members' coordinates are written: "molecules" (each
+    /// molecule whole, its centre in the cell) or "none" (as integrated).
+    #[serde(default)]
+    pub wrap: WrapMode,
+}
+
+/// How trajectory frames of periodic members are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WrapMode {
+    /// Molecules (bond-graph components) whole, centres inside the cell.
+    #[default]
+    Molecules,
+    /// Unwrapped, as integrated.
+    None,
 }
 
 fn default_checkpoint_interval() -> u64 {
@@ -404,6 +423,7 @@ impl Default for OutputConfig {
             checkpoint_interval: default_checkpoint_interval(),
             checkpoint_minutes: None,
             author: None,
+            wrap: WrapMode::default(),
         }
     }
 }
@@ -731,20 +751,22 @@ impl Config {
             ));
         }
         let periodic = cell.is_some() || self.system.periodic;
-        if periodic && m.kind != ModelKind::LennardJones {
+        if periodic && m.kind == ModelKind::Harmonic {
             return Err(self.err(
                 &["model", "kind"],
-                "a periodic system needs a model that takes the cell; today that is kind = \"lennard-jones\" with a cutoff (TorchScript models of the v1 interface see isolated molecules)".into(),
+                "a periodic system needs a model that takes pairs: a TorchScript model of interface v2 (models/README.md, e.g. models/ani1x_nl.pt) or kind = \"lennard-jones\" with a cutoff".into(),
             ));
         }
-        if m.kind == ModelKind::LennardJones && periodic != m.cutoff.is_some() {
+        if m.kind == ModelKind::LennardJones && periodic && m.cutoff.is_none() {
             return Err(self.err(
                 &["model", "cutoff"],
-                if periodic {
-                    "a periodic Lennard-Jones system needs `cutoff` (Å)".into()
-                } else {
-                    "`cutoff` is for periodic systems ([system] cell or periodic = true); an isolated molecule uses all pairs".into()
-                },
+                "a periodic Lennard-Jones system needs `cutoff` (Å)".into(),
+            ));
+        }
+        if m.shift.is_some() && (m.kind != ModelKind::LennardJones || m.cutoff.is_none()) {
+            return Err(self.err(
+                &["model", "shift"],
+                "`shift` is for kind = \"lennard-jones\" with a cutoff".into(),
             ));
         }
         if let (Some(c), Some(rc)) = (&cell, m.cutoff) {

@@ -54,15 +54,13 @@ const CHECK_EVERY: u64 = 10;
 
 /// Largest atomic force norm of each member, [R].
 fn max_force(state: &BatchState) -> Tensor {
-    let r = state.n_members as i64;
-    state
+    let norms = state
         .forces
         .to_kind(Kind::Double)
         .square()
         .sum_dim_intlist(-1, false, Kind::Double)
-        .sqrt()
-        .view([r, -1])
-        .amax([1].as_slice(), false)
+        .sqrt();
+    state.layout.max(&norms, 0.0)
 }
 
 /// Where a minimisation stands, at each convergence check.
@@ -109,6 +107,14 @@ pub fn fire_with_progress(
     let mut iterations = 0;
     while iterations < opts.max_steps {
         if iterations % CHECK_EVERY == 0 {
+            if force.overflow().is_some() {
+                // A neighbour list ran out of room: make room and take the
+                // forces again, so every later move and the convergence
+                // test see all pairs (FIRE goes on from here; it is a
+                // search, not a trajectory).
+                force.grow(state)?;
+                update_forces(state, force)?;
+            }
             let fmax = max_force(state);
             active = fmax.ge(opts.max_force);
             let host = to_host_f64(&fmax);
@@ -147,6 +153,10 @@ pub fn fire_with_progress(
         let scale = (opts.max_step / dr_norm).clamp_max(1.0) * active.to_kind(Kind::Double);
         let step = (dr * per_atom(&scale)).to_kind(state.kind);
         state.positions += step;
+        update_forces(state, force)?;
+    }
+    if force.overflow().is_some() {
+        force.grow(state)?;
         update_forces(state, force)?;
     }
     let fmax = to_host_f64(&max_force(state));

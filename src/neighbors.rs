@@ -1,29 +1,47 @@
-//! Neighbour lists on the device, for free and periodic members, built by
-//! binning (an O(N) cell list) with every shape fixed, so an update is
-//! capturable in a CUDA graph and never waits for the host.
+//! Neighbour lists on the device, for free and periodic members, with
+//! every shape fixed, so an update is capturable in a CUDA graph and never
+//! waits for the host.
 //!
 //! As in jax-md's partition module: [`NeighborList::allocate`] runs on the
-//! host once (it looks at the data to fix the number of bins and the
-//! capacities, per bin and per atom); [`NeighborList::update`] rebuilds the
-//! list for new positions with the same shapes and raises a device-side
-//! overflow flag when a capacity was exceeded. The flag is read where
-//! observables are pulled ([`NeighborList::overflowed`]); an overflowed
-//! list must be reallocated (never used: pairs would be missing).
+//! host once (it looks at the data to fix the grid and the capacities);
+//! [`NeighborList::update`] builds the list for new positions with those
+//! shapes and raises, in place on the device, the largest counts it met
+//! (`seen`). Where values are pulled to the host anyway, the engine asks
+//! [`NeighborList::overflow`] whether a capacity was exceeded since
+//! allocation; an overflowed list must not have been used (pairs may be
+//! missing), so the engine goes back to its last check and
+//! [`NeighborList::grow`]s the list first.
 //!
 //! Pairs never cross members. The list is full (each pair appears for both
-//! atoms). For atom i, entry k names atom j = `neighbors[i, k]` and a
-//! vector `shifts[i, k]` such that x_j − x_i + shift is the pair vector of
-//! the image within the cutoff, with x the positions as given (unwrapped).
+//! atoms). Row i lists atoms j = `neighbors[i, k]` with `shifts[i, k]` such
+//! that x_j − x_i + shift is the vector to the image within the cutoff, for
+//! x the positions as given (unwrapped). `reverse[i, k]` is the flat index
+//! (row · K + entry) of the same pair seen from j, so per-pair gradients
+//! sum into per-atom forces by gathers in a fixed order, without atomic
+//! adds: forces are bitwise reproducible on a GPU. Rows list their entries
+//! in a fixed order (by bin offset, then atom index), whatever the
+//! capacities.
 //!
-//! Binning: periodic members bin their wrapped fractional coordinates, with
-//! nb_k = floor(w_k / cutoff) bins along lattice direction k (w_k the
-//! perpendicular width), so every image within the cutoff lies in one of
-//! the 27 neighbouring bins; the bin offset gives the image, so a small
-//! cell's several images of one atom are distinct entries. Free members bin
-//! x − (the member's lowest corner) in cubes of the cutoff, clamped to the
-//! grid fixed at allocation: an atom beyond it falls into an edge bin,
-//! which keeps every pair findable (at worst it overflows that bin).
+//! Two ways to find candidates:
+//! * dense: every atom of the member (isolated molecules of equal size up
+//!   to [`DENSE_MAX_ATOMS`] atoms: n² candidates per member beat a cell list
+//!   at that size);
+//! * cells: binning (an O(N) cell list). Periodic members bin their wrapped
+//!   fractional coordinates, with nb_k = floor(w_k / cutoff) bins along
+//!   lattice direction k (w_k the perpendicular width), so every image
+//!   within the cutoff lies in one of the 27 neighbouring bins; the bin
+//!   offset gives the image, so a small cell's several images of one atom
+//!   are distinct entries (a width must be at least the cutoff). Free
+//!   members bin x − (the member's lowest corner) in cubes of the cutoff,
+//!   clamped to the grid fixed at allocation: an atom beyond it falls into
+//!   an edge bin, which keeps every pair findable (at worst it overflows
+//!   that bin).
+//!
+//! Inner lists: for each smaller cutoff the model asks for (ANI's angular
+//! terms), `inner_slots[c][i, m]` names the entries of row i within it, in
+//! increasing k, with their own capacity.
 
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -31,6 +49,9 @@ use crate::system::cell::Cell;
 
 /// Spare room in the capacities chosen at allocation.
 const MARGIN: f64 = 1.3;
+
+/// Largest member (atoms) listed densely: all its atoms are candidates.
+pub const DENSE_MAX_ATOMS: usize = 256;
 
 /// The boundary shared by the members of a batch.
 #[derive(Debug)]
@@ -41,28 +62,121 @@ pub enum Boundary<'a> {
     Periodic(&'a Tensor),
 }
 
-#[derive(Debug)]
-pub struct NeighborList {
-    pub cutoff: f64,
-    n_members: i64,
-    /// Bins per member along each axis.
-    bins: [i64; 3],
-    /// Atoms a bin holds.
-    pub max_per_bin: i64,
-    /// Neighbours an atom holds.
-    pub max_neighbors: i64,
-    periodic: bool,
-    /// [N, K] int64: neighbour atom, or N where there is none.
-    pub neighbors: Tensor,
-    /// [N, K, 3] float64 (Å).
-    pub shifts: Tensor,
-    /// [N, K] bool: entries in use.
-    pub mask: Tensor,
-    /// [] bool: a capacity was exceeded in the last update.
-    pub overflow: Tensor,
+/// How candidates are found.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Grid {
+    /// Every atom of the member; members are contiguous blocks of this many rows.
+    Dense { atoms: i64 },
+    /// A cell list: bins per member along each axis and atoms a bin holds.
+    Cells { bins: [i64; 3], max_per_bin: i64 },
 }
 
-/// `rows` [N, 3] with a row of zeros appended, so that the padding index N
+/// Everything that fixes the list's tensor shapes: stored in checkpoints,
+/// so a continued run builds exactly the lists of an uninterrupted one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListShape {
+    /// Å, descending: the list's cutoff, then the inner cutoffs.
+    pub cutoffs: Vec<f64>,
+    pub grid: Grid,
+    /// Entries per row (K).
+    pub capacity: i64,
+    /// Slots per row of each inner list.
+    pub inner_capacities: Vec<i64>,
+}
+
+#[derive(Debug)]
+pub struct NeighborList {
+    pub shape: ListShape,
+    periodic: bool,
+    n_members: i64,
+    /// Device constants an update needs (made at allocation: a host-to-
+    /// device copy cannot be part of a captured CUDA graph).
+    consts: Constants,
+    /// [2 + inner] int64: the largest row, bin and inner-row counts any
+    /// update met since allocation (raised in place; bin entry 0 for dense).
+    seen: Tensor,
+}
+
+#[derive(Debug)]
+struct Constants {
+    /// [3] int64 bins per axis (cell grids; [1, 1, 1] for dense).
+    bins: Tensor,
+    /// [27, 3] int64 bin offsets.
+    offsets: Tensor,
+    /// [3] float64: the vector unused entries get, (2 cutoff, 0, 0).
+    far: Tensor,
+}
+
+impl Constants {
+    fn new(shape: &ListShape, device: Device) -> Constants {
+        let bins = match shape.grid {
+            Grid::Cells { bins, .. } => bins,
+            Grid::Dense { .. } => [1; 3],
+        };
+        Constants {
+            bins: Tensor::from_slice(&bins).to_device(device),
+            offsets: offsets(device),
+            far: Tensor::from_slice(&[2.0 * shape.cutoffs[0], 0.0, 0.0]).to_device(device),
+        }
+    }
+}
+
+/// One build of the list (device tensors).
+#[derive(Debug)]
+pub struct Pairs {
+    /// [N, K] int64: neighbour row, or the row itself where unused.
+    pub neighbors: Tensor,
+    /// [N, K, 3] float64 image shifts (Å); None for dense lists (all zero).
+    pub shifts: Option<Tensor>,
+    /// [N, K] bool: entries in use.
+    pub mask: Tensor,
+    /// [N, K] int64: flat index (row · K + entry) of the reverse entry, or
+    /// N · K where unused.
+    pub reverse: Tensor,
+    /// Per inner cutoff: [N, K_c] int64 entry indices into the row (0 where unused).
+    pub inner_slots: Vec<Tensor>,
+    /// Per inner cutoff: [N, K_c] bool.
+    pub inner_masks: Vec<Tensor>,
+    /// [3] float64: the vector of unused entries.
+    far: Tensor,
+}
+
+impl Pairs {
+    /// Pair vectors x_j − x_i + shift, [N, K, 3] in the kind of `positions`;
+    /// unused entries get (2 cutoff, 0, 0).
+    pub fn vectors(&self, positions: &Tensor) -> Tensor {
+        let n = positions.size()[0];
+        let k = self.neighbors.size()[1];
+        let xj = positions
+            .index_select(0, &self.neighbors.view([-1]))
+            .view([n, k, 3]);
+        let mut v = xj - positions.unsqueeze(1);
+        if let Some(s) = &self.shifts {
+            v += s.to_kind(positions.kind());
+        }
+        v.where_self(&self.mask.unsqueeze(2), &self.far.to_kind(positions.kind()))
+    }
+
+    /// Forces from `h` = −dE/dv per entry ([N, K, 3]): with g = dE/dv,
+    /// F_i = Σ_k g_ik − Σ_k g[reverse_ik] (the pair as seen from its
+    /// neighbour) = Σ_k (h[reverse_ik] − h_ik), summed in a fixed order.
+    /// Unused entries count as zero.
+    pub fn forces(&self, h: &Tensor) -> Tensor {
+        let h = h.where_self(
+            &self.mask.unsqueeze(2),
+            &Tensor::zeros([1], (h.kind(), h.device())),
+        );
+        let n = h.size()[0];
+        let k = h.size()[1];
+        let flat = with_padding_row(&h.reshape([n * k, 3]));
+        let from_others = flat
+            .index_select(0, &self.reverse.view([-1]))
+            .view([n, k, 3]);
+        (from_others - &h).sum_dim_intlist(1, false, h.kind())
+    }
+}
+
+/// `rows` [N, ...] with a row of zeros appended, so that the padding index N
 /// of a neighbour table selects something harmless (masked out after).
 pub fn with_padding_row(rows: &Tensor) -> Tensor {
     Tensor::cat(
@@ -71,7 +185,18 @@ pub fn with_padding_row(rows: &Tensor) -> Tensor {
     )
 }
 
-/// The 27 bin offsets (−1, 0, 1)³, [27, 3] int64.
+/// Atoms in each of `n_bins` bins. (Not `bincount`: on a GPU it reads the
+/// largest index back to the host, which a captured graph cannot do;
+/// integer additions are exact in any order.)
+fn count_bins(global: &Tensor, n_bins: i64) -> Tensor {
+    Tensor::zeros([n_bins], (Kind::Int64, global.device())).index_add(
+        0,
+        global,
+        &global.ones_like(),
+    )
+}
+
+/// The 27 bin offsets (−1, 0, 1)³, [27, 3] int64; offset o and 26 − o are opposite.
 fn offsets(device: Device) -> Tensor {
     let v: Vec<i64> = (0..27)
         .flat_map(|i| [i / 9 - 1, (i / 3) % 3 - 1, i % 3 - 1])
@@ -79,34 +204,139 @@ fn offsets(device: Device) -> Tensor {
     Tensor::from_slice(&v).view([27, 3]).to_device(device)
 }
 
+/// Candidates of every row before the cutoff test.
+struct Candidates {
+    /// [N, C] int64 candidate row (N where there is none).
+    cand: Tensor,
+    /// [N, C, 3] float64 shifts relative to the given positions (cells only).
+    shift: Option<Tensor>,
+    /// [N, C] bool: a real candidate (not padding, not the atom itself).
+    valid: Tensor,
+    /// [N, C] int64: the candidate index, in the neighbour's row, of the
+    /// same pair seen from the neighbour.
+    reverse: Tensor,
+    /// [] int64: the fullest bin (0 for dense).
+    fullest_bin: Tensor,
+    /// [] bool: a periodic cell narrower than its bins (it shrank).
+    cell_shrank: Tensor,
+}
+
 impl NeighborList {
-    /// Fix the bins and capacities for `positions` ([N, 3], any float kind)
-    /// of `n_members` members (`batch` [N] int64, each member's atoms
-    /// contiguous or not) within `cutoff` Å, and build the list. Copies a few
-    /// numbers to the host.
+    /// Fix the grid and capacities for `positions` ([N, 3]) of `n_members`
+    /// members (`batch` [N] int64 member of each row; `uniform` = Some(n)
+    /// when members are contiguous blocks of n rows, which allows the dense
+    /// grid for free members), within `cutoffs` (Å, descending; the first
+    /// is the list's). Copies a few numbers to the host.
     pub fn allocate(
         positions: &Tensor,
         batch: &Tensor,
         n_members: usize,
+        uniform: Option<usize>,
         boundary: &Boundary,
-        cutoff: f64,
+        cutoffs: &[f64],
     ) -> Result<NeighborList> {
-        if !(cutoff.is_finite() && cutoff > 0.0) {
-            return Err(Error::Invalid(format!("neighbour-list cutoff {cutoff} Å")));
+        let nothing_seen = Tensor::zeros(
+            [1 + cutoffs.len() as i64],
+            (Kind::Int64, positions.device()),
+        );
+        Self::sized(
+            positions,
+            batch,
+            n_members,
+            uniform,
+            boundary,
+            cutoffs,
+            &nothing_seen,
+        )
+    }
+
+    /// A list of a known shape (from a checkpoint).
+    pub fn with_shape(
+        shape: ListShape,
+        n_members: usize,
+        boundary: &Boundary,
+        device: Device,
+    ) -> NeighborList {
+        let n = 1 + shape.cutoffs.len() as i64;
+        NeighborList {
+            periodic: matches!(boundary, Boundary::Periodic(_)),
+            n_members: n_members as i64,
+            consts: Constants::new(&shape, device),
+            shape,
+            seen: Tensor::zeros([n], (Kind::Int64, device)),
+        }
+    }
+
+    /// Allocate again for the current positions, with room for at least
+    /// what earlier updates met (call after an overflow).
+    pub fn grow(
+        &mut self,
+        positions: &Tensor,
+        batch: &Tensor,
+        n_members: usize,
+        uniform: Option<usize>,
+        boundary: &Boundary,
+    ) -> Result<()> {
+        let cutoffs = self.shape.cutoffs.clone();
+        *self = Self::sized(
+            positions, batch, n_members, uniform, boundary, &cutoffs, &self.seen,
+        )?;
+        Ok(())
+    }
+
+    fn sized(
+        positions: &Tensor,
+        batch: &Tensor,
+        n_members: usize,
+        uniform: Option<usize>,
+        boundary: &Boundary,
+        cutoffs: &[f64],
+        seen: &Tensor,
+    ) -> Result<NeighborList> {
+        let cutoff = *cutoffs
+            .first()
+            .ok_or_else(|| Error::Invalid("no cutoff".into()))?;
+        if cutoffs.iter().any(|c| !(c.is_finite() && *c > 0.0))
+            || cutoffs.windows(2).any(|w| w[1] > w[0])
+        {
+            return Err(Error::Invalid(format!(
+                "neighbour-list cutoffs {cutoffs:?} Å: expected positive values, the largest first"
+            )));
         }
         let x = positions.to_kind(Kind::Double);
+        let n = x.size()[0];
         let r = n_members as i64;
-        let (bins, periodic) = match boundary {
-            Boundary::Periodic(cells) => {
+        let seen_host = Vec::<i64>::try_from(seen.to_device(Device::Cpu))
+            .map_err(|e| Error::Invalid(format!("neighbour counts: {e}")))?;
+        let room = |measured: i64, seen: i64, extra: i64| {
+            (MARGIN * measured.max(seen) as f64).ceil() as i64 + extra
+        };
+        let periodic = matches!(boundary, Boundary::Periodic(_));
+        let grid = match (boundary, uniform) {
+            (Boundary::Free, Some(atoms)) if atoms <= DENSE_MAX_ATOMS => Grid::Dense {
+                atoms: atoms as i64,
+            },
+            (Boundary::Periodic(cells), _) => {
                 let mut bins = [i64::MAX; 3];
                 for cell in Cell::all_from_tensor(cells)? {
-                    for (b, w) in bins.iter_mut().zip(cell.perpendicular_widths()) {
-                        *b = (*b).min(((w / cutoff).floor() as i64).max(1));
+                    for (axis, (b, w)) in
+                        bins.iter_mut().zip(cell.perpendicular_widths()).enumerate()
+                    {
+                        if w < cutoff {
+                            return Err(Error::Invalid(format!(
+                                "a periodic cell's perpendicular width along {} is {w:.3} Å, less than the cutoff ({cutoff} Å); use a larger cell (a supercell)",
+                                ["a", "b", "c"][axis]
+                            )));
+                        }
+                        *b = (*b).min((w / cutoff).floor() as i64);
                     }
                 }
-                (bins, true)
+                Grid::Cells {
+                    bins,
+                    max_per_bin: n.max(1),
+                }
             }
-            Boundary::Free => {
+            (Boundary::Free, _) => {
                 let lo = Tensor::zeros([r, 3], (Kind::Double, x.device()))
                     .index_reduce(0, batch, &x, "amin", false);
                 let hi = Tensor::zeros([r, 3], (Kind::Double, x.device()))
@@ -120,90 +350,130 @@ impl NeighborList {
                     // Room for the molecule to spread by a third.
                     *b = ((MARGIN * e / cutoff).ceil() as i64 + 1).max(1);
                 }
-                (bins, false)
+                Grid::Cells {
+                    bins,
+                    max_per_bin: n.max(1),
+                }
             }
         };
-        let n = x.size()[0];
-        let mut nl = NeighborList {
-            cutoff,
-            n_members: r,
-            bins,
-            max_per_bin: n.max(1),
-            max_neighbors: 0,
-            periodic,
-            neighbors: Tensor::zeros([0], (Kind::Int64, x.device())),
-            shifts: Tensor::zeros([0], (Kind::Double, x.device())),
-            mask: Tensor::zeros([0], (Kind::Bool, x.device())),
-            overflow: Tensor::zeros([], (Kind::Bool, x.device())),
+        let shape = ListShape {
+            cutoffs: cutoffs.to_vec(),
+            grid,
+            capacity: 1,
+            inner_capacities: vec![1; cutoffs.len() - 1],
         };
-        // Measure, then size the capacities with some room and build.
-        let (bin_counts, neighbor_counts) = nl.counts(&x, batch, boundary);
-        let most = |t: &Tensor| t.max().int64_value(&[]) as f64;
-        nl.max_per_bin = ((MARGIN * most(&bin_counts)).ceil() as i64 + 2).min(n.max(1));
-        nl.max_neighbors = ((MARGIN * most(&neighbor_counts)).ceil() as i64 + 4).max(1);
-        nl.update(&x, batch, boundary);
-        Ok(nl)
-    }
-
-    /// Atoms per bin and neighbours per atom, uncapped (allocation only).
-    fn counts(&self, x: &Tensor, batch: &Tensor, boundary: &Boundary) -> (Tensor, Tensor) {
-        let built = self.build(x, batch, boundary, None);
-        (
-            built.bin_counts,
-            built.within.sum_dim_intlist(1, false, Kind::Int64),
-        )
-    }
-
-    /// Rebuild the list for new positions: same shapes, no host sync. Sets
-    /// `overflow` when a bin or an atom ran out of room.
-    pub fn update(&mut self, positions: &Tensor, batch: &Tensor, boundary: &Boundary) {
-        let x = positions.to_kind(Kind::Double);
-        let k = self.max_neighbors;
-        let b = self.build(&x, batch, boundary, Some(k));
-        self.neighbors = b.neighbors.expect("capped build");
-        self.shifts = b.shifts.expect("capped build");
-        self.mask = b.mask.expect("capped build");
-        let mut overflow = b
-            .bin_counts
-            .max()
-            .gt(self.max_per_bin)
-            .logical_or(&b.within.sum_dim_intlist(1, false, Kind::Int64).max().gt(k));
-        if let Boundary::Periodic(cells) = boundary {
-            // A cell that shrank (a barostat) below bins of the cutoff's
-            // width would hide pairs: that is an overflow too. The distance
-            // between the planes f_k = 0 and 1 is 1 / |column k of H⁻¹|.
-            let inv = cells.to_kind(Kind::Double).inverse();
-            let widths = inv
-                .square()
-                .sum_dim_intlist(1, false, Kind::Double)
-                .sqrt()
-                .reciprocal();
-            let bins = Tensor::from_slice(&self.bins)
-                .to_device(x.device())
-                .to_kind(Kind::Double);
-            overflow = overflow.logical_or(&(widths / bins).lt(self.cutoff).any());
+        let mut list = NeighborList {
+            consts: Constants::new(&shape, x.device()),
+            shape,
+            periodic,
+            n_members: r,
+            seen: seen.zeros_like(),
+        };
+        // Measure: bins first (their count alone), then rows with bins of
+        // room enough, then the inner rows with rows of room enough.
+        let most = |t: &Tensor| t.max().int64_value(&[]);
+        if let Grid::Cells { bins, .. } = grid {
+            let fullest = most(&list.bin_counts(&x, batch, boundary));
+            let max_per_bin = room(fullest, seen_host[1], 2).min(n.max(1));
+            list.shape.grid = Grid::Cells { bins, max_per_bin };
         }
-        self.overflow = overflow;
+        let c = list.candidates(&x, batch, boundary);
+        let within = list.within(&x, &c, cutoff);
+        let widest = most(&within.sum_dim_intlist(1, false, Kind::Int64));
+        list.shape.capacity = room(widest, seen_host[0], 4).max(1);
+        let (_, inner_counts) = list.compact(&x, &c, &within);
+        for (i, widest) in inner_counts.iter().enumerate() {
+            list.shape.inner_capacities[i] = room(most(widest), seen_host[2 + i], 2).max(1);
+        }
+        Ok(list)
     }
 
-    /// Whether the last update overflowed (one host copy).
-    pub fn overflowed(&self) -> bool {
-        self.overflow.int64_value(&[]) != 0
+    /// Build the list for `positions`: same shapes as allocated, no host
+    /// sync; raises the `seen` counts (in place).
+    pub fn update(&self, positions: &Tensor, batch: &Tensor, boundary: &Boundary) -> Pairs {
+        let x = positions.to_kind(Kind::Double);
+        let c = self.candidates(&x, batch, boundary);
+        let within = self.within(&x, &c, self.shape.cutoffs[0]);
+        let (pairs, inner_counts) = self.compact(&x, &c, &within);
+        // What this update needed: rows, bins (a shrunk cell counts as a
+        // bin beyond any capacity), inner rows.
+        let mut needed = vec![
+            within.sum_dim_intlist(1, false, Kind::Int64).max(),
+            c.fullest_bin
+                .maximum(&(c.cell_shrank.to_kind(Kind::Int64) * i64::MAX)),
+        ];
+        needed.extend(inner_counts);
+        let needed = Tensor::stack(&needed, 0);
+        let mut seen = self.seen.shallow_clone();
+        seen.copy_(&seen.maximum(&needed));
+        pairs
     }
 
-    fn build(&self, x: &Tensor, batch: &Tensor, boundary: &Boundary, cap: Option<i64>) -> Built {
+    /// What ran out of room since the last check, if anything (one small
+    /// host copy). When nothing did, the record starts afresh, so what a
+    /// later [`NeighborList::grow`] makes room for depends only on the
+    /// steps since the last check (a continued run, which starts at a
+    /// check, grows its lists exactly as an uninterrupted one).
+    pub fn overflow(&self) -> Option<String> {
+        let seen = Vec::<i64>::try_from(self.seen.to_device(Device::Cpu)).ok()?;
+        let mut what = Vec::new();
+        if seen[0] > self.shape.capacity {
+            what.push(format!(
+                "{} neighbours in a row (room for {})",
+                seen[0], self.shape.capacity
+            ));
+        }
+        if let Grid::Cells { max_per_bin, .. } = self.shape.grid {
+            if seen[1] == i64::MAX {
+                what.push("a periodic cell shrank below the list's bins".to_string());
+            } else if seen[1] > max_per_bin {
+                what.push(format!(
+                    "{} atoms in a bin (room for {max_per_bin})",
+                    seen[1]
+                ));
+            }
+        }
+        for (c, &cap) in self.shape.inner_capacities.iter().enumerate() {
+            if seen[2 + c] > cap {
+                what.push(format!(
+                    "{} neighbours within {} Å (room for {cap})",
+                    seen[2 + c],
+                    self.shape.cutoffs[c + 1]
+                ));
+            }
+        }
+        if what.is_empty() {
+            let _ = self.seen.shallow_clone().fill_(0);
+            return None;
+        }
+        Some(what.join(", "))
+    }
+
+    /// Atoms in each bin of a cell grid ([bins of all members]).
+    fn bin_counts(&self, x: &Tensor, batch: &Tensor, boundary: &Boundary) -> Tensor {
+        let (global, n_bins, _, _, _) = self.binning(x, batch, boundary);
+        count_bins(&global, n_bins)
+    }
+
+    /// Bin of every atom (global index over members), the number of bins,
+    /// each atom's bin coordinates, its wrap offset (lattice vector from x
+    /// to the wrapped position) and each atom's cell ([N, 3, 3], periodic).
+    fn binning(
+        &self,
+        x: &Tensor,
+        batch: &Tensor,
+        boundary: &Boundary,
+    ) -> (Tensor, i64, Tensor, Tensor, Option<Tensor>) {
+        let Grid::Cells { bins, .. } = self.shape.grid else {
+            unreachable!("binning is for cell grids")
+        };
         let device = x.device();
-        let n = x.size()[0];
-        let [n0, n1, n2] = self.bins;
-        let per_member = n0 * n1 * n2;
-        let nb = Tensor::from_slice(&self.bins).to_device(device);
-        let opts_i = (Kind::Int64, device);
-        // Bin of every atom, positions used for distances, and each atom's
-        // wrap offset (lattice vector from x to the wrapped position).
-        let (bin, xw, cells_of_atom) = match boundary {
+        let [n0, n1, n2] = bins;
+        let nb = &self.consts.bins;
+        let r = self.n_members;
+        let (bin, wrap, h) = match boundary {
             Boundary::Periodic(cells) => {
                 let cells = cells.to_kind(Kind::Double);
-                // One inverse per member, then per atom: [N, 3, 3].
                 let h = cells.index_select(0, batch);
                 let h_inv = cells.inverse().index_select(0, batch);
                 let f = x.unsqueeze(1).bmm(&h_inv).squeeze_dim(1); // x = f H
@@ -211,148 +481,247 @@ impl NeighborList {
                 let bin = (&fw * nb.to_kind(Kind::Double))
                     .floor()
                     .to_kind(Kind::Int64)
-                    .clamp_max_tensor(&(&nb - 1));
+                    .clamp_max_tensor(&(nb - 1));
                 let xw = fw.unsqueeze(1).bmm(&h).squeeze_dim(1);
-                (bin, xw, Some(h))
+                (bin, xw - x, Some(h))
             }
             Boundary::Free => {
-                let lo = Tensor::zeros([self.n_members, 3], (Kind::Double, device))
+                let lo = Tensor::zeros([r, 3], (Kind::Double, device))
                     .index_reduce(0, batch, x, "amin", false)
                     .index_select(0, batch);
-                let bin = ((x - lo) / self.cutoff)
+                let bin = ((x - lo) / self.shape.cutoffs[0])
                     .floor()
                     .to_kind(Kind::Int64)
                     .clamp_min(0)
-                    .clamp_max_tensor(&(&nb - 1));
-                (bin, x.shallow_clone(), None)
+                    .clamp_max_tensor(&(nb - 1));
+                (bin, x.zeros_like(), None)
             }
         };
-        let lin = |b: &Tensor| (b.select(-1, 0) * n1 + b.select(-1, 1)) * n2 + b.select(-1, 2);
-        let global = batch * per_member + lin(&bin); // [N]
-        let n_bins = self.n_members * per_member;
-        let bin_counts = global.bincount::<Tensor>(None, n_bins);
-        // Rank of each atom within its bin: stable sort by bin.
-        let (sorted, order) = global.sort_stable(true, 0, false);
-        let starts = bin_counts.cumsum(0, Kind::Int64) - &bin_counts;
-        let rank_sorted = Tensor::arange(n, opts_i) - starts.index_select(0, &sorted);
-        let rank = Tensor::zeros([n], opts_i).index_put(&[Some(order)], &rank_sorted, false);
-        let m = self.max_per_bin;
-        // Bin table [n_bins, M] of atom indices, N where empty; atoms past
-        // the capacity overwrite the last slot (the overflow flag says so).
-        let table = Tensor::full([n_bins * m], n, opts_i)
-            .index_put(
-                &[Some(&global * m + rank.clamp_max(m - 1))],
-                &Tensor::arange(n, opts_i),
-                false,
-            )
-            .view([n_bins, m]);
-        // The 27 neighbouring bins of every atom.
-        let nbr = bin.unsqueeze(1) + offsets(device); // [N,27,3]
-        let (wrapped, image, bin_ok) = if self.periodic {
-            let wrapped = nbr.remainder_tensor(&nb);
-            let image = (&nbr - &wrapped).floor_divide(&nb);
-            (wrapped, image, Tensor::ones([n, 27], (Kind::Bool, device)))
-        } else {
-            let ok = nbr
-                .ge(0)
-                .logical_and(&nbr.lt_tensor(&nb))
-                .all_dim(-1, false);
-            let wrapped = nbr.clamp_min(0).clamp_max_tensor(&(&nb - 1));
-            (wrapped, nbr.zeros_like(), ok)
-        };
-        let nbr_global = batch.unsqueeze(1) * per_member + lin(&wrapped); // [N,27]
-        let c = 27 * m;
-        let cand = table.index_select(0, &nbr_global.view([-1])).view([n, c]); // [N,C]
-                                                                               // Image shifts of each candidate, in Å: image · H.
-        let shift = match &cells_of_atom {
-            Some(h) => image.to_kind(Kind::Double).bmm(h), // [N,27,3]
-            None => Tensor::zeros([n, 27, 3], (Kind::Double, device)),
-        };
-        let shift = shift
-            .unsqueeze(2)
-            .expand([n, 27, m, 3], false)
-            .reshape([n, c, 3]);
-        let image_zero = image
-            .eq(0)
-            .all_dim(-1, false)
-            .unsqueeze(2)
-            .expand([n, 27, m], false)
-            .reshape([n, c]);
-        let bin_ok = bin_ok
-            .unsqueeze(2)
-            .expand([n, 27, m], false)
-            .reshape([n, c]);
-        let padded = with_padding_row(&xw);
-        let xj = padded.index_select(0, &cand.view([-1])).view([n, c, 3]);
-        let d = &xj + &shift - xw.unsqueeze(1);
-        let self_pair = cand
-            .eq_tensor(&Tensor::arange(n, opts_i).unsqueeze(1))
-            .logical_and(&image_zero);
-        let within = d
-            .square()
-            .sum_dim_intlist(-1, false, Kind::Double)
-            .lt(self.cutoff * self.cutoff)
-            .logical_and(&cand.lt(n))
-            .logical_and(&bin_ok)
-            .logical_and(&self_pair.logical_not());
-        let Some(k) = cap else {
-            return Built {
-                bin_counts,
-                within,
-                neighbors: None,
-                shifts: None,
-                mask: None,
-            };
-        };
-        // Keep the first K candidates in use, in candidate order.
-        let key = Tensor::arange(c, opts_i)
-            .unsqueeze(0)
-            .expand([n, c], false)
-            .where_self(&within, &Tensor::full([1], c, opts_i));
-        let (sorted_key, _) = key.sort(1, false);
-        let k_eff = k.min(c);
-        let first = sorted_key.narrow(1, 0, k_eff);
-        let mask = first.lt(c);
-        let pick = first.clamp_max(c - 1);
-        let neighbors = cand
-            .gather(1, &pick, false)
-            .where_self(&mask, &Tensor::full([1], n, opts_i));
-        // Shifts relative to the positions as given: the wrapped pair
-        // vector is xw_j + s − xw_i = x_j − x_i + s + (w_j − w_i).
-        let wrap = &xw - x; // [N,3]
-        let wrap_padded = with_padding_row(&wrap);
-        let s = shift.gather(1, &pick.unsqueeze(2).expand([n, k_eff, 3], false), false);
-        let wj = wrap_padded
-            .index_select(0, &neighbors.view([-1]))
-            .view([n, k_eff, 3]);
-        let shifts = (s + wj - wrap.unsqueeze(1)) * mask.unsqueeze(2).to_kind(Kind::Double);
-        let (neighbors, shifts, mask) = if k_eff < k {
-            let pad = k - k_eff;
-            (
-                Tensor::cat(&[neighbors, Tensor::full([n, pad], n, opts_i)], 1),
-                Tensor::cat(
-                    &[shifts, Tensor::zeros([n, pad, 3], (Kind::Double, device))],
-                    1,
-                ),
-                Tensor::cat(&[mask, Tensor::zeros([n, pad], (Kind::Bool, device))], 1),
-            )
-        } else {
-            (neighbors, shifts, mask)
-        };
-        Built {
-            bin_counts,
-            within,
-            neighbors: Some(neighbors),
-            shifts: Some(shifts),
-            mask: Some(mask),
+        let per_member = n0 * n1 * n2;
+        let lin = (bin.select(-1, 0) * n1 + bin.select(-1, 1)) * n2 + bin.select(-1, 2);
+        (batch * per_member + lin, r * per_member, bin, wrap, h)
+    }
+
+    fn candidates(&self, x: &Tensor, batch: &Tensor, boundary: &Boundary) -> Candidates {
+        let device = x.device();
+        let n = x.size()[0];
+        let opts_i = (Kind::Int64, device);
+        let no = Tensor::zeros([], (Kind::Bool, device));
+        match self.shape.grid {
+            Grid::Dense { atoms } => {
+                // Row i (member r, atom a) sees rows r·n .. r·n + n.
+                let rows = Tensor::arange(n, opts_i);
+                let local = rows.remainder(atoms);
+                let first = &rows - &local;
+                let cols = Tensor::arange(atoms, opts_i);
+                let cand = first.unsqueeze(1) + cols.unsqueeze(0);
+                let valid = cols.unsqueeze(0).ne_tensor(&local.unsqueeze(1));
+                let reverse = local.unsqueeze(1).expand([n, atoms], false);
+                Candidates {
+                    cand,
+                    shift: None,
+                    valid,
+                    reverse,
+                    fullest_bin: Tensor::zeros([], opts_i),
+                    cell_shrank: no,
+                }
+            }
+            Grid::Cells {
+                bins,
+                max_per_bin: m,
+            } => {
+                let (global, n_bins, bin, wrap, h) = self.binning(x, batch, boundary);
+                let nb = &self.consts.bins;
+                let [_, n1, n2] = bins;
+                let per_member = bins.iter().product::<i64>();
+                let bin_counts = count_bins(&global, n_bins);
+                // Rank of each atom within its bin: stable sort by bin.
+                let (sorted, order) = global.sort_stable(true, 0, false);
+                let starts = bin_counts.cumsum(0, Kind::Int64) - &bin_counts;
+                let rank_sorted = Tensor::arange(n, opts_i) - starts.index_select(0, &sorted);
+                let rank =
+                    Tensor::zeros([n], opts_i).index_put(&[Some(order)], &rank_sorted, false);
+                // Bin table [n_bins, M] of atom indices, N where empty; atoms
+                // past the capacity overwrite the last slot (`seen` says so).
+                let table = Tensor::full([n_bins * m], n, opts_i)
+                    .index_put(
+                        &[Some(&global * m + rank.clamp_max(m - 1))],
+                        &Tensor::arange(n, opts_i),
+                        false,
+                    )
+                    .view([n_bins, m]);
+                let nbr = bin.unsqueeze(1) + &self.consts.offsets; // [N,27,3]
+                let (wrapped, image, bin_ok) = if self.periodic {
+                    let wrapped = nbr.remainder_tensor(nb);
+                    let image = (&nbr - &wrapped).floor_divide(nb);
+                    (wrapped, image, Tensor::ones([n, 27], (Kind::Bool, device)))
+                } else {
+                    let ok = nbr.ge(0).logical_and(&nbr.lt_tensor(nb)).all_dim(-1, false);
+                    let wrapped = nbr.clamp_min(0).clamp_max_tensor(&(nb - 1));
+                    (wrapped, nbr.zeros_like(), ok)
+                };
+                let lin = (wrapped.select(-1, 0) * n1 + wrapped.select(-1, 1)) * n2
+                    + wrapped.select(-1, 2);
+                let nbr_global = batch.unsqueeze(1) * per_member + lin; // [N,27]
+                let c = 27 * m;
+                let cand = table.index_select(0, &nbr_global.view([-1])).view([n, c]);
+                let per_offset = |t: Tensor| {
+                    let mut size = t.size();
+                    size.insert(2, m);
+                    let mut flat = size.clone();
+                    flat.remove(2);
+                    flat[1] = c;
+                    t.unsqueeze(2)
+                        .expand(size.as_slice(), false)
+                        .reshape(flat.as_slice())
+                };
+                let image_zero = per_offset(image.eq(0).all_dim(-1, false));
+                let self_pair = cand
+                    .eq_tensor(&Tensor::arange(n, opts_i).unsqueeze(1))
+                    .logical_and(&image_zero);
+                let valid = cand
+                    .lt(n)
+                    .logical_and(&per_offset(bin_ok))
+                    .logical_and(&self_pair.logical_not());
+                // Shifts relative to the positions as given: the wrapped pair
+                // vector is xw_j + image·H − xw_i = x_j − x_i + image·H + (w_j − w_i).
+                let shift = h.map(|h| {
+                    let image_shift = per_offset(image.to_kind(Kind::Double).bmm(&h)); // [N,C,3]
+                    let wj = with_padding_row(&wrap)
+                        .index_select(0, &cand.view([-1]))
+                        .view([n, c, 3]);
+                    image_shift + wj - wrap.unsqueeze(1)
+                });
+                // Seen from j, i lies at the opposite offset, in its own bin's slot.
+                let opposite = Tensor::arange(27, opts_i).flip([0]) * m;
+                let reverse =
+                    opposite.unsqueeze(0).unsqueeze(2) + rank.clamp_max(m - 1).view([n, 1, 1]);
+                let reverse = reverse.expand([n, 27, m], false).reshape([n, c]);
+                let cell_shrank = match boundary {
+                    Boundary::Periodic(cells) => {
+                        // The distance between the planes f_k = 0 and 1 is
+                        // 1 / |column k of H⁻¹|.
+                        let widths = cells
+                            .to_kind(Kind::Double)
+                            .inverse()
+                            .square()
+                            .sum_dim_intlist(1, false, Kind::Double)
+                            .sqrt()
+                            .reciprocal();
+                        (widths / nb.to_kind(Kind::Double))
+                            .lt(self.shape.cutoffs[0])
+                            .any()
+                    }
+                    Boundary::Free => no,
+                };
+                Candidates {
+                    cand,
+                    shift,
+                    valid,
+                    reverse,
+                    fullest_bin: bin_counts.max(),
+                    cell_shrank,
+                }
+            }
         }
     }
-}
 
-struct Built {
-    bin_counts: Tensor,
-    within: Tensor,
-    neighbors: Option<Tensor>,
-    shifts: Option<Tensor>,
-    mask: Option<Tensor>,
+    /// Candidates within `cutoff`: [N, C] bool.
+    fn within(&self, x: &Tensor, c: &Candidates, cutoff: f64) -> Tensor {
+        let n = x.size()[0];
+        let width = c.cand.size()[1];
+        let xj = with_padding_row(x)
+            .index_select(0, &c.cand.view([-1]))
+            .view([n, width, 3]);
+        let mut d = xj - x.unsqueeze(1);
+        if let Some(s) = &c.shift {
+            d += s;
+        }
+        d.square()
+            .sum_dim_intlist(-1, false, Kind::Double)
+            .lt(cutoff * cutoff)
+            .logical_and(&c.valid)
+    }
+
+    /// Keep the first K candidates within the cutoff of each row, in
+    /// candidate order (a running count gives each its entry; no sort).
+    /// Also returns the largest row count within each inner cutoff ([]
+    /// each, uncapped).
+    fn compact(&self, x: &Tensor, c: &Candidates, within: &Tensor) -> (Pairs, Vec<Tensor>) {
+        let device = x.device();
+        let n = x.size()[0];
+        let k = self.shape.capacity;
+        let width = c.cand.size()[1];
+        let opts_i = (Kind::Int64, device);
+        let rank = within.cumsum(1, Kind::Int64) - 1; // [N, C]
+        let keep = within.logical_and(&rank.lt(k));
+        // Entry of each kept candidate; the others go to a spare column K.
+        let entry = rank.where_self(&keep, &Tensor::full([1], k, opts_i));
+        let rows = Tensor::arange(n, opts_i);
+        let scatter =
+            |fill: &Tensor, src: &Tensor| fill.scatter(1, &entry, src).narrow(1, 0, k).contiguous();
+        let neighbors = scatter(
+            &rows.unsqueeze(1).expand([n, k + 1], false).contiguous(),
+            &c.cand,
+        );
+        let counts = keep.sum_dim_intlist(1, false, Kind::Int64);
+        let mask = Tensor::arange(k, opts_i)
+            .unsqueeze(0)
+            .lt_tensor(&counts.unsqueeze(1));
+        // Reverse entry: row j's running count at the reverse candidate.
+        let j = c.cand.clamp_max(n - 1);
+        let rev_entry = rank
+            .view([-1])
+            .index_select(0, &(&j * width + &c.reverse).view([-1]))
+            .view([n, width]);
+        let rev_ok = keep
+            .logical_and(&rev_entry.lt(k))
+            .logical_and(&rev_entry.ge(0));
+        let rev_flat = (j * k + rev_entry).where_self(&rev_ok, &Tensor::full([1], n * k, opts_i));
+        let reverse = scatter(&Tensor::full([n, k + 1], n * k, opts_i), &rev_flat);
+        let shifts = c.shift.as_ref().map(|s| {
+            let e3 = entry.unsqueeze(2).expand([n, width, 3], false);
+            Tensor::zeros([n, k + 1, 3], (Kind::Double, device))
+                .scatter(1, &e3, s)
+                .narrow(1, 0, k)
+                .contiguous()
+        });
+        let mut pairs = Pairs {
+            neighbors,
+            shifts,
+            mask,
+            reverse,
+            inner_slots: Vec::new(),
+            inner_masks: Vec::new(),
+            far: self.consts.far.shallow_clone(),
+        };
+        let mut inner_counts = Vec::new();
+        if self.shape.cutoffs.len() > 1 {
+            let d2 = pairs
+                .vectors(x)
+                .square()
+                .sum_dim_intlist(-1, false, Kind::Double);
+            for (ci, &cap) in self.shape.inner_capacities.iter().enumerate() {
+                let rc = self.shape.cutoffs[ci + 1];
+                let inside = d2.lt(rc * rc).logical_and(&pairs.mask);
+                let rank = inside.cumsum(1, Kind::Int64) - 1;
+                let keep = inside.logical_and(&rank.lt(cap));
+                let slot = rank.where_self(&keep, &Tensor::full([1], cap, opts_i));
+                let entries = Tensor::arange(k, opts_i).unsqueeze(0).expand([n, k], false);
+                let slots = Tensor::zeros([n, cap + 1], opts_i)
+                    .scatter(1, &slot, &entries)
+                    .narrow(1, 0, cap)
+                    .contiguous();
+                inner_counts.push(inside.sum_dim_intlist(1, false, Kind::Int64).max());
+                let count = keep.sum_dim_intlist(1, false, Kind::Int64);
+                pairs.inner_masks.push(
+                    Tensor::arange(cap, opts_i)
+                        .unsqueeze(0)
+                        .lt_tensor(&count.unsqueeze(1)),
+                );
+                pairs.inner_slots.push(slots);
+            }
+        }
+        (pairs, inner_counts)
+    }
 }

@@ -9,19 +9,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{BlowupPolicy, Config, GraphPolicy, TrajectoryFormat};
+use crate::config::{BlowupPolicy, Config, GraphPolicy, TrajectoryFormat, WrapMode};
 use crate::device::describe;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::{Checkpoint, ReporterPositions, CHECKPOINT_FILE, PREVIOUS_FILE};
 use crate::io::exchange::ExchangeRecorder;
 use crate::io::lock::{OutputLock, LOCK_FILE};
 use crate::io::trajectory::{member_file_stem, write_topology};
+use crate::io::wrap::MoleculeWrapper;
 use crate::io::{ObservablesWriter, TrajectoryWriter};
 use crate::minimize::MinimizeReport;
 use crate::sampling::{ReplicaExchange, ReplicaExchangeSummary};
 use crate::simulation::{check_resume_setup, list, model_file_sha256, Simulation};
 use crate::state::to_host_f64;
 use crate::stepper::Stepper;
+use crate::system::cell::Cell;
 use crate::units::FS_PER_NS;
 use tch::Device;
 
@@ -251,6 +253,9 @@ struct Reporters {
     exchanges: Option<ExchangeRecorder>,
     /// Batch slots whose trajectories are written.
     slots: Vec<usize>,
+    /// Makes periodic members' molecules whole in written frames
+    /// ([output] wrap = "molecules").
+    wrapper: Option<MoleculeWrapper>,
 }
 
 impl Reporters {
@@ -314,12 +319,15 @@ impl Reporters {
                 at.exchange_rows,
             )?),
         };
+        let wrapper = (sim.state.cells.is_some() && config.output.wrap == WrapMode::Molecules)
+            .then(|| MoleculeWrapper::new(template.size(), &template.topology().bonds()));
         Ok(Reporters {
             trajectories,
             demux,
             observables,
             exchanges,
             slots,
+            wrapper,
         })
     }
 
@@ -338,7 +346,10 @@ impl Reporters {
             return Ok(());
         }
         let step = sim.state.step;
-        let positions = sim.state.positions_host();
+        let mut positions = sim.state.positions_host();
+        if let (Some(w), Some(cells)) = (&self.wrapper, &sim.state.cells) {
+            w.wrap(&mut positions, &Cell::all_as_stored(cells)?);
+        }
         let time = sim.time_fs();
         if let Some(t) = self.trajectories.as_mut() {
             t.write(step, time, &positions, &self.slots)?;
@@ -564,6 +575,10 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
 
     let reinit = config.run.on_blowup == BlowupPolicy::Reinitialize;
     let mut last_good = reinit.then(|| sim.snapshot());
+    // Where to go back to when a neighbour list turns out to have run out
+    // of room: the state at the last check.
+    let mut last_check = sim.can_overflow().then(|| sim.snapshot());
+    let mut regrown = 0usize;
     let mut reinitialized = Vec::new();
     let mut last_checkpoint_time = Instant::now();
     let mut progress = Progress::new(first, steps, options.quiet);
@@ -584,6 +599,39 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         let wall_due = ck_wall.is_some_and(|w| last_checkpoint_time.elapsed() >= w);
         let ck_due =
             (ck_every > 0 && step % ck_every == 0) || wall_due || step == steps || stop != 0;
+        let exchange_due = exchange_every.is_some_and(|every| step % every == 0);
+        let traj_due = traj_every > 0 && step % traj_every == 0;
+        let check_due = step % obs_every == 0 || ck_due || exchange_due || traj_due;
+
+        // Before anything reads the state: a neighbour list that ran out of
+        // room since the last check may have dropped pairs, so every step
+        // since then is run again with a larger list.
+        if check_due {
+            if let (Some(what), Some(snapshot)) = (sim.force.overflow(), last_check.as_ref()) {
+                let from = snapshot.step;
+                sim.rewind(snapshot);
+                sim.force.grow(&sim.state)?;
+                regrown += 1;
+                if regrown > MAX_REGROWTHS {
+                    return Err(Error::Simulation(format!(
+                        "the neighbour list ran out of room {regrown} times ({what}); the system keeps compressing (a blow-up?)"
+                    )));
+                }
+                drop(stepper);
+                stepper = Stepper::new(
+                    config.run.cuda_graphs,
+                    &sim.state,
+                    sim.force.as_ref(),
+                    sim.integrator.as_mut(),
+                )?;
+                if !options.quiet {
+                    eprintln!(
+                        "note: the neighbour list ran out of room between steps {from} and {step} ({what}); enlarged it and running those steps again"
+                    );
+                }
+                continue;
+            }
+        }
 
         // Health is checked wherever values leave the device or a checkpoint
         // is written, so no checkpoint ever holds a blown-up state.
@@ -613,7 +661,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
                 last_good = Some(sim.snapshot());
             }
         }
-        if exchange_every.is_some_and(|every| step % every == 0) {
+        if exchange_due {
             let t0 = Instant::now();
             if let Some((outcome, energies)) = sim.exchange()? {
                 if let (Some(rec), Some(rex)) =
@@ -629,7 +677,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
             temps.push(mean_t);
             progress.update(step, start.elapsed(), dt, mean_t);
         }
-        if traj_every > 0 && step % traj_every == 0 {
+        if traj_due {
             reporters.write_frames(&sim)?;
         }
         if ck_due {
@@ -641,6 +689,9 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
             )?;
             last_checkpoint = Some(step);
             last_checkpoint_time = Instant::now();
+        }
+        if check_due && last_check.is_some() {
+            last_check = Some(sim.snapshot());
         }
         if stop != 0 {
             progress.finish();
@@ -726,6 +777,10 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
     }
     Ok(RunOutcome::Finished(Box::new(summary)))
 }
+
+/// Enlargements of a neighbour list a run accepts: each at least 1.3×
+/// the room, so more means a system collapsing, not a list too small.
+const MAX_REGROWTHS: usize = 20;
 
 /// Name of the test-only environment switch that makes a run signal or kill
 /// itself right after a given step: `sigint@K`, `sigterm@K` or `kill@K`.

@@ -11,7 +11,8 @@ use crate::config::{Config, IntegratorKind, ModelKind, VelocityInit, RESUMABLE_K
 use crate::device::{describe, parse_device, resolve};
 use crate::error::{Error, Result};
 use crate::force::{
-    update_forces, ForceProvider, Harmonic, LennardJones, PeriodicLennardJones, TorchScriptModel,
+    update_forces, ForceProvider, Harmonic, LennardJones, LennardJonesPairs, PairForces,
+    TorchScriptModel,
 };
 use crate::integrate::{degrees_of_freedom, Integrator, Langevin, VelocityVerlet};
 use crate::io::checkpoint::{Checkpoint, CheckpointHeader, ReporterPositions};
@@ -54,11 +55,16 @@ struct Health {
     temperature: Tensor,
 }
 
-/// Device copies of positions and velocities at one step.
+/// Device copies of the dynamical state at one step: the "last good
+/// frame" blown-up members are restored from, and the point a run goes
+/// back to when a neighbour list ran out of room.
 pub struct Snapshot {
     pub step: u64,
     pub positions: Tensor,
     pub velocities: Tensor,
+    pub forces: Tensor,
+    pub energies: Tensor,
+    pub rng_counter: Option<u64>,
 }
 
 /// Names and units of the recorded observables, in record order.
@@ -83,6 +89,10 @@ impl Simulation {
         let device = resolve(spec).map_err(Error::Invalid)?;
         let kind = config.integrator.precision.kind();
         let mut state = BatchState::new(&molecule, config.n_members(), device, kind);
+        if let Some(c) = &cell {
+            let one = Tensor::from_slice(&c.to_array()).view([1, 3, 3]);
+            state.set_cells(&one.repeat([state.n_members as i64, 1, 1]));
+        }
 
         let mut model_sha256 = None;
         let force: Box<dyn ForceProvider> = match config.model.kind {
@@ -90,7 +100,16 @@ impl Simulation {
                 let path = config.resolve(config.model.path.as_deref().unwrap_or(Path::new("")));
                 let model = TorchScriptModel::load(&path, device, config.model.dtype.kind())?;
                 model_sha256 = model_file_sha256(config);
-                Box::new(model)
+                if model.takes_pairs() {
+                    Box::new(PairForces::new(Box::new(model), &state)?)
+                } else if cell.is_some() {
+                    return Err(Error::model(
+                        &path,
+                        "is a model of interface v1 (forward(atomic_numbers, positions, batch): isolated molecules), and this system is periodic; use a model of interface v2, which takes the engine's neighbour list (cutoffs() and forward_pairs(), see models/README.md), e.g. models/ani1x_nl.pt",
+                    ));
+                } else {
+                    Box::new(model)
+                }
             }
             ModelKind::Harmonic => Box::new(Harmonic::at_current_positions(
                 &state,
@@ -101,13 +120,17 @@ impl Simulation {
                     config.model.epsilon.unwrap_or_default(),
                     config.model.sigma.unwrap_or_default(),
                 );
-                match (&cell, config.model.cutoff) {
-                    (Some(c), Some(cutoff)) => {
-                        let one = Tensor::from_slice(&c.to_array()).view([1, 3, 3]);
-                        let cells = one.repeat([state.n_members as i64, 1, 1]).to_device(device);
-                        Box::new(PeriodicLennardJones::new(epsilon, sigma, cutoff, cells)?)
+                match config.model.cutoff {
+                    Some(cutoff) => {
+                        let model = LennardJonesPairs {
+                            epsilon,
+                            sigma,
+                            cutoff,
+                            shifted: config.model.shift.unwrap_or(false),
+                        };
+                        Box::new(PairForces::new(Box::new(model), &state)?)
                     }
-                    _ => Box::new(LennardJones { epsilon, sigma }),
+                    None => Box::new(LennardJones { epsilon, sigma }),
                 }
             }
         };
@@ -154,6 +177,12 @@ impl Simulation {
             )),
         };
         update_forces(&mut state, force.as_ref())?;
+        if force.overflow().is_some() {
+            // Sized on these very positions, a list overflows only if the
+            // data defeated the measurement; never start from its forces.
+            force.grow(&state)?;
+            update_forces(&mut state, force.as_ref())?;
+        }
         let dof = degrees_of_freedom(state.n_atoms, integrator.as_ref());
         let sim = Simulation {
             config: config.clone(),
@@ -225,19 +254,15 @@ impl Simulation {
     /// Per-member health on the device, [R] each: the one definition of a
     /// blow-up, shared by the check and by its description.
     fn health(&self) -> Health {
-        let r = self.state.n_members as i64;
-        let finite = |t: &Tensor| t.view([r, -1]).isfinite().all_dim(1, false);
+        let layout = &self.state.layout;
+        let finite = |t: &Tensor| layout.all(&t.isfinite());
         Health {
             energy_finite: self.state.energies.isfinite(),
             positions_finite: finite(&self.state.positions),
             forces_finite: finite(&self.state.forces),
             velocities_finite: finite(&self.state.velocities),
-            max_force: self
-                .state
-                .forces
-                .view([r, -1])
-                .abs()
-                .amax([1].as_slice(), false)
+            max_force: layout
+                .max(&self.state.forces.abs(), 0.0)
                 .to_kind(Kind::Double),
             temperature: self.state.temperature(self.dof),
         }
@@ -352,7 +377,32 @@ impl Simulation {
             step: self.state.step,
             positions: self.state.positions.copy(),
             velocities: self.state.velocities.copy(),
+            forces: self.state.forces.copy(),
+            energies: self.state.energies.copy(),
+            rng_counter: self.integrator.rng_counter(),
         }
+    }
+
+    /// Go back to `snapshot` exactly (positions, velocities, forces,
+    /// energies, step and the thermostat's random stream), so the steps
+    /// after it run again as they would have. Thermostat temperatures are
+    /// not part of it: they change only at exchanges, which come after the
+    /// checks at which snapshots are taken.
+    pub fn rewind(&mut self, snapshot: &Snapshot) {
+        self.state.positions = snapshot.positions.copy();
+        self.state.velocities = snapshot.velocities.copy();
+        self.state.forces = snapshot.forces.copy();
+        self.state.energies = snapshot.energies.copy();
+        self.state.step = snapshot.step;
+        if let Some(c) = snapshot.rng_counter {
+            self.integrator.set_rng_counter(c);
+        }
+    }
+
+    /// Whether the force provider keeps a neighbour list that can run out
+    /// of room (then the run keeps a snapshot at every check to go back to).
+    pub fn can_overflow(&self) -> bool {
+        self.force.list_shape().is_some()
     }
 
     /// Put the members in `slots` back to their positions in `snapshot`
@@ -434,6 +484,8 @@ impl Simulation {
                 model_sha256: self.model_sha256.clone(),
                 settings: Some(self.config.resumable()),
                 time_origin: Some(self.time_origin),
+                cells: self.state.cells.as_ref().map(to_host_f64),
+                neighbor_list: self.force.list_shape(),
             },
             positions: to_host_f64(&self.state.positions),
             velocities: to_host_f64(&self.state.velocities),
@@ -471,6 +523,25 @@ impl Simulation {
         self.state.velocities = load(&ck.velocities);
         self.state.forces = load(&ck.forces);
         self.state.energies = Tensor::from_slice(&ck.energies).to_device(device);
+        if let Some(cells) = &h.cells {
+            let r = self.state.n_members as i64;
+            if cells.len() != 9 * r as usize || self.state.cells.is_none() {
+                return Err(Error::Invalid(format!(
+                    "cannot resume: the checkpoint holds {} cell numbers for a system that is {}",
+                    cells.len(),
+                    if self.state.cells.is_some() {
+                        "periodic"
+                    } else {
+                        "not periodic"
+                    }
+                )));
+            }
+            self.state
+                .set_cells(&Tensor::from_slice(cells).view([r, 3, 3]));
+        }
+        if let Some(shape) = &h.neighbor_list {
+            self.force.set_list_shape(shape.clone(), &self.state)?;
+        }
         self.state.step = h.step;
         // The clock goes on from the checkpoint's time, at the new time step
         // if it changed.

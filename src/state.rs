@@ -1,20 +1,155 @@
 //! The batched simulation state: all members of an ensemble concatenated in
-//! one set of tensors on the device (TorchSim's layout), so one force call and
-//! one integrator update serve every member.
+//! one set of tensors on the device (TorchSim's layout: flat atoms, a
+//! per-atom member index, a per-member cell), so one force call and one
+//! integrator update serve every member.
 
 use tch::{Device, Kind, Tensor};
 
+use crate::neighbors::Boundary;
 use crate::rng::CounterRng;
 use crate::system::Molecule;
 use crate::units::{kt, AMU_A2_PER_FS2_IN_EV, KB_EV_PER_K};
 
-/// Positions, velocities and per-atom constants of R members of one molecule.
+/// Where each member's atoms lie in the flat per-atom tensors, and the
+/// per-member reductions built on that. Members are contiguous blocks of
+/// rows. One molecule × R (every member the same size) is the common case:
+/// its reductions are reshapes to [R, N·k]; members of different sizes sum
+/// through a padded gather of their rows ([R, Nmax]), which is
+/// deterministic on a GPU (no atomic adds, unlike index_add).
+#[derive(Debug)]
+pub struct Layout {
+    /// First row of each member.
+    pub offsets: Vec<usize>,
+    /// Atoms of each member.
+    pub counts: Vec<usize>,
+    /// [N] int64: the member slot of each row.
+    pub batch: Tensor,
+    /// [R, Nmax] int64 rows of each member, padded with N (the index of a
+    /// row appended for the gather); None when every member has the same
+    /// size (then a reshape does).
+    padded_rows: Option<Tensor>,
+}
+
+impl Layout {
+    /// Members of `counts` atoms each, in that order.
+    pub fn from_counts(counts: &[usize], device: Device) -> Layout {
+        let mut offsets = Vec::with_capacity(counts.len());
+        let mut total = 0;
+        for &c in counts {
+            offsets.push(total);
+            total += c;
+        }
+        let batch: Vec<i64> = counts
+            .iter()
+            .enumerate()
+            .flat_map(|(r, &c)| std::iter::repeat_n(r as i64, c))
+            .collect();
+        let uniform = counts.windows(2).all(|w| w[0] == w[1]);
+        let padded_rows = (!uniform).then(|| {
+            let n_max = counts.iter().copied().max().unwrap_or(0);
+            let mut rows = vec![total as i64; counts.len() * n_max];
+            for (r, (&o, &c)) in offsets.iter().zip(counts).enumerate() {
+                for a in 0..c {
+                    rows[r * n_max + a] = (o + a) as i64;
+                }
+            }
+            Tensor::from_slice(&rows)
+                .view([counts.len() as i64, n_max as i64])
+                .to_device(device)
+        });
+        Layout {
+            offsets,
+            counts: counts.to_vec(),
+            batch: Tensor::from_slice(&batch).to_device(device),
+            padded_rows,
+        }
+    }
+
+    pub fn n_members(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// Rows of all members together.
+    pub fn n_rows(&self) -> usize {
+        self.counts.iter().sum()
+    }
+
+    /// Atoms per member when every member has the same number.
+    pub fn uniform_atoms(&self) -> Option<usize> {
+        self.padded_rows
+            .is_none()
+            .then(|| self.counts.first().copied().unwrap_or(0))
+    }
+
+    /// Each member's values of a per-atom tensor ([N] or [N, k]) as one row
+    /// of `[R, L]`: its atoms' values in order, padded with `pad` up to the
+    /// largest member (L = Nmax·k).
+    pub fn member_rows(&self, per_atom: &Tensor, pad: f64) -> Tensor {
+        let r = self.n_members() as i64;
+        match &self.padded_rows {
+            None => per_atom.reshape([r, -1]),
+            Some(rows) => {
+                let flat = per_atom.reshape([per_atom.size()[0], -1]);
+                let k = flat.size()[1];
+                let padded = Tensor::cat(
+                    &[flat.shallow_clone(), flat.full_like(pad).narrow(0, 0, 1)],
+                    0,
+                );
+                padded
+                    .index_select(0, &rows.view([-1]))
+                    .view([r, -1, k])
+                    .reshape([r, -1])
+            }
+        }
+    }
+
+    /// Sum of a per-atom quantity ([N] or [N, k]) over each member's
+    /// atoms: [R] float64.
+    pub fn sum(&self, per_atom: &Tensor) -> Tensor {
+        self.member_rows(per_atom, 0.0)
+            .sum_dim_intlist(1, false, Kind::Double)
+    }
+
+    /// Sum of a per-atom vector quantity [N, 3] over each member: [R, 3],
+    /// in the input's kind.
+    pub fn sum_vectors(&self, per_atom: &Tensor) -> Tensor {
+        let r = self.n_members() as i64;
+        self.member_rows(per_atom, 0.0)
+            .view([r, -1, 3])
+            .sum_dim_intlist(1, false, per_atom.kind())
+    }
+
+    /// Largest value of a per-atom quantity over each member (padding
+    /// counts as `floor`): [R] in the input's kind.
+    pub fn max(&self, per_atom: &Tensor, floor: f64) -> Tensor {
+        self.member_rows(per_atom, floor)
+            .amax([1].as_slice(), false)
+    }
+
+    /// Whether a per-atom condition holds for every atom of each member: [R] bool.
+    pub fn all(&self, per_atom: &Tensor) -> Tensor {
+        self.member_rows(&per_atom.to_kind(Kind::Uint8), 1.0)
+            .to_kind(Kind::Bool)
+            .all_dim(1, false)
+    }
+
+    /// A per-member quantity [R, ...] spread to every row [N, ...].
+    pub fn per_atom(&self, per_member: &Tensor) -> Tensor {
+        per_member.index_select(0, &self.batch)
+    }
+}
+
+/// Positions, velocities and per-atom constants of R members.
 ///
-/// Atom `a` of member slot `r` is row `r * n_atoms + a` of every per-atom
-/// tensor; `batch[row] = r`. Per-member reductions reshape to `[R, N, ...]`.
+/// Member slot `r` holds rows `layout.offsets[r] ..` of every per-atom
+/// tensor; `batch[row] = r`. Per-member reductions go through
+/// [`Layout`]. Each member is free (isolated) or periodic in its own cell.
 pub struct BatchState {
     pub n_members: usize,
+    /// Atoms per member (the largest member's count when they differ: see
+    /// `layout.counts`).
     pub n_atoms: usize,
+    pub layout: Layout,
     /// Global id of the member in each slot: it picks the starting structure
     /// and the random stream, so a member behaves the same in any batch.
     pub member_ids: Vec<usize>,
@@ -29,7 +164,7 @@ pub struct BatchState {
     pub masses: Tensor,
     /// [R*N] int64.
     pub atomic_numbers: Tensor,
-    /// [R*N] int64: the member slot of each atom.
+    /// [R*N] int64: the member slot of each atom (= `layout.batch`).
     pub batch: Tensor,
     /// [R*N, 3] int64: globally unique index of each degree of freedom,
     /// `member_id * 3N + 3 * atom + xyz`, used to key random numbers.
@@ -38,6 +173,10 @@ pub struct BatchState {
     pub forces: Tensor,
     /// [R] in eV: potential energies at `positions`.
     pub energies: Tensor,
+    /// [R, 3, 3] float64, rows a, b, c of each member's periodic cell (Å,
+    /// lower triangular); None for free (isolated) members. A device
+    /// tensor, so a barostat can change it per member in place.
+    pub cells: Option<Tensor>,
     /// Steps taken.
     pub step: u64,
 }
@@ -49,50 +188,54 @@ impl BatchState {
         Self::with_members(molecule, &ids, device, kind)
     }
 
-    /// The given members (ids may be any subset, in any order).
+    /// The given members of one molecule (ids may be any subset, in any
+    /// order); member `m` starts from structure `m mod (number of structures)`.
     pub fn with_members(
         molecule: &Molecule,
         member_ids: &[usize],
         device: Device,
         kind: Kind,
     ) -> Self {
-        let n = molecule.n_atoms();
-        let r = member_ids.len();
-        let n_struct = molecule.structures.len();
-        let mut pos = Vec::with_capacity(r * n * 3);
-        for &m in member_ids {
-            for p in &molecule.structures[m % n_struct] {
+        let members: Vec<(&Molecule, usize)> = member_ids.iter().map(|&m| (molecule, m)).collect();
+        Self::from_members(&members, device, kind)
+    }
+
+    /// Members of possibly different molecules, each `(molecule, member
+    /// id)`; member `m` starts from its molecule's structure `m mod (number
+    /// of structures)`. Member ids must be distinct (they key the random
+    /// streams).
+    pub fn from_members(members: &[(&Molecule, usize)], device: Device, kind: Kind) -> Self {
+        let counts: Vec<usize> = members.iter().map(|(m, _)| m.n_atoms()).collect();
+        let layout = Layout::from_counts(&counts, device);
+        let n_max = counts.iter().copied().max().unwrap_or(0);
+        let rows = layout.n_rows() as i64;
+        let mut pos = Vec::with_capacity(3 * rows as usize);
+        let (mut masses, mut numbers, mut noise) = (Vec::new(), Vec::new(), Vec::new());
+        for &(molecule, m) in members {
+            for p in &molecule.structures[m % molecule.structures.len()] {
                 pos.extend_from_slice(p);
             }
+            masses.extend_from_slice(&molecule.masses);
+            numbers.extend_from_slice(&molecule.atomic_numbers);
+            // 3·n_max per member: for one molecule × R exactly the
+            // `member_id * 3N + 3 * atom + xyz` the streams were always keyed by.
+            let base = (m * 3 * n_max) as i64;
+            noise.extend((0..3 * molecule.n_atoms() as i64).map(|d| base + d));
         }
-        let rows = (r * n) as i64;
         let opts = (kind, device);
         let positions = Tensor::from_slice(&pos)
             .view([rows, 3])
             .to_device(device)
             .to_kind(kind);
-        let masses = Tensor::from_slice(&molecule.masses)
-            .repeat([r as i64])
+        let masses = Tensor::from_slice(&masses)
             .view([rows, 1])
             .to_device(device)
             .to_kind(kind);
-        let atomic_numbers = Tensor::from_slice(&molecule.atomic_numbers)
-            .repeat([r as i64])
-            .to_device(device);
-        let batch = Tensor::arange(r as i64, (Kind::Int64, device)).repeat_interleave_self_int(
-            n as i64,
-            Some(0),
-            Some(rows),
-        );
-        let ids = Tensor::from_slice(&member_ids.iter().map(|&m| m as i64).collect::<Vec<_>>())
-            .to_device(device);
-        let per_member = Tensor::arange(3 * n as i64, (Kind::Int64, device));
-        let noise_index =
-            (ids.unsqueeze(1) * (3 * n as i64) + per_member.unsqueeze(0)).view([rows, 3]);
+        let r = members.len();
         BatchState {
             n_members: r,
-            n_atoms: n,
-            member_ids: member_ids.to_vec(),
+            n_atoms: n_max,
+            member_ids: members.iter().map(|&(_, m)| m).collect(),
             device,
             kind,
             velocities: Tensor::zeros([rows, 3], opts),
@@ -100,18 +243,32 @@ impl BatchState {
             energies: Tensor::zeros([r as i64], (Kind::Double, device)),
             positions,
             masses,
-            atomic_numbers,
-            batch,
-            noise_index,
+            atomic_numbers: Tensor::from_slice(&numbers).to_device(device),
+            batch: layout.batch.shallow_clone(),
+            noise_index: Tensor::from_slice(&noise).view([rows, 3]).to_device(device),
+            layout,
+            cells: None,
             step: 0,
+        }
+    }
+
+    /// Give every member a periodic cell ([R, 3, 3] rows a, b, c in Å,
+    /// any float kind; stored as float64 on the state's device).
+    pub fn set_cells(&mut self, cells: &Tensor) {
+        self.cells = Some(cells.to_kind(Kind::Double).to_device(self.device));
+    }
+
+    /// Free, or periodic in `cells`.
+    pub fn boundary(&self) -> Boundary<'_> {
+        match &self.cells {
+            Some(c) => Boundary::Periodic(c),
+            None => Boundary::Free,
         }
     }
 
     /// Sum a per-atom quantity [R*N] (or [R*N, k]) into one value per member [R].
     pub fn per_member_sum(&self, per_atom: &Tensor) -> Tensor {
-        per_atom
-            .reshape([self.n_members as i64, -1])
-            .sum_dim_intlist(1, false, Kind::Double)
+        self.layout.sum(per_atom)
     }
 
     /// Kinetic energy of each member in eV, [R] float64 (on the device).
@@ -154,12 +311,10 @@ impl BatchState {
 
     /// Subtract each member's centre-of-mass velocity.
     pub fn remove_com_motion(&mut self) {
-        let (r, n) = (self.n_members as i64, self.n_atoms as i64);
-        let m = self.masses.view([r, n, 1]);
-        let v = self.velocities.view([r, n, 3]);
-        let p = (&m * &v).sum_dim_intlist(1, true, self.kind);
-        let total = m.sum_dim_intlist(1, true, self.kind);
-        self.velocities = (v - p / total).view([r * n, 3]);
+        let p = self.layout.sum_vectors(&(&self.masses * &self.velocities));
+        let total = self.layout.sum_vectors(&self.masses.expand([-1, 3], false));
+        let v_com = self.layout.per_atom(&(p / total));
+        self.velocities = &self.velocities - v_com;
     }
 
     /// Positions copied to the host as float64, row-major [R*N*3].

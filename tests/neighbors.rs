@@ -1,12 +1,15 @@
 //! The device neighbour list against brute force: identical pair sets
 //! (atom, neighbour, image) within the cutoff, for free members of different
-//! sizes and for periodic members in cubic, triclinic and small cells (where
-//! an atom sees several images of one neighbour), with atoms anywhere
-//! (unwrapped); and the overflow flag when capacities are exceeded.
+//! sizes (cell grid) and of equal size (dense grid), and for periodic members
+//! in cubic, triclinic and small cells (where an atom sees several images of
+//! one neighbour), with atoms anywhere (unwrapped); every entry's reverse
+//! entry is the same pair seen from the neighbour; inner slot lists equal
+//! brute force at their cutoff; exceeded capacities are reported and
+//! growing the list makes room.
 
 use std::collections::BTreeSet;
 
-use mlff_md::neighbors::{Boundary, NeighborList};
+use mlff_md::neighbors::{Boundary, Grid, NeighborList, Pairs};
 use mlff_md::rng::HostRng;
 use mlff_md::system::cell::Cell;
 use tch::{Device, Kind, Tensor};
@@ -59,23 +62,90 @@ fn brute_force(
     set
 }
 
-fn from_list(nl: &NeighborList, x: &[[f64; 3]]) -> BTreeSet<Pair> {
+/// Pair set of a built list; also checks that every used entry's reverse
+/// entry names the pair from the other side (neighbour i, vector −v).
+fn from_list(pairs: &Pairs, x: &[[f64; 3]]) -> BTreeSet<Pair> {
     let n = x.len();
-    let k = nl.max_neighbors as usize;
-    let nb = Vec::<i64>::try_from(nl.neighbors.reshape([-1])).unwrap();
-    let sh = Vec::<f64>::try_from(nl.shifts.reshape([-1])).unwrap();
-    let mask = Vec::<i64>::try_from(nl.mask.to_kind(Kind::Int64).reshape([-1])).unwrap();
+    let k = pairs.neighbors.size()[1] as usize;
+    let nb = Vec::<i64>::try_from(pairs.neighbors.reshape([-1])).unwrap();
+    let sh: Vec<f64> = match &pairs.shifts {
+        Some(s) => Vec::<f64>::try_from(s.reshape([-1])).unwrap(),
+        None => vec![0.0; n * k * 3],
+    };
+    let mask = Vec::<i64>::try_from(pairs.mask.to_kind(Kind::Int64).reshape([-1])).unwrap();
+    let rev = Vec::<i64>::try_from(pairs.reverse.reshape([-1])).unwrap();
+    let vector = |e: usize| {
+        let (i, j) = (e / k, nb[e] as usize);
+        [0, 1, 2].map(|c| x[j][c] + sh[e * 3 + c] - x[i][c])
+    };
     let mut set = BTreeSet::new();
     for i in 0..n {
-        for e in 0..k {
-            if mask[i * k + e] == 0 {
+        for e in i * k..(i + 1) * k {
+            if mask[e] == 0 {
+                assert_eq!(nb[e], i as i64, "unused entries point at their own row");
+                assert_eq!(rev[e], (n * k) as i64, "unused entries have no reverse");
                 continue;
             }
-            let j = nb[i * k + e] as usize;
-            let s = &sh[(i * k + e) * 3..(i * k + e) * 3 + 3];
-            let d = [0, 1, 2].map(|c| x[j][c] + s[c] - x[i][c]);
+            let j = nb[e] as usize;
+            let d = vector(e);
+            let r = rev[e] as usize;
+            assert!(
+                r < n * k && mask[r] == 1,
+                "entry {e} ({i} -> {j}) has no reverse"
+            );
+            assert_eq!((r / k, nb[r] as usize), (j, i), "reverse of ({i} -> {j})");
+            assert_eq!(
+                key(vector(r)),
+                key(d.map(|v| -v)),
+                "reverse vector of ({i} -> {j})"
+            );
             let fresh = set.insert((i as i64, j as i64, key(d)));
             assert!(fresh, "pair ({i}, {j}, {d:?}) listed twice");
+        }
+    }
+    set
+}
+
+/// Pairs of every row's inner slot list `c`.
+fn inner_set(pairs: &Pairs, x: &[[f64; 3]], c: usize) -> BTreeSet<Pair> {
+    let n = x.len();
+    let k = pairs.neighbors.size()[1] as usize;
+    let kc = pairs.inner_slots[c].size()[1] as usize;
+    let slots = Vec::<i64>::try_from(pairs.inner_slots[c].reshape([-1])).unwrap();
+    let used =
+        Vec::<i64>::try_from(pairs.inner_masks[c].to_kind(Kind::Int64).reshape([-1])).unwrap();
+    let all: Vec<Pair> = {
+        // Entry-by-entry pairs, in entry order, for lookup by (row, entry).
+        let nb = Vec::<i64>::try_from(pairs.neighbors.reshape([-1])).unwrap();
+        let sh: Vec<f64> = match &pairs.shifts {
+            Some(s) => Vec::<f64>::try_from(s.reshape([-1])).unwrap(),
+            None => vec![0.0; n * k * 3],
+        };
+        (0..n * k)
+            .map(|e| {
+                let (i, j) = (e / k, nb[e] as usize);
+                (
+                    i as i64,
+                    j as i64,
+                    key([0, 1, 2].map(|q| x[j][q] + sh[e * 3 + q] - x[i][q])),
+                )
+            })
+            .collect()
+    };
+    let mut set = BTreeSet::new();
+    for i in 0..n {
+        let mut last = -1;
+        for m in 0..kc {
+            if used[i * kc + m] == 0 {
+                continue;
+            }
+            let entry = slots[i * kc + m];
+            assert!(
+                entry > last,
+                "inner slots of row {i} in increasing entry order"
+            );
+            last = entry;
+            assert!(set.insert(all[i * k + entry as usize]));
         }
     }
     set
@@ -114,12 +184,44 @@ fn free_members_match_brute_force() {
     let member: Vec<i64> = order.iter().map(|&i| member[i]).collect();
     let (xt, bt) = tensors(&x, &member);
     for cutoff in [2.5, 4.0] {
-        let nl = NeighborList::allocate(&xt, &bt, 3, &Boundary::Free, cutoff).unwrap();
-        assert!(!nl.overflowed());
+        let nl =
+            NeighborList::allocate(&xt, &bt, 3, None, &Boundary::Free, &[cutoff, 2.0]).unwrap();
+        assert!(matches!(nl.shape.grid, Grid::Cells { .. }));
+        let pairs = nl.update(&xt, &bt, &Boundary::Free);
+        assert_eq!(nl.overflow(), None);
         let want = brute_force(&x, &member, None, cutoff);
         assert!(!want.is_empty());
-        assert_eq!(from_list(&nl, &x), want, "cutoff {cutoff}");
+        assert_eq!(from_list(&pairs, &x), want, "cutoff {cutoff}");
+        assert_eq!(
+            inner_set(&pairs, &x, 0),
+            brute_force(&x, &member, None, 2.0)
+        );
     }
+}
+
+#[test]
+fn equal_free_members_are_listed_densely_with_the_same_pairs() {
+    let mut rng = HostRng::new(5);
+    // Four members of 12 atoms, contiguous: the dense grid.
+    let x: Vec<[f64; 3]> = (0..48)
+        .map(|i| [0; 3].map(|_| rng.uniform() * 7.0 + 30.0 * (i / 12) as f64))
+        .collect();
+    let member: Vec<i64> = (0..48).map(|i| i / 12).collect();
+    let (xt, bt) = tensors(&x, &member);
+    let cutoffs = [3.5, 2.2];
+    let dense = NeighborList::allocate(&xt, &bt, 4, Some(12), &Boundary::Free, &cutoffs).unwrap();
+    assert_eq!(dense.shape.grid, Grid::Dense { atoms: 12 });
+    let cells = NeighborList::allocate(&xt, &bt, 4, None, &Boundary::Free, &cutoffs).unwrap();
+    let (dp, cp) = (
+        dense.update(&xt, &bt, &Boundary::Free),
+        cells.update(&xt, &bt, &Boundary::Free),
+    );
+    let want = brute_force(&x, &member, None, cutoffs[0]);
+    assert_eq!(from_list(&dp, &x), want);
+    assert_eq!(from_list(&cp, &x), want);
+    let inner = brute_force(&x, &member, None, cutoffs[1]);
+    assert_eq!(inner_set(&dp, &x, 0), inner);
+    assert_eq!(inner_set(&cp, &x, 0), inner);
 }
 
 #[test]
@@ -145,10 +247,16 @@ fn periodic_members_match_brute_force() {
     let (xt, bt) = tensors(&x, &member);
     let ct = cells_tensor(&cells);
     let cutoff = 4.0;
-    let nl = NeighborList::allocate(&xt, &bt, 3, &Boundary::Periodic(&ct), cutoff).unwrap();
-    assert!(!nl.overflowed());
+    let boundary = Boundary::Periodic(&ct);
+    let nl = NeighborList::allocate(&xt, &bt, 3, None, &boundary, &[cutoff, 3.0]).unwrap();
+    let pairs = nl.update(&xt, &bt, &boundary);
+    assert_eq!(nl.overflow(), None);
     let want = brute_force(&x, &member, Some(&cells), cutoff);
-    let got = from_list(&nl, &x);
+    let got = from_list(&pairs, &x);
+    assert_eq!(
+        inner_set(&pairs, &x, 0),
+        brute_force(&x, &member, Some(&cells), 3.0)
+    );
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
     // The small cell really has pairs seen through two images.
@@ -164,35 +272,78 @@ fn periodic_members_match_brute_force() {
         .map(|p| p.map(|v| v + 0.3 * (rng.uniform() - 0.5)))
         .collect();
     let (mt, _) = tensors(&moved, &member);
-    let mut nl = nl;
-    nl.update(&mt, &bt, &Boundary::Periodic(&ct));
-    assert!(!nl.overflowed());
+    let pairs = nl.update(&mt, &bt, &boundary);
+    assert_eq!(nl.overflow(), None);
     assert_eq!(
-        from_list(&nl, &moved),
+        from_list(&pairs, &moved),
         brute_force(&moved, &member, Some(&cells), cutoff)
     );
 }
 
 #[test]
-fn exceeded_capacities_raise_the_overflow_flag() {
+fn exceeded_capacities_are_reported_and_growing_makes_room() {
     let mut rng = HostRng::new(3);
     let x: Vec<[f64; 3]> = (0..30)
         .map(|_| [0; 3].map(|_| rng.uniform() * 10.0))
         .collect();
     let member = vec![0i64; 30];
     let (xt, bt) = tensors(&x, &member);
-    let mut nl = NeighborList::allocate(&xt, &bt, 1, &Boundary::Free, 3.0).unwrap();
-    assert!(!nl.overflowed());
-    // Everything squeezed into one corner: bins and atoms overflow.
-    let squeezed = (&xt * 0.05).to_device(Device::Cpu);
-    nl.update(&squeezed, &bt, &Boundary::Free);
-    assert!(nl.overflowed());
+    for uniform in [None, Some(30)] {
+        let mut nl =
+            NeighborList::allocate(&xt, &bt, 1, uniform, &Boundary::Free, &[3.0, 2.0]).unwrap();
+        let _ = nl.update(&xt, &bt, &Boundary::Free);
+        assert_eq!(nl.overflow(), None);
+        // Everything squeezed into one corner: bins and rows overflow.
+        let squeezed = (&xt * 0.05).to_device(Device::Cpu);
+        let _ = nl.update(&squeezed, &bt, &Boundary::Free);
+        let what = nl.overflow().expect("overflow reported");
+        // A cell grid runs out of bin room first (rows then see only what
+        // the bins held); the dense grid out of row room.
+        let first = if uniform.is_some() {
+            "neighbours in a row"
+        } else {
+            "atoms in a bin"
+        };
+        assert!(what.contains(first), "{what}");
+        assert!(what.contains("within 2 Å"), "{what}");
+        // The report stays until the list is grown. Growing makes room for
+        // what was seen; a full bin hides how full the rows would be (and
+        // full rows how full the inner rows), so the cell grid takes more
+        // rounds, as the engine's rollback loop does.
+        let _ = nl.update(&xt, &bt, &Boundary::Free);
+        assert!(nl.overflow().is_some());
+        let mut rounds = 0;
+        let pairs = loop {
+            nl.grow(&xt, &bt, 1, uniform, &Boundary::Free).unwrap();
+            rounds += 1;
+            let pairs = nl.update(&squeezed, &bt, &Boundary::Free);
+            if nl.overflow().is_none() {
+                break pairs;
+            }
+        };
+        assert!(rounds <= 3, "{rounds} rounds: {:?}", nl.shape);
+        let small: Vec<[f64; 3]> = x.iter().map(|p| p.map(|v| v * 0.05)).collect();
+        assert_eq!(
+            from_list(&pairs, &small),
+            brute_force(&small, &member, None, 3.0)
+        );
+    }
     // A periodic cell that shrinks below the bins' width overflows too.
     let cell = [Cell::from_lengths_angles([10.0; 3], [90.0; 3]).unwrap()];
     let ct = cells_tensor(&cell);
-    let mut nl = NeighborList::allocate(&xt, &bt, 1, &Boundary::Periodic(&ct), 3.0).unwrap();
-    assert!(!nl.overflowed());
+    let nl = NeighborList::allocate(&xt, &bt, 1, None, &Boundary::Periodic(&ct), &[3.0]).unwrap();
+    let _ = nl.update(&xt, &bt, &Boundary::Periodic(&ct));
+    assert_eq!(nl.overflow(), None);
     let smaller = cells_tensor(&[Cell::from_lengths_angles([8.0; 3], [90.0; 3]).unwrap()]);
-    nl.update(&xt, &bt, &Boundary::Periodic(&smaller));
-    assert!(nl.overflowed());
+    let _ = nl.update(&xt, &bt, &Boundary::Periodic(&smaller));
+    assert!(nl.overflow().unwrap().contains("shrank"));
+    // A cell narrower than the cutoff is refused at allocation.
+    let narrow = cells_tensor(&[Cell::from_lengths_angles([10.0, 10.0, 2.5], [90.0; 3]).unwrap()]);
+    let e = NeighborList::allocate(&xt, &bt, 1, None, &Boundary::Periodic(&narrow), &[3.0])
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("along c is 2.500 Å, less than the cutoff"),
+        "{e}"
+    );
 }

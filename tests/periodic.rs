@@ -108,6 +108,22 @@ fn a_periodic_lennard_jones_fluid_runs_end_to_end() {
             );
         }
     }
+    // Frames are wrapped (the default [output] wrap = "molecules"): every
+    // argon atom is its own molecule, so every atom lies in the cell (XTC
+    // keeps 1e-3 nm).
+    let mut t = chemfiles::Trajectory::open(whole.join("member_0001.xtc"), 'r').unwrap();
+    let mut f = chemfiles::Frame::new();
+    t.read_step(4, &mut f).unwrap();
+    let outside = f
+        .positions()
+        .iter()
+        .flatten()
+        .filter(|&&x| !(-0.01..23.21).contains(&x))
+        .count();
+    assert_eq!(
+        outside, 0,
+        "wrapped frame has {outside} coordinates outside the cell"
+    );
     let topology = std::fs::read_to_string(whole.join("topology.pdb")).unwrap();
     assert!(
         topology
@@ -166,7 +182,10 @@ fn the_files_cell_is_used_with_periodic_true() {
         .parse()
         .unwrap();
     assert!((e - openmm_energy()).abs() < 1e-2, "{stdout}");
-    assert!(stdout.contains("periodic Lennard-Jones"), "{stdout}");
+    assert!(
+        stdout.contains("Lennard-Jones") && stdout.contains("cutoff 8.5 Å (engine neighbour list)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -185,11 +204,11 @@ fn bad_periodic_input_is_refused() {
                 tmp.path(),
                 "a.toml",
                 &out,
-                "cell = [16.0, 23.2, 23.2]",
+                "cell = [8.0, 23.2, 23.2]",
                 "cutoff = 8.5",
             ))
             .unwrap(),
-            "along a is 16.000 Å, less than twice the cutoff",
+            "along a is 8.000 Å, less than the cutoff",
         ),
         (
             std::fs::read_to_string(lj_config(
@@ -203,9 +222,9 @@ fn bad_periodic_input_is_refused() {
             "needs `cutoff`",
         ),
         (
-            std::fs::read_to_string(lj_config(tmp.path(), "c.toml", &out, "", "cutoff = 8.5"))
+            std::fs::read_to_string(lj_config(tmp.path(), "c.toml", &out, "", "shift = true"))
                 .unwrap(),
-            "`cutoff` is for periodic systems",
+            "`shift` is for kind = \"lennard-jones\" with a cutoff",
         ),
         (
             std::fs::read_to_string(lj_config(
@@ -229,7 +248,7 @@ fn bad_periodic_input_is_refused() {
             .unwrap(),
             "system.cell: expected [a, b, c]",
         ),
-        (torchscript, "needs a model that takes the cell"),
+        (torchscript, "is a model of interface v1"),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let cfg = tmp.path().join(format!("bad{i}.toml"));
@@ -250,4 +269,58 @@ fn bad_periodic_input_is_refused() {
         }
     }
     assert!(!out.exists(), "bad input must not create outputs");
+}
+
+/// A neighbour list that runs out of room is found at the next check: the
+/// run goes back to the check before, enlarges the list and runs those
+/// steps again, so the result is the one with room from the start (to
+/// rounding: the list's width changes how sums are blocked). A run that
+/// grew its list continues from a checkpoint bit for bit.
+#[test]
+fn a_list_that_runs_out_of_room_is_enlarged_and_the_steps_run_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cell = "cell = [23.2, 23.2, 23.2]";
+    let cutoff = "cutoff = 8.5";
+    let roomy = tmp.path().join("roomy");
+    let tight = tmp.path().join("tight");
+    let split = tmp.path().join("split");
+    let c_roomy = lj_config(tmp.path(), "r.toml", &roomy, cell, cutoff);
+    let c_tight = lj_config(tmp.path(), "t.toml", &tight, cell, cutoff);
+    let c_split = lj_config(tmp.path(), "s.toml", &split, cell, cutoff);
+    let run = |cfg: &Path, room: Option<&str>, extra: &[&str]| {
+        let mut cmd = bin();
+        cmd.args(["run", cfg.to_str().unwrap()]).args(extra);
+        if let Some(r) = room {
+            cmd.env(mlff_md::force::pairs::ROOM_ENV, r);
+        }
+        stderr(&ok(cmd.output().unwrap()))
+    };
+    let quiet = run(&c_roomy, None, &[]);
+    assert!(!quiet.contains("ran out of room"), "{quiet}");
+    let log = run(&c_tight, Some("3"), &[]);
+    assert!(
+        log.contains("note: the neighbour list ran out of room between steps 0 and 5 (")
+            && log.contains("neighbours in a row (room for 3)"),
+        "{log}"
+    );
+    let (a, b) = (fingerprint(&roomy, false), fingerprint(&tight, false));
+    for (x, y) in a.0.iter().zip(&b.0) {
+        let scale = x.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        let worst = x
+            .iter()
+            .zip(y)
+            .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
+        assert!(worst < 1e-9 * scale, "differs by {worst} (scale {scale})");
+    }
+    assert_eq!(a.1, b.1);
+    let (ck, _) = mlff_md::io::checkpoint::Checkpoint::read_latest(&tight).unwrap();
+    assert!(ck.header.neighbor_list.unwrap().capacity > 3);
+    // The same tight start, stopped at 20 and continued.
+    run(&c_split, Some("3"), &["--quiet", "--steps", "20"]);
+    run(
+        &c_split,
+        Some("3"),
+        &["--quiet", "--resume", "--steps", "40"],
+    );
+    assert_bit_identical(&b, &fingerprint(&split, false), "grown list, resumed");
 }

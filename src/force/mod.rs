@@ -4,12 +4,15 @@
 use tch::Tensor;
 
 use crate::error::{Result, TorchContext};
+use crate::neighbors::ListShape;
 use crate::state::BatchState;
 
 pub mod analytic;
+pub mod pairs;
 pub mod torchscript;
 
-pub use analytic::{Harmonic, LennardJones, PeriodicLennardJones};
+pub use analytic::{Harmonic, LennardJones};
+pub use pairs::{LennardJonesPairs, PairForces, PairInputs, PairModel};
 pub use torchscript::TorchScriptModel;
 
 /// Energies and forces of the whole batch from one evaluation.
@@ -46,6 +49,31 @@ pub trait ForceProvider {
     /// per batch layout; `Err` says why the provider cannot (it then keeps
     /// working as before). The analytic providers are static already.
     fn prepare_static(&self, _state: &BatchState) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
+    /// What ran out of room (a neighbour list's capacities) since the list
+    /// was sized, if anything: results computed since then may lack pairs.
+    /// One small host copy; asked where values leave the device anyway.
+    fn overflow(&self) -> Option<String> {
+        None
+    }
+
+    /// Make room after an overflow, for `state` and everything met so far.
+    /// The caller then redoes the steps since its last check (and captures
+    /// again: shapes change).
+    fn grow(&self, _state: &BatchState) -> Result<()> {
+        Ok(())
+    }
+
+    /// The shape of the provider's neighbour list, if it has one: part of
+    /// the checkpoint, so a continued run builds the same lists.
+    fn list_shape(&self) -> Option<ListShape> {
+        None
+    }
+
+    /// Take a neighbour-list shape from a checkpoint.
+    fn set_list_shape(&self, _shape: ListShape, _state: &BatchState) -> Result<()> {
         Ok(())
     }
 }

@@ -6,6 +6,11 @@
 //! Optional exported methods read when present: `supported_elements() ->
 //! List[int]` and `metadata() -> str`.
 //!
+//! Models of interface v2 (models/README.md; e.g. models/ani1x_nl.pt)
+//! export `cutoffs()` and `forward_pairs(...)`: they take the engine's
+//! neighbour list through [`super::pairs::PairForces`], for which this type
+//! is a [`PairModel`].
+//!
 //! Static-shape models (e.g. models/ani1x_static.pt) also export
 //! `prepare(atomic_numbers, batch)`, called once for a batch composition,
 //! and `forward_prepared(positions) -> energies`, which then does the same
@@ -17,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
+use super::pairs::{PairInputs, PairModel};
 use super::{autograd_forces, ForceOutput, ForceProvider};
 use crate::error::{Error, Result};
 use crate::state::BatchState;
@@ -39,6 +45,11 @@ pub struct TorchScriptModel {
     /// Rows of the batch `prepare` was called for, while `forward_prepared`
     /// is in use.
     prepared_rows: Cell<Option<i64>>,
+    /// `cutoffs()` of a model of interface v2.
+    cutoffs: Option<Vec<f64>>,
+    /// Rows of the batch a v2 model's `prepare` was called for, while
+    /// `forward_pairs_prepared` is in use.
+    pairs_prepared_rows: Cell<Option<i64>>,
 }
 
 impl TorchScriptModel {
@@ -89,6 +100,34 @@ impl TorchScriptModel {
             Ok(IValue::String(s)) => Some(s),
             _ => None,
         };
+        let cutoffs = match module.method_is::<IValue>("cutoffs", &[]) {
+            Err(_) => None,
+            Ok(v) => {
+                let values = match v {
+                    IValue::DoubleList(v) => Some(v),
+                    IValue::GenericList(v) => v
+                        .into_iter()
+                        .map(|x| match x {
+                            IValue::Double(d) => Some(d),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => None,
+                };
+                let ok = values.as_ref().is_some_and(|v| {
+                    !v.is_empty()
+                        && v.iter().all(|c| c.is_finite() && *c > 0.0)
+                        && v.windows(2).all(|w| w[1] <= w[0])
+                });
+                if !ok {
+                    return Err(Error::model(
+                        path,
+                        format!("cutoffs() must return a non-empty List[float] of positive distances (Å), largest first; got {values:?}"),
+                    ));
+                }
+                values
+            }
+        };
         Ok(TorchScriptModel {
             module,
             chunk: Cell::new(0),
@@ -97,7 +136,14 @@ impl TorchScriptModel {
             supported,
             metadata,
             prepared_rows: Cell::new(None),
+            cutoffs,
+            pairs_prepared_rows: Cell::new(None),
         })
+    }
+
+    /// Whether the model takes the engine's pairs (interface v2).
+    pub fn takes_pairs(&self) -> bool {
+        self.cutoffs.is_some()
     }
 
     pub fn path(&self) -> &Path {
@@ -318,7 +364,8 @@ impl TorchScriptModel {
 
     /// Evaluate the batch `chunk` members at a time (rows of a member are contiguous).
     fn compute_in_chunks(&self, state: &BatchState, chunk: usize) -> Result<ForceOutput> {
-        let (r, n) = (state.n_members, state.n_atoms as i64);
+        let r = state.n_members;
+        let offsets = &state.layout.offsets;
         if chunk >= r {
             let (energies, forces) = self.evaluate(
                 &state.atomic_numbers,
@@ -335,7 +382,11 @@ impl TorchScriptModel {
         let mut forces = Vec::new();
         for start in (0..r).step_by(chunk) {
             let m = chunk.min(r - start) as i64;
-            let rows = |t: &Tensor| t.narrow(0, start as i64 * n, m * n);
+            let first = offsets[start] as i64;
+            let end = offsets
+                .get(start + m as usize)
+                .map_or(state.layout.n_rows(), |&o| o) as i64;
+            let rows = |t: &Tensor| t.narrow(0, first, end - first);
             let batch = rows(&state.batch) - start as i64;
             let (e, f) = self.evaluate(
                 &rows(&state.atomic_numbers),
@@ -355,6 +406,101 @@ impl TorchScriptModel {
     /// Force evaluation in chunks of `chunk` members from now on (0 = whole batch).
     pub fn set_chunk_size(&self, chunk: usize) {
         self.chunk.set(chunk);
+    }
+}
+
+impl PairModel for TorchScriptModel {
+    fn describe(&self) -> String {
+        format!(
+            "TorchScript {} (interface v2: engine neighbour list, {:?} pair vectors)",
+            self.path.display(),
+            self.dtype
+        )
+    }
+
+    fn cutoffs(&self) -> Vec<f64> {
+        self.cutoffs.clone().unwrap_or_default()
+    }
+
+    fn dtype(&self) -> Kind {
+        self.dtype
+    }
+
+    fn supported_elements(&self) -> Option<Vec<i64>> {
+        self.supported.clone()
+    }
+
+    fn prepare(&self, state: &BatchState) -> std::result::Result<(), String> {
+        self.pairs_prepared_rows.set(None);
+        match self.module.method_is(
+            "prepare",
+            &[
+                IValue::Tensor(state.atomic_numbers.shallow_clone()),
+                IValue::Tensor(state.batch.shallow_clone()),
+            ],
+        ) {
+            Ok(_) => {
+                self.pairs_prepared_rows
+                    .set(Some(state.positions.size()[0]));
+                Ok(())
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if e.contains("prepare") && (e.contains("not defined") || e.contains("no method")) {
+                    Err(format!(
+                        "{} has no prepare()/forward_pairs_prepared() methods: its shapes may depend on the data",
+                        self.path.display()
+                    ))
+                } else {
+                    Err(format!(
+                        "{}: prepare(atomic_numbers, batch) failed: {}",
+                        self.path.display(),
+                        error_summary(&e)
+                    ))
+                }
+            }
+        }
+    }
+
+    fn energies(&self, inputs: &PairInputs) -> Result<Tensor> {
+        let p = inputs.pairs;
+        let list = |v: &[Tensor]| IValue::TensorList(v.iter().map(Tensor::shallow_clone).collect());
+        let rows = inputs.atomic_numbers.size()[0];
+        let prepared = self.pairs_prepared_rows.get() == Some(rows);
+        let mut args = Vec::with_capacity(7);
+        if !prepared {
+            args.push(IValue::Tensor(inputs.atomic_numbers.shallow_clone()));
+            args.push(IValue::Tensor(inputs.batch.shallow_clone()));
+        }
+        args.extend([
+            IValue::Tensor(p.neighbors.shallow_clone()),
+            IValue::Tensor(inputs.vectors.shallow_clone()),
+            IValue::Tensor(p.mask.shallow_clone()),
+            list(&p.inner_slots),
+            list(&p.inner_masks),
+        ]);
+        let method = if prepared {
+            "forward_pairs_prepared"
+        } else {
+            "forward_pairs"
+        };
+        let e = match self.module.method_is(method, &args) {
+            Ok(IValue::Tensor(e)) => e,
+            Ok(other) => {
+                return Err(Error::model(
+                    &self.path,
+                    format!("{method} returned {other:?}; expected energies[n_structures]"),
+                ))
+            }
+            Err(e) => {
+                return Err(Error::model(
+                    &self.path,
+                    format!("{method} failed: {}", error_summary(&e.to_string())),
+                ))
+            }
+        };
+        self.check_energies(&e, inputs.layout.n_members() as i64)?;
+        Ok(e)
     }
 }
 

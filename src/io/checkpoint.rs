@@ -70,6 +70,13 @@ pub struct CheckpointHeader {
     /// of step s is t0 + (s − s0)·dt. (0, 0) unless the time step changed.
     #[serde(default)]
     pub time_origin: Option<(u64, f64)>,
+    /// [R·9] rows a, b, c of each member's periodic cell (Å), if periodic.
+    #[serde(default)]
+    pub cells: Option<Vec<f64>>,
+    /// Shape of the force provider's neighbour list (grid and capacities),
+    /// so a continued run builds the lists of an uninterrupted one.
+    #[serde(default)]
+    pub neighbor_list: Option<crate::neighbors::ListShape>,
 }
 
 /// A complete checkpoint: header plus the state arrays.
@@ -285,6 +292,8 @@ mod tests {
                 model_sha256: None,
                 settings: None,
                 time_origin: None,
+                cells: None,
+                neighbor_list: None,
             },
             positions: vec![1.0, 2.0, 3.0, 4.0, 5.0, f64::MIN_POSITIVE],
             velocities: vec![0.1; 6],

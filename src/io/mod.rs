@@ -6,6 +6,7 @@ pub mod exchange;
 pub mod lock;
 pub mod observables;
 pub mod trajectory;
+pub mod wrap;
 
 pub use observables::ObservablesWriter;
 pub use trajectory::TrajectoryWriter;

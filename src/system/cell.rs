@@ -75,16 +75,21 @@ impl Cell {
     /// One cell per member from a tensor of rows a, b, c ([R, 3, 3], any
     /// device), each checked and put in the lower-triangular form.
     pub fn all_from_tensor(cells: &tch::Tensor) -> Result<Vec<Cell>> {
-        let host = Vec::<f64>::try_from(
-            cells
-                .to_kind(tch::Kind::Double)
-                .to_device(tch::Device::Cpu)
-                .reshape([-1]),
-        )
-        .map_err(|e| Error::Invalid(format!("cells: {e}")))?;
-        host.chunks_exact(9)
+        host_rows(cells)?
+            .chunks_exact(9)
             .map(|m| Cell::from_matrix(Matrix3::from_row_slice(m)))
             .collect()
+    }
+
+    /// One cell per member from a tensor of rows a, b, c ([R, 3, 3]),
+    /// exactly as stored (the state's cells are lower triangular already).
+    pub fn all_as_stored(cells: &tch::Tensor) -> Result<Vec<Cell>> {
+        Ok(host_rows(cells)?
+            .chunks_exact(9)
+            .map(|m| Cell {
+                matrix: Matrix3::from_row_slice(m),
+            })
+            .collect())
     }
 
     pub fn volume(&self) -> f64 {
@@ -104,14 +109,17 @@ impl Cell {
         ]
     }
 
-    /// A cell too small for `cutoff`: some perpendicular width below twice
-    /// the cutoff, so an atom would see two images of one neighbour.
+    /// A cell too small for `cutoff`: some perpendicular width below the
+    /// cutoff. (Widths between one and two cutoffs are fine: the neighbour
+    /// list gives an atom every image of a neighbour within the cutoff, so
+    /// it may see several; below one cutoff it would need images beyond
+    /// the neighbouring cells.)
     pub fn check_cutoff(&self, cutoff: f64) -> Result<()> {
         let w = self.perpendicular_widths();
         for (axis, width) in ["a", "b", "c"].iter().zip(w) {
-            if width < 2.0 * cutoff {
+            if width < cutoff {
                 return Err(Error::Invalid(format!(
-                    "the cell's perpendicular width along {axis} is {width:.3} Å, less than twice the cutoff ({cutoff} Å); use a larger cell or a smaller cutoff"
+                    "the cell's perpendicular width along {axis} is {width:.3} Å, less than the cutoff ({cutoff} Å); use a larger cell (a supercell) or a smaller cutoff"
                 )));
             }
         }
@@ -133,6 +141,17 @@ impl Cell {
             m[(2, 2)],
         ]
     }
+}
+
+/// The numbers of a [R, 3, 3] cell tensor on the host, row-major.
+fn host_rows(cells: &tch::Tensor) -> Result<Vec<f64>> {
+    Vec::<f64>::try_from(
+        cells
+            .to_kind(tch::Kind::Double)
+            .to_device(tch::Device::Cpu)
+            .reshape([-1]),
+    )
+    .map_err(|e| Error::Invalid(format!("cells: {e}")))
 }
 
 #[cfg(test)]
@@ -166,9 +185,9 @@ mod tests {
     fn small_or_degenerate_cells_are_refused() {
         let c = Cell::from_lengths_angles([10.0, 10.0, 10.0], [90.0, 90.0, 60.0]).unwrap();
         // Width along a: 10 sin 60° = 8.66 Å.
-        let e = c.check_cutoff(4.5).unwrap_err().to_string();
+        let e = c.check_cutoff(8.7).unwrap_err().to_string();
         assert!(e.contains("along a is 8.660 Å"), "{e}");
-        assert!(c.check_cutoff(4.3).is_ok());
+        assert!(c.check_cutoff(8.6).is_ok());
         assert!(Cell::from_lengths_angles([10.0, 10.0, 10.0], [90.0, 90.0, 180.0]).is_err());
         assert!(Cell::from_lengths_angles([10.0, -1.0, 10.0], [90.0; 3]).is_err());
         let left = Matrix3::new(10.0, 0.0, 0.0, 0.0, 10.0, 0.0, 0.0, 0.0, -10.0);
