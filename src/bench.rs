@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 use crate::config::GraphPolicy;
 use crate::error::{Error, Result};
 use crate::force::{update_forces, ForceProvider, PairForces, TorchScriptModel};
-use crate::integrate::{Integrator, Langevin};
+use crate::integrate::{Integrator, Langevin, VelocityVerlet};
 use crate::rng::CounterRng;
 use crate::state::{to_host_f64, BatchState};
 use crate::stepper::{Stepper, WARMUP_STEPS};
@@ -415,6 +415,10 @@ pub struct MdOptions {
     pub out: PathBuf,
     /// Each row is measured once per setting, side by side.
     pub cuda_graphs: Vec<GraphPolicy>,
+    /// BAOAB Langevin; false: velocity Verlet (no thermostat noise).
+    pub thermostat: bool,
+    /// Precision of the integrator state.
+    pub state_kind: Kind,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -453,6 +457,8 @@ pub struct MdReport {
     pub date: String,
     pub model: String,
     pub integrator: String,
+    /// Precision of the integrator state.
+    pub state_precision: String,
     pub rows: Vec<MdRow>,
 }
 
@@ -492,7 +498,7 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
             .iter()
             .flat_map(|r| opts.cuda_graphs.iter().map(move |p| (r, p)))
         {
-            let mut state = BatchState::new(&molecule, r, opts.device, Kind::Double);
+            let mut state = BatchState::new(&molecule, r, opts.device, opts.state_kind);
             if let Some(cell) = &molecule.cell {
                 // A file with a cell (CRYST1, ...) is a periodic box.
                 let one = Tensor::from_slice(&cell.to_array()).view([1, 3, 3]);
@@ -502,18 +508,27 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
             let model = row_model.provider();
             state.set_maxwell_boltzmann(opts.temperature, &mut CounterRng::new(1));
             update_forces(&mut state, model)?;
-            let mut integrator =
-                Langevin::new(&state, opts.timestep, opts.friction, opts.temperature, 1);
+            let mut integrator: Box<dyn Integrator> = if opts.thermostat {
+                Box::new(Langevin::new(
+                    &state,
+                    opts.timestep,
+                    opts.friction,
+                    opts.temperature,
+                    1,
+                ))
+            } else {
+                Box::new(VelocityVerlet::new(&state, opts.timestep))
+            };
             integrator_name = integrator.describe();
-            let mut stepper = Stepper::new(policy, &state, model, &mut integrator)?;
+            let mut stepper = Stepper::new(policy, &state, model, integrator.as_mut())?;
             // At least the stepper's own warm-up, so timed steps are replays.
             for _ in 0..opts.warmup.max(WARMUP_STEPS + 1) {
-                stepper.step(&mut state, model, &mut integrator)?;
+                stepper.step(&mut state, model, integrator.as_mut())?;
             }
             synchronize(opts.device);
             let start = Instant::now();
             for _ in 0..opts.steps {
-                stepper.step(&mut state, model, &mut integrator)?;
+                stepper.step(&mut state, model, integrator.as_mut())?;
             }
             synchronize(opts.device);
             let md = start.elapsed().as_secs_f64() / opts.steps.max(1) as f64;
@@ -585,11 +600,12 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
         date: today(),
         model: opts.model.display().to_string(),
         integrator: integrator_name,
+        state_precision: format!("{:?}", opts.state_kind),
         rows,
     };
     let mut md = format!(
-        "# MD throughput — {device}, {}\n\nModel `{}`; {}; {} K; float64 integrator state, float32 model; {} warm-up + {} timed steps per row; device synchronised at both ends. Overhead ratio = full MD step / bare (eager) forward + backward of the same batch; below 1 when graph replay saves launch overhead. For models of interface v2 the engine builds the neighbour list in every force call (in the captured step); ms/list build is that build alone, eagerly. Peak memory: GPU memory held by the process so far (nvidia-smi; the largest row of a run dominates later ones), or peak RSS on the CPU.\n\n| structure | atoms | R | CUDA graph | ms/step | replica-steps/s | atom-steps/s | aggregate ns/day | ns/day per replica | ms/force call | ms/list build | overhead ratio | peak MiB | chunk |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-        report.date, report.model, report.integrator, opts.temperature, opts.warmup, opts.steps
+        "# MD throughput — {device}, {}\n\nModel `{}`; {}; {} K; {:?} integrator state, float32 model; {} warm-up + {} timed steps per row; device synchronised at both ends. Overhead ratio = full MD step / bare (eager) forward + backward of the same batch; below 1 when graph replay saves launch overhead. For models of interface v2 the engine builds the neighbour list in every force call (in the captured step); ms/list build is that build alone, eagerly. Peak memory: GPU memory held by the process so far (nvidia-smi; the largest row of a run dominates later ones), or peak RSS on the CPU.\n\n| structure | atoms | R | CUDA graph | ms/step | replica-steps/s | atom-steps/s | aggregate ns/day | ns/day per replica | ms/force call | ms/list build | overhead ratio | peak MiB | chunk |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        report.date, report.model, report.integrator, opts.temperature, opts.state_kind, opts.warmup, opts.steps
     );
     for r in &report.rows {
         md += &format!(

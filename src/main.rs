@@ -153,11 +153,31 @@ enum BenchCommand {
         #[arg(long, default_value_t = 0.5)]
         timestep: f64,
         /// CUDA-graph settings to measure each row with, side by side
-        /// (comma-separated auto/on/off; graphs need a GPU and a static-shape
-        /// model such as models/ani1x_static.pt).
+        /// (comma-separated auto/on/off; graphs need a GPU and a
+        /// static-shape model such as models/ani1x_static.pt or
+        /// models/ani1x_nl.pt).
         #[arg(long, value_delimiter = ',', default_value = "auto")]
         cuda_graphs: Vec<GraphPolicy>,
+        /// Integrator: langevin (BAOAB, the default) or verlet (no
+        /// thermostat noise: the difference is what the thermostat costs).
+        #[arg(long, default_value = "langevin")]
+        integrator: BenchIntegrator,
+        /// Precision of the integrator state (positions, velocities).
+        #[arg(long, default_value = "float64")]
+        precision: BenchPrecision,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchIntegrator {
+    Langevin,
+    Verlet,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchPrecision {
+    Float64,
+    Float32,
 }
 
 #[derive(Args)]
@@ -225,6 +245,8 @@ fn run_bench(which: BenchCommand) -> mlff_md::Result<()> {
             steps,
             timestep,
             cuda_graphs,
+            integrator,
+            precision,
         } => {
             let opts = MdOptions {
                 model: common.model,
@@ -238,6 +260,11 @@ fn run_bench(which: BenchCommand) -> mlff_md::Result<()> {
                 friction: 1.0,
                 out: common.out,
                 cuda_graphs,
+                thermostat: matches!(integrator, BenchIntegrator::Langevin),
+                state_kind: match precision {
+                    BenchPrecision::Float64 => tch::Kind::Double,
+                    BenchPrecision::Float32 => tch::Kind::Float,
+                },
             };
             let (report, path) = bench_md(&opts)?;
             println!(

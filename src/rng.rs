@@ -66,25 +66,23 @@ impl CounterRng {
         gaussian(index, [Key::Host(k1), Key::Host(k2), Key::Host(k3)])
     }
 
-    /// The numbers [`CounterRng::normal`] draws, with the three keys read
-    /// from a device tensor (`keys`: int64, three elements, those of
-    /// [`CounterRng::keys`]) instead of baked in as constants, so that a
-    /// CUDA graph replaying this draw reads fresh keys each time. Does not
-    /// touch any counter: the caller keeps the keys and the counter in step.
-    pub fn normal_with_keys(index: &Tensor, keys: &Tensor) -> Tensor {
-        let k = keys.view([3]);
-        gaussian(
-            index,
-            [
-                Key::Device(k.select(0, 0)),
-                Key::Device(k.select(0, 1)),
-                Key::Device(k.select(0, 2)),
-            ],
-        )
+    /// The numbers of several draws at once: `keys` is [M, 3] int64 on
+    /// the device, row m the keys of one draw ([`CounterRng::keys`]);
+    /// returns [M, ...index shape], row m exactly what [`CounterRng::normal`]
+    /// gives for that draw. One batched evaluation (the same elementwise
+    /// kernels as one draw, on M times the elements). Does not touch any
+    /// counter: the caller keeps the keys and the counter in step.
+    pub fn normal_block(index: &Tensor, keys: &Tensor) -> Tensor {
+        let m = keys.size()[0];
+        let mut shape = vec![m];
+        shape.extend(std::iter::repeat_n(1, index.dim()));
+        let key = |i: i64| Key::Device(keys.select(1, i).view(shape.as_slice()));
+        gaussian(index, [key(0), key(1), key(2)])
     }
 }
 
-/// A 32-bit key: a host constant or a 0-d device tensor.
+/// A 32-bit key: a host constant or a device tensor (one per draw,
+/// broadcast over the elements).
 enum Key {
     Host(i64),
     Device(Tensor),
@@ -237,14 +235,18 @@ mod tests {
             .equal(&a1.narrow(0, 500, 10)));
     }
 
+    /// A block of draws from device keys holds exactly the numbers of
+    /// drawing one at a time.
     #[test]
-    fn device_keys_draw_the_host_keyed_numbers() {
+    fn a_block_of_draws_holds_the_host_keyed_numbers() {
         let idx = Tensor::arange(3000, (Kind::Int64, tch::Device::Cpu)).view([1000, 3]);
         let mut rng = CounterRng::new(11);
-        for counter in 0..3 {
-            let keys = Tensor::from_slice(&rng.keys(counter));
-            let keyed = CounterRng::normal_with_keys(&idx, &keys);
-            assert!(keyed.equal(&rng.normal(&idx)), "draw {counter}");
+        let keys: Vec<i64> = (5..9).flat_map(|c| rng.keys(c)).collect();
+        let block = CounterRng::normal_block(&idx, &Tensor::from_slice(&keys).view([4, 3]));
+        assert_eq!(block.size(), [4, 1000, 3]);
+        rng.counter = 5;
+        for m in 0..4 {
+            assert!(block.get(m).equal(&rng.normal(&idx)), "draw {}", 5 + m);
         }
     }
 

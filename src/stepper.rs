@@ -141,12 +141,12 @@ impl Stepper {
         force: &dyn ForceProvider,
         integrator: &mut dyn Integrator,
     ) -> Result<()> {
-        integrator.before_step();
+        integrator.before_step(state);
         if let Mode::Replay(captured) = &self.mode {
             if captured.inputs != input_addresses(state, integrator) {
                 // Replaced storage: the old graph would read stale memory.
                 self.capture(state, force, integrator)?;
-                integrator.before_step();
+                integrator.before_step(state);
             }
         }
         match &mut self.mode {

@@ -29,6 +29,31 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mlff-md"))
 }
 
+/// `mlff-md run CONFIG -o OUT ARGS` in the config's folder (with the
+/// neighbour-list room test switch when `room` is given); must succeed;
+/// its stderr.
+fn run_into(config: &Path, out: &str, args: &[&str], room: Option<&str>) -> String {
+    let mut cmd = bin();
+    cmd.arg("run")
+        .arg(config)
+        .args(["-o", out])
+        .args(args)
+        .current_dir(config.parent().unwrap());
+    if let Some(r) = room {
+        cmd.env(mlff_md::force::pairs::ROOM_ENV, r);
+    }
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    err
+}
+
+fn latest_checkpoint(dir: &Path) -> mlff_md::io::checkpoint::Checkpoint {
+    mlff_md::io::checkpoint::Checkpoint::read_latest(dir)
+        .unwrap()
+        .0
+}
+
 /// Positions after `steps` Langevin steps of harmonic ethanol, with the
 /// random keys on the host or in the device table; `rewind_at` sets the draw
 /// counter back by 3 at that step (as a checkpoint restore would).
@@ -46,7 +71,7 @@ fn langevin_run(device_keys: bool, steps: usize, rewind_at: Option<usize>) -> Te
             let c = integrator.rng_counter().unwrap();
             integrator.set_rng_counter(c - 3);
         }
-        integrator.before_step();
+        integrator.before_step(&state);
         integrator.step(&mut state, &provider).unwrap();
     }
     assert_eq!(
@@ -56,7 +81,7 @@ fn langevin_run(device_keys: bool, steps: usize, rewind_at: Option<usize>) -> Te
     state.positions
 }
 
-/// The key table holds 4096 draws: 4200 steps cross a refill, and a rewound
+/// Noise is drawn in blocks of up to 64 draws: 4200 steps cross many refills, and a rewound
 /// counter must refill from the new position.
 #[test]
 fn device_keyed_langevin_is_the_host_keyed_trajectory() {
@@ -413,23 +438,8 @@ checkpoint_interval = 200
     );
     let cfg = tmp.path().join("remd.toml");
     std::fs::write(&cfg, text).unwrap();
-    let run = |args: &[&str], out: &str| {
-        let o = bin()
-            .arg("run")
-            .arg(&cfg)
-            .args(["-o", out])
-            .args(args)
-            .current_dir(tmp.path())
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stderr).to_string()
-    };
-    let read = |dir: &str| {
-        mlff_md::io::checkpoint::Checkpoint::read_latest(&tmp.path().join(dir))
-            .unwrap()
-            .0
-    };
+    let run = |args: &[&str], out: &str| run_into(&cfg, out, args, None);
+    let read = |dir: &str| latest_checkpoint(&tmp.path().join(dir));
     let log = run(&["--cuda-graphs", "on"], "whole");
     assert!(log.contains("CUDA graphs"), "{log}");
     run(&["--cuda-graphs", "on", "--steps", "200"], "split");
@@ -520,25 +530,14 @@ fn gpu_neighbor_list_grows_under_graphs_and_resumes_exactly() {
         "cuda",
     );
     let run = |out: &str, room: Option<&str>, extra: &[&str]| {
-        let mut cmd = bin();
-        cmd.arg("run")
-            .arg(&cfg)
-            .args(["-o", out, "--cuda-graphs", "on"])
-            .args(extra)
-            .current_dir(tmp.path());
-        if let Some(r) = room {
-            cmd.env(mlff_md::force::pairs::ROOM_ENV, r);
-        }
-        let o = cmd.output().unwrap();
-        let err = String::from_utf8_lossy(&o.stderr).to_string();
-        assert!(o.status.success(), "{err}");
-        err
+        let args: Vec<&str> = ["--cuda-graphs", "on"]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect();
+        run_into(&cfg, out, &args, room)
     };
-    let read = |dir: &str| {
-        mlff_md::io::checkpoint::Checkpoint::read_latest(&tmp.path().join(dir))
-            .unwrap()
-            .0
-    };
+    let read = |dir: &str| latest_checkpoint(&tmp.path().join(dir));
     run("roomy", None, &[]);
     let log = run("tight", Some("8"), &[]);
     assert!(log.contains("ran out of room"), "{log}");

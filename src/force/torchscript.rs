@@ -141,6 +141,41 @@ impl TorchScriptModel {
         })
     }
 
+    /// The model's `prepare(atomic_numbers, batch)` for `state`'s batch;
+    /// Err says why not (no such method: then `prepared`, the method that
+    /// would use it, is missing too, and `hint` says what would do).
+    fn call_prepare(
+        &self,
+        state: &BatchState,
+        prepared: &str,
+        hint: &str,
+    ) -> std::result::Result<(), String> {
+        let args = [
+            IValue::Tensor(state.atomic_numbers.shallow_clone()),
+            IValue::Tensor(state.batch.shallow_clone()),
+        ];
+        self.module
+            .method_is("prepare", &args)
+            .map(|_| ())
+            .map_err(|e| {
+                let e = e.to_string();
+                if e.contains("prepare") && (e.contains("not defined") || e.contains("no method")) {
+                    format!(
+                    "{} has no prepare()/{prepared} methods: its shapes depend on the data {hint}",
+                    self.path.display()
+                )
+                    .trim_end()
+                    .to_string()
+                } else {
+                    format!(
+                        "{}: prepare(atomic_numbers, batch) failed: {}",
+                        self.path.display(),
+                        error_summary(&e)
+                    )
+                }
+            })
+    }
+
     /// Whether the model takes the engine's pairs (interface v2).
     pub fn takes_pairs(&self) -> bool {
         self.cutoffs.is_some()
@@ -192,44 +227,24 @@ impl ForceProvider for TorchScriptModel {
 
     fn prepare_static(&self, state: &BatchState) -> std::result::Result<(), String> {
         self.prepared_rows.set(None);
-        match self.module.method_is(
-            "prepare",
-            &[
-                IValue::Tensor(state.atomic_numbers.shallow_clone()),
-                IValue::Tensor(state.batch.shallow_clone()),
-            ],
-        ) {
-            Ok(_) => {
-                // TorchScript's profiling executor runs a method's first call
-                // unoptimised and every later call through the optimised graph
-                // (symbolic autodiff), and the two differ in the last bits of
-                // the forces. Spend those calls here, so that every step, in a
-                // fresh or a resumed process, sees the optimised numerics: a
-                // continued run then matches an uninterrupted one bit for bit.
-                for _ in 0..PROFILING_CALLS {
-                    let _ = self
-                        .evaluate_prepared(&state.positions, state.n_members as i64)
-                        .map_err(|e| format!("forward_prepared failed: {e}"))?;
-                }
-                self.prepared_rows.set(Some(state.positions.size()[0]));
-                Ok(())
-            }
-            Err(e) => {
-                let e = e.to_string();
-                if e.contains("prepare") && (e.contains("not defined") || e.contains("no method")) {
-                    Err(format!(
-                        "{} has no prepare()/forward_prepared() methods: its shapes depend on the data (a static-shape export such as models/ani1x_static.pt can be captured)",
-                        self.path.display()
-                    ))
-                } else {
-                    Err(format!(
-                        "{}: prepare(atomic_numbers, batch) failed: {}",
-                        self.path.display(),
-                        error_summary(&e)
-                    ))
-                }
-            }
+        self.call_prepare(
+            state,
+            "forward_prepared()",
+            "(a static-shape export such as models/ani1x_static.pt can be captured)",
+        )?;
+        // TorchScript's profiling executor runs a method's first call
+        // unoptimised and every later call through the optimised graph
+        // (symbolic autodiff), and the two differ in the last bits of the
+        // forces. Spend those calls here, so that every step, in a fresh or a
+        // resumed process, sees the optimised numerics: a continued run then
+        // matches an uninterrupted one bit for bit.
+        for _ in 0..PROFILING_CALLS {
+            let _ = self
+                .evaluate_prepared(&state.positions, state.n_members as i64)
+                .map_err(|e| format!("forward_prepared failed: {e}"))?;
         }
+        self.prepared_rows.set(Some(state.positions.size()[0]));
+        Ok(())
     }
 
     fn compute(&self, state: &BatchState) -> Result<ForceOutput> {
@@ -432,34 +447,10 @@ impl PairModel for TorchScriptModel {
 
     fn prepare(&self, state: &BatchState) -> std::result::Result<(), String> {
         self.pairs_prepared_rows.set(None);
-        match self.module.method_is(
-            "prepare",
-            &[
-                IValue::Tensor(state.atomic_numbers.shallow_clone()),
-                IValue::Tensor(state.batch.shallow_clone()),
-            ],
-        ) {
-            Ok(_) => {
-                self.pairs_prepared_rows
-                    .set(Some(state.positions.size()[0]));
-                Ok(())
-            }
-            Err(e) => {
-                let e = e.to_string();
-                if e.contains("prepare") && (e.contains("not defined") || e.contains("no method")) {
-                    Err(format!(
-                        "{} has no prepare()/forward_pairs_prepared() methods: its shapes may depend on the data",
-                        self.path.display()
-                    ))
-                } else {
-                    Err(format!(
-                        "{}: prepare(atomic_numbers, batch) failed: {}",
-                        self.path.display(),
-                        error_summary(&e)
-                    ))
-                }
-            }
-        }
+        self.call_prepare(state, "forward_pairs_prepared()", "")?;
+        self.pairs_prepared_rows
+            .set(Some(state.positions.size()[0]));
+        Ok(())
     }
 
     fn energies(&self, inputs: &PairInputs) -> Result<Tensor> {

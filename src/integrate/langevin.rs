@@ -28,23 +28,32 @@ pub struct Langevin {
     /// exp(−γ dt).
     c1: f64,
     pub rng: CounterRng,
-    /// Keys of the random stream on the device (see [`Integrator::use_device_keys`]).
-    device_keys: Option<DeviceKeys>,
+    /// Noise drawn ahead on the device (see [`Integrator::use_device_keys`]).
+    block: Option<NoiseBlock>,
 }
 
-/// Rows of the device key table: one host→device copy per this many steps.
-const KEY_TABLE_ROWS: u64 = 4096;
+/// Memory for pre-drawn noise (bytes): draws per block are as many as fit,
+/// up to [`MAX_BLOCK_DRAWS`].
+const NOISE_BLOCK_BYTES: i64 = 128 << 20;
+/// Most draws made at once.
+const MAX_BLOCK_DRAWS: u64 = 64;
 
-/// The keys of draws `base .. base + KEY_TABLE_ROWS` on the device, and the
-/// row of the next draw (`slot`, a device scalar the step itself advances,
-/// so a replayed graph moves through the table).
-struct DeviceKeys {
-    /// [KEY_TABLE_ROWS, 3] int64.
-    table: Tensor,
+/// Thermostat noise drawn ahead for a captured step (see
+/// [`Integrator::use_device_keys`]): the Gaussian numbers of draws
+/// `base .. base + draws`, made by one batched evaluation of the counter
+/// generator, and the row the next step reads (`slot`, a device scalar the
+/// step itself advances, so a replayed graph moves through the block). The
+/// numbers are exactly those of drawing one step at a time; a block costs
+/// the generator's ~50 elementwise kernels once per `draws` steps instead
+/// of once per step, which is most of a small system's step.
+struct NoiseBlock {
+    /// [draws, R*N, 3] in the state's precision.
+    noise: Tensor,
     /// [1] int64: row of the next draw.
     slot: Tensor,
     /// Draw counter of row 0; None until filled (or after the counter was reset).
     base: Option<u64>,
+    draws: u64,
 }
 
 impl Langevin {
@@ -84,7 +93,7 @@ impl Langevin {
             noise_scale: Tensor::zeros([1], (state.kind, state.device)),
             c1,
             rng,
-            device_keys: None,
+            block: None,
         };
         integrator.set_temperatures(state, &temps);
         integrator
@@ -108,17 +117,17 @@ impl Integrator for Langevin {
         let h = 0.5 * self.dt;
         kick(state, &self.inv_mass, h);
         drift(state, h);
-        let z = match &self.device_keys {
-            None => self.rng.normal(&state.noise_index),
-            Some(keys) => {
-                let row = keys.table.index_select(0, &keys.slot);
-                let mut slot = keys.slot.shallow_clone();
+        let z = match &self.block {
+            None => self.rng.normal(&state.noise_index).to_kind(state.kind),
+            Some(block) => {
+                let z = block.noise.index_select(0, &block.slot).squeeze_dim(0);
+                let mut slot = block.slot.shallow_clone();
                 let _ = slot.g_add_scalar_(1);
                 self.rng.counter += 1;
-                CounterRng::normal_with_keys(&state.noise_index, &row)
+                z
             }
         };
-        let noise = z.to_kind(state.kind) * &self.noise_scale;
+        let noise = z * &self.noise_scale;
         state.velocities *= self.c1;
         state.velocities += noise;
         drift(state, h);
@@ -147,39 +156,46 @@ impl Integrator for Langevin {
 
     fn set_rng_counter(&mut self, counter: u64) {
         self.rng.counter = counter;
-        if let Some(keys) = self.device_keys.as_mut() {
-            keys.base = None;
+        if let Some(block) = self.block.as_mut() {
+            block.base = None;
         }
     }
 
     fn use_device_keys(&mut self, state: &BatchState) {
-        if self.device_keys.is_none() {
-            self.device_keys = Some(DeviceKeys {
-                table: Tensor::zeros([KEY_TABLE_ROWS as i64, 3], (Kind::Int64, state.device)),
+        if self.block.is_none() {
+            let per_draw = 3 * state.positions.size()[0] * state.kind.elt_size_in_bytes() as i64;
+            let draws = ((NOISE_BLOCK_BYTES / per_draw.max(1)) as u64).clamp(1, MAX_BLOCK_DRAWS);
+            let rows = state.positions.size()[0];
+            self.block = Some(NoiseBlock {
+                noise: Tensor::zeros([draws as i64, rows, 3], (state.kind, state.device)),
                 slot: Tensor::zeros([1], (Kind::Int64, state.device)),
                 base: None,
+                draws,
             });
         }
     }
 
-    fn before_step(&mut self) {
+    fn before_step(&mut self, state: &BatchState) {
         let counter = self.rng.counter;
-        let Some(keys) = self.device_keys.as_mut() else {
+        let Some(block) = self.block.as_mut() else {
             return;
         };
-        let current = keys
+        let current = block
             .base
-            .is_some_and(|b| counter >= b && counter - b < KEY_TABLE_ROWS);
+            .is_some_and(|b| counter >= b && counter - b < block.draws);
         if current {
             return;
         }
-        let host: Vec<i64> = (counter..counter + KEY_TABLE_ROWS)
+        let keys: Vec<i64> = (counter..counter + block.draws)
             .flat_map(|c| self.rng.keys(c))
             .collect();
-        let host = Tensor::from_slice(&host).view([KEY_TABLE_ROWS as i64, 3]);
-        keys.table.copy_(&host);
-        let _ = keys.slot.fill_(0);
-        keys.base = Some(counter);
+        let keys = Tensor::from_slice(&keys)
+            .view([block.draws as i64, 3])
+            .to_device(state.device);
+        let z = CounterRng::normal_block(&state.noise_index, &keys);
+        block.noise.copy_(&z.to_kind(state.kind));
+        let _ = block.slot.fill_(0);
+        block.base = Some(counter);
     }
 
     fn replayed(&mut self, state: &mut BatchState) {
@@ -189,9 +205,9 @@ impl Integrator for Langevin {
 
     fn captured_inputs(&self) -> Vec<&Tensor> {
         let mut v = vec![&self.inv_mass, &self.noise_scale];
-        if let Some(keys) = &self.device_keys {
-            v.push(&keys.table);
-            v.push(&keys.slot);
+        if let Some(block) = &self.block {
+            v.push(&block.noise);
+            v.push(&block.slot);
         }
         v
     }

@@ -40,15 +40,15 @@ pub trait Integrator {
     /// Restore the draw counter saved by [`Integrator::rng_counter`].
     fn set_rng_counter(&mut self, _counter: u64) {}
 
-    /// Read the random stream's keys from a device tensor from now on, so
-    /// that a step captured in a CUDA graph draws fresh numbers on every
-    /// replay (keys passed as host constants would be baked into the graph).
-    /// The numbers drawn are the same either way.
+    /// Read the random numbers from a device tensor the step advances
+    /// through from now on, so that a step captured in a CUDA graph gets
+    /// fresh numbers on every replay (keys passed as host constants would
+    /// be baked into the graph). The numbers drawn are the same either way.
     fn use_device_keys(&mut self, _state: &BatchState) {}
 
     /// Host work due before a step that must not be captured in a graph
-    /// (refilling the device key table). Call before every step.
-    fn before_step(&mut self) {}
+    /// (drawing the next block of noise). Call before every step.
+    fn before_step(&mut self, _state: &BatchState) {}
 
     /// The host-side bookkeeping of one step that a graph replay did on the
     /// device (step and draw counters).
