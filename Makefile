@@ -58,6 +58,9 @@ models: setup
 systems: setup
 	$(PY) -m pip install -q rdkit
 	$(PY) python/build_systems.py
+	# OpenMM for the water boxes (it does not depend on torch)
+	$(PY) -m pip install -q --no-deps openmm==8.6.1
+	$(PY) python/build_water.py
 
 # Mutation testing (cargo-mutants) of the modules that decide the physics; not
 # part of `make test`: each mutant costs a release rebuild and the physics

@@ -3,6 +3,14 @@
 
 The TorchScript model is wrapped as a torch_sim ModelInterface: one forward +
 one backward over all R replicas per MD step (same call pattern as mlff-md).
+
+v1 models (forward(z, positions, batch)) see isolated copies of the structure.
+v2 neighbour-list models (cutoffs() present; models/README.md, "Interface v2")
+get TorchSim's own neighbour list (torch_sim.neighbors.torchsim_nl: the best
+available of alchemiops > vesin > torch_nl_linked_cell, or --neighbor-list)
+at cutoffs()[0], turned into the contract's padded rows by the wrapper every
+step; a PDB with CRYST1 runs periodic (v2 only).
+
 Integrator: torch_sim.nvt_langevin_init / torch_sim.nvt_langevin_step (BAOAB),
 called in a plain Python loop (what torch_sim.integrate does, minus reporters).
 
@@ -62,8 +70,24 @@ except ImportError:
 import ase  # noqa: E402
 import ase.io  # noqa: E402
 import torch_sim as ts  # noqa: E402
+import torch_sim.neighbors as tsnl  # noqa: E402
 from torch_sim.models.interface import ModelInterface  # noqa: E402
+from torch_sim.transforms import compute_cell_shifts  # noqa: E402
 from torch_sim.units import MetalUnits  # noqa: E402
+
+if tsnl.ALCHEMIOPS_AVAILABLE:
+    DEFAULT_NL = "alchemiops_nl_n2"
+elif tsnl.VESIN_TORCHSCRIPT_AVAILABLE:
+    DEFAULT_NL = "vesin_nl_ts"
+elif tsnl.VESIN_AVAILABLE:
+    DEFAULT_NL = "vesin_nl"
+else:
+    DEFAULT_NL = "torch_nl_linked_cell"
+NEIGHBOR_LISTS = {
+    "default": tsnl.torchsim_nl,  # what TorchSim's own pair models use
+    "torch_nl_linked_cell": tsnl.torch_nl_linked_cell,
+    "torch_nl_n2": tsnl.torch_nl_n2,
+}
 
 
 class TorchScriptModel(ModelInterface):
@@ -102,20 +126,115 @@ class TorchScriptModel(ModelInterface):
         }
 
 
+def rows_from_pairs(n: int, i: torch.Tensor, j: torch.Tensor, vec: torch.Tensor,
+                    rc: float, inner: list[float]):
+    """A full pair list (centre i, neighbour j, vector x_j - x_i + shift, any
+    order) -> the v2 inputs: neighbors [n, K], vectors [n, K, 3] (keeps the
+    autograd graph of `vec`), mask, inner_slots / inner_masks [n, K_c]. K and
+    K_c are the longest rows of this step (host syncs, as TorchSim does)."""
+    dev = vec.device
+    counts = torch.bincount(i, minlength=n)
+    k = max(int(counts.max()), 1) if n else 1
+    order = torch.argsort(i, stable=True)
+    i, j, vec = i[order], j[order], vec[order]
+    col = torch.arange(i.shape[0], device=dev) - (torch.cumsum(counts, 0) - counts)[i]
+    neighbors = torch.arange(n, device=dev).view(n, 1).repeat(1, k)
+    neighbors[i, col] = j
+    mask = torch.zeros(n, k, dtype=torch.bool, device=dev)
+    mask[i, col] = True
+    pad = torch.tensor([2.0 * rc, 0.0, 0.0], dtype=vec.dtype, device=dev)
+    vectors = pad.expand(n, k, 3).index_put((i, col), vec)  # out of place: gradient flows to vec
+    d = vectors.detach().norm(dim=2)
+    slots, masks = [], []
+    for rc_c in inner:
+        within = mask & (d < rc_c)
+        kc = max(int(within.sum(1).max()), 1)
+        r, kk = torch.nonzero(within, as_tuple=True)  # row-major: k increasing in a row
+        c = within.cumsum(1)[r, kk] - 1
+        sl = torch.zeros(n, kc, dtype=torch.long, device=dev)
+        sl[r, c] = kk
+        sm = torch.zeros(n, kc, dtype=torch.bool, device=dev)
+        sm[r, c] = True
+        slots.append(sl)
+        masks.append(sm)
+    return neighbors, vectors, mask, slots, masks
+
+
+class PairListModel(TorchScriptModel):
+    """torch_sim ModelInterface around a v2 (neighbour-list) TorchScript model.
+
+    Every call: TorchSim's neighbour list at cutoffs()[0] (periodic images via
+    the state's cell and pbc), vectors x_j - x_i + shift from the positions
+    (float64, autograd on), rounded to float32, padded into [N, K] rows with
+    inner slots; prepare() once per batch composition, then
+    forward_pairs_prepared; forces = -dE/dpositions by one backward.
+    """
+
+    def __init__(self, path: str, device: torch.device, dtype: torch.dtype, nl: str):
+        super().__init__(path, device, dtype)
+        self.cutoffs = [float(c) for c in self.model.cutoffs()]
+        self.nl_fn = NEIGHBOR_LISTS[nl]
+        self.has_prepare = hasattr(self.model, "prepare")
+        self.last_capacity: list[int] = []
+
+    def forward(self, state: ts.SimState, **kwargs) -> dict[str, torch.Tensor]:
+        z, b = state.atomic_numbers, state.system_idx
+        key = (z.data_ptr(), b.data_ptr(), z.shape[0])
+        if key != self._cache_key:
+            self._z = z.to(torch.int64)
+            self._b = b.to(torch.int64)
+            self._cache_key = key
+            if self.has_prepare:
+                self.model.prepare(self._z, self._b)
+        pos = state.positions.detach().to(torch.float64).requires_grad_(True)
+        cell = state.row_vector_cell.to(torch.float64)
+        pbc = state.pbc  # as torch_sim.models.pair_potential does
+        pbc = pbc.unsqueeze(0).expand(state.n_systems, -1) if pbc.ndim == 1 else pbc
+        mapping, system_mapping, shifts_idx = self.nl_fn(
+            positions=pos.detach(), cell=cell, pbc=pbc, cutoff=self.cutoffs[0],
+            system_idx=self._b,
+        )
+        shifts = compute_cell_shifts(cell, shifts_idx.to(torch.float64), system_mapping)
+        vec = pos[mapping[1]] - pos[mapping[0]] + shifts
+        nbr, vectors, mask, slots, masks = rows_from_pairs(
+            pos.shape[0], mapping[0], mapping[1], vec.to(torch.float32),
+            self.cutoffs[0], self.cutoffs[1:])
+        self.last_capacity = [nbr.shape[1]] + [s.shape[1] for s in slots]
+        if self.has_prepare:
+            energy = self.model.forward_pairs_prepared(nbr, vectors, mask, slots, masks)
+        else:
+            energy = self.model.forward_pairs(self._z, self._b, nbr, vectors, mask, slots, masks)
+        (grad,) = torch.autograd.grad(energy.sum(), pos)
+        return {
+            "energy": energy.detach().to(self._dtype),
+            "forces": (-grad).detach().to(self._dtype),
+        }
+
+
 def main() -> None:
-    args = C.parse_args(
-        "TorchSim NVT Langevin, replicas batched in one SimState",
-        extra=lambda p: p.add_argument(
+    def extra(p):
+        p.add_argument(
             "--state-dtype", choices=["float64", "float32"], default="float64",
             help="SimState dtype (torch-sim default float64); the model always gets float32",
-        ),
-    )
+        )
+        p.add_argument(
+            "--neighbor-list", choices=sorted(NEIGHBOR_LISTS), default="default",
+            help=f"v2 models: TorchSim neighbour list (default: torchsim_nl = {DEFAULT_NL} here)",
+        )
+
+    args = C.parse_args("TorchSim NVT Langevin, replicas batched in one SimState", extra=extra)
     state_dtype = getattr(torch, args.state_dtype)
     device = torch.device(args.device)
 
-    model = TorchScriptModel(args.model, device, state_dtype)
+    v2 = hasattr(torch.jit.load(args.model, map_location="cpu"), "cutoffs")
+    if v2:
+        model = PairListModel(args.model, device, state_dtype, args.neighbor_list)
+    else:
+        model = TorchScriptModel(args.model, device, state_dtype)
     template = ase.io.read(args.structure)
-    template.pbc = False
+    periodic = bool(v2 and template.pbc.any() and template.cell.volume > 0)
+    if not periodic:
+        template.pbc = False
     atoms_list = [template.copy() for _ in range(args.replicas)]
     state = ts.io.atoms_to_state(atoms_list, device=device, dtype=state_dtype)
     state.rng = args.seed
@@ -158,7 +277,15 @@ def main() -> None:
             "MetalUnits.temperature_eV_per_K": float(MetalUnits.temperature),
         },
         "tables_stubbed": TABLES_STUBBED,
+        "model_interface": "v2" if v2 else "v1",
+        "periodic": periodic,
+        "cell": template.cell.lengths().tolist() if periodic else None,
     }
+    if v2:
+        nl_name = DEFAULT_NL if args.neighbor_list == "default" else args.neighbor_list
+        result["neighbor_list"] = f"torch_sim.neighbors.{nl_name}, cutoff {model.cutoffs[0]} A, rebuilt every step"
+        result["cutoffs"] = model.cutoffs
+        result["capacity_last_step"] = model.last_capacity
     C.finish(result, args, t1 - t0, temps)
 
 
