@@ -65,6 +65,9 @@ pub struct PairForces {
     /// The test switch [`ROOM_ENV`], until it is applied (at the first
     /// preparation of a fresh list; never to a list from a checkpoint).
     test_room: std::cell::Cell<Option<i64>>,
+    /// Warm-up calls still owed after `prepare_static` (made before the
+    /// next evaluation, so a `validate` that never steps skips them).
+    warmups_due: std::cell::Cell<usize>,
 }
 
 /// Test-only environment switch: the neighbour list's row capacity from
@@ -74,7 +77,8 @@ pub const ROOM_ENV: &str = "MLFF_MD_TEST_NEIGHBOR_ROOM";
 
 /// Calls of the model after `prepare` before results settle (TorchScript's
 /// profiling executor optimises a method from its second call on); spent
-/// at preparation so every step sees the same numerics.
+/// before the first evaluation after a preparation, so every step, in a
+/// fresh or a resumed process, sees the same numerics.
 const PROFILING_CALLS: usize = 2;
 
 impl PairForces {
@@ -94,6 +98,7 @@ impl PairForces {
             test_room: std::cell::Cell::new(
                 std::env::var(ROOM_ENV).ok().and_then(|v| v.parse().ok()),
             ),
+            warmups_due: std::cell::Cell::new(0),
         })
     }
 
@@ -134,6 +139,10 @@ impl ForceProvider for PairForces {
     }
 
     fn compute(&self, state: &BatchState) -> Result<ForceOutput> {
+        while self.warmups_due.get() > 0 {
+            self.warmups_due.set(self.warmups_due.get() - 1);
+            drop(self.evaluate(state)?);
+        }
         self.evaluate(state)
     }
 
@@ -146,9 +155,7 @@ impl ForceProvider for PairForces {
             self.list.borrow_mut().shape.capacity = room;
         }
         self.model.prepare(state)?;
-        for _ in 0..PROFILING_CALLS {
-            self.evaluate(state).map_err(|e| e.to_string())?;
-        }
+        self.warmups_due.set(PROFILING_CALLS);
         Ok(())
     }
 

@@ -210,7 +210,9 @@ impl Molecule {
                 self.total_charge()
             ));
         }
-        if self.components > 1 {
+        // (A file with a periodic box is a condensed system: many molecules
+        // in one box is what it describes.)
+        if self.components > 1 && self.cell.is_none() {
             w.push(format!(
                 "{source}: the bond graph has {} separate molecules; they are simulated together as one system (one energy per member); to run different molecules as separate members, use one structure file per molecule (batches of different molecules are not supported yet)",
                 self.components
