@@ -28,8 +28,8 @@ $(VENV)/.setup-done: python/requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps torchani==2.9.0
 	touch $@
 
-# The ANI models (models/ani1x.pt, ani1x_static.pt, ani1ccx.pt, ani1ccx_static.pt)
-# are not committed: exported from the NeuroChem weights (the first time ~20 s plus a
+# The ANI models (models/ani1x.pt, ani1x_static.pt, ani1x_nl.pt and the ani1ccx
+# ones) are not committed: exported from the NeuroChem weights (the first time ~20 s plus a
 # 22 MB download), byte-reproducibly, and checked against models/SHA256SUMS.
 # Files that already match are left alone, so later runs only hash them.
 ani-models: setup

@@ -1,5 +1,6 @@
-"""Check the exported ANI models (models/ani1x.pt, models/ani1ccx.pt and the
-static-shape models/ani1x_static.pt, models/ani1ccx_static.pt).
+"""Check the exported ANI models (models/ani1x.pt, models/ani1ccx.pt, the
+static-shape models/ani1x_static.pt, models/ani1ccx_static.pt and the
+neighbour-list (contract v2) models/ani1x_nl.pt, models/ani1ccx_nl.pt).
 
     python python/check_ani.py
 
@@ -38,11 +39,41 @@ prepare + forward_prepared:
               sync-prone op (SYNC_PRONE), and none runs in its forward +
               backward (profiler)
 
+Per neighbour-list model (<name>_nl, contract v2; inputs built by
+python/pair_list.py as the engine builds them, forces assembled from
+dE/dvectors):
+  interface   cutoffs() == [5.2, 3.5], supported_elements(), metadata() (variant,
+              cost_scaling, = models/<name>_nl.json), float64 energies with a
+              gradient, prepare() + forward_pairs_prepared == forward_pairs
+  torchani    every shipped molecule and peptide (systems/molecules, systems/
+              peptides: 25 structures, 3 to 303 atoms, chignolin and Trp-cage
+              included) in one mixed batch through forward_pairs; periodic
+              water (systems/water/water_1k.pdb, 64 waters in a triclinic
+              cell, 2 waters in a 3.9 A cell where atoms see several images of
+              each neighbour and of themselves) in one batch through
+              forward_pairs_prepared; lone atoms (K = Ka = 0). Per structure
+              |dE| / |E| and max |dF| / max(max |F|, 1 eV/A) <= 1e-5 against
+              torchani in float64 (same weights; cell and pbc for the boxes),
+              <= 2e-5 against torchani in float32 (molecules)
+  same        forward_pairs == forward_pairs_prepared, bit for bit, repeated
+  capacities  K and Ka larger than needed (Ka also beyond the prepared pair
+              tables), entries of every row shuffled, a 1 A skin: energies to
+              1e-6, forces to 1e-5 of the tight list; both paths bitwise equal
+  batch       one batch == each structure alone
+  fd          forces == central finite differences (pairs rebuilt per step)
+  float64     float64 vectors give the float32 result
+  elements    unsupported atomic numbers raise (forward_pairs and prepare)
+  misuse      forward_pairs_prepared before prepare, with another N, wrong inner
+              lists, mask dtype or shapes, and forward_pairs with bad indices raise
+  no sync     as for the static models, for forward_pairs_prepared
+
 Prints `check_ani: N passed, M failed` last and exits 1 if anything failed.
 """
 
 import collections
+import copy
 import json
+import math
 import os
 import sys
 import time
@@ -52,11 +83,13 @@ import torch
 
 import export_ani
 import model_files
+import pair_list
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 MODELS = ["ani1x", "ani1ccx"]
 STATIC_MODELS = ["ani1x_static", "ani1ccx_static"]
+NL_MODELS = ["ani1x_nl", "ani1ccx_nl"]
 HARTREE_TO_EV = 27.211386245988
 SYMBOL_Z = {"H": 1, "C": 6, "N": 7, "O": 8, "S": 16}
 
@@ -544,6 +577,556 @@ def run_static(ck, name, mols_by_name):
               f"{len(mols)}-molecule batch {1e3 * (time.perf_counter() - t0) / 5:.0f} ms (1 thread)")
 
 
+# --------------------------------------------------------------------------
+# neighbour-list models, contract v2 (models/<name>_nl.pt)
+# --------------------------------------------------------------------------
+
+# Water: O-H 0.9572 A, H-O-H 104.52 deg (TIP3P geometry).
+_WATER_GEOM = torch.tensor([[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0],
+                            [0.9572 * math.cos(math.radians(104.52)),
+                             0.9572 * math.sin(math.radians(104.52)), 0.0]], dtype=torch.float64)
+
+
+class NLSystem:
+    """Atomic numbers, float32 positions (as the engine's state), and a cell
+    ([3, 3] rows a, b, c, float64) or None."""
+
+    def __init__(self, name, z, x, cell=None):
+        self.name, self.z, self.x, self.cell = name, z, x.to(torch.float32), cell
+
+    def __len__(self):
+        return len(self.z)
+
+
+def read_pdb_box(rel):
+    """Atoms and CRYST1 cell (a, b, c, alpha, beta, gamma -> rows a, b, c) of a PDB file."""
+    z, x, par = [], [], None
+    with open(os.path.join(ROOT, "systems", rel)) as f:
+        for line in f:
+            if line.startswith("CRYST1"):
+                par = [float(line[i:i + w]) for i, w in
+                       [(6, 9), (15, 9), (24, 9), (33, 7), (40, 7), (47, 7)]]
+            elif line.startswith(("ATOM", "HETATM")):
+                x.append([float(line[30:38]), float(line[38:46]), float(line[46:54])])
+                z.append(SYMBOL_Z[line[76:78].strip()])
+    if par is None:
+        raise AssertionError(f"systems/{rel} has no CRYST1 record")
+    a, b, c = par[:3]
+    al, be, ga = (math.radians(v) for v in par[3:])
+    cx = c * math.cos(be)
+    cy = c * (math.cos(al) - math.cos(be) * math.cos(ga)) / math.sin(ga)
+    cell = torch.tensor([[a, 0.0, 0.0], [b * math.cos(ga), b * math.sin(ga), 0.0],
+                         [cx, cy, math.sqrt(c * c - cx * cx - cy * cy)]], dtype=torch.float64)
+    return torch.tensor(z), torch.tensor(x, dtype=torch.float64), cell
+
+
+def water_lattice(name, n_side, cell, seed):
+    """n_side^3 rigid waters at the centres of an n_side^3 grid in `cell`,
+    randomly oriented and jittered by up to 0.2 A (fixed seed), no two atoms of
+    different waters closer than 1.6 A (counting periodic images)."""
+    g = torch.Generator().manual_seed(seed)
+    frac = (torch.cartesian_prod(*[torch.arange(n_side, dtype=torch.float64)] * 3) + 0.5) / n_side
+    centres = frac @ cell
+    inv = torch.linalg.inv(cell)
+    placed = []
+    for c in centres:
+        for _ in range(1000):
+            q, r = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+            q = q * torch.sign(torch.diagonal(r))
+            jitter = 0.2 * (2 * torch.rand(3, generator=g, dtype=torch.float64) - 1)
+            mol = _WATER_GEOM @ q.T + c + jitter
+            ok = True
+            for other in placed:
+                d = mol.unsqueeze(1) - other.unsqueeze(0)
+                d = d - torch.round(d @ inv) @ cell  # nearest image (fine for these cells)
+                if float(d.norm(dim=2).min()) < 1.6:
+                    ok = False
+                    break
+            if ok:
+                placed.append(mol)
+                break
+        else:
+            raise AssertionError(f"{name}: could not place the waters")
+    x = torch.cat(placed)
+    z = torch.tensor([8, 1, 1] * len(placed))
+    return NLSystem(name, z, x, cell)
+
+
+def periodic_systems():
+    """(1) systems/water/water_1k.pdb (333 waters, cubic, 21.5 A) or, if absent, a
+    generated 216-water cubic box; (2) 64 waters in a triclinic cell (1 g/cm^3);
+    (3) 2 waters in a 3.9 A cubic cell: every atom sees several images of each
+    neighbour, and images of itself, within 5.2 A."""
+    out = []
+    path = os.path.join(ROOT, "systems", "water", "water_1k.pdb")
+    if os.path.isfile(path):
+        z, x, cell = read_pdb_box("water/water_1k.pdb")
+        out.append(NLSystem("water_1k (999 atoms, cubic 21.5 A)", z, x, cell))
+    else:
+        side = (216 * 29.915) ** (1 / 3)
+        out.append(water_lattice("water box (216 waters, cubic, generated)", 6,
+                                 torch.eye(3, dtype=torch.float64) * side, 11))
+    shape = torch.tensor([[1.0, 0.0, 0.0], [0.3, 0.95, 0.0], [0.2, 0.25, 0.9]],
+                         dtype=torch.float64)
+    scale = (64 * 29.915 / float(torch.det(shape))) ** (1 / 3)
+    out.append(water_lattice("triclinic water (64 waters)", 4, shape * scale, 12))
+    out.append(water_lattice("small cell (2 waters, 3.9 A cubic)", 1,
+                             torch.eye(3, dtype=torch.float64) * 3.9, 13))
+    # the second water of the small cell: shifted by half a diagonal
+    sm = out[-1]
+    second = sm.x.double() + sm.cell.sum(0) / 2
+    sm.x = torch.cat([sm.x, second.float()])
+    sm.z = torch.cat([sm.z, sm.z])
+    return out
+
+
+def nl_molecules():
+    """Every shipped molecule and peptide (systems/molecules, systems/peptides)."""
+    out = []
+    for sub in ["molecules", "peptides"]:
+        for fn in sorted(os.listdir(os.path.join(ROOT, "systems", sub))):
+            if fn.endswith(".xyz"):
+                z, x = read_xyz(f"{sub}/{fn[:-4]}")
+                out.append(NLSystem(fn[:-4], z, x))
+    return out
+
+
+def nl_batch(systems):
+    z = torch.cat([s.z for s in systems])
+    x = torch.cat([s.x for s in systems])
+    b = torch.cat([torch.full((len(s),), i, dtype=torch.long) for i, s in enumerate(systems)])
+    cells = None
+    if any(s.cell is not None for s in systems):
+        cells = [s.cell for s in systems]
+    return z, x, b, cells
+
+
+def nl_energy_forces(model, systems, prepared=False, **opts):
+    """Per-structure energies [S] and forces [N, 3] (float64) of one batched call."""
+    z, x, b, cells = nl_batch(systems)
+    return pair_list.energies_and_forces(model, z, x, b, cells, prepared=prepared, **opts)
+
+
+def torchani_neighbors():
+    import torchani.neighbors
+
+    return torchani.neighbors
+
+
+def torchani_nl_reference(ref, systems):
+    """torchani's energies and forces, one structure at a time (cell and pbc
+    for periodic ones); `ref` float32 or float64."""
+    dtype = next(ref.parameters()).dtype
+    es, fs = [], []
+    for s in systems:
+        x = s.x.to(dtype).clone().unsqueeze(0).requires_grad_(True)
+        if s.cell is None:
+            e = ref((s.z.unsqueeze(0), x)).energies
+        else:
+            args = dict(cell=s.cell.to(dtype), pbc=torch.tensor([True, True, True]))
+            all_pairs = ref.neighborlist
+            try:
+                # torchani's cell list: the same pairs as its all-pairs list
+                # (energies equal to 1e-15), 10x faster on water_1k; it refuses
+                # cells thinner than twice the cutoff
+                ref.neighborlist = torchani_neighbors().CellList()
+                e = ref((s.z.unsqueeze(0), x), **args).energies
+            except RuntimeError as exc:
+                if "too small" not in str(exc):
+                    raise
+                ref.neighborlist = all_pairs
+                e = ref((s.z.unsqueeze(0), x), **args).energies
+            finally:
+                ref.neighborlist = all_pairs
+        (g,) = torch.autograd.grad(e.sum(), x)
+        es.append(e.detach().double() * HARTREE_TO_EV)
+        fs.append(-g[0].double() * HARTREE_TO_EV)
+    return torch.cat(es), torch.cat(fs)
+
+
+def per_structure_errors(systems, e, f, e_ref, f_ref, force_floor=1.0):
+    """[(name, |dE| / |E|, max |dF| / max(max |F|, force_floor), max |dF| / max |F|)]
+    per structure. The floor (1 eV/A, as check_torchani) keeps molecules near
+    their minimum (water, methane: max |F| ~ 0.05 eV/A) from turning float32
+    noise of ~1e-6 eV/A into a large relative error; the last value is
+    reported, not asserted."""
+    out, start = [], 0
+    for i, s in enumerate(systems):
+        sl = slice(start, start + len(s))
+        start += len(s)
+        de = float((e[i] - e_ref[i]).abs() / e_ref[i].abs())
+        dmax = float((f[sl] - f_ref[sl]).abs().max())
+        fmax = float(f_ref[sl].abs().max())
+        out.append((s.name, de, dmax / max(fmax, force_floor),
+                    dmax / fmax if fmax > 0 else dmax))
+    return out
+
+
+def summarise(errs, tol, what):
+    worst_e = max(errs, key=lambda t: t[1])
+    worst_f = max(errs, key=lambda t: t[2])
+    worst_raw = max(errs, key=lambda t: t[3])
+    bad = [f"{n} (E {de:.1e}, F {df:.1e})" for n, de, df, _ in errs if de > tol or df > tol]
+    assert not bad, f"{what}: above {tol:g}: " + ", ".join(bad)
+    return (f"{what}: energy max {worst_e[1]:.1e} ({worst_e[0]}), forces max "
+            f"{worst_f[2]:.1e} ({worst_f[0]}; without the 1 eV/A floor {worst_raw[3]:.1e}, "
+            f"{worst_raw[0]})")
+
+
+def check_nl_interface(model, name):
+    assert not model.is_prepared(), "a freshly loaded model reports is_prepared()"
+    assert model.cutoffs() == [5.2, 3.5], model.cutoffs()
+    assert model.supported_elements() == [1, 6, 7, 8], model.supported_elements()
+    meta = json.loads(model.metadata())
+    for key in ["name", "description", "energy_unit", "length_unit", "source",
+                "licence", "reference", "energy_dtype", "cost_scaling"]:
+        assert key in meta, f"metadata lacks {key}"
+    assert meta["name"] == name and meta["energy_unit"] == "eV"
+    assert meta.get("variant") == "neighbour-list (contract v2)", meta.get("variant")
+    assert meta["cutoffs_angstrom"] == [5.2, 3.5]
+    with open(os.path.join(ROOT, "models", name + ".json")) as f:
+        assert json.load(f) == meta, f"models/{name}.json differs from metadata()"
+    z, x = molecule(WATER)
+    b = torch.zeros(3, dtype=torch.long)
+    p = pair_list.build_pairs(x, b, model.cutoffs())
+    v = p["vectors"].requires_grad_(True)
+    e = model.forward_pairs(z, b, p["neighbors"], v, p["mask"], p["inner_slots"],
+                            p["inner_masks"])
+    assert e.shape == (1,) and e.dtype == torch.float64 and e.requires_grad, (e.shape, e.dtype)
+    assert not model.is_prepared(), "forward_pairs changed the prepared state"
+    model.prepare(z, b)
+    assert model.is_prepared()
+    ep = model.forward_pairs_prepared(p["neighbors"], v, p["mask"], p["inner_slots"],
+                                      p["inner_masks"])
+    assert torch.equal(e.detach(), ep.detach())
+    return f"cutoffs {model.cutoffs()}, water {e.item():.4f} eV"
+
+
+def check_nl_torchani(model, refs, systems, label, prepared=False, tol=1e-5):
+    """Energies and forces of one batched call vs torchani with the same weights,
+    per structure: |dE| / |E| and max |dF| / max(max |F|, 1 eV/A), against
+    torchani in float64 (asserted: tol) and in float32 (isolated molecules:
+    asserted at 2 tol; periodic boxes: reported, torchani's float32 periodic
+    path is itself ~1e-4 off its float64 result)."""
+    e, f = nl_energy_forces(model, systems, prepared=prepared)
+    e64, f64 = torchani_nl_reference(refs[1], systems)
+    msg = [summarise(per_structure_errors(systems, e, f, e64, f64), tol, "vs float64")]
+    if all(s.cell is None for s in systems):
+        # Both float32 implementations are up to ~9e-6 (max |dF| / max(max |F|,
+        # 1 eV/A)) from torchani's float64 result, so they may differ from each
+        # other by up to twice that: asserted at 2 tol.
+        e32, f32 = torchani_nl_reference(refs[0], systems)
+        msg.append(summarise(per_structure_errors(systems, e, f, e32, f32), 2 * tol,
+                             "vs float32"))
+    else:
+        # torchani's float32 periodic path is less accurate (float32 positions
+        # wrapped into the cell): reported for the small boxes, not asserted
+        small = [i for i, s in enumerate(systems) if len(s) < 500]
+        sub = [systems[i] for i in small]
+        e32, f32 = torchani_nl_reference(refs[0], sub)
+        rows = torch.cat([torch.arange(sum(map(len, systems[:i])),
+                                       sum(map(len, systems[:i + 1]))) for i in small])
+        own = per_structure_errors(sub, e[small], f[rows], e32, f32)
+        ref32 = per_structure_errors(sub, e32, f32, e64[small], f64[rows])
+        msg.append(f"boxes < 500 atoms: torchani float32 vs float64 forces max "
+                   f"{max(t[3] for t in ref32):.1e}, this model vs torchani float32 "
+                   f"{max(t[3] for t in own):.1e}")
+    return f"{label}, {len(systems)} structures, {sum(map(len, systems))} atoms; " + "; ".join(msg)
+
+
+def check_nl_lone_atoms(model, refs):
+    """Structures of one atom (rows without neighbours; K = 0): energies and
+    zero forces as torchani's."""
+    systems = [NLSystem(f"lone {s}", torch.tensor([SYMBOL_Z[s]]), torch.zeros(1, 3))
+               for s in "HCNO"]
+    e, f = nl_energy_forces(model, systems)
+    e_ref, _ = torchani_nl_reference(refs[1], systems)
+    de = float(((e - e_ref).abs() / e_ref.abs()).max())
+    assert de < 1e-5, f"energy {de:.1e}"
+    assert float(f.abs().max()) == 0.0, "non-zero force on a lone atom"
+    return f"H, C, N, O alone (K = Ka = 0): max |dE| / |E| {de:.1e}, forces 0"
+
+
+def shuffled_pairs(pairs, extra_k, extra_ka, g, cutoff):
+    """The same list with K + extra_k entries and Ka + extra_ka slots per row, the
+    entries of each row (used and unused) in random order, slots in increasing k."""
+    nb, vec, mask = pairs["neighbors"], pairs["vectors"], pairs["mask"]
+    n, k = nb.shape
+    k2 = k + extra_k
+    pad_vec = torch.tensor([2 * cutoff, 0.0, 0.0], dtype=vec.dtype)  # unused entries
+    nb2 = torch.cat([nb, torch.arange(n).view(n, 1).expand(n, extra_k)], 1)
+    vec2 = torch.cat([vec, pad_vec.expand(n, extra_k, 3)], 1)
+    mask2 = torch.cat([mask, torch.zeros(n, extra_k, dtype=torch.bool)], 1)
+    perm = torch.argsort(torch.rand(n, k2, generator=g), dim=1)  # new column -> old column
+    nb2 = torch.gather(nb2, 1, perm)
+    vec2 = torch.gather(vec2, 1, perm.unsqueeze(2).expand(n, k2, 3))
+    mask2 = torch.gather(mask2, 1, perm)
+    new_col = torch.argsort(perm, dim=1)  # old column -> new column
+    slots, smask = pairs["inner_slots"][0], pairs["inner_masks"][0]
+    ka2 = slots.shape[1] + extra_ka
+    cols = torch.where(smask, torch.gather(new_col, 1, slots), torch.full_like(slots, k2))
+    cols = torch.sort(cols, dim=1).values
+    cols = torch.cat([cols, torch.full((n, extra_ka), k2, dtype=torch.long)], 1)
+    smask2 = cols < k2
+    slots2 = torch.where(smask2, cols, torch.zeros_like(cols))
+    return {"neighbors": nb2, "vectors": vec2, "mask": mask2,
+            "inner_slots": [slots2], "inner_masks": [smask2]}
+
+
+def vector_grad(model, z, b, p, prepared):
+    v = p["vectors"].detach().clone().requires_grad_(True)
+    if prepared:
+        e = model.forward_pairs_prepared(p["neighbors"], v, p["mask"], p["inner_slots"],
+                                         p["inner_masks"])
+    else:
+        e = model.forward_pairs(z, b, p["neighbors"], v, p["mask"], p["inner_slots"],
+                                p["inner_masks"])
+    (g,) = torch.autograd.grad(e.sum(), v)
+    return e.detach(), g
+
+
+def check_nl_capacities(model, systems):
+    """Capacities larger than needed (K + 3..9, Ka + 2..42, so Ka beyond the
+    prepared pair tables of 64 slots too), entries of every row in random order,
+    and a 1 A skin (entries beyond both cutoffs listed): energies and forces as
+    with the tight list, to float32 rounding. forward_pairs and
+    forward_pairs_prepared agree bit for bit on each list."""
+    z, x, b, cells = nl_batch(systems)
+    e0, f0 = nl_energy_forces(model, systems)
+    p0 = pair_list.build_pairs(x, b, model.cutoffs(), cells)
+    tight = f"{p0['neighbors'].shape[1]}/{p0['inner_slots'][0].shape[1]}"
+    model.prepare(z, b)
+    g = torch.Generator().manual_seed(5)
+    worst_e, worst_f, cases = 0.0, 0.0, []
+    for extra_k, extra_ka, skin in [(3, 2, 0.0), (9, 42, 0.0), (5, 3, 1.0)]:
+        base = pair_list.build_pairs(x, b, model.cutoffs(), cells, skin=skin)
+        p = shuffled_pairs(base, extra_k, extra_ka, g, model.cutoffs()[0])
+        e, gv = vector_grad(model, z, b, p, prepared=False)
+        ep, gp = vector_grad(model, z, b, p, prepared=True)
+        assert torch.equal(e, ep) and torch.equal(gv, gp), \
+            f"forward_pairs != forward_pairs_prepared (K {p['neighbors'].shape[1]})"
+        f = pair_list.forces_from_vector_grad(gv, p["neighbors"], p["mask"])
+        errs = per_structure_errors(systems, e, f, e0, f0)
+        worst_e = max(worst_e, max(t[1] for t in errs))
+        worst_f = max(worst_f, max(t[3] for t in errs))
+        cases.append(f"{p['neighbors'].shape[1]}/{p['inner_slots'][0].shape[1]}")
+    assert worst_e < 1e-6, f"energies changed by {worst_e:.1e} (relative)"
+    assert worst_f < 1e-5, f"forces changed by {worst_f:.1e} (max |dF| / max |F|)"
+    return (f"K/Ka {', '.join(cases)} (tight list {tight}): max |dE| / |E| {worst_e:.1e}, "
+            f"max |dF| / max |F| {worst_f:.1e}; forward_pairs == prepared bitwise")
+
+
+def check_nl_same(model, systems):
+    """forward_pairs and prepare + forward_pairs_prepared: energies and dE/dvectors
+    bit for bit; repeated calls too."""
+    z, x, b, cells = nl_batch(systems)
+    p = pair_list.build_pairs(x, b, model.cutoffs(), cells)
+    e, g = vector_grad(model, z, b, p, prepared=False)
+    model.prepare(z, b)
+    for _ in range(3):
+        ep, gp = vector_grad(model, z, b, p, prepared=True)
+        assert torch.equal(e, ep), float((e - ep).abs().max())
+        assert torch.equal(g, gp), float((g - gp).abs().max())
+    return f"{len(systems)} structures, {len(z)} atoms: identical"
+
+
+def check_nl_batch(model, systems):
+    """One batched call == each structure alone (energies and forces)."""
+    e, f = nl_energy_forces(model, systems, prepared=True)
+    es, fs = [], []
+    for s in systems:
+        ei, fi = nl_energy_forces(model, [s], prepared=True)
+        es.append(ei)
+        fs.append(fi)
+    errs = per_structure_errors(systems, e, f, torch.cat(es), torch.cat(fs))
+    return summarise(errs, 1e-5, f"{len(systems)} structures")
+
+
+def check_nl_fd(model, systems):
+    """Forces equal central finite differences of the energy (pairs rebuilt for
+    every displaced geometry); see check_fd for the tolerances."""
+    h, tol_abs, tol_rel = 1e-3, 1e-2, 1e-2
+    z, x, b, cells = nl_batch(systems)
+    _, f = nl_energy_forces(model, systems)
+    fd, ad = [], []
+    with torch.no_grad():
+        for i in range(0, len(z), 2):
+            for k in range(3):
+                xp, xm = x.clone(), x.clone()
+                xp[i, k] += h
+                xm[i, k] -= h
+                step = float(xp[i, k].double() - xm[i, k].double())
+                de = nl_energy_sum(model, z, xp, b, cells) - nl_energy_sum(model, z, xm, b, cells)
+                fd.append(-de / step)
+                ad.append(float(f[i, k]))
+    fd, ad = torch.tensor(fd, dtype=torch.float64), torch.tensor(ad, dtype=torch.float64)
+    err = (fd - ad).abs()
+    rel = float((fd - ad).norm() / ad.norm())
+    assert float(err.max()) < tol_abs, f"max |F_fd - F| {float(err.max()):.2e} eV/A"
+    assert rel < tol_rel, f"relative error {rel:.2e}"
+    return (f"{len(fd)} components ({', '.join(s.name for s in systems)}), h = {h} A, "
+            f"max |F_fd - F| {float(err.max()):.1e} eV/A, rel {rel:.1e}")
+
+
+def nl_energy_sum(model, z, x, b, cells):
+    p = pair_list.build_pairs(x, b, model.cutoffs(), cells)
+    return float(model.forward_pairs(z, b, p["neighbors"], p["vectors"], p["mask"],
+                                     p["inner_slots"], p["inner_masks"]).sum())
+
+
+def check_nl_float64(model, systems):
+    """float64 vectors give the float32 result (cast inside, gradient in float64)."""
+    z, x, b, cells = nl_batch(systems)
+    p32 = pair_list.build_pairs(x, b, model.cutoffs(), cells)
+    p64 = pair_list.build_pairs(x, b, model.cutoffs(), cells, dtype=torch.float64)
+    e32, g32 = vector_grad(model, z, b, p32, prepared=False)
+    e64, g64 = vector_grad(model, z, b, p64, prepared=False)
+    assert g64.dtype == torch.float64
+    assert torch.equal(e32, e64), (e32, e64)
+    assert torch.equal(g32.double(), g64)
+    return None
+
+
+def check_nl_elements(model, prepared):
+    """An unsupported element raises a RuntimeError naming it (forward_pairs, prepare)."""
+    z0, x0 = molecule(WATER)
+    zs, xs = molecule(H2S)
+    for bad_z in [16, 0, 200, -1]:
+        z = torch.cat([z0, zs.clone().masked_fill(zs == 16, bad_z)])
+        x = torch.cat([x0, xs + 10.0])
+        b = torch.tensor([0] * len(z0) + [1] * len(zs))
+        try:
+            if prepared:
+                model.prepare(z, b)
+            else:
+                pair_list.energies_and_forces(model, z, x, b)
+        except (RuntimeError, torch.jit.Error) as exc:
+            if bad_z == 16:
+                assert "16" in str(exc), str(exc)
+            continue
+        raise AssertionError(f"atomic number {bad_z} did not raise")
+    if prepared:
+        assert not model.is_prepared(), "is_prepared() after a failed prepare"
+    return "Z = 16, 0, 200, -1 raise RuntimeError"
+
+
+def check_nl_misuse(path):
+    """forward_pairs_prepared before prepare, with another N, a wrong number of
+    inner lists, a non-bool mask or mismatched shapes raises."""
+    model = torch.jit.load(path)
+    z, x = molecule(GLYCINE)
+    b = torch.zeros(len(z), dtype=torch.long)
+    p = pair_list.build_pairs(x, b, model.cutoffs())
+    nb, v, m, s, sm = (p["neighbors"], p["vectors"], p["mask"], p["inner_slots"],
+                       p["inner_masks"])
+    cases = [("before prepare()", lambda: model.forward_pairs_prepared(nb, v, m, s, sm))]
+    model_calls = [
+        ("N - 1 atoms", lambda: model.forward_pairs_prepared(nb[:-1], v[:-1], m[:-1],
+                                                             [s[0][:-1]], [sm[0][:-1]])),
+        ("no inner list", lambda: model.forward_pairs_prepared(nb, v, m, [], [])),
+        ("two inner lists", lambda: model.forward_pairs_prepared(nb, v, m, s + s, sm + sm)),
+        ("int mask", lambda: model.forward_pairs_prepared(nb, v, m.to(torch.int64), s, sm)),
+        ("vectors [N, K, 2]", lambda: model.forward_pairs_prepared(nb, v[:, :, :2], m, s, sm)),
+        ("slots vs masks", lambda: model.forward_pairs_prepared(nb, v, m, s,
+                                                                [sm[0][:, :-1]])),
+        ("forward_pairs, batch of N - 1", lambda: model.forward_pairs(z, b[:-1], nb, v, m,
+                                                                      s, sm)),
+        ("forward_pairs, neighbour out of range", lambda: model.forward_pairs(
+            z, b, nb.index_put((torch.tensor([0]), torch.tensor([0])), torch.tensor(len(z))),
+            v, m, s, sm)),
+    ]
+    for i, (label, fn) in enumerate(cases + model_calls):
+        if i == 1:
+            model.prepare(z, b)
+        try:
+            fn()
+        except (RuntimeError, torch.jit.Error):
+            continue
+        raise AssertionError(f"{label} did not raise")
+    return f"{len(cases + model_calls)} misuses raise"
+
+
+def check_nl_no_sync(model, systems):
+    """As check_static_no_sync, for forward_pairs_prepared: no sync-prone op in its
+    graph (callees inlined), none run in its forward + backward (profiler), for
+    Ka within and beyond the prepared pair tables."""
+    graph = model.forward_pairs_prepared.graph.copy()
+    torch._C._jit_pass_inline(graph)
+    kinds = collections.Counter(n.kind() for n in graph_nodes(graph))
+    bad = sorted(k for k in kinds if k in SYNC_PRONE or k.startswith("aten::unique"))
+    for node in graph_nodes(graph):
+        if node.kind() == "prim::TupleIndex":
+            index = list(node.inputs())[1].node()
+            if index.kind() != "prim::Constant":
+                bad.append("prim::TupleIndex (computed index)")
+        if node.kind() == "aten::to" and any(str(i.type()) == "Device" for i in node.inputs()):
+            bad.append("aten::to (device)")
+    assert not bad, f"sync-prone ops in forward_pairs_prepared: {bad}"
+    z, x, b, cells = nl_batch(systems)
+    model.prepare(z, b)
+    base = pair_list.build_pairs(x, b, model.cutoffs(), cells)
+    n_aten = []
+    for extra in [0, 42]:
+        p = shuffled_pairs(base, 0, extra, torch.Generator().manual_seed(1),
+                           model.cutoffs()[0])
+        for _ in range(2):  # TorchScript optimises the graph in the first runs
+            vector_grad(model, z, b, p, prepared=True)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            vector_grad(model, z, b, p, prepared=True)
+        ran = sorted({e.name for e in prof.events()} & SYNC_PRONE)
+        assert not ran, f"sync-prone ops ran in forward_pairs_prepared + backward: {ran}"
+        n_aten.append(sum(1 for e in prof.events() if e.name.startswith("aten::")))
+    return (f"graph: {sum(kinds.values())} nodes, none sync-prone; forward + backward ran "
+            f"{n_aten[0]} aten ops (Ka beyond the tables: {n_aten[1]}), none sync-prone")
+
+
+def run_nl(ck, name, refs_cache):
+    path, model = load_model(ck, name)
+    if model is None:
+        return
+    ck.run(f"{name} interface", check_nl_interface, model, name)
+    base = name[:-len("_nl")]
+    if base not in refs_cache:
+        ref, why = torchani_reference(base)
+        refs_cache[base] = (None, why) if ref is None else \
+            ((ref, copy.deepcopy(ref).double()), None)
+    refs, why = refs_cache[base]
+    mols = nl_molecules()
+    by_name = {s.name: s for s in mols}
+    boxes = periodic_systems()
+    if refs is None:
+        ck.fail(f"{name} torchani", why)
+    else:
+        ck.run(f"{name} torchani, shipped molecules and peptides (one mixed batch)",
+               check_nl_torchani, model, refs, mols, "forward_pairs")
+        ck.run(f"{name} torchani, periodic water (one batch, cell per structure)",
+               check_nl_torchani, model, refs, boxes, "forward_pairs_prepared", True)
+        ck.run(f"{name} torchani, lone atoms", check_nl_lone_atoms, model, refs)
+    small = [by_name[n] for n in ["caffeine", "alanine_dipeptide", "chignolin_folded"]] + boxes[1:]
+    ck.run(f"{name} forward_pairs == forward_pairs_prepared", check_nl_same, model, small)
+    ck.run(f"{name} capacities, row order, skin", check_nl_capacities, model, small)
+    ck.run(f"{name} batch == single", check_nl_batch, model,
+           [by_name[n] for n in ["water", "caffeine", "ibuprofen", "trpcage_folded"]] + boxes[1:])
+    ck.run(f"{name} finite differences", check_nl_fd, model,
+           [by_name["caffeine"], boxes[2]])
+    ck.run(f"{name} float64 vectors", check_nl_float64, model, small)
+    ck.run(f"{name} unsupported elements, forward_pairs", check_nl_elements, model, False)
+    ck.run(f"{name} unsupported elements, prepare", check_nl_elements, model, True)
+    ck.run(f"{name} misuse", check_nl_misuse, path)
+    ck.run(f"{name} no host sync in forward_pairs_prepared", check_nl_no_sync, model,
+           [by_name["caffeine"], by_name["alanine_dipeptide"], boxes[2]])
+    z, x, b, cells = nl_batch(mols)
+    p = pair_list.build_pairs(x, b, model.cutoffs(), cells)
+    model.prepare(z, b)
+    for _ in range(3):
+        vector_grad(model, z, b, p, True)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        vector_grad(model, z, b, p, True)
+    print(f"     {name} timing (prepared): energy + dE/dvectors of the {len(z)}-atom, "
+          f"{len(mols)}-molecule batch {1e3 * (time.perf_counter() - t0) / 5:.0f} ms (1 thread)")
+
+
 def main() -> int:
     torch.set_num_threads(1)
     t_start = time.perf_counter()
@@ -577,6 +1160,9 @@ def main() -> int:
               f"batch {1e3 * (time.perf_counter() - t0) / 5:.0f} ms (1 thread)")
     for name in STATIC_MODELS:
         run_static(ck, name, mols_by_name)
+    refs_cache = {}
+    for name in NL_MODELS:
+        run_nl(ck, name, refs_cache)
     print(f"total time {time.perf_counter() - t_start:.1f} s")
     print(f"check_ani: {ck.passed} passed, {ck.failed} failed")
     return 1 if ck.failed else 0

@@ -1,7 +1,7 @@
 """Export the ANI-1x and ANI-1ccx potentials as mlff-md TorchScript models.
 
     python python/export_ani.py                  # models/ani1x.{pt,json}, models/ani1ccx.{pt,json}
-                                                 # (and the *_static models, see below)
+                                                 # (and the *_static, *_nl models, see below)
     python python/export_ani.py --out DIR        # the same files into DIR
     python python/export_ani.py --update-hashes  # accept new exports, rewrite models/SHA256SUMS
 
@@ -19,7 +19,7 @@ when its output already exists.
 
 The .pt files are build products (git-ignored); models/SHA256SUMS, committed,
 holds the sha256 every export must reproduce. A model file that already has
-its listed hash is left alone (when all four do, the script does nothing
+its listed hash is left alone (when all six do, the script does nothing
 else: no download, no torchani). Otherwise the model is exported, written
 byte-reproducibly (python/model_files.py: no .debug_pkl, deterministic
 serialization_id, fixed zip layout) and installed only if its sha256 is the
@@ -30,7 +30,9 @@ on the CPU's vector units. TorchScript's printed code follows Python's
 string hash in places: PYTHONHASHSEED is fixed to 0.
 
 The static-shape variants (models/<name>_static.{pt,json}) are written by
-python/export_ani_static.py, which this script runs in a process of its own.
+python/export_ani_static.py, the neighbour-list variants (model contract v2,
+models/<name>_nl.{pt,json}) by python/export_ani_nl.py; this script runs each
+in a process of its own.
 
 Exported interface (see models/README.md):
     forward(atomic_numbers int64[N], positions float[N, 3] (Angstrom),
@@ -108,6 +110,8 @@ MODELS = {
 
 # static-shape variant (python/export_ani_static.py) -> model in MODELS
 STATIC_MODELS = {"ani1x_static": "ani1x", "ani1ccx_static": "ani1ccx"}
+# neighbour-list variant, model contract v2 (python/export_ani_nl.py) -> model in MODELS
+NL_MODELS = {"ani1x_nl": "ani1x", "ani1ccx_nl": "ani1ccx"}
 
 
 # --------------------------------------------------------------------------
@@ -417,12 +421,14 @@ def main(argv: List[str]) -> int:
     args = parse_args(argv)
     out_dir = os.path.abspath(args.out)
     sums = model_files.read_sums()
-    static_script = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                 "export_ani_static.py")
+    here = os.path.dirname(os.path.abspath(__file__))
+    variants = [(os.path.join(here, "export_ani_static.py"), STATIC_MODELS),
+                (os.path.join(here, "export_ani_nl.py"), NL_MODELS)]
     todo = stale(list(MODELS), out_dir, sums, args.update_hashes)
-    todo_static = stale(list(STATIC_MODELS), out_dir, sums, args.update_hashes)
-    if not todo and not todo_static:
-        names = list(MODELS) + list(STATIC_MODELS)
+    todo_variants = [script for script, names in variants
+                     if stale(list(names), out_dir, sums, args.update_hashes)]
+    if not todo and not todo_variants:
+        names = list(MODELS) + [n for _, names in variants for n in names]
         print(f"ANI models up to date in {model_files.show(out_dir)} "
               f"({', '.join(n + '.pt' for n in names)}: sha256 as in "
               f"{model_files.show(model_files.SUMS_PATH)})")
@@ -442,11 +448,11 @@ def main(argv: List[str]) -> int:
             export(torch.jit.script(wrapper), wrapper.meta, name, out_dir, sums,
                    args.update_hashes, new_sums, failures)
     status = finish(failures, new_sums, args.update_hashes, "export_ani")
-    if todo_static:
-        # The static-shape variants in a process of their own: TorchScript
-        # names (mangles) module types by what was compiled before in the
-        # same process.
-        rc = subprocess.run([sys.executable, static_script] + argv).returncode
+    for script in todo_variants:
+        # The static-shape and neighbour-list variants each in a process of
+        # their own: TorchScript names (mangles) module types by what was
+        # compiled before in the same process.
+        rc = subprocess.run([sys.executable, script] + argv).returncode
         status = status or rc
     return status
 
