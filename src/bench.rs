@@ -441,11 +441,16 @@ pub struct MdRow {
     pub ms_per_force_call: f64,
     /// One neighbour-list build alone (interface v2), eagerly.
     pub ms_per_list_build: Option<f64>,
+    /// The same, replayed from a CUDA graph (as inside the captured step).
+    pub ms_per_list_build_graphed: Option<f64>,
     /// The list's grid and capacities (interface v2).
     pub neighbor_list: Option<crate::neighbors::ListShape>,
     /// Full MD step time / bare forward + backward time.
     pub engine_overhead_ratio: f64,
     pub peak_memory_mib: Option<f64>,
+    /// Largest memory held by tensors during the row (CUDA allocator
+    /// statistics; graph pools included), MiB.
+    pub peak_allocated_mib: Option<f64>,
     /// Members per model call when the batch had to be split (0 = one call).
     pub chunk_size: usize,
 }
@@ -460,6 +465,31 @@ pub struct MdReport {
     /// Precision of the integrator state.
     pub state_precision: String,
     pub rows: Vec<MdRow>,
+}
+
+/// Seconds per replay of `work` captured in a CUDA graph on `device`
+/// (after two eager warm-up calls), over `steps` replays.
+fn time_graphed(
+    device: usize,
+    steps: usize,
+    mut work: impl FnMut(),
+) -> std::result::Result<f64, crate::cuda_graph::GraphError> {
+    use crate::cuda_graph::{CudaGraph, SideStream};
+    let _stream = SideStream::enter(device)?;
+    work();
+    work();
+    let mut graph = CudaGraph::new()?;
+    graph.capture_begin()?;
+    work();
+    graph.capture_end()?;
+    let dev = Device::Cuda(device);
+    synchronize(dev);
+    let start = Instant::now();
+    for _ in 0..steps.max(1) {
+        graph.replay()?;
+    }
+    synchronize(dev);
+    Ok(start.elapsed().as_secs_f64() / steps.max(1) as f64)
 }
 
 /// The model of a bench row, behind the engine path it takes.
@@ -503,6 +533,9 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
                 // A file with a cell (CRYST1, ...) is a periodic box.
                 let one = Tensor::from_slice(&cell.to_array()).view([1, 3, 3]);
                 state.set_cells(&one.repeat([r as i64, 1, 1]));
+            }
+            if let Device::Cuda(i) = opts.device {
+                crate::cuda_graph::reset_peak_memory(i);
             }
             let row_model = RowModel::load(&opts.model, &state)?;
             let model = row_model.provider();
@@ -561,6 +594,14 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
                 }
                 RowModel::Positions(_) => None,
             };
+            // The same build captured in a CUDA graph, as it runs inside the
+            // captured step.
+            let list_graphed = match (&row_model, opts.device) {
+                (RowModel::Pairs(p), Device::Cuda(i)) => {
+                    time_graphed(i, opts.steps, || drop(p.build_list(&state))).ok()
+                }
+                _ => None,
+            };
             let sps = 1.0 / md;
             rows.push(MdRow {
                 structure: path
@@ -580,12 +621,18 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
                 ns_per_day_per_replica: sps * opts.timestep * 86_400.0 / FS_PER_NS,
                 ms_per_force_call: ff * 1e3,
                 ms_per_list_build: list.map(|l| l * 1e3),
+                ms_per_list_build_graphed: list_graphed.map(|l| l * 1e3),
                 neighbor_list: match &row_model {
                     RowModel::Pairs(p) => p.list_shape(),
                     RowModel::Positions(_) => None,
                 },
                 engine_overhead_ratio: md / ff,
                 peak_memory_mib: peak_memory_mib(opts.device),
+                peak_allocated_mib: match opts.device {
+                    Device::Cuda(i) => crate::cuda_graph::memory_stats(i)
+                        .map(|(peak, _)| peak as f64 / (1 << 20) as f64),
+                    _ => None,
+                },
                 chunk_size: match &row_model {
                     RowModel::Positions(m) => m.chunk_size(),
                     RowModel::Pairs(_) => 0,
@@ -604,12 +651,12 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
         rows,
     };
     let mut md = format!(
-        "# MD throughput — {device}, {}\n\nModel `{}`; {}; {} K; {:?} integrator state, float32 model; {} warm-up + {} timed steps per row; device synchronised at both ends. Overhead ratio = full MD step / bare (eager) forward + backward of the same batch; below 1 when graph replay saves launch overhead. For models of interface v2 the engine builds the neighbour list in every force call (in the captured step); ms/list build is that build alone, eagerly. Peak memory: GPU memory held by the process so far (nvidia-smi; the largest row of a run dominates later ones), or peak RSS on the CPU.\n\n| structure | atoms | R | CUDA graph | ms/step | replica-steps/s | atom-steps/s | aggregate ns/day | ns/day per replica | ms/force call | ms/list build | overhead ratio | peak MiB | chunk |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "# MD throughput — {device}, {}\n\nModel `{}`; {}; {} K; {:?} integrator state, float32 model; {} warm-up + {} timed steps per row; device synchronised at both ends. Overhead ratio = full MD step / bare (eager) forward + backward of the same batch; below 1 when graph replay saves launch overhead. For models of interface v2 the engine builds the neighbour list in every force call (in the captured step); ms/list build is that build alone, eagerly (and in parentheses replayed from a CUDA graph, as it runs inside the captured step). Peak MiB: GPU memory held by the process so far (nvidia-smi: the CUDA context, the allocator's cache and graph pools; the largest row of a run dominates later ones), or peak RSS on the CPU. Peak allocated: the most memory held by tensors during the row (CUDA allocator statistics).\n\n| structure | atoms | R | CUDA graph | ms/step | replica-steps/s | atom-steps/s | aggregate ns/day | ns/day per replica | ms/force call | ms/list build (graphed) | overhead ratio | peak MiB | peak allocated MiB | chunk |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         report.date, report.model, report.integrator, opts.temperature, opts.state_kind, opts.warmup, opts.steps
     );
     for r in &report.rows {
         md += &format!(
-            "| {}{} | {} | {} | {} | {:.3} | {:.0} | {:.0} | {:.2} | {:.3} | {:.3} | {} | {:.3} | {} | {} |\n",
+            "| {}{} | {} | {} | {} | {:.3} | {:.0} | {:.0} | {:.2} | {:.3} | {:.3} | {} | {:.3} | {} | {} | {} |\n",
             r.structure,
             if r.periodic { " (periodic)" } else { "" },
             r.atoms,
@@ -621,10 +668,15 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
             r.aggregate_ns_per_day,
             r.ns_per_day_per_replica,
             r.ms_per_force_call,
-            r.ms_per_list_build
-                .map_or("-".into(), |m| format!("{m:.3}")),
+            match (r.ms_per_list_build, r.ms_per_list_build_graphed) {
+                (Some(e), Some(g)) => format!("{e:.3} ({g:.3})"),
+                (Some(e), None) => format!("{e:.3}"),
+                _ => "-".into(),
+            },
             r.engine_overhead_ratio,
             r.peak_memory_mib
+                .map_or("n/a".into(), |m| format!("{m:.0}")),
+            r.peak_allocated_mib
                 .map_or("n/a".into(), |m| format!("{m:.0}")),
             if r.chunk_size == 0 {
                 "-".to_string()

@@ -39,6 +39,26 @@ mod imp {
         fn mlff_graph_capture_end(graph: *mut c_void) -> c_int;
         fn mlff_graph_replay(graph: *mut c_void) -> c_int;
         fn mlff_graph_abort(graph: *mut c_void);
+        fn mlff_cuda_empty_cache() -> c_int;
+        fn mlff_cuda_memory(device: c_int, peak: *mut i64, reserved: *mut i64) -> c_int;
+        fn mlff_cuda_reset_peak(device: c_int) -> c_int;
+    }
+
+    pub fn empty_cache() {
+        // SAFETY: plain C call.
+        let _ = unsafe { mlff_cuda_empty_cache() };
+    }
+
+    pub fn memory(device: usize) -> Option<(u64, u64)> {
+        let (mut peak, mut reserved) = (0i64, 0i64);
+        // SAFETY: the shim writes two integers through valid pointers.
+        let rc = unsafe { mlff_cuda_memory(device as c_int, &mut peak, &mut reserved) };
+        (rc == 0).then_some((peak as u64, reserved as u64))
+    }
+
+    pub fn reset_peak(device: usize) {
+        // SAFETY: plain C call.
+        let _ = unsafe { mlff_cuda_reset_peak(device as c_int) };
     }
 
     fn last_error(what: &str) -> GraphError {
@@ -161,6 +181,14 @@ mod imp {
         }
     }
 
+    pub fn empty_cache() {}
+
+    pub fn memory(_device: usize) -> Option<(u64, u64)> {
+        None
+    }
+
+    pub fn reset_peak(_device: usize) {}
+
     pub struct Graph;
 
     impl Graph {
@@ -182,6 +210,21 @@ mod imp {
 
 /// Whether this build can capture CUDA graphs at all.
 pub const AVAILABLE: bool = cfg!(mlff_cuda_graphs);
+
+/// Give the CUDA caching allocator's unused blocks back to the driver.
+pub fn release_cached_memory() {
+    imp::empty_cache()
+}
+
+/// (bytes held by tensors at their peak since [`reset_peak_memory`], bytes
+/// reserved from the driver now) on CUDA device `device`; None without CUDA.
+pub fn memory_stats(device: usize) -> Option<(u64, u64)> {
+    imp::memory(device)
+}
+
+pub fn reset_peak_memory(device: usize) {
+    imp::reset_peak(device)
+}
 
 /// A pool stream made current on this thread until dropped (capture cannot
 /// use the default stream). Entering and leaving synchronise the device.

@@ -9,6 +9,7 @@
 // the crt/ headers from the nvidia-cuda-crt wheel).
 
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -115,6 +116,31 @@ void mlff_graph_abort(void* graph) {
   if (auto f = reinterpret_cast<GetLastError>(dlsym(RTLD_DEFAULT, "cudaGetLastError"))) {
     f();
   }
+}
+
+// Gives the caching allocator's unused blocks back to the driver (after a
+// capture, the eager steps' cache is no longer needed: the graph has its
+// own pool).
+int mlff_cuda_empty_cache() {
+  return guarded([&] { c10::cuda::CUDACachingAllocator::emptyCache(); });
+}
+
+// Bytes held by tensors at their peak since the last reset, and bytes the
+// allocator has reserved from the driver now (graph pools included).
+int mlff_cuda_memory(int device, long long* peak_allocated, long long* reserved) {
+  return guarded([&] {
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
+        static_cast<c10::DeviceIndex>(device));
+    auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    *peak_allocated = stats.allocated_bytes[all].peak;
+    *reserved = stats.reserved_bytes[all].current;
+  });
+}
+
+int mlff_cuda_reset_peak(int device) {
+  return guarded([&] {
+    c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(device));
+  });
 }
 
 }  // extern "C"

@@ -47,8 +47,13 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{Error, Result};
 use crate::system::cell::Cell;
 
-/// Spare room in the capacities chosen at allocation.
+/// Spare room in the bins of a cell grid (cheap: bins only widen the
+/// candidate search).
 const MARGIN: f64 = 1.3;
+/// Spare room in the rows and inner rows, which size the model's work
+/// (ANI's angular terms grow with the square of the inner rows), so it is
+/// kept small: an overflow costs only a rerun back to the last check.
+const ROW_MARGIN: f64 = 1.05;
 
 /// Largest member (atoms) listed densely: all its atoms are candidates.
 pub const DENSE_MAX_ATOMS: usize = 256;
@@ -185,6 +190,26 @@ pub fn with_padding_row(rows: &Tensor) -> Tensor {
     )
 }
 
+/// Inverses of lower-triangular cells ([R, 3, 3], rows a, b, c: the form
+/// every cell is stored in) by their closed form. Not `inverse()`: on a GPU
+/// it checks the factorisation on the host, which a captured graph cannot.
+fn lower_triangular_inverse(h: &Tensor) -> Tensor {
+    let at = |i: i64, j: i64| h.select(1, i).select(1, j);
+    let (a, b, c, d, e, f) = (at(0, 0), at(1, 0), at(1, 1), at(2, 0), at(2, 1), at(2, 2));
+    let zero = a.zeros_like();
+    let rows = [
+        [a.reciprocal(), zero.shallow_clone(), zero.shallow_clone()],
+        [-(&b / (&a * &c)), c.reciprocal(), zero.shallow_clone()],
+        [
+            (&b * &e - &c * &d) / (&a * &c * &f),
+            -(&e / (&c * &f)),
+            f.reciprocal(),
+        ],
+    ];
+    let rows: Vec<Tensor> = rows.into_iter().map(|r| Tensor::stack(&r, 1)).collect();
+    Tensor::stack(&rows, 1)
+}
+
 /// Atoms in each of `n_bins` bins. (Not `bincount`: on a GPU it reads the
 /// largest index back to the host, which a captured graph cannot do;
 /// integer additions are exact in any order.)
@@ -311,6 +336,9 @@ impl NeighborList {
         let room = |measured: i64, seen: i64, extra: i64| {
             (MARGIN * measured.max(seen) as f64).ceil() as i64 + extra
         };
+        let row_room = |measured: i64, seen: i64, extra: i64| {
+            (ROW_MARGIN * measured.max(seen) as f64).ceil() as i64 + extra
+        };
         let periodic = matches!(boundary, Boundary::Periodic(_));
         let grid = match (boundary, uniform) {
             (Boundary::Free, Some(atoms)) if atoms <= DENSE_MAX_ATOMS => Grid::Dense {
@@ -380,10 +408,10 @@ impl NeighborList {
         let c = list.candidates(&x, batch, boundary);
         let within = list.within(&x, &c, cutoff);
         let widest = most(&within.sum_dim_intlist(1, false, Kind::Int64));
-        list.shape.capacity = room(widest, seen_host[0], 4).max(1);
+        list.shape.capacity = row_room(widest, seen_host[0], 2).max(1);
         let (_, inner_counts) = list.compact(&x, &c, &within);
         for (i, widest) in inner_counts.iter().enumerate() {
-            list.shape.inner_capacities[i] = room(most(widest), seen_host[2 + i], 2).max(1);
+            list.shape.inner_capacities[i] = row_room(most(widest), seen_host[2 + i], 1).max(1);
         }
         Ok(list)
     }
@@ -475,7 +503,7 @@ impl NeighborList {
             Boundary::Periodic(cells) => {
                 let cells = cells.to_kind(Kind::Double);
                 let h = cells.index_select(0, batch);
-                let h_inv = cells.inverse().index_select(0, batch);
+                let h_inv = lower_triangular_inverse(&cells).index_select(0, batch);
                 let f = x.unsqueeze(1).bmm(&h_inv).squeeze_dim(1); // x = f H
                 let fw = &f - f.floor();
                 let bin = (&fw * nb.to_kind(Kind::Double))
@@ -601,9 +629,7 @@ impl NeighborList {
                     Boundary::Periodic(cells) => {
                         // The distance between the planes f_k = 0 and 1 is
                         // 1 / |column k of H⁻¹|.
-                        let widths = cells
-                            .to_kind(Kind::Double)
-                            .inverse()
+                        let widths = lower_triangular_inverse(&cells.to_kind(Kind::Double))
                             .square()
                             .sum_dim_intlist(1, false, Kind::Double)
                             .sqrt()

@@ -177,6 +177,9 @@ impl Stepper {
     ) -> Result<()> {
         match record(state, force, integrator) {
             Ok(captured) => {
+                // The eager steps' cached blocks are not needed again (the
+                // graph has its own pool): give them back to the driver.
+                cuda_graph::release_cached_memory();
                 self.captures += 1;
                 self.mode = Mode::Replay(captured);
                 self.status = "CUDA graphs: on (one captured step replayed per step)".into();

@@ -9,7 +9,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::{drift, kick, Integrator};
+use super::{Integrator, Substep};
 use crate::error::Result;
 use crate::force::{update_forces, ForceProvider};
 use crate::rng::CounterRng;
@@ -20,7 +20,8 @@ pub struct Langevin {
     dt: f64,
     /// Friction in 1/fs.
     gamma: f64,
-    inv_mass: Tensor,
+    /// Half kicks and half drifts (dt/2).
+    half: Substep,
     /// [R] thermostat temperature of each member, K.
     temperatures: Tensor,
     /// sqrt(1 − exp(−2γdt)) · sqrt(kT/m), [R*N, 1]; recomputed when temperatures change.
@@ -88,7 +89,7 @@ impl Langevin {
         let mut integrator = Langevin {
             dt,
             gamma,
-            inv_mass: state.masses.reciprocal(),
+            half: Substep::new(state, 0.5 * dt),
             temperatures: temps.shallow_clone(),
             noise_scale: Tensor::zeros([1], (state.kind, state.device)),
             c1,
@@ -114,9 +115,8 @@ impl Integrator for Langevin {
     }
 
     fn step(&mut self, state: &mut BatchState, force: &dyn ForceProvider) -> Result<()> {
-        let h = 0.5 * self.dt;
-        kick(state, &self.inv_mass, h);
-        drift(state, h);
+        self.half.kick(state);
+        self.half.drift(state);
         let z = match &self.block {
             None => self.rng.normal(&state.noise_index).to_kind(state.kind),
             Some(block) => {
@@ -127,12 +127,11 @@ impl Integrator for Langevin {
                 z
             }
         };
-        let noise = z * &self.noise_scale;
         state.velocities *= self.c1;
-        state.velocities += noise;
-        drift(state, h);
+        let _ = state.velocities.addcmul_(&z, &self.noise_scale);
+        self.half.drift(state);
         update_forces(state, force)?;
-        kick(state, &self.inv_mass, h);
+        self.half.kick(state);
         state.step += 1;
         Ok(())
     }
@@ -204,7 +203,8 @@ impl Integrator for Langevin {
     }
 
     fn captured_inputs(&self) -> Vec<&Tensor> {
-        let mut v = vec![&self.inv_mass, &self.noise_scale];
+        let mut v = self.half.tensors().to_vec();
+        v.push(&self.noise_scale);
         if let Some(block) = &self.block {
             v.push(&block.noise);
             v.push(&block.slot);

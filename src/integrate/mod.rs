@@ -77,14 +77,38 @@ pub fn degrees_of_freedom(n_atoms: usize, integrator: &dyn Integrator) -> f64 {
     }
 }
 
-/// v ← v + (h/m) F, with h in fs (the "B" half-kick).
-pub(crate) fn kick(state: &mut BatchState, inv_mass: &Tensor, h: f64) {
-    let dv = &state.forces * inv_mass * (h * EV_PER_A_AMU_TO_A_PER_FS2);
-    state.velocities += dv;
+/// What a kick and a drift of `h` fs multiply by, made once per integrator
+/// so each update is one fused multiply-add (`addcmul_`) on the device: on
+/// a small system every kernel of the step counts.
+pub(crate) struct Substep {
+    /// [R*N, 1]: h/m in Å/fs per eV/Å.
+    kick: Tensor,
+    /// [1]: h in fs.
+    drift: Tensor,
 }
 
-/// x ← x + h v (the "A" drift).
-pub(crate) fn drift(state: &mut BatchState, h: f64) {
-    let dx = &state.velocities * h;
-    state.positions += dx;
+impl Substep {
+    pub(crate) fn new(state: &BatchState, h: f64) -> Substep {
+        Substep {
+            kick: state.masses.reciprocal() * (h * EV_PER_A_AMU_TO_A_PER_FS2),
+            drift: Tensor::full([1], h, (state.kind, state.device)),
+        }
+    }
+
+    /// v ← v + (h/m) F (the "B" update).
+    pub(crate) fn kick(&self, state: &mut BatchState) {
+        let f = state.forces.shallow_clone();
+        let _ = state.velocities.addcmul_(&f, &self.kick);
+    }
+
+    /// x ← x + h v (the "A" update).
+    pub(crate) fn drift(&self, state: &mut BatchState) {
+        let v = state.velocities.shallow_clone();
+        let _ = state.positions.addcmul_(&v, &self.drift);
+    }
+
+    /// The device tensors it reads (a captured step depends on them).
+    pub(crate) fn tensors(&self) -> [&Tensor; 2] {
+        [&self.kick, &self.drift]
+    }
 }

@@ -4,21 +4,25 @@
 
 use tch::Tensor;
 
-use super::{drift, kick, Integrator};
+use super::{Integrator, Substep};
 use crate::error::Result;
 use crate::force::{update_forces, ForceProvider};
 use crate::state::BatchState;
 
 pub struct VelocityVerlet {
     dt: f64,
-    inv_mass: Tensor,
+    /// Half kicks (dt/2).
+    half: Substep,
+    /// Whole drifts (dt).
+    whole: Substep,
 }
 
 impl VelocityVerlet {
     pub fn new(state: &BatchState, dt: f64) -> Self {
         VelocityVerlet {
             dt,
-            inv_mass: state.masses.reciprocal(),
+            half: Substep::new(state, 0.5 * dt),
+            whole: Substep::new(state, dt),
         }
     }
 }
@@ -29,17 +33,20 @@ impl Integrator for VelocityVerlet {
     }
 
     fn step(&mut self, state: &mut BatchState, force: &dyn ForceProvider) -> Result<()> {
-        let h = 0.5 * self.dt;
-        kick(state, &self.inv_mass, h);
-        drift(state, self.dt);
+        self.half.kick(state);
+        self.whole.drift(state);
         update_forces(state, force)?;
-        kick(state, &self.inv_mass, h);
+        self.half.kick(state);
         state.step += 1;
         Ok(())
     }
 
     fn timestep(&self) -> f64 {
         self.dt
+    }
+
+    fn captured_inputs(&self) -> Vec<&Tensor> {
+        [self.half.tensors(), self.whole.tensors()].concat()
     }
 
     fn conserves_momentum(&self) -> bool {
