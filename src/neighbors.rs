@@ -190,6 +190,15 @@ pub fn with_padding_row(rows: &Tensor) -> Tensor {
     )
 }
 
+/// Per-member minimum or maximum ("amin" / "amax") of each coordinate of
+/// `x` ([N, 3] float64; `batch` [N] the member of each row): [R, 3].
+/// (scatter_reduce: exact in any order, no host sync.)
+fn member_extreme(x: &Tensor, batch: &Tensor, n_members: i64, which: &str) -> Tensor {
+    let index = batch.unsqueeze(1).expand([-1, 3], false);
+    Tensor::zeros([n_members, 3], (Kind::Double, x.device()))
+        .internal_scatter_reduce(0, &index, x, which, false)
+}
+
 /// Inverses of lower-triangular cells ([R, 3, 3], rows a, b, c: the form
 /// every cell is stored in) by their closed form. Not `inverse()`: on a GPU
 /// it checks the factorisation on the host, which a captured graph cannot.
@@ -365,10 +374,8 @@ impl NeighborList {
                 }
             }
             (Boundary::Free, _) => {
-                let lo = Tensor::zeros([r, 3], (Kind::Double, x.device()))
-                    .index_reduce(0, batch, &x, "amin", false);
-                let hi = Tensor::zeros([r, 3], (Kind::Double, x.device()))
-                    .index_reduce(0, batch, &x, "amax", false);
+                let lo = member_extreme(&x, batch, r, "amin");
+                let hi = member_extreme(&x, batch, r, "amax");
                 let extent = Vec::<f64>::try_from(
                     (hi - lo).amax([0].as_slice(), false).to_device(Device::Cpu),
                 )
@@ -495,7 +502,6 @@ impl NeighborList {
         let Grid::Cells { bins, .. } = self.shape.grid else {
             unreachable!("binning is for cell grids")
         };
-        let device = x.device();
         let [n0, n1, n2] = bins;
         let nb = &self.consts.bins;
         let r = self.n_members;
@@ -514,9 +520,7 @@ impl NeighborList {
                 (bin, xw - x, Some(h))
             }
             Boundary::Free => {
-                let lo = Tensor::zeros([r, 3], (Kind::Double, device))
-                    .index_reduce(0, batch, x, "amin", false)
-                    .index_select(0, batch);
+                let lo = member_extreme(x, batch, r, "amin").index_select(0, batch);
                 let bin = ((x - lo) / self.shape.cutoffs[0])
                     .floor()
                     .to_kind(Kind::Int64)

@@ -167,7 +167,9 @@ pub struct BatchState {
     /// [R*N] int64: the member slot of each atom (= `layout.batch`).
     pub batch: Tensor,
     /// [R*N, 3] int64: globally unique index of each degree of freedom,
-    /// `member_id * 3N + 3 * atom + xyz`, used to key random numbers.
+    /// `member_id · 2³² + 3 · atom + xyz`, used to key random numbers (the
+    /// generator hashes the two 32-bit halves in turn), so a member draws
+    /// the same numbers alone or in any batch.
     pub noise_index: Tensor,
     /// [R*N, 3] in eV/Å: forces at `positions` (kept up to date by integrators).
     pub forces: Tensor,
@@ -217,9 +219,10 @@ impl BatchState {
             }
             masses.extend_from_slice(&molecule.masses);
             numbers.extend_from_slice(&molecule.atomic_numbers);
-            // 3·n_max per member: for one molecule × R exactly the
-            // `member_id * 3N + 3 * atom + xyz` the streams were always keyed by.
-            let base = (m * 3 * n_max) as i64;
+            // The member id in the high 32 bits, the degree of freedom in
+            // the low ones: a member's stream depends on nothing else in
+            // the batch.
+            let base = (m as i64) << 32;
             noise.extend((0..3 * molecule.n_atoms() as i64).map(|d| base + d));
         }
         let opts = (kind, device);
