@@ -190,6 +190,13 @@ pub fn with_padding_row(rows: &Tensor) -> Tensor {
     )
 }
 
+/// [N, cap] bool: the first `counts[i]` slots of each row.
+fn first_slots(counts: &Tensor, cap: i64) -> Tensor {
+    Tensor::arange(cap, (Kind::Int64, counts.device()))
+        .unsqueeze(0)
+        .lt_tensor(&counts.unsqueeze(1))
+}
+
 /// Per-member minimum or maximum ("amin" / "amax") of each coordinate of
 /// `x` ([N, 3] float64; `batch` [N] the member of each row): [R, 3].
 /// (scatter_reduce: exact in any order, no host sync.)
@@ -242,17 +249,30 @@ fn offsets(device: Device) -> Tensor {
 struct Candidates {
     /// [N, C] int64 candidate row (N where there is none).
     cand: Tensor,
-    /// [N, C, 3] float64 shifts relative to the given positions (cells only).
-    shift: Option<Tensor>,
     /// [N, C] bool: a real candidate (not padding, not the atom itself).
     valid: Tensor,
-    /// [N, C] int64: the candidate index, in the neighbour's row, of the
-    /// same pair seen from the neighbour.
-    reverse: Tensor,
+    /// [N, 3] float64: the positions distances are taken between (wrapped
+    /// into the cell for periodic members, as given otherwise).
+    xw: Tensor,
+    /// Periodic cell grids: [N, 27, 3] float64, the lattice vector image·H
+    /// of each bin offset seen from each atom, and [N, 3] its wrap (xw − x).
+    images: Option<(Tensor, Tensor)>,
+    /// Where the same pair sits among the neighbour's candidates.
+    reverse: Reverse,
     /// [] int64: the fullest bin (0 for dense).
     fullest_bin: Tensor,
     /// [] bool: a periodic cell narrower than its bins (it shrank).
     cell_shrank: Tensor,
+}
+
+/// The candidate index, in the neighbour's row, of the pair seen from the
+/// neighbour.
+enum Reverse {
+    /// Dense: the row's own index within its member ([N]).
+    Dense { local: Tensor },
+    /// Cells: the opposite bin offset, in the slot the row's atom has in its
+    /// own bin ([N], clamped to the bin capacity `m`).
+    Cells { m: i64, slot: Tensor },
 }
 
 impl NeighborList {
@@ -413,7 +433,7 @@ impl NeighborList {
             list.shape.grid = Grid::Cells { bins, max_per_bin };
         }
         let c = list.candidates(&x, batch, boundary);
-        let within = list.within(&x, &c, cutoff);
+        let within = list.within(&c, cutoff);
         let widest = most(&within.sum_dim_intlist(1, false, Kind::Int64));
         list.shape.capacity = row_room(widest, seen_host[0], 2).max(1);
         let (_, inner_counts) = list.compact(&x, &c, &within);
@@ -428,7 +448,7 @@ impl NeighborList {
     pub fn update(&self, positions: &Tensor, batch: &Tensor, boundary: &Boundary) -> Pairs {
         let x = positions.to_kind(Kind::Double);
         let c = self.candidates(&x, batch, boundary);
-        let within = self.within(&x, &c, self.shape.cutoffs[0]);
+        let within = self.within(&c, self.shape.cutoffs[0]);
         let (pairs, inner_counts) = self.compact(&x, &c, &within);
         // What this update needed: rows, bins (a shrunk cell counts as a
         // bin beyond any capacity), inner rows.
@@ -548,12 +568,12 @@ impl NeighborList {
                 let cols = Tensor::arange(atoms, opts_i);
                 let cand = first.unsqueeze(1) + cols.unsqueeze(0);
                 let valid = cols.unsqueeze(0).ne_tensor(&local.unsqueeze(1));
-                let reverse = local.unsqueeze(1).expand([n, atoms], false);
                 Candidates {
                     cand,
-                    shift: None,
                     valid,
-                    reverse,
+                    xw: x.shallow_clone(),
+                    images: None,
+                    reverse: Reverse::Dense { local },
                     fullest_bin: Tensor::zeros([], opts_i),
                     cell_shrank: no,
                 }
@@ -615,20 +635,10 @@ impl NeighborList {
                     .lt(n)
                     .logical_and(&per_offset(bin_ok))
                     .logical_and(&self_pair.logical_not());
-                // Shifts relative to the positions as given: the wrapped pair
-                // vector is xw_j + image·H − xw_i = x_j − x_i + image·H + (w_j − w_i).
-                let shift = h.map(|h| {
-                    let image_shift = per_offset(image.to_kind(Kind::Double).bmm(&h)); // [N,C,3]
-                    let wj = with_padding_row(&wrap)
-                        .index_select(0, &cand.view([-1]))
-                        .view([n, c, 3]);
-                    image_shift + wj - wrap.unsqueeze(1)
-                });
-                // Seen from j, i lies at the opposite offset, in its own bin's slot.
-                let opposite = Tensor::arange(27, opts_i).flip([0]) * m;
-                let reverse =
-                    opposite.unsqueeze(0).unsqueeze(2) + rank.clamp_max(m - 1).view([n, 1, 1]);
-                let reverse = reverse.expand([n, 27, m], false).reshape([n, c]);
+                // Image shifts per bin offset; distances between wrapped
+                // positions (the shift of a kept entry relative to the
+                // positions as given adds w_j − w_i, see `compact`).
+                let images = h.map(|h| (image.to_kind(Kind::Double).bmm(&h), wrap));
                 let cell_shrank = match boundary {
                     Boundary::Periodic(cells) => {
                         // The distance between the planes f_k = 0 and 1 is
@@ -646,9 +656,16 @@ impl NeighborList {
                 };
                 Candidates {
                     cand,
-                    shift,
                     valid,
-                    reverse,
+                    xw: match &images {
+                        Some((_, wrap)) => x + wrap,
+                        None => x.shallow_clone(),
+                    },
+                    images,
+                    reverse: Reverse::Cells {
+                        m,
+                        slot: rank.clamp_max(m - 1),
+                    },
                     fullest_bin: bin_counts.max(),
                     cell_shrank,
                 }
@@ -657,18 +674,21 @@ impl NeighborList {
     }
 
     /// Candidates within `cutoff`: [N, C] bool.
-    fn within(&self, x: &Tensor, c: &Candidates, cutoff: f64) -> Tensor {
-        let n = x.size()[0];
+    fn within(&self, c: &Candidates, cutoff: f64) -> Tensor {
+        let n = c.xw.size()[0];
         let width = c.cand.size()[1];
-        let xj = with_padding_row(x)
-            .index_select(0, &c.cand.view([-1]))
-            .view([n, width, 3]);
-        let mut d = xj - x.unsqueeze(1);
-        if let Some(s) = &c.shift {
-            d += s;
-        }
+        let xj = with_padding_row(&c.xw).index_select(0, &c.cand.view([-1]));
+        let d = match &c.images {
+            // [N, 27, M, 3]: each bin offset's image shift broadcast over its slots.
+            Some((image_shift, _)) => {
+                xj.view([n, 27, width / 27, 3]) + image_shift.unsqueeze(2)
+                    - c.xw.view([n, 1, 1, 3])
+            }
+            None => xj.view([n, width, 3]) - c.xw.unsqueeze(1),
+        };
         d.square()
             .sum_dim_intlist(-1, false, Kind::Double)
+            .view([n, width])
             .lt(cutoff * cutoff)
             .logical_and(&c.valid)
     }
@@ -688,33 +708,46 @@ impl NeighborList {
         // Entry of each kept candidate; the others go to a spare column K.
         let entry = rank.where_self(&keep, &Tensor::full([1], k, opts_i));
         let rows = Tensor::arange(n, opts_i);
-        let scatter =
-            |fill: &Tensor, src: &Tensor| fill.scatter(1, &entry, src).narrow(1, 0, k).contiguous();
-        let neighbors = scatter(
-            &rows.unsqueeze(1).expand([n, k + 1], false).contiguous(),
-            &c.cand,
-        );
+        // The candidate behind each entry, [N, K] (0 where unused): all
+        // per-entry quantities are gathered at this size, not per candidate.
+        let picked = Tensor::zeros([n, k + 1], opts_i)
+            .scatter(
+                1,
+                &entry,
+                &Tensor::arange(width, opts_i)
+                    .unsqueeze(0)
+                    .expand([n, width], false),
+            )
+            .narrow(1, 0, k)
+            .contiguous();
         let counts = keep.sum_dim_intlist(1, false, Kind::Int64);
-        let mask = Tensor::arange(k, opts_i)
-            .unsqueeze(0)
-            .lt_tensor(&counts.unsqueeze(1));
+        let mask = first_slots(&counts, k);
+        let neighbors = c
+            .cand
+            .gather(1, &picked, false)
+            .where_self(&mask, &rows.unsqueeze(1));
         // Reverse entry: row j's running count at the reverse candidate.
-        let j = c.cand.clamp_max(n - 1);
+        let rev_cand = match &c.reverse {
+            Reverse::Dense { local } => local.unsqueeze(1).expand([n, k], false),
+            Reverse::Cells { m, slot } => {
+                (26 - picked.floor_divide_scalar(*m)) * *m + slot.unsqueeze(1)
+            }
+        };
+        let j = neighbors.clamp_max(n - 1);
         let rev_entry = rank
             .view([-1])
-            .index_select(0, &(&j * width + &c.reverse).view([-1]))
-            .view([n, width]);
-        let rev_ok = keep
+            .index_select(0, &(&j * width + rev_cand).view([-1]))
+            .view([n, k]);
+        let rev_ok = mask
             .logical_and(&rev_entry.lt(k))
             .logical_and(&rev_entry.ge(0));
-        let rev_flat = (j * k + rev_entry).where_self(&rev_ok, &Tensor::full([1], n * k, opts_i));
-        let reverse = scatter(&Tensor::full([n, k + 1], n * k, opts_i), &rev_flat);
-        let shifts = c.shift.as_ref().map(|s| {
-            let e3 = entry.unsqueeze(2).expand([n, width, 3], false);
-            Tensor::zeros([n, k + 1, 3], (Kind::Double, device))
-                .scatter(1, &e3, s)
-                .narrow(1, 0, k)
-                .contiguous()
+        let reverse = (j * k + rev_entry).where_self(&rev_ok, &Tensor::full([1], n * k, opts_i));
+        // Shifts relative to the positions as given: image·H + w_j − w_i.
+        let shifts = c.images.as_ref().map(|(image_shift, wrap)| {
+            let offset = picked.floor_divide_scalar(width / 27);
+            let image = image_shift.gather(1, &offset.unsqueeze(2).expand([n, k, 3], false), false);
+            let wj = wrap.index_select(0, &neighbors.view([-1])).view([n, k, 3]);
+            (image + wj - wrap.unsqueeze(1)) * mask.unsqueeze(2).to_kind(Kind::Double)
         });
         let mut pairs = Pairs {
             neighbors,
