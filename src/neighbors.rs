@@ -110,18 +110,37 @@ struct Constants {
     offsets: Tensor,
     /// [3] float64: the vector unused entries get, (2 cutoff, 0, 0).
     far: Tensor,
+    /// Dense grids: the candidates of every row ([N, n] rows of its
+    /// member), which of them are not the row itself, and each row's index
+    /// within its member ([N]): the same at every update.
+    dense: Option<(Tensor, Tensor, Tensor)>,
 }
 
 impl Constants {
-    fn new(shape: &ListShape, device: Device) -> Constants {
+    fn new(shape: &ListShape, n_rows: i64, device: Device) -> Constants {
         let bins = match shape.grid {
             Grid::Cells { bins, .. } => bins,
             Grid::Dense { .. } => [1; 3],
+        };
+        let dense = match shape.grid {
+            Grid::Dense { atoms } => {
+                // Row i (member r, atom a) sees rows r·n .. r·n + n.
+                let opts_i = (Kind::Int64, device);
+                let rows = Tensor::arange(n_rows, opts_i);
+                let local = rows.remainder(atoms);
+                let first = &rows - &local;
+                let cols = Tensor::arange(atoms, opts_i);
+                let cand = first.unsqueeze(1) + cols.unsqueeze(0);
+                let valid = cols.unsqueeze(0).ne_tensor(&local.unsqueeze(1));
+                Some((cand, valid, local))
+            }
+            Grid::Cells { .. } => None,
         };
         Constants {
             bins: Tensor::from_slice(&bins).to_device(device),
             offsets: offsets(device),
             far: Tensor::from_slice(&[2.0 * shape.cutoffs[0], 0.0, 0.0]).to_device(device),
+            dense,
         }
     }
 }
@@ -307,6 +326,7 @@ impl NeighborList {
     /// A list of a known shape (from a checkpoint).
     pub fn with_shape(
         shape: ListShape,
+        n_rows: usize,
         n_members: usize,
         boundary: &Boundary,
         device: Device,
@@ -315,7 +335,7 @@ impl NeighborList {
         NeighborList {
             periodic: matches!(boundary, Boundary::Periodic(_)),
             n_members: n_members as i64,
-            consts: Constants::new(&shape, device),
+            consts: Constants::new(&shape, n_rows as i64, device),
             shape,
             seen: Tensor::zeros([n], (Kind::Int64, device)),
         }
@@ -418,7 +438,7 @@ impl NeighborList {
             inner_capacities: vec![1; cutoffs.len() - 1],
         };
         let mut list = NeighborList {
-            consts: Constants::new(&shape, x.device()),
+            consts: Constants::new(&shape, n, x.device()),
             shape,
             periodic,
             n_members: r,
@@ -433,10 +453,10 @@ impl NeighborList {
             list.shape.grid = Grid::Cells { bins, max_per_bin };
         }
         let c = list.candidates(&x, batch, boundary);
-        let within = list.within(&c, cutoff);
+        let (d2, within) = list.within(&c, cutoff);
         let widest = most(&within.sum_dim_intlist(1, false, Kind::Int64));
         list.shape.capacity = row_room(widest, seen_host[0], 2).max(1);
-        let (_, inner_counts) = list.compact(&x, &c, &within);
+        let (_, inner_counts) = list.compact(&x, &c, &d2, &within);
         for (i, widest) in inner_counts.iter().enumerate() {
             list.shape.inner_capacities[i] = row_room(most(widest), seen_host[2 + i], 1).max(1);
         }
@@ -448,8 +468,8 @@ impl NeighborList {
     pub fn update(&self, positions: &Tensor, batch: &Tensor, boundary: &Boundary) -> Pairs {
         let x = positions.to_kind(Kind::Double);
         let c = self.candidates(&x, batch, boundary);
-        let within = self.within(&c, self.shape.cutoffs[0]);
-        let (pairs, inner_counts) = self.compact(&x, &c, &within);
+        let (d2, within) = self.within(&c, self.shape.cutoffs[0]);
+        let (pairs, inner_counts) = self.compact(&x, &c, &d2, &within);
         // What this update needed: rows, bins (a shrunk cell counts as a
         // bin beyond any capacity), inner rows.
         let mut needed = vec![
@@ -560,20 +580,20 @@ impl NeighborList {
         let opts_i = (Kind::Int64, device);
         let no = Tensor::zeros([], (Kind::Bool, device));
         match self.shape.grid {
-            Grid::Dense { atoms } => {
-                // Row i (member r, atom a) sees rows r·n .. r·n + n.
-                let rows = Tensor::arange(n, opts_i);
-                let local = rows.remainder(atoms);
-                let first = &rows - &local;
-                let cols = Tensor::arange(atoms, opts_i);
-                let cand = first.unsqueeze(1) + cols.unsqueeze(0);
-                let valid = cols.unsqueeze(0).ne_tensor(&local.unsqueeze(1));
+            Grid::Dense { .. } => {
+                let (cand, valid, local) = self
+                    .consts
+                    .dense
+                    .as_ref()
+                    .expect("dense tables of a dense grid");
                 Candidates {
-                    cand,
-                    valid,
+                    cand: cand.shallow_clone(),
+                    valid: valid.shallow_clone(),
                     xw: x.shallow_clone(),
                     images: None,
-                    reverse: Reverse::Dense { local },
+                    reverse: Reverse::Dense {
+                        local: local.shallow_clone(),
+                    },
                     fullest_bin: Tensor::zeros([], opts_i),
                     cell_shrank: no,
                 }
@@ -673,31 +693,38 @@ impl NeighborList {
         }
     }
 
-    /// Candidates within `cutoff`: [N, C] bool.
-    fn within(&self, c: &Candidates, cutoff: f64) -> Tensor {
+    /// Squared distance of every candidate ([N, C] float64) and whether it
+    /// lies within `cutoff` ([N, C] bool).
+    fn within(&self, c: &Candidates, cutoff: f64) -> (Tensor, Tensor) {
         let n = c.xw.size()[0];
         let width = c.cand.size()[1];
         let xj = with_padding_row(&c.xw).index_select(0, &c.cand.view([-1]));
         let d = match &c.images {
             // [N, 27, M, 3]: each bin offset's image shift broadcast over its slots.
             Some((image_shift, _)) => {
-                xj.view([n, 27, width / 27, 3]) + image_shift.unsqueeze(2)
-                    - c.xw.view([n, 1, 1, 3])
+                xj.view([n, 27, width / 27, 3]) + image_shift.unsqueeze(2) - c.xw.view([n, 1, 1, 3])
             }
             None => xj.view([n, width, 3]) - c.xw.unsqueeze(1),
         };
-        d.square()
+        let d2 = d
+            .square()
             .sum_dim_intlist(-1, false, Kind::Double)
-            .view([n, width])
-            .lt(cutoff * cutoff)
-            .logical_and(&c.valid)
+            .view([n, width]);
+        let within = d2.lt(cutoff * cutoff).logical_and(&c.valid);
+        (d2, within)
     }
 
     /// Keep the first K candidates within the cutoff of each row, in
     /// candidate order (a running count gives each its entry; no sort).
     /// Also returns the largest row count within each inner cutoff ([]
     /// each, uncapped).
-    fn compact(&self, x: &Tensor, c: &Candidates, within: &Tensor) -> (Pairs, Vec<Tensor>) {
+    fn compact(
+        &self,
+        x: &Tensor,
+        c: &Candidates,
+        d2: &Tensor,
+        within: &Tensor,
+    ) -> (Pairs, Vec<Tensor>) {
         let device = x.device();
         let n = x.size()[0];
         let k = self.shape.capacity;
@@ -760,10 +787,8 @@ impl NeighborList {
         };
         let mut inner_counts = Vec::new();
         if self.shape.cutoffs.len() > 1 {
-            let d2 = pairs
-                .vectors(x)
-                .square()
-                .sum_dim_intlist(-1, false, Kind::Double);
+            // The entries' squared distances, from the candidates'.
+            let d2 = d2.gather(1, &picked, false);
             for (ci, &cap) in self.shape.inner_capacities.iter().enumerate() {
                 let rc = self.shape.cutoffs[ci + 1];
                 let inside = d2.lt(rc * rc).logical_and(&pairs.mask);

@@ -185,8 +185,13 @@ impl ForceProvider for PairForces {
                 self.model.cutoffs()
             )));
         }
-        *self.list.borrow_mut() =
-            NeighborList::with_shape(shape, state.n_members, &state.boundary(), state.device);
+        *self.list.borrow_mut() = NeighborList::with_shape(
+            shape,
+            state.layout.n_rows(),
+            state.n_members,
+            &state.boundary(),
+            state.device,
+        );
         self.test_room.set(None);
         Ok(())
     }
