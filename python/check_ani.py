@@ -480,12 +480,11 @@ def graph_nodes(block):
             yield from graph_nodes(sub)
 
 
-def check_static_no_sync(model, mols):
-    """No sync-prone op in forward_prepared: (1) its TorchScript graph, callees
-    inlined, has none of SYNC_PRONE, no prim::TupleIndex with a computed index
-    and no aten::to to another device; (2) the profiler sees none of them run
-    in forward_prepared + backward (autograd included)."""
-    graph = model.forward_prepared.graph.copy()
+def sync_prone_ops(method):
+    """Sync-prone ops in a scripted method's graph (callees inlined): any of
+    SYNC_PRONE or aten::unique*, a prim::TupleIndex with a computed index, an
+    aten::to to another device; and the graph's node count."""
+    graph = method.graph.copy()
     torch._C._jit_pass_inline(graph)
     kinds = collections.Counter(n.kind() for n in graph_nodes(graph))
     bad = sorted(k for k in kinds if k in SYNC_PRONE or k.startswith("aten::unique"))
@@ -496,6 +495,15 @@ def check_static_no_sync(model, mols):
                 bad.append("prim::TupleIndex (computed index)")
         if node.kind() == "aten::to" and any(str(i.type()) == "Device" for i in node.inputs()):
             bad.append("aten::to (device)")
+    return bad, sum(kinds.values())
+
+
+def check_static_no_sync(model, mols):
+    """No sync-prone op in forward_prepared: (1) its TorchScript graph, callees
+    inlined, has none of SYNC_PRONE, no prim::TupleIndex with a computed index
+    and no aten::to to another device; (2) the profiler sees none of them run
+    in forward_prepared + backward (autograd included)."""
+    bad, n_nodes = sync_prone_ops(model.forward_prepared)
     assert not bad, f"sync-prone ops in forward_prepared: {bad}"
     z, x, b = flat_batch(mols)
     model.prepare(z, b)
@@ -506,7 +514,7 @@ def check_static_no_sync(model, mols):
     ran = sorted({e.name for e in prof.events()} & SYNC_PRONE)
     assert not ran, f"sync-prone ops ran in forward_prepared + backward: {ran}"
     n_aten = sum(1 for e in prof.events() if e.name.startswith("aten::"))
-    return (f"graph: {sum(kinds.values())} nodes, none sync-prone; forward + backward ran "
+    return (f"graph: {n_nodes} nodes, none sync-prone; forward + backward ran "
             f"{n_aten} aten ops, none sync-prone")
 
 
@@ -1050,17 +1058,7 @@ def check_nl_no_sync(model, systems):
     """As check_static_no_sync, for forward_pairs_prepared: no sync-prone op in its
     graph (callees inlined), none run in its forward + backward (profiler), for
     Ka within and beyond the prepared pair tables."""
-    graph = model.forward_pairs_prepared.graph.copy()
-    torch._C._jit_pass_inline(graph)
-    kinds = collections.Counter(n.kind() for n in graph_nodes(graph))
-    bad = sorted(k for k in kinds if k in SYNC_PRONE or k.startswith("aten::unique"))
-    for node in graph_nodes(graph):
-        if node.kind() == "prim::TupleIndex":
-            index = list(node.inputs())[1].node()
-            if index.kind() != "prim::Constant":
-                bad.append("prim::TupleIndex (computed index)")
-        if node.kind() == "aten::to" and any(str(i.type()) == "Device" for i in node.inputs()):
-            bad.append("aten::to (device)")
+    bad, n_nodes = sync_prone_ops(model.forward_pairs_prepared)
     assert not bad, f"sync-prone ops in forward_pairs_prepared: {bad}"
     z, x, b, cells = nl_batch(systems)
     model.prepare(z, b)
@@ -1076,7 +1074,7 @@ def check_nl_no_sync(model, systems):
         ran = sorted({e.name for e in prof.events()} & SYNC_PRONE)
         assert not ran, f"sync-prone ops ran in forward_pairs_prepared + backward: {ran}"
         n_aten.append(sum(1 for e in prof.events() if e.name.startswith("aten::")))
-    return (f"graph: {sum(kinds.values())} nodes, none sync-prone; forward + backward ran "
+    return (f"graph: {n_nodes} nodes, none sync-prone; forward + backward ran "
             f"{n_aten[0]} aten ops (Ka beyond the tables: {n_aten[1]}), none sync-prone")
 
 
