@@ -26,6 +26,9 @@ pub struct Config {
     pub replica_exchange: Option<ReplicaExchangeConfig>,
     /// Energy minimisation of every member before MD (optional).
     pub minimize: Option<MinimizeConfig>,
+    /// Constant pressure by Monte Carlo volume moves (optional; periodic
+    /// systems under Langevin dynamics).
+    pub barostat: Option<BarostatConfig>,
     /// Where the config came from (not part of the file).
     #[serde(skip)]
     pub source: ConfigSource,
@@ -208,6 +211,26 @@ fn default_min_force() -> f64 {
 
 fn default_min_steps() -> u64 {
     2000
+}
+
+/// `[barostat]`: OpenMM's MonteCarloBarostat, batched: every `interval`
+/// steps each member tries an isotropic volume change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BarostatConfig {
+    /// Pressure in bar.
+    pub pressure: f64,
+    /// Steps between volume moves.
+    #[serde(default = "default_barostat_interval")]
+    pub interval: u64,
+    /// Scale one axis at a time (OpenMM's MonteCarloAnisotropicBarostat)
+    /// instead of the whole cell.
+    #[serde(default)]
+    pub anisotropic: bool,
+}
+
+fn default_barostat_interval() -> u64 {
+    25
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
@@ -649,6 +672,18 @@ impl Config {
     }
 
     /// Number of members R.
+    /// The same run with a single member (under replica exchange, a plain
+    /// Langevin member at the lowest temperature), for a quick check of a
+    /// large config: every part is built as for the whole batch.
+    pub fn one_member(&self) -> Config {
+        let mut c = self.clone();
+        if let Some(rex) = c.replica_exchange.take() {
+            c.integrator.temperature = rex.ladder().first().copied();
+        }
+        c.ensemble.members = Some(1);
+        c
+    }
+
     pub fn n_members(&self) -> usize {
         match (&self.replica_exchange, self.ensemble.members) {
             (Some(rex), _) => rex.ladder().len() * rex.members_per_temperature,
@@ -814,6 +849,33 @@ impl Config {
             ));
         }
 
+        if let Some(b) = &self.barostat {
+            positive(
+                self,
+                &["barostat", "pressure"],
+                Some(b.pressure),
+                "bar",
+                true,
+            )?;
+            if b.interval == 0 {
+                return Err(self.err(
+                    &["barostat", "interval"],
+                    "expected at least 1 step between volume moves".into(),
+                ));
+            }
+            if !periodic {
+                return Err(self.err(
+                    &["barostat"],
+                    "a barostat needs a periodic system ([system] cell or periodic = true)".into(),
+                ));
+            }
+            if self.integrator.kind != IntegratorKind::Langevin {
+                return Err(self.err(
+                    &["barostat"],
+                    "a barostat samples at the thermostat's temperature: it needs [integrator] kind = \"langevin\"".into(),
+                ));
+            }
+        }
         if let Some(rex) = &self.replica_exchange {
             self.validate_replica_exchange(rex)?;
         }

@@ -104,6 +104,12 @@ enum Command {
         /// Device: auto, cpu, cuda or cuda:N (replaces [model] device).
         #[arg(long)]
         device: Option<String>,
+        /// Check the whole config, then build and evaluate one member
+        /// instead of the whole batch (replica exchange: one member at the
+        /// lowest temperature): for a config sized for a GPU on a small
+        /// machine.
+        #[arg(long)]
+        one_member: bool,
     },
 }
 
@@ -444,12 +450,23 @@ fn main() -> ExitCode {
                 Ok(())
             }),
         Command::Bench { which } => run_bench(which),
-        Command::Validate { config, device } => Config::from_file(&config)
+        Command::Validate {
+            config,
+            device,
+            one_member,
+        } => Config::from_file(&config)
             .and_then(|mut c| {
                 c.apply(&Overrides {
                     device,
                     ..Overrides::default()
                 })?;
+                if one_member {
+                    eprintln!(
+                        "note: --one-member: evaluating 1 of the config's {} member(s)",
+                        c.n_members()
+                    );
+                    c = c.one_member();
+                }
                 Ok(c)
             })
             .and_then(|c| {

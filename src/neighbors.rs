@@ -27,7 +27,7 @@
 //!   to [`DENSE_MAX_ATOMS`] atoms: n² candidates per member beat a cell list
 //!   at that size);
 //! * cells: binning (an O(N) cell list). Periodic members bin their wrapped
-//!   fractional coordinates, with nb_k = floor(w_k / cutoff) bins along
+//!   fractional coordinates, with nb_k = floor(w_k / (1.1 cutoff)) bins (at least 1) along
 //!   lattice direction k (w_k the perpendicular width), so every image
 //!   within the cutoff lies in one of the 27 neighbouring bins; the bin
 //!   offset gives the image, so a small cell's several images of one atom
@@ -54,6 +54,10 @@ const MARGIN: f64 = 1.3;
 /// (ANI's angular terms grow with the square of the inner rows), so it is
 /// kept small: an overflow costs only a rerun back to the last check.
 const ROW_MARGIN: f64 = 1.05;
+
+/// Bins of a periodic cell are this much wider than the cutoff (where the
+/// cell is wide enough): room for the cell to shrink.
+const CELL_MARGIN: f64 = 1.1;
 
 /// Largest member (atoms) listed densely: all its atoms are candidates.
 pub const DENSE_MAX_ATOMS: usize = 256;
@@ -97,8 +101,10 @@ pub struct NeighborList {
     /// Device constants an update needs (made at allocation: a host-to-
     /// device copy cannot be part of a captured CUDA graph).
     consts: Constants,
-    /// [2 + inner] int64: the largest row, bin and inner-row counts any
-    /// update met since allocation (raised in place; bin entry 0 for dense).
+    /// [3 + inner] int64: the largest row and bin counts any update met
+    /// since the last clean check (bin entry 0 for dense), whether a
+    /// periodic cell shrank below its bins (0 / 1), and the largest inner
+    /// rows (raised in place).
     seen: Tensor,
 }
 
@@ -309,7 +315,7 @@ impl NeighborList {
         cutoffs: &[f64],
     ) -> Result<NeighborList> {
         let nothing_seen = Tensor::zeros(
-            [1 + cutoffs.len() as i64],
+            [2 + cutoffs.len() as i64],
             (Kind::Int64, positions.device()),
         );
         Self::sized(
@@ -331,7 +337,7 @@ impl NeighborList {
         boundary: &Boundary,
         device: Device,
     ) -> NeighborList {
-        let n = 1 + shape.cutoffs.len() as i64;
+        let n = 2 + shape.cutoffs.len() as i64;
         NeighborList {
             periodic: matches!(boundary, Boundary::Periodic(_)),
             n_members: n_members as i64,
@@ -405,7 +411,11 @@ impl NeighborList {
                                 ["a", "b", "c"][axis]
                             )));
                         }
-                        *b = (*b).min((w / cutoff).floor() as i64);
+                        // Bins a tenth wider than the cutoff where the cell
+                        // allows, so a barostat can shrink the cell a little
+                        // before the bins are too narrow (an overflow).
+                        let b_room = (w / (CELL_MARGIN * cutoff)).floor() as i64;
+                        *b = (*b).min(b_room.max(1));
                     }
                 }
                 Grid::Cells {
@@ -458,7 +468,7 @@ impl NeighborList {
         list.shape.capacity = row_room(widest, seen_host[0], 2).max(1);
         let (_, inner_counts) = list.compact(&x, &c, &d2, &within);
         for (i, widest) in inner_counts.iter().enumerate() {
-            list.shape.inner_capacities[i] = row_room(most(widest), seen_host[2 + i], 1).max(1);
+            list.shape.inner_capacities[i] = row_room(most(widest), seen_host[3 + i], 1).max(1);
         }
         Ok(list)
     }
@@ -474,8 +484,8 @@ impl NeighborList {
         // bin beyond any capacity), inner rows.
         let mut needed = vec![
             within.sum_dim_intlist(1, false, Kind::Int64).max(),
-            c.fullest_bin
-                .maximum(&(c.cell_shrank.to_kind(Kind::Int64) * i64::MAX)),
+            c.fullest_bin.shallow_clone(),
+            c.cell_shrank.to_kind(Kind::Int64),
         ];
         needed.extend(inner_counts);
         let needed = Tensor::stack(&needed, 0);
@@ -499,20 +509,21 @@ impl NeighborList {
             ));
         }
         if let Grid::Cells { max_per_bin, .. } = self.shape.grid {
-            if seen[1] == i64::MAX {
-                what.push("a periodic cell shrank below the list's bins".to_string());
-            } else if seen[1] > max_per_bin {
+            if seen[1] > max_per_bin {
                 what.push(format!(
                     "{} atoms in a bin (room for {max_per_bin})",
                     seen[1]
                 ));
             }
+            if seen[2] > 0 {
+                what.push("a periodic cell shrank below the list's bins".to_string());
+            }
         }
         for (c, &cap) in self.shape.inner_capacities.iter().enumerate() {
-            if seen[2 + c] > cap {
+            if seen[3 + c] > cap {
                 what.push(format!(
                     "{} neighbours within {} Å (room for {cap})",
-                    seen[2 + c],
+                    seen[3 + c],
                     self.shape.cutoffs[c + 1]
                 ));
             }
@@ -552,9 +563,12 @@ impl NeighborList {
                 let h_inv = lower_triangular_inverse(&cells).index_select(0, batch);
                 let f = x.unsqueeze(1).bmm(&h_inv).squeeze_dim(1); // x = f H
                 let fw = &f - f.floor();
+                // Clamped both ways: a non-finite position (a blow-up,
+                // reported at the next check) must not index outside the grid.
                 let bin = (&fw * nb.to_kind(Kind::Double))
                     .floor()
                     .to_kind(Kind::Int64)
+                    .clamp_min(0)
                     .clamp_max_tensor(&(nb - 1));
                 let xw = fw.unsqueeze(1).bmm(&h).squeeze_dim(1);
                 (bin, xw - x, Some(h))

@@ -73,6 +73,10 @@ pub struct RunSummary {
     pub reinitialized: Vec<(usize, u64)>,
     /// Whether steps were replayed from a CUDA graph, or why not.
     pub cuda_graphs: String,
+    /// Barostat: fraction of volume moves accepted and final volume (Å³),
+    /// per member.
+    pub barostat_acceptance: Option<Vec<f64>>,
+    pub final_volume_a3: Option<Vec<f64>>,
     pub output_directory: PathBuf,
 }
 
@@ -347,15 +351,22 @@ impl Reporters {
         }
         let step = sim.state.step;
         let mut positions = sim.state.positions_host();
-        if let (Some(w), Some(cells)) = (&self.wrapper, &sim.state.cells) {
-            w.wrap(&mut positions, &Cell::all_as_stored(cells)?);
+        let cells = sim
+            .state
+            .cells
+            .as_ref()
+            .map(Cell::all_as_stored)
+            .transpose()?;
+        if let (Some(w), Some(cells)) = (&self.wrapper, &cells) {
+            w.wrap(&mut positions, cells);
         }
         let time = sim.time_fs();
+        let cells = cells.as_deref();
         if let Some(t) = self.trajectories.as_mut() {
-            t.write(step, time, &positions, &self.slots)?;
+            t.write(step, time, &positions, &self.slots, cells)?;
         }
         if let (Some(t), Some(rex)) = (self.demux.as_mut(), &sim.replica_exchange) {
-            t.write(step, time, &positions, &demux_slots(rex))?;
+            t.write(step, time, &positions, &demux_slots(rex), cells)?;
         }
         Ok(())
     }
@@ -545,6 +556,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         .replica_exchange
         .as_ref()
         .map(|r| r.exchange_interval);
+    let barostat_every = config.barostat.as_ref().map(|b| b.interval);
 
     if !options.quiet {
         eprintln!(
@@ -600,8 +612,9 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         let ck_due =
             (ck_every > 0 && step % ck_every == 0) || wall_due || step == steps || stop != 0;
         let exchange_due = exchange_every.is_some_and(|every| step % every == 0);
+        let barostat_due = barostat_every.is_some_and(|every| step % every == 0);
         let traj_due = traj_every > 0 && step % traj_every == 0;
-        let check_due = step % obs_every == 0 || ck_due || exchange_due || traj_due;
+        let check_due = step % obs_every == 0 || ck_due || exchange_due || barostat_due || traj_due;
 
         // Before anything reads the state: a neighbour list that ran out of
         // room since the last check may have dropped pairs, so every step
@@ -672,6 +685,20 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
             }
             exchange_time += t0.elapsed();
         }
+        if barostat_due {
+            if let Some(moved) = sim.barostat_move()? {
+                if moved.grew_list {
+                    // Trial volumes needed a larger list: new shapes.
+                    drop(stepper);
+                    stepper = Stepper::new(
+                        config.run.cuda_graphs,
+                        &sim.state,
+                        sim.force.as_ref(),
+                        sim.integrator.as_mut(),
+                    )?;
+                }
+            }
+        }
         if step % obs_every == 0 {
             let mean_t = reporters.record_observables(&sim)?;
             temps.push(mean_t);
@@ -732,6 +759,8 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         replica_exchange: rex_summary.clone(),
         reinitialized,
         cuda_graphs: stepper.status().to_string(),
+        barostat_acceptance: sim.barostat.as_ref().map(|(b, _)| b.acceptance()),
+        final_volume_a3: sim.volumes()?,
         output_directory: out.clone(),
     };
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
@@ -891,8 +920,14 @@ pub fn minimize(
         &sim.molecule.template,
     )?;
     let positions = sim.state.positions_host();
+    let cells = sim
+        .state
+        .cells
+        .as_ref()
+        .map(Cell::all_as_stored)
+        .transpose()?;
     for slot in 0..sim.state.n_members {
-        writer.write(slot as u64, 0.0, &positions, &[slot])?;
+        writer.write(slot as u64, 0.0, &positions, &[slot], cells.as_deref())?;
     }
     Ok((report, path))
 }

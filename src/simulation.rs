@@ -18,10 +18,12 @@ use crate::integrate::{degrees_of_freedom, Integrator, Langevin, VelocityVerlet}
 use crate::io::checkpoint::{Checkpoint, CheckpointHeader, ReporterPositions};
 use crate::minimize::{fire_with_progress, FireOptions, MinimizeReport};
 use crate::rng::{splitmix64, CounterRng};
-use crate::sampling::{ExchangeOutcome, ReplicaExchange};
+use crate::sampling::{
+    BarostatMove, ExchangeOutcome, MoleculeScaling, MonteCarloBarostat, ReplicaExchange,
+};
 use crate::state::{to_host_f64, BatchState};
 use crate::system::Molecule;
-use crate::units::KB_EV_PER_K;
+use crate::units::{AMU_PER_A3_IN_G_PER_CM3, KB_EV_PER_K};
 
 /// Everything a run needs, built and checked from a config.
 pub struct Simulation {
@@ -41,6 +43,10 @@ pub struct Simulation {
     /// (see [`Simulation::time_fs`]); (0, 0) unless a continued run changed
     /// the time step.
     pub time_origin: (u64, f64),
+    /// Monte Carlo barostat, when configured, and the molecules it scales.
+    pub barostat: Option<(MonteCarloBarostat, MoleculeScaling)>,
+    /// Mass of one member (amu), for densities.
+    pub member_mass: f64,
 }
 
 /// What a blow-up check looks at, per member ([R] device tensors).
@@ -78,6 +84,10 @@ pub const OBSERVABLES: [(&str, &str); 4] = [
 /// Recorded in addition under replica exchange: each replica's current
 /// thermostat temperature.
 pub const THERMOSTAT_TEMPERATURE: (&str, &str) = ("thermostat_temperature", "K");
+
+/// Recorded in addition for periodic members: each member's cell volume
+/// and density.
+pub const CELL_OBSERVABLES: [(&str, &str); 2] = [("volume", "Å^3"), ("density", "g/cm^3")];
 
 impl Simulation {
     /// Load the system and model, place R members on the device, draw initial
@@ -184,6 +194,24 @@ impl Simulation {
             update_forces(&mut state, force.as_ref())?;
         }
         let dof = degrees_of_freedom(state.n_atoms, integrator.as_ref());
+        let barostat = match (&config.barostat, &cell) {
+            (Some(b), Some(c)) => Some((
+                MonteCarloBarostat::new(
+                    b.pressure,
+                    b.interval,
+                    b.anisotropic,
+                    &vec![c.volume(); state.n_members],
+                    seed,
+                ),
+                MoleculeScaling::new(
+                    molecule.n_atoms(),
+                    &molecule.template.topology().bonds(),
+                    device,
+                ),
+            )),
+            _ => None,
+        };
+        let member_mass = molecule.masses.iter().sum();
         let sim = Simulation {
             config: config.clone(),
             molecule,
@@ -195,6 +223,8 @@ impl Simulation {
             model_sha256,
             replica_exchange,
             time_origin: (0, 0.0),
+            barostat,
+            member_mass,
         };
         sim.check_start()?;
         Ok(sim)
@@ -213,7 +243,48 @@ impl Simulation {
         if self.replica_exchange.is_some() {
             names.push(THERMOSTAT_TEMPERATURE);
         }
+        if self.state.cells.is_some() {
+            names.extend(CELL_OBSERVABLES);
+        }
         names
+    }
+
+    /// Each member's cell volume (Å³), for periodic members.
+    pub fn volumes(&self) -> Result<Option<Vec<f64>>> {
+        self.state
+            .cells
+            .as_ref()
+            .map(|c| {
+                crate::system::cell::Cell::all_as_stored(c)
+                    .map(|cells| cells.iter().map(|c| c.volume()).collect())
+            })
+            .transpose()
+    }
+
+    /// kT (eV) of each member's thermostat: its rung under replica
+    /// exchange, else the configured temperature.
+    fn thermostat_kt(&self) -> Vec<f64> {
+        match &self.replica_exchange {
+            Some(rex) => rex.replica_temperatures(),
+            None => {
+                vec![self.config.integrator.temperature.unwrap_or_default(); self.state.n_members]
+            }
+        }
+        .into_iter()
+        .map(crate::units::kt)
+        .collect()
+    }
+
+    /// One Monte Carlo volume move for every member (call every barostat
+    /// interval, at a check).
+    pub fn barostat_move(&mut self) -> Result<Option<BarostatMove>> {
+        let kt = self.thermostat_kt();
+        let Some((barostat, molecules)) = self.barostat.as_mut() else {
+            return Ok(None);
+        };
+        barostat
+            .attempt(&mut self.state, self.force.as_ref(), &kt, molecules)
+            .map(Some)
     }
 
     /// Host copies of the observables ([R] each, in `observable_names` order),
@@ -232,19 +303,47 @@ impl Simulation {
         if let Some(rex) = &self.replica_exchange {
             values.push(rex.replica_temperatures());
         }
+        if let Ok(Some(v)) = self.volumes() {
+            let density = v
+                .iter()
+                .map(|v| self.member_mass / v * AMU_PER_A3_IN_G_PER_CM3)
+                .collect();
+            values.push(v);
+            values.push(density);
+        }
         values
     }
 
+    /// What replica exchange weighs by the inverse temperatures, per member
+    /// (eV): the potential energy, plus P·V under a barostat, since in the
+    /// isothermal-isobaric ensemble a swap of rungs i and j is accepted with
+    /// min(1, exp[(β_i − β_j)(U_i − U_j + P(V_i − V_j))]).
+    pub fn exchange_energies(&self) -> Result<Vec<f64>> {
+        let mut energies = to_host_f64(&self.state.energies);
+        if let (Some((barostat, _)), Some(volumes)) = (&self.barostat, self.volumes()?) {
+            let pressure = barostat.pressure_bar * crate::units::BAR_IN_EV_PER_A3;
+            for (e, v) in energies.iter_mut().zip(volumes) {
+                *e += pressure * v;
+            }
+        }
+        Ok(energies)
+    }
+
     /// One replica-exchange attempt (call every exchange interval): pulls the
-    /// [R] energies to the host, decides, and pushes temperatures and velocity
-    /// scales back only if a swap was accepted.
+    /// [R] energies (and, under a barostat, the volumes) to the host,
+    /// decides, and pushes temperatures and velocity scales back only if a
+    /// swap was accepted. Returns the outcome and the potential energies.
     pub fn exchange(&mut self) -> Result<Option<(ExchangeOutcome, Vec<f64>)>> {
+        if self.replica_exchange.is_none() {
+            return Ok(None);
+        }
+        let weighed = self.exchange_energies()?;
+        let energies = to_host_f64(&self.state.energies);
         let Some(rex) = self.replica_exchange.as_mut() else {
             return Ok(None);
         };
-        let energies = to_host_f64(&self.state.energies);
         let old = rex.replica_temperatures();
-        let outcome = rex.exchange(&energies, self.state.step);
+        let outcome = rex.exchange(&weighed, self.state.step);
         if outcome.accepted > 0 {
             rex.apply(&old, &mut self.state, self.integrator.as_mut())?;
         }
@@ -486,6 +585,7 @@ impl Simulation {
                 time_origin: Some(self.time_origin),
                 cells: self.state.cells.as_ref().map(to_host_f64),
                 neighbor_list: self.force.list_shape(),
+                barostat: self.barostat.as_ref().map(|(b, _)| b.clone()),
             },
             positions: to_host_f64(&self.state.positions),
             velocities: to_host_f64(&self.state.velocities),
@@ -541,6 +641,9 @@ impl Simulation {
         }
         if let Some(shape) = &h.neighbor_list {
             self.force.set_list_shape(shape.clone(), &self.state)?;
+        }
+        if let (Some(saved), Some((barostat, _))) = (&h.barostat, self.barostat.as_mut()) {
+            *barostat = saved.clone();
         }
         self.state.step = h.step;
         // The clock goes on from the checkpoint's time, at the new time step
@@ -711,11 +814,7 @@ fn run_cell(molecule: &mut Molecule, config: &Config) -> Result<Option<crate::sy
         (None, false) => None,
     };
     let chem_cell = match &cell {
-        Some(c) => {
-            // chemfiles takes the lattice vectors as columns.
-            let m = c.matrix.transpose();
-            chemfiles::UnitCell::from_matrix([0, 1, 2].map(|i| [0, 1, 2].map(|j| m[(i, j)])))
-        }
+        Some(c) => c.to_chemfiles(),
         None => chemfiles::UnitCell::infinite(),
     };
     molecule.template.set_cell(&chem_cell);

@@ -217,6 +217,7 @@ fn input_addresses(state: &BatchState, integrator: &dyn Integrator) -> Vec<usize
     .into_iter()
     .map(address)
     .collect();
+    v.extend(state.cells.iter().map(address));
     v.extend(integrator.captured_inputs().into_iter().map(address));
     v
 }

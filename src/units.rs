@@ -19,6 +19,12 @@ pub const EV_PER_A_AMU_TO_A_PER_FS2: f64 = 1.0 / AMU_A2_PER_FS2_IN_EV;
 /// 1 Hartree in eV.
 pub const HARTREE_EV: f64 = 27.211_386_245_988;
 
+/// 1 bar in eV/Å³: 10⁵ J/m³ = 10⁵ / e eV per 10³⁰ Å³.
+pub const BAR_IN_EV_PER_A3: f64 = 1.0e5 / 1.602_176_634e-19 / 1.0e30;
+
+/// A density of 1 amu/Å³ in g/cm³ (1 amu = 1.660 539 066 60e-24 g, 1 Å³ = 1e-24 cm³).
+pub const AMU_PER_A3_IN_G_PER_CM3: f64 = 1.660_539_066_60;
+
 /// Femtoseconds per nanosecond (for ns/day).
 pub const FS_PER_NS: f64 = 1.0e6;
 

@@ -77,6 +77,9 @@ pub struct CheckpointHeader {
     /// so a continued run builds the lists of an uninterrupted one.
     #[serde(default)]
     pub neighbor_list: Option<crate::neighbors::ListShape>,
+    /// The Monte Carlo barostat's step sizes, counters and random stream.
+    #[serde(default)]
+    pub barostat: Option<crate::sampling::MonteCarloBarostat>,
 }
 
 /// A complete checkpoint: header plus the state arrays.
@@ -294,6 +297,7 @@ mod tests {
                 time_origin: None,
                 cells: None,
                 neighbor_list: None,
+                barostat: None,
             },
             positions: vec![1.0, 2.0, 3.0, 4.0, 5.0, f64::MIN_POSITIVE],
             velocities: vec![0.1; 6],

@@ -10,6 +10,7 @@ use chemfiles::{Frame, Trajectory};
 
 use crate::config::TrajectoryFormat;
 use crate::error::{Error, Result};
+use crate::system::cell::Cell;
 
 pub struct TrajectoryWriter {
     frame: Frame,
@@ -201,13 +202,16 @@ impl TrajectoryWriter {
     }
 
     /// Append one frame to every file from host positions `[R*N*3]` (Å):
-    /// file `i` gets the member in batch slot `slots[i]`.
+    /// file `i` gets the member in batch slot `slots[i]`, with that
+    /// member's cell when `cells` (one per batch slot) is given (periodic
+    /// members whose cells change).
     pub fn write(
         &mut self,
         step: u64,
         time_fs: f64,
         positions: &[f64],
         slots: &[usize],
+        cells: Option<&[Cell]>,
     ) -> Result<()> {
         assert_eq!(
             slots.len(),
@@ -219,6 +223,9 @@ impl TrajectoryWriter {
         // XTC and DCD store time in ps.
         self.frame.set("time", time_fs * 1.0e-3);
         for ((traj, path), &slot) in self.files.iter_mut().zip(slots) {
+            if let Some(cell) = cells.and_then(|c| c.get(slot)) {
+                self.frame.set_cell(&cell.to_chemfiles());
+            }
             let src = &positions[slot * n * 3..(slot + 1) * n * 3];
             for (dst, p) in self
                 .frame

@@ -8,58 +8,26 @@ use nalgebra::{Matrix3, Vector3};
 use rayon::prelude::*;
 
 use crate::system::cell::Cell;
+use crate::system::chemistry::Molecules;
 
-/// The bond graph of one member, as a walk that places every atom after a
-/// bonded neighbour: enough to make each molecule whole.
+/// Makes each molecule of one member whole and puts its centre in the cell.
 #[derive(Debug, Clone)]
 pub struct MoleculeWrapper {
-    /// Atoms in walk order, each with the atom it is placed from (None for
-    /// the first atom of a molecule).
-    walk: Vec<(usize, Option<usize>)>,
-    /// Ranges of `walk` holding one molecule each.
-    molecules: Vec<std::ops::Range<usize>>,
+    molecules: Molecules,
 }
 
 impl MoleculeWrapper {
     /// From `n_atoms` and their bonds (atom index pairs).
     pub fn new(n_atoms: usize, bonds: &[[usize; 2]]) -> MoleculeWrapper {
-        let mut adjacent = vec![Vec::new(); n_atoms];
-        for &[a, b] in bonds {
-            if a < n_atoms && b < n_atoms && a != b {
-                adjacent[a].push(b);
-                adjacent[b].push(a);
-            }
+        MoleculeWrapper {
+            molecules: Molecules::new(n_atoms, bonds),
         }
-        let mut seen = vec![false; n_atoms];
-        let mut walk = Vec::with_capacity(n_atoms);
-        let mut molecules = Vec::new();
-        for root in 0..n_atoms {
-            if seen[root] {
-                continue;
-            }
-            let start = walk.len();
-            seen[root] = true;
-            walk.push((root, None));
-            let mut next = start;
-            while next < walk.len() {
-                let (atom, _) = walk[next];
-                next += 1;
-                for &b in &adjacent[atom] {
-                    if !seen[b] {
-                        seen[b] = true;
-                        walk.push((b, Some(atom)));
-                    }
-                }
-            }
-            molecules.push(start..walk.len());
-        }
-        MoleculeWrapper { walk, molecules }
     }
 
     /// Wrap `positions` ([R·N·3], members of N atoms each) in place, member
     /// r in `cells[r]`.
     pub fn wrap(&self, positions: &mut [f64], cells: &[Cell]) {
-        let n = self.walk.len();
+        let n = self.molecules.walk.len();
         positions
             .par_chunks_mut(3 * n)
             .zip(cells.par_iter())
@@ -75,10 +43,11 @@ impl MoleculeWrapper {
         let get = |x: &[f64], i: usize| Vector3::new(x[3 * i], x[3 * i + 1], x[3 * i + 2]);
         let frac = |v: &Vector3<f64>| (v.transpose() * h_inv).transpose();
         let cart = |f: &Vector3<f64>| (f.transpose() * h).transpose();
-        for range in &self.molecules {
+        let walk = &self.molecules.walk;
+        for range in &self.molecules.ranges {
             // Whole: each atom at the image nearest (in fractional terms)
             // to the atom it was reached from.
-            for &(atom, from) in &self.walk[range.clone()] {
+            for &(atom, from) in &walk[range.clone()] {
                 if let Some(p) = from {
                     let d = get(x, atom) - get(x, p);
                     let image = frac(&d).map(f64::round);
@@ -88,12 +57,12 @@ impl MoleculeWrapper {
             }
             // Centre in the cell: shift the molecule by whole lattice vectors.
             let count = range.len() as f64;
-            let centre = self.walk[range.clone()]
+            let centre = walk[range.clone()]
                 .iter()
                 .fold(Vector3::zeros(), |s, &(a, _)| s + get(x, a))
                 / count;
             let shift = cart(&frac(&centre).map(f64::floor));
-            for &(atom, _) in &self.walk[range.clone()] {
+            for &(atom, _) in &walk[range.clone()] {
                 let moved = get(x, atom) - shift;
                 x[3 * atom..3 * atom + 3].copy_from_slice(moved.as_slice());
             }

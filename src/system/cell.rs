@@ -126,6 +126,12 @@ impl Cell {
         Ok(())
     }
 
+    /// The cell for chemfiles (which takes the lattice vectors as columns).
+    pub fn to_chemfiles(&self) -> chemfiles::UnitCell {
+        let m = self.matrix.transpose();
+        chemfiles::UnitCell::from_matrix([0, 1, 2].map(|i| [0, 1, 2].map(|j| m[(i, j)])))
+    }
+
     /// Rows as a flat row-major array.
     pub fn to_array(&self) -> [f64; 9] {
         let m = &self.matrix;

@@ -84,6 +84,67 @@ fn pdb_charge(text: &str) -> Option<i64> {
     total
 }
 
+/// The molecules of a bond graph (its connected components), each as a
+/// walk that reaches every atom from a bonded one: what makes a molecule
+/// whole across a periodic boundary, and what a barostat scales by its
+/// centre.
+#[derive(Debug, Clone)]
+pub struct Molecules {
+    /// Atoms in walk order, each with the bonded atom it is reached from
+    /// (None for the first atom of a molecule).
+    pub walk: Vec<(usize, Option<usize>)>,
+    /// Ranges of `walk` holding one molecule each.
+    pub ranges: Vec<std::ops::Range<usize>>,
+}
+
+impl Molecules {
+    /// From `n` atoms and their bonds (atom index pairs).
+    pub fn new(n: usize, bonds: &[[usize; 2]]) -> Molecules {
+        let mut adjacent = vec![Vec::new(); n];
+        for &[a, b] in bonds {
+            if a < n && b < n && a != b {
+                adjacent[a].push(b);
+                adjacent[b].push(a);
+            }
+        }
+        let mut seen = vec![false; n];
+        let mut walk = Vec::with_capacity(n);
+        let mut ranges = Vec::new();
+        for root in 0..n {
+            if seen[root] {
+                continue;
+            }
+            let start = walk.len();
+            seen[root] = true;
+            walk.push((root, None));
+            let mut next = start;
+            while next < walk.len() {
+                let (atom, _) = walk[next];
+                next += 1;
+                for &b in &adjacent[atom] {
+                    if !seen[b] {
+                        seen[b] = true;
+                        walk.push((b, Some(atom)));
+                    }
+                }
+            }
+            ranges.push(start..walk.len());
+        }
+        Molecules { walk, ranges }
+    }
+
+    pub fn count(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// The atoms of each molecule.
+    pub fn atoms(&self) -> impl Iterator<Item = impl Iterator<Item = usize> + '_> + '_ {
+        self.ranges
+            .iter()
+            .map(|r| self.walk[r.clone()].iter().map(|&(a, _)| a))
+    }
+}
+
 /// Number of connected components of the bond graph over `n` atoms.
 pub fn bond_components(n: usize, bonds: &[[usize; 2]]) -> usize {
     let mut parent: Vec<usize> = (0..n).collect();
