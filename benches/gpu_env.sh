@@ -1,7 +1,10 @@
 # The preamble every benches/gpu_*.sh script sources: the repository root
 # (ROOT, also the working directory), libtorch from the machine's torch
 # wheel on the library path, unbuffered Python, and gpu_info FILE, which
-# writes the GPU's name, driver and memory there (and says it).
+# writes the GPU's name, driver and memory there (and says it), and
+# t LIMIT NAME CMD..., which runs CMD for at most min(LIMIT, what is left
+# until $DEADLINE) seconds, logs to $OUT/NAME.log, and skips it when less
+# than 15 s are left (scripts that use t set OUT and DEADLINE).
 #
 #   . "$(dirname "$0")/gpu_env.sh"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,4 +15,17 @@ export PYTHONUNBUFFERED=1
 gpu_info() {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$1" || true
   echo "GPU: $(cat "$1")"
+}
+
+t() {
+  local limit=$1 name=$2; shift 2
+  local left=$((DEADLINE - SECONDS))
+  if [ $left -lt 15 ]; then echo "== SKIP $name (budget spent)" | tee -a "$OUT/skipped.txt"; return; fi
+  [ $limit -gt $left ] && limit=$left
+  echo "== $name (limit ${limit}s, $((DEADLINE - SECONDS))s of budget left)"
+  local t0=$SECONDS
+  timeout $limit "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "   rc $rc, $((SECONDS - t0)) s"; tail -n 5 "$OUT/$name.log" | cut -c1-220
+  [ $rc -eq 124 ] && echo "$name: timed out after ${limit}s" >> "$OUT/skipped.txt"
 }

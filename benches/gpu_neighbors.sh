@@ -27,9 +27,9 @@ PARTS=",${PARTS:-tests,engine,reference},"
 part() { [[ $PARTS == *",$1,"* ]]; }
 FINAL=${OUT:?set OUT to a results directory}
 OUT=$(mktemp -d)
+DEADLINE=$((SECONDS + ${BUDGET_S:-560}))
 . "$(dirname "$0")/gpu_env.sh"
 gpu_info "$OUT/gpu.txt"
-DEADLINE=$((SECONDS + ${BUDGET_S:-560}))
 ALA=systems/peptides/alanine_dipeptide.pdb
 CHIG=systems/peptides/chignolin_extended.pdb
 WATER=systems/water/water_3k.pdb
@@ -38,20 +38,6 @@ NL=models/ani1x_nl.pt
 for f in $NL $ALA $CHIG $WATER; do [ -e "$f" ] || { echo "missing $f (carry it)"; exit 2; }; done
 sha256sum models/*.pt > "$OUT/models.sha256"
 echo "$COMMIT" > "$OUT/commit.txt"
-
-# t LIMIT NAME CMD...: run CMD with min(LIMIT, budget left) seconds, log to $OUT/NAME.log
-t() {
-  local limit=$1 name=$2; shift 2
-  local left=$((DEADLINE - SECONDS))
-  if [ $left -lt 15 ]; then echo "== SKIP $name (budget spent)" | tee -a "$OUT/skipped.txt"; return; fi
-  [ $limit -gt $left ] && limit=$left
-  echo "== $name (limit ${limit}s, $((DEADLINE - SECONDS))s of budget left)"
-  local t0=$SECONDS
-  timeout $limit "$@" > "$OUT/$name.log" 2>&1
-  local rc=$?
-  echo "   rc $rc, $((SECONDS - t0)) s"; tail -n 5 "$OUT/$name.log" | cut -c1-220
-  [ $rc -eq 124 ] && echo "$name: timed out after ${limit}s" >> "$OUT/skipped.txt"
-}
 
 if part tests && [ -n "$TESTBIN" ]; then
   mkdir -p "$OUT/gpu_tests"

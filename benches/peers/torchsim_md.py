@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Peer benchmark: TorchSim NVT Langevin, R replicas batched in ONE SimState.
+"""Peer benchmark: TorchSim NVT (or NPT) Langevin, R replicas batched in ONE SimState.
 
 The TorchScript model is wrapped as a torch_sim ModelInterface: one forward +
 one backward over all R replicas per MD step (same call pattern as mlff-md).
@@ -13,6 +13,12 @@ step; a PDB with CRYST1 runs periodic (v2 only).
 
 Integrator: torch_sim.nvt_langevin_init / torch_sim.nvt_langevin_step (BAOAB),
 called in a plain Python loop (what torch_sim.integrate does, minus reporters).
+--ensemble npt (v2 models, periodic structures): torch_sim.npt_langevin_isotropic_init
+/ npt_langevin_isotropic_step, TorchSim's isotropic Langevin barostat
+(Gronbech-Jensen & Farago 2014 GJF integrator for the particles and for a
+log-volume piston; a deterministic-plus-Langevin extended-system barostat,
+not a Monte Carlo one), at --pressure bar. It needs the stress: the wrapper
+gets it by autograd through a strain of positions and cell (PairListModel).
 
 Units: torch-sim integrators work in internal "metal" units (eV, Å, amu;
 time unit sqrt(amu Å^2 / eV) ≈ 10.18 fs). Like torch_sim.integrate we convert
@@ -20,6 +26,11 @@ time unit sqrt(amu Å^2 / eV) ≈ 10.18 fs). Like torch_sim.integrate we convert
   kT    = 300 K     * MetalUnits.temperature    (K  -> eV)
   gamma = 10 / ps   / MetalUnits.time           (1/ps -> 1/internal)
 Friction 10 / ps = 0.01 / fs, the same as the ASE peer.
+NPT: external_pressure = P bar * MetalUnits.pressure (bar -> eV/Å^3,
+6.2415e-7 per bar); particle friction alpha = the same gamma number (TorchSim
+labels it an inverse time, but its GJF formulas use alpha / m, so the damping
+rate of an atom of mass m amu is 10 / ps / m); cell_alpha TorchSim's default
+1 / (30 dt); b_tau TorchSim's default 300 dt = 0.15 ps unless --barostat-tau-ps.
 
 Precision: positions go to the model as float32 (like mlff-md); the SimState
 keeps torch-sim's default dtype, float64 (ts.io.atoms_to_state with dtype=None
@@ -33,6 +44,9 @@ torch.cuda.synchronize before each clock read.
     python3 benches/peers/torchsim_md.py --model models/ani1x.pt \
         --structure systems/peptides/alanine_dipeptide.pdb \
         --replicas 1024 --steps 1000 --warmup 20 --device cuda --out ts.json
+    python3 benches/peers/torchsim_md.py --model models/ani1x_nl.pt \
+        --structure systems/water/water_3k.pdb --ensemble npt --pressure 1.0 \
+        --replicas 8 --steps 50 --warmup 5 --device cuda --out ts_npt.json
 """
 
 from __future__ import annotations
@@ -168,10 +182,20 @@ class PairListModel(TorchScriptModel):
     (float64, autograd on), rounded to float32, padded into [N, K] rows with
     inner slots; prepare() once per batch composition, then
     forward_pairs_prepared; forces = -dE/dpositions by one backward.
+
+    compute_stress=True (NPT): positions and cell (row vectors) of system s
+    are strained, x -> x (1 + e_s), cell -> cell (1 + e_s), e_s = (eps_s +
+    eps_s^T) / 2 with eps a [S, 3, 3] zero tensor requiring grad, before the
+    pair vectors are formed (so every pair vector is r (1 + e_s)); the same
+    backward gives forces and stress_s = (1 / V_s) dE_s/deps_s (eV/Å^3;
+    TorchSim's sign convention: pressure = -trace / 3 + kinetic part, as in
+    its pair models' -(1 / V) sum r_ij (x) f_ij).
     """
 
-    def __init__(self, path: str, device: torch.device, dtype: torch.dtype, nl: str):
+    def __init__(self, path: str, device: torch.device, dtype: torch.dtype, nl: str,
+                 compute_stress: bool = False):
         super().__init__(path, device, dtype)
+        self._compute_stress = compute_stress
         self.cutoffs = [float(c) for c in self.model.cutoffs()]
         self.nl_fn = NEIGHBOR_LISTS[nl]
         self.has_prepare = hasattr(self.model, "prepare")
@@ -194,8 +218,15 @@ class PairListModel(TorchScriptModel):
             positions=pos.detach(), cell=cell, pbc=pbc, cutoff=self.cutoffs[0],
             system_idx=self._b,
         )
-        shifts = compute_cell_shifts(cell, shifts_idx.to(torch.float64), system_mapping)
-        vec = pos[mapping[1]] - pos[mapping[0]] + shifts
+        x, h = pos, cell
+        if self._compute_stress:  # E(x (1 + e), cell (1 + e)), row vectors; same value at eps = 0
+            eps = torch.zeros(state.n_systems, 3, 3, dtype=torch.float64, device=pos.device,
+                              requires_grad=True)
+            strain = 0.5 * (eps + eps.transpose(1, 2))
+            x = pos + torch.einsum("na,nab->nb", pos, strain[self._b])
+            h = cell + torch.bmm(cell, strain)
+        shifts = compute_cell_shifts(h, shifts_idx.to(torch.float64), system_mapping)
+        vec = x[mapping[1]] - x[mapping[0]] + shifts
         nbr, vectors, mask, slots, masks = rows_from_pairs(
             pos.shape[0], mapping[0], mapping[1], vec.to(torch.float32),
             self.cutoffs[0], self.cutoffs[1:])
@@ -204,10 +235,18 @@ class PairListModel(TorchScriptModel):
             energy = self.model.forward_pairs_prepared(nbr, vectors, mask, slots, masks)
         else:
             energy = self.model.forward_pairs(self._z, self._b, nbr, vectors, mask, slots, masks)
-        (grad,) = torch.autograd.grad(energy.sum(), pos)
+        if not self._compute_stress:
+            (grad,) = torch.autograd.grad(energy.sum(), pos)
+            return {
+                "energy": energy.detach().to(self._dtype),
+                "forces": (-grad).detach().to(self._dtype),
+            }
+        grad, de_deps = torch.autograd.grad(energy.sum(), (pos, eps))
+        volume = torch.linalg.det(cell).abs()
         return {
             "energy": energy.detach().to(self._dtype),
             "forces": (-grad).detach().to(self._dtype),
+            "stress": (de_deps / volume.view(-1, 1, 1)).detach().to(self._dtype),
         }
 
 
@@ -221,18 +260,32 @@ def main() -> None:
             "--neighbor-list", choices=sorted(NEIGHBOR_LISTS), default="default",
             help=f"v2 models: TorchSim neighbour list (default: torchsim_nl = {DEFAULT_NL} here)",
         )
+        p.add_argument(
+            "--ensemble", choices=["nvt", "npt"], default="nvt",
+            help="nvt: nvt_langevin_*; npt: npt_langevin_isotropic_* (v2 model, periodic structure)",
+        )
+        p.add_argument("--pressure", type=float, default=1.0, help="NPT external pressure, bar")
+        p.add_argument(
+            "--barostat-tau-ps", type=float, default=None,
+            help="NPT barostat time constant b_tau in ps (default: TorchSim's 300 dt = 0.15 ps)",
+        )
 
-    args = C.parse_args("TorchSim NVT Langevin, replicas batched in one SimState", extra=extra)
+    args = C.parse_args("TorchSim NVT/NPT Langevin, replicas batched in one SimState", extra=extra)
     state_dtype = getattr(torch, args.state_dtype)
     device = torch.device(args.device)
+    npt = args.ensemble == "npt"
 
     v2 = hasattr(torch.jit.load(args.model, map_location="cpu"), "cutoffs")
-    if v2:
-        model = PairListModel(args.model, device, state_dtype, args.neighbor_list)
-    else:
-        model = TorchScriptModel(args.model, device, state_dtype)
     template = ase.io.read(args.structure)
     periodic = bool(v2 and template.pbc.any() and template.cell.volume > 0)
+    if npt and not periodic:
+        sys.exit("--ensemble npt needs a v2 (neighbour-list) model and a periodic structure "
+                 "(a PDB with CRYST1)")
+    if v2:
+        model = PairListModel(args.model, device, state_dtype, args.neighbor_list,
+                              compute_stress=npt)
+    else:
+        model = TorchScriptModel(args.model, device, state_dtype)
     if not periodic:
         template.pbc = False
     atoms_list = [template.copy() for _ in range(args.replicas)]
@@ -246,13 +299,30 @@ def main() -> None:
     kT_t = torch.as_tensor(kT, device=device, dtype=state_dtype)
     gamma_t = torch.as_tensor(gamma, device=device, dtype=state_dtype)
 
-    state = ts.nvt_langevin_init(state, model, kT=kT_t)
+    if npt:
+        p_ext = args.pressure * MetalUnits.pressure  # bar -> eV/Å^3
+        p_ext_t = torch.as_tensor(p_ext, device=device, dtype=state_dtype)
+        b_tau = None if args.barostat_tau_ps is None else args.barostat_tau_ps * MetalUnits.time
+        volume0 = torch.linalg.det(state.cell).abs().detach().cpu()
+        # alpha: TorchSim's particle friction argument (GJF, used as alpha / mass)
+        state = ts.npt_langevin_isotropic_init(state, model, kT=kT_t, dt=dt_t, alpha=gamma_t,
+                                               b_tau=b_tau)
+
+        def step(s):
+            return ts.npt_langevin_isotropic_step(s, model, dt=dt_t, kT=kT_t,
+                                                  external_pressure=p_ext_t)
+    else:
+        state = ts.nvt_langevin_init(state, model, kT=kT_t)
+
+        def step(s):
+            return ts.nvt_langevin_step(s, model, dt=dt_t, kT=kT_t, gamma=gamma_t)
+
     for _ in range(args.warmup):
-        state = ts.nvt_langevin_step(state, model, dt=dt_t, kT=kT_t, gamma=gamma_t)
+        state = step(state)
 
     t0 = C.clock(device)
     for _ in range(args.steps):
-        state = ts.nvt_langevin_step(state, model, dt=dt_t, kT=kT_t, gamma=gamma_t)
+        state = step(state)
     t1 = C.clock(device)
 
     temps = state.calc_temperature().detach().cpu().tolist()
@@ -265,7 +335,13 @@ def main() -> None:
         "model": os.path.basename(args.model),
         "structure": os.path.basename(args.structure),
         "atoms_per_replica": len(template),
-        "integrator": "torch_sim.nvt_langevin_init / nvt_langevin_step (BAOAB), all replicas in one SimState",
+        "integrator": (
+            "torch_sim.npt_langevin_isotropic_init / npt_langevin_isotropic_step (GJF Langevin "
+            "particles + Langevin log-volume piston), all replicas in one SimState" if npt else
+            "torch_sim.nvt_langevin_init / nvt_langevin_step (BAOAB), all replicas in one SimState"
+        ),
+        "ensemble": args.ensemble,
+        "pressure_bar": args.pressure if npt else None,
         "model_positions_dtype": "float32",
         "state_dtype": str(state_dtype).replace("torch.", ""),
         "batching": "one model call (forward+backward) per step for all replicas",
@@ -286,6 +362,31 @@ def main() -> None:
         result["neighbor_list"] = f"torch_sim.neighbors.{nl_name}, cutoff {model.cutoffs[0]} A, rebuilt every step"
         result["cutoffs"] = model.cutoffs
         result["capacity_last_step"] = model.last_capacity
+    if npt:
+        vol = state.volume.detach().cpu()  # V0 exp(3 eps), Å^3, per replica
+        mass_g = float(state.masses.detach().sum().cpu()) / args.replicas * 1.66053906660e-24
+        # instantaneous pressure: (sum m v^2 - trace(stress) V) / (3 V), per replica
+        mv2 = torch.zeros(state.n_systems, dtype=state.dtype, device=state.device).index_add(
+            0, state.system_idx, (state.momenta * state.velocities).sum(1))
+        stress_tr = torch.einsum("nii->n", state.stress)
+        p_inst = (mv2.cpu() / (3 * vol) - stress_tr.detach().cpu() / 3) / MetalUnits.pressure
+        result.update({
+            "external_pressure_eV_per_A3": p_ext,
+            "barostat": "torch_sim isotropic Langevin barostat (GJF, log-volume strain piston)",
+            "barostat_params": {
+                "b_tau_ps": float(state.b_tau[0]) / MetalUnits.time,
+                "cell_alpha": float(state.cell_alpha[0]),
+                "cell_mass": float(state.cell_masses[0]),
+                "alpha": float(state.alpha[0]),
+            },
+            "stress": "wrapper: (1/V) dE/d(eps), eps a symmetric strain of positions and cell, by autograd",
+            "initial_volume_A3": float(volume0.mean()),
+            "mean_volume_A3": float(vol.mean()),
+            "final_volumes_A3": vol.tolist() if args.replicas <= 64 else None,
+            "mean_density_g_cm3": float((mass_g / (vol * 1e-24)).mean()),
+            "mean_pressure_bar_last_step": float(p_inst.mean()),
+            "final_cell_lengths_replica0_A": state.cell[0].norm(dim=0).detach().cpu().tolist(),
+        })
     C.finish(result, args, t1 - t0, temps)
 
 
