@@ -38,11 +38,6 @@ echo "$COMMIT" > "$OUT/commit.txt"
 E="$BIN bench md --device cuda --warmup 10 --cuda-graphs on --model $NL"
 REF="python3 benches/reference_md.py --device cuda --graph on --model $NL --warmup 10"
 
-if part tests && [ -n "$TESTBIN" ]; then
-  mkdir -p "$OUT/gpu_tests"
-  t 300 gpu_tests env OUT="$OUT/gpu_tests" bash benches/gpu_tests.sh "$TESTBIN" "$COMMIT"
-fi
-
 if part list; then
   t 100 engine_ala2_nl $E --structures $ALA --replicas 1,64,1024,4096 --steps 200 --out "$OUT/engine_ala2_nl"
   t 60 engine_chignolin_nl $E --structures $CHIG --replicas 32 --steps 200 --out "$OUT/engine_chignolin_nl"
@@ -74,6 +69,12 @@ if part solvated && [ -e "$SOLV" ]; then
     --output "$OUT/folding_water" --overwrite
   cp "$OUT/folding_water/summary.json" "$OUT/folding_water_summary.json" 2>/dev/null
   rm -rf "$OUT/folding_water"
+fi
+
+# last: the first to go when the budget runs out
+if part tests && [ -n "$TESTBIN" ]; then
+  mkdir -p "$OUT/gpu_tests"
+  t 300 gpu_tests env OUT="$OUT/gpu_tests" bash benches/gpu_tests.sh "$TESTBIN" "$COMMIT"
 fi
 
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
