@@ -153,6 +153,44 @@ fn bench_md_smoke() {
     }
 }
 
+/// A list too small for the structure (the test switch sizes it at 3
+/// neighbours per atom) overflows in the timed steps: bench md grows it and
+/// times again instead of reporting the speed of a list missing pairs, and
+/// the row it writes is from a list with room.
+#[test]
+fn bench_md_grows_an_overflowing_list_and_times_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = bin()
+        .current_dir(root())
+        .env(mlff_md::force::pairs::ROOM_ENV, "3")
+        .args(["bench", "md", "--device", "cpu", "--replicas", "2"])
+        .args([
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--model",
+            "models/ani1x_nl.pt",
+        ])
+        .args([
+            "--structures",
+            "systems/peptides/alanine_dipeptide.pdb",
+            "--out",
+        ])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(
+        err.matches("enlarged it and timing again").count(),
+        1,
+        "one regrowth, then a list with room: {err}"
+    );
+    let report = json_in(tmp.path(), "md_");
+    assert_eq!(report["rows"].as_array().unwrap().len(), 1);
+}
+
 /// A model that fails as the CUDA allocator does above 3 structures per
 /// call (tests/data/oom_above_3.pt): forward_prepared fails after its
 /// warm-up, the engine falls back to forward(), which fails for 8 members
