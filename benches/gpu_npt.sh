@@ -65,7 +65,7 @@ if part solvated && [ -e "$SOLV" ]; then
     t 90 ts_chigwater_npt python3 benches/peers/torchsim_md.py --device cuda --model $NL --structure $SOLV \
       --replicas 32 --steps 50 --warmup 5 --ensemble npt --pressure 1.0 --out "$OUT/ts_chigwater_npt.json"
   fi
-  t 150 run_folding_water "$BIN" run configs/peptide_folding_water.toml --steps "${FOLD_STEPS:-2000}" \
+  t "${FOLD_LIMIT:-150}" run_folding_water "$BIN" run configs/peptide_folding_water.toml --steps "${FOLD_STEPS:-2000}" \
     --output "$OUT/folding_water" --overwrite
   cp "$OUT/folding_water/summary.json" "$OUT/folding_water_summary.json" 2>/dev/null
   rm -rf "$OUT/folding_water"

@@ -175,11 +175,16 @@ impl Stepper {
         force: &dyn ForceProvider,
         integrator: &mut dyn Integrator,
     ) -> Result<()> {
+        // The graph records into a private pool that cannot reuse blocks
+        // cached by the eager warm-up steps or by a previous graph's pool:
+        // drop the old graph and give those blocks back first, or a large
+        // batch needs twice its memory (chignolin in water x 32 on an H200:
+        // 53 GB of an old pool plus 77 GB cached made the recapture after a
+        // neighbour-list regrowth fail for lack of 12 GB).
+        self.mode = Mode::Eager;
+        cuda_graph::release_cached_memory();
         match record(state, force, integrator) {
             Ok(captured) => {
-                // The eager steps' cached blocks are not needed again (the
-                // graph has its own pool): give them back to the driver.
-                cuda_graph::release_cached_memory();
                 self.captures += 1;
                 self.mode = Mode::Replay(captured);
                 self.status = "CUDA graphs: on (one captured step replayed per step)".into();
