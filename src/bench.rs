@@ -558,37 +558,55 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
             };
             integrator_name = integrator.describe();
             // A start far from equilibrium (a fresh solvated box) can pack
-            // more neighbours than the list was sized for: then the list is
-            // grown for the state reached and the steps are timed again, so
-            // the figure is never of a list missing pairs.
+            // more neighbours than the list was sized for. The warm-up runs
+            // eagerly and a list that overflowed in it is grown before any
+            // graph exists (a dropped graph's pool of a large batch can hold
+            // on to its memory); one that overflows in the timed steps is
+            // grown and the steps are timed again. Never a figure of a list
+            // missing pairs.
             let mut attempts = 0;
             let (md, graphed) = loop {
                 attempts += 1;
-                let mut stepper = Stepper::new(policy, &state, model, integrator.as_mut())?;
-                // At least the stepper's own warm-up, so timed steps are replays.
-                for _ in 0..opts.warmup.max(WARMUP_STEPS + 1) {
-                    stepper.step(&mut state, model, integrator.as_mut())?;
+                let mut eager = Stepper::new(GraphPolicy::Off, &state, model, integrator.as_mut())?;
+                for _ in 0..opts.warmup {
+                    eager.step(&mut state, model, integrator.as_mut())?;
                 }
-                synchronize(opts.device);
-                let start = Instant::now();
-                for _ in 0..opts.steps {
-                    stepper.step(&mut state, model, integrator.as_mut())?;
-                }
-                synchronize(opts.device);
-                let md = start.elapsed().as_secs_f64() / opts.steps.max(1) as f64;
-                match model.overflow() {
-                    None => break (md, stepper.graphed()),
-                    Some(what) if attempts >= BENCH_LIST_ATTEMPTS => {
+                drop(eager);
+                let timed = match model.overflow() {
+                    Some(what) => Err(what),
+                    None => {
+                        let mut stepper = Stepper::new(policy, &state, model, integrator.as_mut())?;
+                        // The stepper's own warm-up and capture, so timed
+                        // steps are replays.
+                        for _ in 0..=WARMUP_STEPS {
+                            stepper.step(&mut state, model, integrator.as_mut())?;
+                        }
+                        synchronize(opts.device);
+                        let start = Instant::now();
+                        for _ in 0..opts.steps {
+                            stepper.step(&mut state, model, integrator.as_mut())?;
+                        }
+                        synchronize(opts.device);
+                        let md = start.elapsed().as_secs_f64() / opts.steps.max(1) as f64;
+                        match model.overflow() {
+                            None => Ok((md, stepper.graphed())),
+                            Some(what) => Err(what),
+                        }
+                    }
+                };
+                match timed {
+                    Ok(figures) => break figures,
+                    Err(what) if attempts >= BENCH_LIST_ATTEMPTS => {
                         return Err(Error::Simulation(format!(
-                            "bench md: the neighbour list ran out of room in {attempts} timings in a row ({what}); the timing would be of a list missing pairs"
+                            "bench md: the neighbour list ran out of room in {attempts} attempts in a row ({what}); the timing would be of a list missing pairs"
                         )));
                     }
-                    Some(what) => {
-                        drop(stepper);
+                    Err(what) => {
                         eprintln!(
                             "note: {}: the neighbour list ran out of room ({what}); enlarged it and timing again",
                             path.display()
                         );
+                        crate::cuda_graph::release_cached_memory();
                         model.grow(&state)?;
                     }
                 }
@@ -674,7 +692,7 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
         rows,
     };
     let mut md = format!(
-        "# MD throughput — {device}, {}\n\nModel `{}`; {}; {} K; {:?} integrator state, float32 model; {} warm-up + {} timed steps per row; device synchronised at both ends. Overhead ratio = full MD step / bare (eager) forward + backward of the same batch; below 1 when graph replay saves launch overhead. For models of interface v2 the engine builds the neighbour list in every force call (in the captured step); ms/list build is that build alone, eagerly (and in parentheses replayed from a CUDA graph, as it runs inside the captured step). Peak MiB: GPU memory held by the process so far (nvidia-smi: the CUDA context, the allocator's cache and graph pools; the largest row of a run dominates later ones), or peak RSS on the CPU. Peak allocated: the most memory held by tensors during the row (CUDA allocator statistics).\n\n| structure | atoms | R | CUDA graph | ms/step | replica-steps/s | atom-steps/s | aggregate ns/day | ns/day per replica | ms/force call | ms/list build (graphed) | overhead ratio | peak MiB | peak allocated MiB | chunk |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "# MD throughput — {device}, {}\n\nModel `{}`; {}; {} K; {:?} integrator state, float32 model; {} eager warm-up steps + the graph's warm-up and capture + {} timed steps per row; device synchronised at both ends. Overhead ratio = full MD step / bare (eager) forward + backward of the same batch; below 1 when graph replay saves launch overhead. For models of interface v2 the engine builds the neighbour list in every force call (in the captured step); ms/list build is that build alone, eagerly (and in parentheses replayed from a CUDA graph, as it runs inside the captured step). Peak MiB: GPU memory held by the process so far (nvidia-smi: the CUDA context, the allocator's cache and graph pools; the largest row of a run dominates later ones), or peak RSS on the CPU. Peak allocated: the most memory held by tensors during the row (CUDA allocator statistics).\n\n| structure | atoms | R | CUDA graph | ms/step | replica-steps/s | atom-steps/s | aggregate ns/day | ns/day per replica | ms/force call | ms/list build (graphed) | overhead ratio | peak MiB | peak allocated MiB | chunk |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         report.date, report.model, report.integrator, opts.temperature, opts.state_kind, opts.warmup, opts.steps
     );
     for r in &report.rows {

@@ -194,7 +194,9 @@ struct BenchCommon {
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Warm-up calls (or steps) before timing.
+    /// Warm-up calls (or steps) before timing. `bench md` runs these steps
+    /// eagerly, grows a neighbour list that overflowed in them, then lets
+    /// the step be captured (its own 5 eager steps and the capture).
     #[arg(long, default_value_t = 5)]
     warmup: usize,
     /// Folder for the JSON and markdown results.
