@@ -29,6 +29,9 @@ pub struct Config {
     /// Constant pressure by Monte Carlo volume moves (optional; periodic
     /// systems under Langevin dynamics).
     pub barostat: Option<BarostatConfig>,
+    /// Steps at the start of the run that settle the system before anything
+    /// is sampled (optional).
+    pub equilibration: Option<EquilibrationConfig>,
     /// Where the config came from (not part of the file).
     #[serde(skip)]
     pub source: ConfigSource,
@@ -227,6 +230,20 @@ pub struct BarostatConfig {
     /// instead of the whole cell.
     #[serde(default)]
     pub anisotropic: bool,
+}
+
+/// `[equilibration]`: the first `steps` of the run settle the system
+/// (thermostat, and barostat when there is one, acting as in production)
+/// before anything is sampled from it: no replica exchanges and no
+/// trajectory frames until then, so every exchange statistic and frame
+/// belongs to production. Observables are recorded throughout (the
+/// production start is stored beside them) so the settling can be watched.
+/// A stage of the one run: a checkpoint taken during it resumes in it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EquilibrationConfig {
+    /// Steps, counted from the start of the run (part of `[run] steps`).
+    pub steps: u64,
 }
 
 fn default_barostat_interval() -> u64 {
@@ -554,6 +571,11 @@ impl Config {
     }
 
     /// Apply command-line overrides and validate again.
+    /// The step production starts at: after `[equilibration]`, else 0.
+    pub fn production_start(&self) -> u64 {
+        self.equilibration.as_ref().map_or(0, |e| e.steps)
+    }
+
     pub fn apply(&mut self, overrides: &Overrides) -> Result<()> {
         if let Some(steps) = overrides.steps {
             self.run.steps = steps;

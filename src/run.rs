@@ -233,6 +233,15 @@ impl Progress {
         }
     }
 
+    /// A line that must not tear the bar.
+    fn note(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None if self.log_lines => eprintln!("{line}"),
+            None => {}
+        }
+    }
+
     fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish();
@@ -536,8 +545,14 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         std::fs::write(out.join("config.toml"), &config.source.text)
             .map_err(|e| Error::output(&out.join("config.toml"), e))?;
         let mut r = Reporters::open(&sim, &out, slots, None)?;
+        r.observables.set_parameter(
+            "production_start_step",
+            &config.production_start().to_string(),
+        )?;
         r.record_observables(&sim)?;
-        r.write_frames(&sim)?;
+        if config.production_start() == 0 {
+            r.write_frames(&sim)?;
+        }
         r
     };
     let _lock = lock;
@@ -557,6 +572,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         .as_ref()
         .map(|r| r.exchange_interval);
     let barostat_every = config.barostat.as_ref().map(|b| b.interval);
+    let production_start = config.production_start();
 
     if !options.quiet {
         eprintln!(
@@ -579,6 +595,13 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
             );
         }
     }
+
+    if !options.quiet && production_start > first {
+        eprintln!(
+            "equilibration: steps {first}..{production_start} without exchanges or trajectory frames (observables recorded)"
+        );
+    }
+    let mut announced_production = false;
 
     if !options.quiet && (sim.device != Device::Cpu || config.run.cuda_graphs != GraphPolicy::Auto)
     {
@@ -611,9 +634,14 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         let wall_due = ck_wall.is_some_and(|w| last_checkpoint_time.elapsed() >= w);
         let ck_due =
             (ck_every > 0 && step % ck_every == 0) || wall_due || step == steps || stop != 0;
-        let exchange_due = exchange_every.is_some_and(|every| step % every == 0);
+        // Equilibration: no exchanges, no frames; production's first frame
+        // is the state it starts from.
+        let producing = step > production_start;
+        let exchange_due = producing && exchange_every.is_some_and(|every| step % every == 0);
         let barostat_due = barostat_every.is_some_and(|every| step % every == 0);
-        let traj_due = traj_every > 0 && step % traj_every == 0;
+        let traj_due = traj_every > 0
+            && step >= production_start
+            && (step % traj_every == 0 || (step == production_start && step > 0));
         let check_due = step % obs_every == 0 || ck_due || exchange_due || barostat_due || traj_due;
 
         // Before anything reads the state: a neighbour list that ran out of
@@ -703,6 +731,15 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
             let mean_t = reporters.record_observables(&sim)?;
             temps.push(mean_t);
             progress.update(step, start.elapsed(), dt, mean_t);
+        }
+        if step == production_start && production_start > 0 && !announced_production {
+            announced_production = true;
+            if !options.quiet {
+                progress.note(&format!(
+                    "equilibration done at step {step} ({}): replica exchange and trajectory frames from here on",
+                    format_time_fs(step as f64 * dt)
+                ));
+            }
         }
         if traj_due {
             reporters.write_frames(&sim)?;
