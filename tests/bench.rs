@@ -95,29 +95,22 @@ fn bench_forces_smoke() {
     assert!((rows[1]["sequential_ms"].as_f64().unwrap() - expected).abs() < 1e-9 * expected);
 }
 
+/// `bench md` on the CPU for alanine dipeptide, results into `out`.
+fn bench_md_on_alanine_dipeptide(out: &std::path::Path) -> Command {
+    let mut cmd = bin();
+    cmd.current_dir(root())
+        .args(["bench", "md", "--device", "cpu"])
+        .args(["--structures", "systems/peptides/alanine_dipeptide.pdb"])
+        .arg("--out")
+        .arg(out);
+    cmd
+}
+
 #[test]
 fn bench_md_smoke() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = bin()
-        .current_dir(root())
-        .args([
-            "bench",
-            "md",
-            "--device",
-            "cpu",
-            "--replicas",
-            "1,2",
-            "--steps",
-            "2",
-            "--warmup",
-            "1",
-        ])
-        .args([
-            "--structures",
-            "systems/peptides/alanine_dipeptide.pdb",
-            "--out",
-        ])
-        .arg(tmp.path())
+    let o = bench_md_on_alanine_dipeptide(tmp.path())
+        .args(["--replicas", "1,2", "--steps", "2", "--warmup", "1"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -160,24 +153,10 @@ fn bench_md_smoke() {
 #[test]
 fn bench_md_grows_an_overflowing_list_and_times_again() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = bin()
-        .current_dir(root())
+    let o = bench_md_on_alanine_dipeptide(tmp.path())
         .env(mlff_md::force::pairs::ROOM_ENV, "3")
-        .args(["bench", "md", "--device", "cpu", "--replicas", "2"])
-        .args([
-            "--steps",
-            "2",
-            "--warmup",
-            "1",
-            "--model",
-            "models/ani1x_nl.pt",
-        ])
-        .args([
-            "--structures",
-            "systems/peptides/alanine_dipeptide.pdb",
-            "--out",
-        ])
-        .arg(tmp.path())
+        .args(["--replicas", "2", "--steps", "2", "--warmup", "1"])
+        .args(["--model", "models/ani1x_nl.pt"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
