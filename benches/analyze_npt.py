@@ -4,7 +4,9 @@
 
     python3 benches/analyze_npt.py OUT_DIR/observables.h5 --skip-ps 5 --out npt.json
 
-Takes every record at or after --skip-ps; each member's time average is
+Takes every record at or after --skip-ps (default: the run's production
+start, /parameters/production_start_step, after its [equilibration]; 0 for a
+run without one); each member's time average is
 one sample (members are independent), so the error is the standard error
 over members. Also reports the mean density in consecutive fifths of the
 kept time (drift means the run was not yet equilibrated), the barostat's
@@ -26,7 +28,8 @@ WATER_300K = 0.9965  # g/cm^3
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("observables")
-    p.add_argument("--skip-ps", type=float, default=0.0, help="equilibration time left out (ps)")
+    p.add_argument("--skip-ps", type=float, default=None,
+                   help="time left out (ps); default: the run's [equilibration]")
     p.add_argument("--out", help="write the results as JSON here")
     a = p.parse_args()
     with h5py.File(a.observables, "r") as h:
@@ -34,7 +37,13 @@ def main():
         density = h["observables/density/value"][()]  # [records, members]
         temperature = h["observables/temperature/value"][()]
         summary = json.loads(h["parameters"].attrs.get("summary", "{}") or "{}")
-    kept = time >= a.skip_ps
+        step = h["observables/density/step"][()]
+        production = int(h["parameters"].attrs.get("production_start_step", "0") or 0)
+    if a.skip_ps is None:
+        kept = step >= production
+        a.skip_ps = float(time[kept][0]) if kept.any() else float("inf")
+    else:
+        kept = time >= a.skip_ps
     if kept.sum() < 2:
         raise SystemExit(f"only {kept.sum()} records after {a.skip_ps} ps (run ends at {time[-1]:.2f} ps)")
     per_member = density[kept].mean(axis=0)
