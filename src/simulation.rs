@@ -249,16 +249,20 @@ impl Simulation {
         names
     }
 
-    /// Each member's cell volume (Å³), for periodic members.
-    pub fn volumes(&self) -> Result<Option<Vec<f64>>> {
+    /// Each member's cell on the host, for periodic members (one copy).
+    pub fn cells(&self) -> Result<Option<Vec<crate::system::cell::Cell>>> {
         self.state
             .cells
             .as_ref()
-            .map(|c| {
-                crate::system::cell::Cell::all_as_stored(c)
-                    .map(|cells| cells.iter().map(|c| c.volume()).collect())
-            })
+            .map(crate::system::cell::Cell::all_as_stored)
             .transpose()
+    }
+
+    /// Each member's cell volume (Å³), for periodic members.
+    pub fn volumes(&self) -> Result<Option<Vec<f64>>> {
+        Ok(self
+            .cells()?
+            .map(|cells| cells.iter().map(|c| c.volume()).collect()))
     }
 
     /// kT (eV) of each member's thermostat: its rung under replica
@@ -315,11 +319,11 @@ impl Simulation {
     }
 
     /// What replica exchange weighs by the inverse temperatures, per member
-    /// (eV): the potential energy, plus P·V under a barostat, since in the
-    /// isothermal-isobaric ensemble a swap of rungs i and j is accepted with
-    /// min(1, exp[(β_i − β_j)(U_i − U_j + P(V_i − V_j))]).
-    pub fn exchange_energies(&self) -> Result<Vec<f64>> {
-        let mut energies = to_host_f64(&self.state.energies);
+    /// (eV), from the potential energies: plus P·V under a barostat, since
+    /// in the isothermal-isobaric ensemble a swap of rungs i and j is
+    /// accepted with min(1, exp[(β_i − β_j)(U_i − U_j + P(V_i − V_j))]).
+    fn exchange_energies(&self, potential: &[f64]) -> Result<Vec<f64>> {
+        let mut energies = potential.to_vec();
         if let (Some((barostat, _)), Some(volumes)) = (&self.barostat, self.volumes()?) {
             let pressure = barostat.pressure_bar * crate::units::BAR_IN_EV_PER_A3;
             for (e, v) in energies.iter_mut().zip(volumes) {
@@ -337,8 +341,8 @@ impl Simulation {
         if self.replica_exchange.is_none() {
             return Ok(None);
         }
-        let weighed = self.exchange_energies()?;
         let energies = to_host_f64(&self.state.energies);
+        let weighed = self.exchange_energies(&energies)?;
         let Some(rex) = self.replica_exchange.as_mut() else {
             return Ok(None);
         };
