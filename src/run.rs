@@ -23,7 +23,6 @@ use crate::sampling::{ReplicaExchange, ReplicaExchangeSummary};
 use crate::simulation::{check_resume_setup, list, model_file_sha256, Simulation};
 use crate::state::to_host_f64;
 use crate::stepper::Stepper;
-use crate::system::cell::Cell;
 use crate::units::FS_PER_NS;
 use tch::Device;
 
@@ -360,12 +359,7 @@ impl Reporters {
         }
         let step = sim.state.step;
         let mut positions = sim.state.positions_host();
-        let cells = sim
-            .state
-            .cells
-            .as_ref()
-            .map(Cell::all_as_stored)
-            .transpose()?;
+        let cells = sim.cells()?;
         if let (Some(w), Some(cells)) = (&self.wrapper, &cells) {
             w.wrap(&mut positions, cells);
         }
@@ -438,6 +432,17 @@ fn resume_target(config: &Config, options: &RunOptions, ck: &Checkpoint) -> u64 
 /// anything is written: the model, structures, device, CUDA-graph policy and
 /// output directory are checked first, and the output directory is locked
 /// for the whole run.
+/// The stepper for the simulation as it is now: at the start, and after
+/// anything that changed the shapes a captured step reads (a grown list).
+fn stepper_for(config: &Config, sim: &mut Simulation) -> Result<Stepper> {
+    Stepper::new(
+        config.run.cuda_graphs,
+        &sim.state,
+        sim.force.as_ref(),
+        sim.integrator.as_mut(),
+    )
+}
+
 pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
     if options.resume && options.overwrite {
         return Err(Error::Invalid(
@@ -499,12 +504,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         sim.restore(ck, options.allow_model_change)?;
     }
     // Built on the restored state: prepare() sees the batch it will step.
-    let mut stepper = Stepper::new(
-        config.run.cuda_graphs,
-        &sim.state,
-        sim.force.as_ref(),
-        sim.integrator.as_mut(),
-    )?;
+    let mut stepper = stepper_for(config, &mut sim)?;
     let mut reporters = if let Some((ck, path, note)) = resumed {
         elapsed_before = ck.header.elapsed_seconds;
         last_checkpoint = Some(ck.header.step);
@@ -659,12 +659,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
                     )));
                 }
                 drop(stepper);
-                stepper = Stepper::new(
-                    config.run.cuda_graphs,
-                    &sim.state,
-                    sim.force.as_ref(),
-                    sim.integrator.as_mut(),
-                )?;
+                stepper = stepper_for(config, &mut sim)?;
                 if !options.quiet {
                     eprintln!(
                         "note: the neighbour list ran out of room between steps {from} and {step} ({what}); enlarged it and running those steps again"
@@ -718,12 +713,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
                 if moved.grew_list {
                     // Trial volumes needed a larger list: new shapes.
                     drop(stepper);
-                    stepper = Stepper::new(
-                        config.run.cuda_graphs,
-                        &sim.state,
-                        sim.force.as_ref(),
-                        sim.integrator.as_mut(),
-                    )?;
+                    stepper = stepper_for(config, &mut sim)?;
                 }
             }
         }
@@ -957,12 +947,7 @@ pub fn minimize(
         &sim.molecule.template,
     )?;
     let positions = sim.state.positions_host();
-    let cells = sim
-        .state
-        .cells
-        .as_ref()
-        .map(Cell::all_as_stored)
-        .transpose()?;
+    let cells = sim.cells()?;
     for slot in 0..sim.state.n_members {
         writer.write(slot as u64, 0.0, &positions, &[slot], cells.as_deref())?;
     }
@@ -1013,12 +998,8 @@ pub struct Validation {
 /// whatever `run` would refuse is refused here too.
 pub fn validate(config: &Config) -> Result<Validation> {
     let mut sim = Simulation::from_config(config)?;
-    let stepper = Stepper::new(
-        config.run.cuda_graphs,
-        &sim.state,
-        sim.force.as_ref(),
-        sim.integrator.as_mut(),
-    )?;
+    // The same stepper `run` builds, so the same refusals.
+    let stepper = stepper_for(config, &mut sim)?;
     let out = config.output_dir();
     refuse_non_directory(&out)?;
     let output_note = check_output_dir(&out, false).err().map(|_| {
