@@ -6,7 +6,10 @@
 # until $DEADLINE) seconds, logs to $OUT/NAME.log, and skips it when less
 # than 15 s are left (scripts that use t set OUT and DEADLINE).
 #
+# Scripts run in parts call `parts DEFAULT_PARTS "$@"` next (see there).
+#
 #   . "$(dirname "$0")/gpu_env.sh"
+CALLER_DIR=$PWD
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -28,4 +31,28 @@ t() {
   local rc=$?
   echo "   rc $rc, $((SECONDS - t0)) s"; tail -n 5 "$OUT/$name.log" | cut -c1-220
   [ $rc -eq 124 ] && echo "$name: timed out after ${limit}s" >> "$OUT/skipped.txt"
+}
+
+# parts DEFAULT_PARTS [BIN [TESTBIN [COMMIT]]]: for a script whose work comes
+# in parts (PARTS=a,b,... picks them, DEFAULT_PARTS when unset): BIN (the
+# engine, default target/release/mlff-md, relative to where the script was
+# started), TESTBIN, COMMIT; `part NAME` says whether a part was picked;
+# DEADLINE is BUDGET_S seconds (default 560) from now; results go to a
+# scratch OUT, and `pack` writes them to $FINAL/results.tgz (FINAL is the
+# OUT the caller gave).
+parts() {
+  PARTS=",${PARTS:-$1},"
+  BIN=$(cd "$CALLER_DIR" && realpath "${2:-target/release/mlff-md}" 2>/dev/null || echo "")
+  TESTBIN=${3:-}
+  COMMIT=${4:-unknown}
+  FINAL=${OUT:?set OUT to a results directory}
+  OUT=$(mktemp -d)
+  DEADLINE=$((SECONDS + ${BUDGET_S:-560}))
+}
+
+part() { [[ $PARTS == *",$1,"* ]]; }
+
+pack() {
+  echo "total $SECONDS s"
+  tar czf "$FINAL/results.tgz" -C "$OUT" .
 }

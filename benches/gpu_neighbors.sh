@@ -20,15 +20,8 @@
 # than 15 s are left; results written so far are kept. Results:
 # $OUT/results.tgz.
 set -uo pipefail
-BIN=$(realpath "${1:-target/release/mlff-md}" 2>/dev/null || echo "")
-TESTBIN=${2:-}
-COMMIT=${3:-unknown}
-PARTS=",${PARTS:-tests,engine,reference},"
-part() { [[ $PARTS == *",$1,"* ]]; }
-FINAL=${OUT:?set OUT to a results directory}
-OUT=$(mktemp -d)
-DEADLINE=$((SECONDS + ${BUDGET_S:-560}))
 . "$(dirname "$0")/gpu_env.sh"
+parts tests,engine,reference "$@"
 gpu_info "$OUT/gpu.txt"
 ALA=systems/peptides/alanine_dipeptide.pdb
 CHIG=systems/peptides/chignolin_extended.pdb
@@ -120,5 +113,4 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
         print(f"{os.path.basename(f):32s} R={r['replicas']:5d}  {ms:9.3f} ms/step  "
               f"{r['replica_steps_per_second']:12.0f} replica-steps/s{extra}")
 EOF
-echo "total $SECONDS s"
-tar czf "$FINAL/results.tgz" -C "$OUT" .
+pack

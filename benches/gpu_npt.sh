@@ -18,15 +18,8 @@
 # and .whl (TorchSim). Everything stops by BUDGET_S seconds (default 560);
 # results: $OUT/results.tgz.
 set -uo pipefail
-BIN=$(realpath "${1:-target/release/mlff-md}" 2>/dev/null || echo "")
-TESTBIN=${2:-}
-COMMIT=${3:-unknown}
-PARTS=",${PARTS:-list,water},"
-part() { [[ $PARTS == *",$1,"* ]]; }
-FINAL=${OUT:?set OUT to a results directory}
-OUT=$(mktemp -d)
-DEADLINE=$((SECONDS + ${BUDGET_S:-560}))
 . "$(dirname "$0")/gpu_env.sh"
+parts list,water "$@"
 gpu_info "$OUT/gpu.txt"
 ALA=systems/peptides/alanine_dipeptide.pdb
 CHIG=systems/peptides/chignolin_extended.pdb
@@ -93,5 +86,4 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "*.json")) + glob.glob(os.pa
         ms = r.get("ms_per_step") or 1e3 / r["steps_per_second"]
         print(f"{os.path.basename(f):32s} R={r['replicas']:5d}  {ms:9.3f} ms/step")
 PY
-echo "total $SECONDS s"
-tar czf "$FINAL/results.tgz" -C "$OUT" .
+pack
