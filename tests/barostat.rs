@@ -67,6 +67,27 @@ checkpoint_interval = 30
     p
 }
 
+/// The periodic water box (systems/water/water_1k.pdb) under a barostat
+/// (1 bar, a move every 5 steps; `barostat_extra` lines added to its
+/// section), with Lennard-Jones of strength `epsilon` (eV, σ = 1 Å, cutoff
+/// 6 Å) between all atoms and `members` members.
+fn water_box_npt(dir: &Path, epsilon: f64, members: usize, barostat_extra: &str) -> Simulation {
+    let cfg = npt_config(
+        dir,
+        &root().join("systems/water/water_1k.pdb"),
+        "periodic = true",
+        &format!("kind = \"lennard-jones\"\nepsilon = {epsilon}\nsigma = 1.0\ncutoff = 6.0"),
+        members,
+        1.0,
+        &dir.join("out"),
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("interval = 5\n", &format!("interval = 5\n{barostat_extra}"));
+    std::fs::write(&cfg, text).unwrap();
+    Simulation::from_config(&Config::from_file(&cfg).unwrap()).unwrap()
+}
+
 /// Non-interacting atoms (Lennard-Jones with ε = 1e-9 eV and σ = 0.01 Å)
 /// sample V^N exp(−PV/kT): ⟨V⟩ = (N + 1) kT / P exactly (N = 20 molecules).
 /// 256 members, 700 moves each (the first 100 discarded); each member's
@@ -225,19 +246,9 @@ steps = 1
 #[test]
 fn molecules_move_whole_and_rejected_moves_restore_every_bit() {
     let tmp = tempfile::tempdir().unwrap();
-    let water = root().join("systems/water/water_1k.pdb");
     // Strong Lennard-Jones between everything: most trial volumes are
     // rejected, some accepted.
-    let cfg = npt_config(
-        tmp.path(),
-        &water,
-        "periodic = true",
-        "kind = \"lennard-jones\"\nepsilon = 0.01\nsigma = 1.0\ncutoff = 6.0",
-        8,
-        1.0,
-        &tmp.path().join("out"),
-    );
-    let mut sim = Simulation::from_config(&Config::from_file(&cfg).unwrap()).unwrap();
+    let mut sim = water_box_npt(tmp.path(), 0.01, 8, "");
     let bonds = sim.molecule.template.topology().bonds();
     assert_eq!(bonds.len(), 666);
     let bond_lengths = |sim: &Simulation| -> Vec<f64> {
@@ -420,21 +431,7 @@ fn a_barostat_needs_a_periodic_langevin_run() {
 #[test]
 fn anisotropic_moves_scale_one_axis_at_a_time() {
     let tmp = tempfile::tempdir().unwrap();
-    let water = root().join("systems/water/water_1k.pdb");
-    let cfg = npt_config(
-        tmp.path(),
-        &water,
-        "periodic = true",
-        "kind = \"lennard-jones\"\nepsilon = 0.0001\nsigma = 1.0\ncutoff = 6.0",
-        4,
-        1.0,
-        &tmp.path().join("out"),
-    );
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("interval = 5\n", "interval = 5\nanisotropic = true\n");
-    std::fs::write(&cfg, text).unwrap();
-    let mut sim = Simulation::from_config(&Config::from_file(&cfg).unwrap()).unwrap();
+    let mut sim = water_box_npt(tmp.path(), 0.0001, 4, "anisotropic = true\n");
     let mut moved_axes = [false; 3];
     for _ in 0..30 {
         let c0 = host(sim.state.cells.as_ref().unwrap());
