@@ -348,19 +348,53 @@ fn report_outcome(outcome: &RunOutcome, quiet: bool) {
     }
 }
 
-/// SIGINT/SIGTERM set `flag` to the signal number; a second one exits at once.
+/// SIGINT/SIGTERM set `flag` to the signal number (the run stops cleanly);
+/// a second one exits at once, unless it is a repeat of the first (see
+/// [`REPEATED_SIGNAL_NS`]).
 fn install_signal_handlers() -> Arc<AtomicUsize> {
     use signal_hook::consts::{SIGINT, SIGTERM};
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
     let flag = Arc::new(AtomicUsize::new(0));
-    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // When the first signal came (monotonic ns; 0: none yet).
+    let first = Arc::new(AtomicU64::new(0));
     for sig in [SIGINT, SIGTERM] {
-        // Order matters: the conditional shutdown sees `armed` set by an earlier signal.
-        let _ =
-            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&armed));
-        let _ = signal_hook::flag::register(sig, Arc::clone(&armed));
-        let _ = signal_hook::flag::register_usize(sig, Arc::clone(&flag), sig as usize);
+        let (flag, first) = (Arc::clone(&flag), Arc::clone(&first));
+        let handler = move || {
+            let now = monotonic_ns().max(1);
+            match first.compare_exchange(0, now, SeqCst, SeqCst) {
+                Ok(_) => flag.store(sig as usize, SeqCst),
+                Err(t0) if now.saturating_sub(t0) >= REPEATED_SIGNAL_NS => {
+                    signal_hook::low_level::exit(128 + sig)
+                }
+                Err(_) => {}
+            }
+        };
+        // SAFETY: the handler does only async-signal-safe work: atomics,
+        // clock_gettime and _exit.
+        let _ = unsafe { signal_hook::low_level::register(sig, handler) };
     }
     flag
+}
+
+/// A second SIGINT/SIGTERM this long (ns) after the first exits at once (a
+/// person pressing Ctrl-C again while the checkpoint is written); an earlier
+/// one is the same request delivered twice and is ignored: `timeout -s INT`
+/// signals its child and then the child's process group, and a run stopped
+/// that way must still write its checkpoint (on an H200 one such run exited
+/// without it).
+const REPEATED_SIGNAL_NS: u64 = 1_000_000_000;
+
+/// CLOCK_MONOTONIC in ns (async-signal-safe).
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the struct we pass.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t);
+    }
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// One trajectory file per member means thousands of open files for large

@@ -847,6 +847,8 @@ pub const FAULT_ENV: &str = "MLFF_MD_TEST_FAULT";
 /// A signal this process sends itself after step `step` ([`FAULT_ENV`]).
 struct FaultInjection {
     signal: i32,
+    /// How many times it is raised, back to back.
+    times: usize,
     step: u64,
 }
 
@@ -857,26 +859,33 @@ impl FaultInjection {
         };
         let bad = || {
             Error::Invalid(format!(
-                "{FAULT_ENV}={spec:?}: expected sigint@STEP, sigterm@STEP or kill@STEP"
+                "{FAULT_ENV}={spec:?}: expected sigint@STEP, sigint2@STEP, sigterm@STEP or kill@STEP"
             ))
         };
         let (name, step) = spec.split_once('@').ok_or_else(bad)?;
-        let signal = match name {
-            "sigint" => libc::SIGINT,
-            "sigterm" => libc::SIGTERM,
-            "kill" => libc::SIGKILL,
+        let (signal, times) = match name {
+            "sigint" => (libc::SIGINT, 1),
+            "sigint2" => (libc::SIGINT, 2),
+            "sigterm" => (libc::SIGTERM, 1),
+            "kill" => (libc::SIGKILL, 1),
             _ => return Err(bad()),
         };
         let step = step.trim().parse().map_err(|_| bad())?;
-        Ok(Some(FaultInjection { signal, step }))
+        Ok(Some(FaultInjection {
+            signal,
+            times,
+            step,
+        }))
     }
 
     fn at(&self, step: u64) {
         if step == self.step {
             // SAFETY: raise only delivers a signal to this process; the
             // handlers installed by main (or the default action) take it.
-            unsafe {
-                libc::raise(self.signal);
+            for _ in 0..self.times {
+                unsafe {
+                    libc::raise(self.signal);
+                }
             }
         }
     }
