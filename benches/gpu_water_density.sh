@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The equilibrium density of ANI-1x water (issue 13): configs/water_npt.toml
+# (NPT, 300 K, 1 bar) with MEMBERS (default 8) members and no trajectory,
+# run towards TARGET_STEPS (default 200,000 = 100 ps) in chunks, one per
+# device call. Each call starts the run, or resumes it from the run
+# directory the caller carried (RUNDIR, default out/water_density), steps
+# until BUDGET_S (default 570) is nearly spent, stops it with SIGINT (the
+# engine writes a checkpoint and exits 130) and returns the run directory
+# as $OUT/water_density, to be carried into the next call.
+#
+#   OUT=/tmp/res bash benches/gpu_water_density.sh target/release/mlff-md
+#   (then copy $OUT/water_density to out/water_density and run again)
+#
+# The run works in a fixed scratch directory, so the paths stored in its
+# checkpoint are the same in every call whatever the repository's path.
+# benches/analyze_npt.py reads the density from observables.h5 afterwards.
+set -uo pipefail
+. "$(dirname "$0")/gpu_env.sh"
+parts water "$@"
+BUDGET_S=${BUDGET_S:-570}
+DEADLINE=$((SECONDS + BUDGET_S))
+gpu_info "$FINAL/gpu.txt"
+echo "$COMMIT" > "$FINAL/commit.txt"
+RUN=${RUNDIR:-out/water_density}
+W=/tmp/mlff_md_water_density
+rm -rf "$W" && mkdir -p "$W/configs" "$W/models" "$W/systems/water" "$W/out"
+cp models/ani1x_nl.pt "$W/models/" && cp systems/water/water_1k.pdb "$W/systems/water/"
+sha256sum "$W/models/ani1x_nl.pt" > "$FINAL/models.sha256"
+sed -e "s/^members = 16/members = ${MEMBERS:-8}/" -e 's/^trajectory_interval = 1000/trajectory_interval = 0/' \
+  -e "s/^steps = 100000 .*/steps = ${TARGET_STEPS:-200000}/" configs/water_npt.toml > "$W/configs/water_npt.toml"
+if [ -e "$RUN/checkpoint.bin" ]; then
+  cp -r "$RUN" "$W/out/water_density" && chmod -R u+w "$W/out/water_density"
+  rm -f "$W/out/water_density/.mlff-md.lock"
+  how=--resume
+else
+  how=--overwrite
+fi
+left=$((DEADLINE - SECONDS - 25))
+echo "== run $how for at most ${left}s"
+timeout -s INT "$left" "$BIN" run "$W/configs/water_npt.toml" $how --output "$W/out/water_density" \
+  > "$FINAL/run_water_density.log" 2>&1
+echo "   rc $? (124: stopped at the time limit by SIGINT, checkpoint written), $SECONDS s"
+tail -n 5 "$FINAL/run_water_density.log" | cut -c1-220
+rm -f "$W/out/water_density/.mlff-md.lock"
+cp -r "$W/out/water_density" "$FINAL/water_density"
+ls -la "$FINAL/water_density"
