@@ -11,6 +11,7 @@ pub mod cuda_graph;
 pub mod device;
 pub mod error;
 pub mod force;
+pub mod inspect;
 pub mod integrate;
 pub mod io;
 pub mod minimize;

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use mlff_md::config::{BlowupPolicy, Config, GraphPolicy, Overrides};
+use mlff_md::device::{parse_device, resolve};
+use mlff_md::inspect::inspect;
 use mlff_md::io::checkpoint::Checkpoint;
 use mlff_md::run::{minimize, minimize_summary, run, validate, RunOptions, RunOutcome};
 
@@ -16,6 +18,7 @@ use mlff_md::run::{minimize, minimize_summary, run, validate, RunOptions, RunOut
 #[derive(Parser)]
 #[command(name = "mlff-md", version, about, long_about = None)]
 #[command(after_help = "Examples:\n  \
+    mlff-md inspect models/ani1x_nl.pt              what a model file takes and costs\n  \
     mlff-md validate configs/replica_exchange.toml   check files and model without running\n  \
     mlff-md run configs/replica_exchange.toml        run as configured\n  \
     mlff-md run configs/ensemble.toml --steps 100 --device cpu --output /tmp/try --overwrite\n  \
@@ -27,7 +30,7 @@ A resumed run continues to the step count it was started with (--steps included)
 (and, in the config, [run] max_force, max_temperature and [integrator] friction) may change.\n\
 One process at a time writes an output directory (it holds DIR/.mlff-md.lock).\n\n\
 Ctrl-C (SIGINT) or SIGTERM finishes the current step, flushes outputs and writes a checkpoint;\n\
-a second Ctrl-C aborts at once.\n\n\
+a second Ctrl-C (a second or more later) aborts at once.\n\n\
 Exit status: 0 success, 2 bad input (config, structure, model), 1 failure during the run,\n\
 130/143 stopped by SIGINT/SIGTERM after saving a checkpoint.")]
 struct Cli {
@@ -110,6 +113,23 @@ enum Command {
         /// machine.
         #[arg(long)]
         one_member: bool,
+    },
+    /// Describe a model file: contract version, methods, elements, cutoffs,
+    /// periodic or not, CUDA-graph capturable or not, metadata, SHA-256,
+    /// and the time of one forward + backward on a small molecule (it is
+    /// loaded and evaluated as a run would; exit 2 if it cannot be used).
+    Inspect {
+        /// The TorchScript model file.
+        model: PathBuf,
+        /// Device: auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Precision of the positions handed to the model, as [model] dtype.
+        #[arg(long, default_value = "float32", value_parser = ["float32", "float64"])]
+        dtype: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -523,6 +543,32 @@ fn main() -> ExitCode {
                 Ok(())
             }),
         Command::Bench { which } => run_bench(which),
+        Command::Inspect {
+            model,
+            device,
+            dtype,
+            json,
+        } => parse_device(&device)
+            .and_then(resolve)
+            .map_err(mlff_md::Error::Invalid)
+            .and_then(|device| {
+                let kind = if dtype == "float64" {
+                    tch::Kind::Double
+                } else {
+                    tch::Kind::Float
+                };
+                inspect(&model, device, kind)
+            })
+            .map(|report| {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).expect("report serialises")
+                    );
+                } else {
+                    println!("{}", report.text());
+                }
+            }),
         Command::Validate {
             config,
             device,

@@ -22,6 +22,7 @@ use crate::sampling::{
     BarostatMove, ExchangeOutcome, MoleculeScaling, MonteCarloBarostat, ReplicaExchange,
 };
 use crate::state::{to_host_f64, BatchState};
+use crate::system::chemistry::element_symbol;
 use crate::system::Molecule;
 use crate::units::{AMU_PER_A3_IN_G_PER_CM3, KB_EV_PER_K};
 
@@ -788,20 +789,6 @@ pub(crate) fn list(v: &[usize]) -> String {
     } else {
         shown.join(", ")
     }
-}
-
-fn element_symbol(z: i64) -> String {
-    let mut atom = chemfiles::Atom::new("X");
-    for name in [
-        "H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S",
-        "Cl", "Ar", "K", "Ca",
-    ] {
-        atom.set_atomic_type(name);
-        if atom.atomic_number() as i64 == z {
-            return name.to_string();
-        }
-    }
-    format!("Z={z}")
 }
 
 /// The run's periodic cell ([system] cell, or the file's with periodic =

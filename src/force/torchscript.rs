@@ -176,6 +176,21 @@ impl TorchScriptModel {
             })
     }
 
+    /// The methods of the contract (models/README.md) this file exports, in
+    /// contract order. A method is looked up by calling it without
+    /// arguments: one that needs arguments fails its argument check before
+    /// running anything, one that takes none (cutoffs(), metadata(), ...)
+    /// only describes the model.
+    pub fn entry_points(&self) -> Vec<&'static str> {
+        CONTRACT_METHODS
+            .into_iter()
+            .filter(|name| match self.module.method_is::<IValue>(name, &[]) {
+                Ok(_) => true,
+                Err(e) => !e.to_string().contains("is not defined"),
+            })
+            .collect()
+    }
+
     /// Whether the model takes the engine's pairs (interface v2).
     pub fn takes_pairs(&self) -> bool {
         self.cutoffs.is_some()
@@ -190,6 +205,20 @@ impl TorchScriptModel {
         self.metadata.as_deref()
     }
 }
+
+/// Every method the model contracts name (v1, static v1, v2), in the order
+/// models/README.md introduces them.
+const CONTRACT_METHODS: [&str; 9] = [
+    "forward",
+    "prepare",
+    "forward_prepared",
+    "cutoffs",
+    "forward_pairs",
+    "forward_pairs_prepared",
+    "is_prepared",
+    "supported_elements",
+    "metadata",
+];
 
 fn first_line(s: &str) -> &str {
     s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim()

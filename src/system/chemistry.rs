@@ -169,6 +169,26 @@ pub fn bond_components(n: usize, bonds: &[[usize; 2]]) -> usize {
     components
 }
 
+/// Element symbols by atomic number (index Z − 1), H to Og.
+const ELEMENT_SYMBOLS: [&str; 118] = [
+    "H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S", "Cl",
+    "Ar", "K", "Ca", "Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Ga", "Ge", "As",
+    "Se", "Br", "Kr", "Rb", "Sr", "Y", "Zr", "Nb", "Mo", "Tc", "Ru", "Rh", "Pd", "Ag", "Cd", "In",
+    "Sn", "Sb", "Te", "I", "Xe", "Cs", "Ba", "La", "Ce", "Pr", "Nd", "Pm", "Sm", "Eu", "Gd", "Tb",
+    "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Hf", "Ta", "W", "Re", "Os", "Ir", "Pt", "Au", "Hg", "Tl",
+    "Pb", "Bi", "Po", "At", "Rn", "Fr", "Ra", "Ac", "Th", "Pa", "U", "Np", "Pu", "Am", "Cm", "Bk",
+    "Cf", "Es", "Fm", "Md", "No", "Lr", "Rf", "Db", "Sg", "Bh", "Hs", "Mt", "Ds", "Rg", "Cn", "Nh",
+    "Fl", "Mc", "Lv", "Ts", "Og",
+];
+
+/// The symbol of element `z` ("Z=0" and the like outside H..Og).
+pub fn element_symbol(z: i64) -> String {
+    usize::try_from(z - 1)
+        .ok()
+        .and_then(|i| ELEMENT_SYMBOLS.get(i))
+        .map_or_else(|| format!("Z={z}"), |s| s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +219,22 @@ M  CHG  2   1  -1   3   1\nM  CHG  1   4  -1\nM  END\n$$$$\nM  CHG  1   1   2\n"
         assert_eq!(bond_components(4, &[[0, 1], [2, 3]]), 2);
         assert_eq!(bond_components(4, &[[0, 1], [1, 2], [2, 3]]), 1);
         assert_eq!(bond_components(3, &[]), 3);
+    }
+
+    /// The table agrees with chemfiles' element data wherever chemfiles
+    /// knows the element.
+    #[test]
+    fn symbols_match_chemfiles() {
+        for z in 1..=118 {
+            let symbol = element_symbol(z);
+            let atom = chemfiles::Atom::new(symbol.as_str());
+            let known = atom.atomic_number();
+            assert!(
+                known == 0 || known as i64 == z,
+                "{symbol}: chemfiles says {known}, table {z}"
+            );
+        }
+        assert_eq!(element_symbol(0), "Z=0");
+        assert_eq!(element_symbol(119), "Z=119");
     }
 }
