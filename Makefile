@@ -28,9 +28,11 @@ $(VENV)/.setup-done: python/requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps torchani==2.9.0
 	touch $@
 
-# The ANI models (models/ani1x.pt, ani1x_static.pt, ani1x_nl.pt and the ani1ccx
-# ones) are not committed: exported from the NeuroChem weights (the first time ~20 s plus a
-# 22 MB download), byte-reproducibly, and checked against models/SHA256SUMS.
+# The ANI models (models/ani1x.pt, ani1x_static.pt, ani1x_nl.pt, the ani1ccx
+# ones and ani2xt_nl.pt) are not committed: exported from the NeuroChem weights
+# (the first time ~20 s plus a 22 MB download) and, for ANI-2xt, from the Auto3D
+# 2.3.1 wheel (a 50 MB download into .cache/auto3d), byte-reproducibly, and
+# checked against models/SHA256SUMS.
 # Files that already match are left alone, so later runs only hash them.
 ani-models: setup
 	PYTHONHASHSEED=0 $(PY) python/export_ani.py
@@ -69,6 +71,7 @@ models: setup
 systems: setup
 	$(PY) -m pip install -q rdkit
 	$(PY) python/build_systems.py
+	$(PY) python/build_ani2xt_systems.py
 	# OpenMM for the water boxes (it does not depend on torch)
 	$(PY) -m pip install -q --no-deps openmm==8.6.1
 	$(PY) python/build_water.py

@@ -1,6 +1,7 @@
 """Build-time helpers shared by the ANI re-implementations (export_ani_static.py,
-export_ani_nl.py): read torchani's ANI-1x / ANI-1ccx model and pack its
-constants and networks for the batched-matmul ensembles.
+export_ani_nl.py, export_ani2xt.py): read torchani's ANI-1x / ANI-1ccx model
+(or, through pack(), any torchani AEV computer and ensemble, e.g. ANI-2xt) and
+pack its constants and networks for the batched-matmul ensembles.
 
 Nothing here is scripted into a model; the scripted classes live in the
 export scripts.
@@ -41,11 +42,12 @@ def round4(n: int) -> int:
 
 
 def check_celu(act) -> float:
-    """The activation must be torchani's TightCELU (CELU, alpha 0.1); returns alpha,
-    verified numerically."""
+    """The activation must be torchani's TightCELU or torch's CELU(alpha=0.1) (the
+    one Auto3D's ANI-2xt uses); returns alpha, verified numerically."""
     from torchani.nn._core import TightCELU
 
-    if type(act) is not TightCELU:
+    if type(act) is not TightCELU and not (
+            type(act) is torch.nn.CELU and act.alpha == 0.1):
         raise SystemExit(f"unsupported activation {act!r}")
     alpha = 0.1
     x = torch.linspace(-3, 3, 601)
@@ -56,9 +58,6 @@ def check_celu(act) -> float:
 
 def extract(name: str) -> dict:
     """torchani's `name` model, checked and packed (see the module docstring)."""
-    from torchani.aev._terms import ANIAngular, ANIRadial
-    from torchani.cutoffs import CutoffCosine
-
     spec = export_ani.MODELS[name]
     ani = export_ani.load_torchani(name)
     symbols = list(ani.symbols)
@@ -67,6 +66,25 @@ def extract(name: str) -> dict:
     numbers = [int(z) for z in ani.atomic_numbers.tolist()]
     nnp = ani.potentials["nnp"]
     aev, ens = nnp.aev_computer, nnp.neural_networks
+    parts = pack(name, aev, list(ens.members), symbols, 8)
+
+    sae = export_ani.read_sae(spec["resource"], symbols)
+    sae_model = ani.energy_shifter.self_energies.double().tolist()
+    if max(abs(a - b) for a, b in zip(sae, sae_model)) > 1e-5:
+        raise SystemExit(f"{name}: SAE mismatch {sae} vs {sae_model}")
+    parts.update({"ani": ani, "spec": spec, "numbers": numbers, "sae": sae})
+    return parts
+
+
+def pack(name: str, aev, members: list, symbols: List[str], expect_members: int) -> dict:
+    """Check and pack a torchani AEV computer and an ensemble (members: torchani
+    ANINetworks, each with .atomics[symbol] AtomicNetworks) for the batched-matmul
+    models: the keys symbols, aev, rad, angm, consts, w_first, layers, padded and
+    dims of extract()'s dict. Used by extract() (ANI-1x, ANI-1ccx: 8 members)
+    and python/export_ani2xt.py (ANI-2xt: 1 member, 7 species)."""
+    from torchani.aev._terms import ANIAngular, ANIRadial
+    from torchani.cutoffs import CutoffCosine
+
     rad, angm = aev.radial, aev.angular
     if type(rad) is not ANIRadial or type(angm) is not ANIAngular:
         raise SystemExit(f"{name}: unsupported AEV terms {type(rad)}, {type(angm)}")
@@ -76,10 +94,10 @@ def extract(name: str) -> dict:
     n_pairs = aev.num_species_pairs
     if ns != len(symbols):
         raise SystemExit(f"{name}: AEV has {ns} species")
-    members = list(ens.members)
     n_members = len(members)
-    if n_members != 8:
-        raise SystemExit(f"{name}: ensemble has {n_members} networks, expected 8")
+    if n_members != expect_members:
+        raise SystemExit(
+            f"{name}: ensemble has {n_members} networks, expected {expect_members}")
     n_r = rad.shifts.numel()
     n_sa, n_sz = angm.shifts.numel(), angm.sections.numel()
     n_ang = n_sa * n_sz
@@ -182,11 +200,6 @@ def extract(name: str) -> dict:
     consts["n_feat"] = n_feat
     consts["celu_alpha"] = alpha
 
-    sae = export_ani.read_sae(spec["resource"], symbols)
-    sae_model = ani.energy_shifter.self_energies.double().tolist()
-    if max(abs(a - b) for a, b in zip(sae, sae_model)) > 1e-5:
-        raise SystemExit(f"{name}: SAE mismatch {sae} vs {sae_model}")
     dims = {s: [lin.out_features for lin in nets[c][0]] for c, s in enumerate(symbols)}
-    return {"ani": ani, "spec": spec, "symbols": symbols, "numbers": numbers, "aev": aev,
-            "rad": rad, "angm": angm, "consts": consts, "w_first": w_first,
-            "layers": layers, "padded": padded, "dims": dims, "sae": sae}
+    return {"symbols": symbols, "aev": aev, "rad": rad, "angm": angm, "consts": consts,
+            "w_first": w_first, "layers": layers, "padded": padded, "dims": dims}

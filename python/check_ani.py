@@ -1,6 +1,7 @@
 """Check the exported ANI models (models/ani1x.pt, models/ani1ccx.pt, the
-static-shape models/ani1x_static.pt, models/ani1ccx_static.pt and the
-neighbour-list (contract v2) models/ani1x_nl.pt, models/ani1ccx_nl.pt).
+static-shape models/ani1x_static.pt, models/ani1ccx_static.pt, the
+neighbour-list (contract v2) models/ani1x_nl.pt, models/ani1ccx_nl.pt and
+models/ani2xt_nl.pt).
 
     python python/check_ani.py
 
@@ -67,6 +68,24 @@ dE/dvectors):
               lists, mask dtype or shapes, and forward_pairs with bad indices raise
   no sync     as for the static models, for forward_pairs_prepared
 
+ANI-2xt (ani2xt_nl, contract v2, python/export_ani2xt.py), on the F/S/Cl
+molecules of systems/ani2xt (trifluoroethanol, methanethiol, chlorobenzene,
+Ace-Met-NMe, 2-chloro-4-fluorobenzenesulfonamide; python/build_ani2xt_systems.py)
+and two periodic cubes made of them (10 A and 7 A, molecules wrapped across
+the faces). The reference is export_ani2xt.reference_model(): torchani 2.9
+built as Auto3D's ANI2xt_no_rep.py builds it, with the state dict read from
+the Auto3D wheel in .cache/auto3d (a missing wheel, model or molecule file is
+a failure; nothing is downloaded):
+  interface   cutoffs() == [5.2, 3.5], supported_elements() == [1, 6, 7, 8, 9,
+              16, 17], metadata() (= models/ani2xt_nl.json), the v2 entry points
+  reference   one mixed batch, forward_pairs and prepared; the cubes (cell and
+              pbc in the reference): per structure |dE| / |E| <= 1e-5 and
+              max |dF| / max |F| <= 1e-5 (no force floor) vs the float64
+              reference, 2e-5 vs the float32 one (molecules)
+  same, capacities, batch, fd, float64, misuse, no sync   as for the ANI-1x
+              neighbour-list models
+  elements    P (15), 0, 200, -1 raise, naming the element and F, S, Cl
+
 Prints `check_ani: N passed, M failed` last and exits 1 if anything failed.
 """
 
@@ -90,8 +109,9 @@ ROOT = os.path.dirname(HERE)
 MODELS = ["ani1x", "ani1ccx"]
 STATIC_MODELS = ["ani1x_static", "ani1ccx_static"]
 NL_MODELS = ["ani1x_nl", "ani1ccx_nl"]
+ANI2XT_MODELS = ["ani2xt_nl"]
 HARTREE_TO_EV = 27.211386245988
-SYMBOL_Z = {"H": 1, "C": 6, "N": 7, "O": 8, "S": 16}
+SYMBOL_Z = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9, "S": 16, "Cl": 17}
 
 WATER = [("O", 0.0000, 0.0000, 0.1173), ("H", 0.0000, 0.7572, -0.4692),
          ("H", 0.0000, -0.7572, -0.4692)]
@@ -1125,6 +1145,164 @@ def run_nl(ck, name, refs_cache):
           f"{len(mols)}-molecule batch {1e3 * (time.perf_counter() - t0) / 5:.0f} ms (1 thread)")
 
 
+# ANI-2xt (models/ani2xt_nl.pt, contract v2; python/export_ani2xt.py)
+# --------------------------------------------------------------------------
+
+ANI2XT_ELEMENTS = [1, 6, 7, 8, 9, 16, 17]
+
+
+def ani2xt_molecules():
+    """systems/ani2xt/*.xyz (python/build_ani2xt_systems.py): F, S and Cl."""
+    folder = os.path.join(ROOT, "systems", "ani2xt")
+    names = sorted(fn[:-4] for fn in os.listdir(folder) if fn.endswith(".xyz"))
+    out = [NLSystem(n, *read_xyz(f"ani2xt/{n}")) for n in names]
+    elements = {int(z) for s in out for z in s.z}
+    assert {9, 16, 17} <= elements, f"systems/ani2xt lacks F, S or Cl: {sorted(elements)}"
+    return out
+
+
+def ani2xt_reference():
+    """(float32, float64) torchani 2.9 models built as Auto3D builds ANI-2xt
+    (export_ani2xt.reference_model), or the reason they are unavailable."""
+    try:
+        import export_ani2xt
+
+        ref = export_ani2xt.Reference(*export_ani2xt.reference_model(download=False)).eval()
+    except Exception as exc:
+        return None, (f"ANI-2xt reference unavailable ({type(exc).__name__}: {exc}); "
+                      "python/export_ani.py downloads the Auto3D wheel; `make test` runs it")
+    return (ref, copy.deepcopy(ref).double()), None
+
+
+def ani2xt_reference_ef(ref, systems):
+    """Reference energies (eV) and forces, one structure at a time."""
+    dtype = ref.aev.radial.shifts.dtype
+    index = {z: i for i, z in enumerate(ANI2XT_ELEMENTS)}
+    es, fs = [], []
+    for s in systems:
+        species = torch.tensor([[index[int(z)] for z in s.z]])
+        x = s.x.to(dtype).clone().unsqueeze(0).requires_grad_(True)
+        if s.cell is None:
+            e = ref(species, x)
+        else:
+            e = ref(species, x, cell=s.cell.to(dtype), pbc=torch.tensor([True, True, True]))
+        (g,) = torch.autograd.grad(e.sum(), x)
+        es.append(e.detach().double())
+        fs.append(-g[0].double())
+    return torch.cat(es), torch.cat(fs)
+
+
+def check_ani2xt_interface(model, name):
+    assert not model.is_prepared(), "a freshly loaded model reports is_prepared()"
+    assert model.cutoffs() == [5.2, 3.5], model.cutoffs()
+    assert model.supported_elements() == ANI2XT_ELEMENTS, model.supported_elements()
+    meta = json.loads(model.metadata())
+    for key in ["name", "description", "energy_unit", "length_unit", "source",
+                "licence", "reference", "energy_dtype", "cost_scaling"]:
+        assert key in meta, f"metadata lacks {key}"
+    assert meta["name"] == name and meta["energy_unit"] == "eV"
+    assert meta.get("variant") == "neighbour-list (contract v2)", meta.get("variant")
+    assert meta["model_contract"] == 2 and meta["cutoffs_angstrom"] == [5.2, 3.5]
+    with open(os.path.join(ROOT, "models", name + ".json")) as f:
+        assert json.load(f) == meta, f"models/{name}.json differs from metadata()"
+    for entry in ["forward_pairs", "prepare", "forward_pairs_prepared", "is_prepared"]:
+        assert hasattr(model, entry), f"no {entry}()"
+    return f"elements {model.supported_elements()}, cutoffs {model.cutoffs()}"
+
+
+def check_ani2xt_reference(model, refs, systems, label, prepared):
+    """Energies and forces of one batched call vs the Auto3D-built torchani
+    model, per structure: |dE| / |E| <= 1e-5 and max |dF| / max |F| <= 1e-5
+    (no floor) against it in float64; against it in float32 at 2e-5."""
+    e, f = nl_energy_forces(model, systems, prepared=prepared)
+    e64, f64 = ani2xt_reference_ef(refs[1], systems)
+    msg = [summarise(per_structure_errors(systems, e, f, e64, f64, force_floor=0.0),
+                     1e-5, "vs float64")]
+    if all(s.cell is None for s in systems):
+        e32, f32 = ani2xt_reference_ef(refs[0], systems)
+        msg.append(summarise(per_structure_errors(systems, e, f, e32, f32, force_floor=0.0),
+                             2e-5, "vs float32"))
+    return f"{label}, {len(systems)} structures, {sum(map(len, systems))} atoms; " + \
+        "; ".join(msg)
+
+
+def ani2xt_boxes(mols):
+    """Two periodic cubes, positions wrapped into the cell (molecules cross its
+    faces): chlorobenzene + methanethiol in 10 A, and the F/S/Cl sulfonamide
+    alone in 7 A (atoms see images of themselves and of each neighbour)."""
+    by = {s.name: s for s in mols}
+    a, b, c = by["chlorobenzene"], by["methanethiol"], by["chlorofluorobenzenesulfonamide"]
+
+    def wrap(x, side):
+        return torch.remainder(x.double(), side).float()
+
+    out = [NLSystem("chlorobenzene + methanethiol (10 A cube)", torch.cat([a.z, b.z]),
+                    wrap(torch.cat([a.x - a.x.mean(0) + 1.0, b.x - b.x.mean(0) + 6.0]), 10.0),
+                    torch.eye(3, dtype=torch.float64) * 10.0),
+           NLSystem("sulfonamide (7 A cube)", c.z, wrap(c.x - c.x.mean(0) + 3.5, 7.0),
+                    torch.eye(3, dtype=torch.float64) * 7.0)]
+    return out
+
+
+def check_ani2xt_elements(model, prepared):
+    """Unsupported atomic numbers raise, naming the element (P = 15, 0, 200, -1)."""
+    z0, x0 = molecule(WATER)
+    zs, xs = molecule(H2S)
+    for bad_z in [15, 0, 200, -1]:
+        z = torch.cat([z0, zs.clone().masked_fill(zs == 16, bad_z)])
+        x = torch.cat([x0, xs + 10.0])
+        b = torch.tensor([0] * len(z0) + [1] * len(zs))
+        try:
+            if prepared:
+                model.prepare(z, b)
+            else:
+                pair_list.energies_and_forces(model, z, x, b)
+        except (RuntimeError, torch.jit.Error) as exc:
+            if bad_z == 15:
+                assert "15" in str(exc) and "F, S, Cl" in str(exc), str(exc)
+            continue
+        raise AssertionError(f"atomic number {bad_z} did not raise")
+    if prepared:
+        assert not model.is_prepared(), "is_prepared() after a failed prepare"
+    return "Z = 15, 0, 200, -1 raise RuntimeError"
+
+
+def run_ani2xt(ck, name):
+    path, model = load_model(ck, name)
+    if model is None:
+        return
+    ck.run(f"{name} interface", check_ani2xt_interface, model, name)
+    try:
+        mols = ani2xt_molecules()
+    except Exception as exc:
+        ck.fail(f"{name} molecules", f"systems/ani2xt: {type(exc).__name__}: {exc} "
+                "(python/build_ani2xt_systems.py writes them)")
+        return
+    boxes = ani2xt_boxes(mols)
+    refs, why = ani2xt_reference()
+    if refs is None:
+        ck.fail(f"{name} reference (Auto3D ANI-2xt in torchani)", why)
+    else:
+        ck.run(f"{name} reference, F/S/Cl molecules (one mixed batch, forward_pairs)",
+               check_ani2xt_reference, model, refs, mols, "forward_pairs", False)
+        ck.run(f"{name} reference, F/S/Cl molecules (prepared)",
+               check_ani2xt_reference, model, refs, mols, "forward_pairs_prepared", True)
+        ck.run(f"{name} reference, periodic cells", check_ani2xt_reference, model, refs,
+               boxes, "forward_pairs_prepared", True)
+    ck.run(f"{name} forward_pairs == forward_pairs_prepared", check_nl_same, model,
+           mols + boxes)
+    ck.run(f"{name} capacities, row order, skin", check_nl_capacities, model, mols + boxes)
+    ck.run(f"{name} batch == single", check_nl_batch, model, mols + boxes)
+    ck.run(f"{name} finite differences", check_nl_fd, model,
+           [s for s in mols if s.name in ("trifluoroethanol", "methanethiol")] + boxes[1:])
+    ck.run(f"{name} float64 vectors", check_nl_float64, model, mols)
+    ck.run(f"{name} unsupported elements, forward_pairs", check_ani2xt_elements, model, False)
+    ck.run(f"{name} unsupported elements, prepare", check_ani2xt_elements, model, True)
+    ck.run(f"{name} misuse", check_nl_misuse, path)
+    ck.run(f"{name} no host sync in forward_pairs_prepared", check_nl_no_sync, model,
+           mols[:2] + boxes[1:])
+
+
 def main() -> int:
     torch.set_num_threads(1)
     t_start = time.perf_counter()
@@ -1161,6 +1339,8 @@ def main() -> int:
     refs_cache = {}
     for name in NL_MODELS:
         run_nl(ck, name, refs_cache)
+    for name in ANI2XT_MODELS:
+        run_ani2xt(ck, name)
     print(f"total time {time.perf_counter() - t_start:.1f} s")
     print(f"check_ani: {ck.passed} passed, {ck.failed} failed")
     return 1 if ck.failed else 0

@@ -31,8 +31,9 @@ string hash in places: PYTHONHASHSEED is fixed to 0.
 
 The static-shape variants (models/<name>_static.{pt,json}) are written by
 python/export_ani_static.py, the neighbour-list variants (model contract v2,
-models/<name>_nl.{pt,json}) by python/export_ani_nl.py; this script runs each
-in a process of its own.
+models/<name>_nl.{pt,json}) by python/export_ani_nl.py, and ANI-2xt
+(models/ani2xt_nl.{pt,json}, weights from the Auto3D wheel) by
+python/export_ani2xt.py; this script runs each in a process of its own.
 
 Exported interface (see models/README.md):
     forward(atomic_numbers int64[N], positions float[N, 3] (Angstrom),
@@ -112,6 +113,8 @@ MODELS = {
 STATIC_MODELS = {"ani1x_static": "ani1x", "ani1ccx_static": "ani1ccx"}
 # neighbour-list variant, model contract v2 (python/export_ani_nl.py) -> model in MODELS
 NL_MODELS = {"ani1x_nl": "ani1x", "ani1ccx_nl": "ani1ccx"}
+# ANI-2xt from the Auto3D wheel, neighbour-list variant (python/export_ani2xt.py)
+ANI2XT_MODELS = {"ani2xt_nl": "ani2xt"}
 
 
 # --------------------------------------------------------------------------
@@ -423,7 +426,8 @@ def main(argv: List[str]) -> int:
     sums = model_files.read_sums()
     here = os.path.dirname(os.path.abspath(__file__))
     variants = [(os.path.join(here, "export_ani_static.py"), STATIC_MODELS),
-                (os.path.join(here, "export_ani_nl.py"), NL_MODELS)]
+                (os.path.join(here, "export_ani_nl.py"), NL_MODELS),
+                (os.path.join(here, "export_ani2xt.py"), ANI2XT_MODELS)]
     todo = stale(list(MODELS), out_dir, sums, args.update_hashes)
     todo_variants = [script for script, names in variants
                      if stale(list(names), out_dir, sums, args.update_hashes)]

@@ -208,3 +208,46 @@ fn ani_energies_equal_torchani_on_the_shipped_conformers() {
         }
     }
 }
+
+/// ANI-2xt (models/ani2xt_nl.pt, interface v2, exported from the Auto3D
+/// wheel by python/export_ani2xt.py) through the engine's neighbour list, on
+/// a molecule with F, S and Cl: energy and largest force equal the
+/// reference torchani model built as Auto3D builds it, in float64
+/// (python/export_ani2xt.py reference_model(): −37951.20510232262 eV,
+/// max |F| = 1.5721505 eV/Å for systems/ani2xt/chlorofluorobenzenesulfonamide.xyz).
+#[test]
+fn ani2xt_takes_fluorine_sulfur_and_chlorine() {
+    let text = format!(
+        r#"
+[system]
+structure = "{}"
+[model]
+path = "{}"
+device = "cpu"
+[integrator]
+kind = "langevin"
+timestep = 0.5
+temperature = 300.0
+[ensemble]
+members = 2
+[run]
+steps = 10
+"#,
+        root()
+            .join("systems/ani2xt/chlorofluorobenzenesulfonamide.xyz")
+            .display(),
+        root().join("models/ani2xt_nl.pt").display()
+    );
+    let config = mlff_md::config::Config::from_toml(&text, &root().join("ani2xt.toml")).unwrap();
+    let sim = mlff_md::simulation::Simulation::from_config(&config).unwrap();
+    assert_eq!(
+        sim.force.supported_elements(),
+        Some(vec![1, 6, 7, 8, 9, 16, 17])
+    );
+    let reference = -37_951.205_102_322_62;
+    for e in host(&sim.state.energies) {
+        assert!(((e - reference) / reference).abs() < 1e-8, "{e} eV");
+    }
+    let max_force = host(&sim.state.forces.abs().max())[0];
+    assert!((max_force - 1.572_150_5).abs() < 1e-4, "{max_force} eV/Å");
+}

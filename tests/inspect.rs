@@ -109,6 +109,14 @@ fn inspect_reports_the_contract_and_cost_of_the_shipped_models() {
         assert!(r["call_ms"].as_f64().unwrap() > 0.0);
     }
 
+    let ani2xt = report("models/ani2xt_nl.pt");
+    assert_eq!(ani2xt["sha256"], recorded_sha256("ani2xt_nl.pt"));
+    assert_eq!(
+        ani2xt["elements"],
+        serde_json::json!(["H", "C", "N", "O", "F", "S", "Cl"])
+    );
+    assert_eq!(ani2xt["cutoffs"], serde_json::json!([5.2, 3.5]));
+
     let text = String::from_utf8(inspect("models/ani1x_nl.pt", false).stdout).unwrap();
     for line in [
         "contract   v2",
