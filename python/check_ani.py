@@ -801,10 +801,10 @@ def summarise(errs, tol, what):
             f"{worst_raw[0]})")
 
 
-def check_nl_interface(model, name):
+def check_nl_interface(model, name, elements=(1, 6, 7, 8)):
     assert not model.is_prepared(), "a freshly loaded model reports is_prepared()"
     assert model.cutoffs() == [5.2, 3.5], model.cutoffs()
-    assert model.supported_elements() == [1, 6, 7, 8], model.supported_elements()
+    assert model.supported_elements() == list(elements), model.supported_elements()
     meta = json.loads(model.metadata())
     for key in ["name", "description", "energy_unit", "length_unit", "source",
                 "licence", "reference", "energy_dtype", "cost_scaling"]:
@@ -812,6 +812,7 @@ def check_nl_interface(model, name):
     assert meta["name"] == name and meta["energy_unit"] == "eV"
     assert meta.get("variant") == "neighbour-list (contract v2)", meta.get("variant")
     assert meta["cutoffs_angstrom"] == [5.2, 3.5]
+    assert meta.get("model_contract", 2) == 2, meta.get("model_contract")
     with open(os.path.join(ROOT, "models", name + ".json")) as f:
         assert json.load(f) == meta, f"models/{name}.json differs from metadata()"
     z, x = molecule(WATER)
@@ -1015,11 +1016,13 @@ def check_nl_float64(model, systems):
     return None
 
 
-def check_nl_elements(model, prepared):
-    """An unsupported element raises a RuntimeError naming it (forward_pairs, prepare)."""
+def check_nl_elements(model, prepared, unsupported=16, named=""):
+    """An unsupported element raises a RuntimeError naming it (forward_pairs,
+    prepare): `unsupported` (an element the model lacks), then 0, 200, -1;
+    the message for the first also holds `named` (the elements it takes)."""
     z0, x0 = molecule(WATER)
     zs, xs = molecule(H2S)
-    for bad_z in [16, 0, 200, -1]:
+    for bad_z in [unsupported, 0, 200, -1]:
         z = torch.cat([z0, zs.clone().masked_fill(zs == 16, bad_z)])
         x = torch.cat([x0, xs + 10.0])
         b = torch.tensor([0] * len(z0) + [1] * len(zs))
@@ -1029,13 +1032,13 @@ def check_nl_elements(model, prepared):
             else:
                 pair_list.energies_and_forces(model, z, x, b)
         except (RuntimeError, torch.jit.Error) as exc:
-            if bad_z == 16:
-                assert "16" in str(exc), str(exc)
+            if bad_z == unsupported:
+                assert str(unsupported) in str(exc) and named in str(exc), str(exc)
             continue
         raise AssertionError(f"atomic number {bad_z} did not raise")
     if prepared:
         assert not model.is_prepared(), "is_prepared() after a failed prepare"
-    return "Z = 16, 0, 200, -1 raise RuntimeError"
+    return f"Z = {unsupported}, 0, 200, -1 raise RuntimeError"
 
 
 def check_nl_misuse(path):
@@ -1192,24 +1195,6 @@ def ani2xt_reference_ef(ref, systems):
     return torch.cat(es), torch.cat(fs)
 
 
-def check_ani2xt_interface(model, name):
-    assert not model.is_prepared(), "a freshly loaded model reports is_prepared()"
-    assert model.cutoffs() == [5.2, 3.5], model.cutoffs()
-    assert model.supported_elements() == ANI2XT_ELEMENTS, model.supported_elements()
-    meta = json.loads(model.metadata())
-    for key in ["name", "description", "energy_unit", "length_unit", "source",
-                "licence", "reference", "energy_dtype", "cost_scaling"]:
-        assert key in meta, f"metadata lacks {key}"
-    assert meta["name"] == name and meta["energy_unit"] == "eV"
-    assert meta.get("variant") == "neighbour-list (contract v2)", meta.get("variant")
-    assert meta["model_contract"] == 2 and meta["cutoffs_angstrom"] == [5.2, 3.5]
-    with open(os.path.join(ROOT, "models", name + ".json")) as f:
-        assert json.load(f) == meta, f"models/{name}.json differs from metadata()"
-    for entry in ["forward_pairs", "prepare", "forward_pairs_prepared", "is_prepared"]:
-        assert hasattr(model, entry), f"no {entry}()"
-    return f"elements {model.supported_elements()}, cutoffs {model.cutoffs()}"
-
-
 def check_ani2xt_reference(model, refs, systems, label, prepared):
     """Energies and forces of one batched call vs the Auto3D-built torchani
     model, per structure: |dE| / |E| <= 1e-5 and max |dF| / max |F| <= 1e-5
@@ -1244,34 +1229,11 @@ def ani2xt_boxes(mols):
     return out
 
 
-def check_ani2xt_elements(model, prepared):
-    """Unsupported atomic numbers raise, naming the element (P = 15, 0, 200, -1)."""
-    z0, x0 = molecule(WATER)
-    zs, xs = molecule(H2S)
-    for bad_z in [15, 0, 200, -1]:
-        z = torch.cat([z0, zs.clone().masked_fill(zs == 16, bad_z)])
-        x = torch.cat([x0, xs + 10.0])
-        b = torch.tensor([0] * len(z0) + [1] * len(zs))
-        try:
-            if prepared:
-                model.prepare(z, b)
-            else:
-                pair_list.energies_and_forces(model, z, x, b)
-        except (RuntimeError, torch.jit.Error) as exc:
-            if bad_z == 15:
-                assert "15" in str(exc) and "F, S, Cl" in str(exc), str(exc)
-            continue
-        raise AssertionError(f"atomic number {bad_z} did not raise")
-    if prepared:
-        assert not model.is_prepared(), "is_prepared() after a failed prepare"
-    return "Z = 15, 0, 200, -1 raise RuntimeError"
-
-
 def run_ani2xt(ck, name):
     path, model = load_model(ck, name)
     if model is None:
         return
-    ck.run(f"{name} interface", check_ani2xt_interface, model, name)
+    ck.run(f"{name} interface", check_nl_interface, model, name, ANI2XT_ELEMENTS)
     try:
         mols = ani2xt_molecules()
     except Exception as exc:
@@ -1296,8 +1258,9 @@ def run_ani2xt(ck, name):
     ck.run(f"{name} finite differences", check_nl_fd, model,
            [s for s in mols if s.name in ("trifluoroethanol", "methanethiol")] + boxes[1:])
     ck.run(f"{name} float64 vectors", check_nl_float64, model, mols)
-    ck.run(f"{name} unsupported elements, forward_pairs", check_ani2xt_elements, model, False)
-    ck.run(f"{name} unsupported elements, prepare", check_ani2xt_elements, model, True)
+    for prepared, method in [(False, "forward_pairs"), (True, "prepare")]:
+        ck.run(f"{name} unsupported elements, {method}", check_nl_elements, model, prepared,
+               15, "F, S, Cl")
     ck.run(f"{name} misuse", check_nl_misuse, path)
     ck.run(f"{name} no host sync in forward_pairs_prepared", check_nl_no_sync, model,
            mols[:2] + boxes[1:])

@@ -411,6 +411,36 @@ def finish(failures: List[str], new_sums: dict, update: bool, script: str) -> in
     return 0
 
 
+def export_variant(argv: List[str], names, build, what: str, script: str,
+                   neurochem: bool = True) -> int:
+    """main() of a variant exporter (export_ani_static.py, export_ani_nl.py,
+    export_ani2xt.py): export the models `names` that are stale, each built
+    by build(name, torchani_version); `what` names them in messages;
+    `neurochem`: the models need the NeuroChem resources."""
+    fix_hash_seed()
+    args = parse_args(argv)
+    out_dir = os.path.abspath(args.out)
+    sums = model_files.read_sums()
+    todo = stale(list(names), out_dir, sums, args.update_hashes)
+    if not todo:
+        print(f"{what} up to date in {model_files.show(out_dir)}")
+        return 0
+    torch.set_num_threads(1)
+    if neurochem:
+        ensure_resources()
+        os.environ["TORCHANI_DATA_DIR"] = DATA_DIR
+    os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
+    torchani = require("torchani", "export_ani")
+    os.makedirs(out_dir, exist_ok=True)
+    failures: List[str] = []
+    new_sums: dict = {}
+    for name in todo:
+        model = build(name, torchani.__version__)
+        export(torch.jit.script(model), model.meta, name, out_dir, sums,
+               args.update_hashes, new_sums, failures)
+    return finish(failures, new_sums, args.update_hashes, script)
+
+
 def fix_hash_seed() -> None:
     # TorchScript serialises some module constants in set order, which follows
     # Python's string hash: fix the seed so every run writes the same code.

@@ -57,7 +57,6 @@ import ani_build
 import export_ani
 import export_ani_nl
 import model_files
-from deps import require
 from export_ani import HARTREE_TO_EV
 from model_files import ROOT, sha256
 
@@ -333,24 +332,7 @@ def build_nl(nl_name: str, torchani_version: str) -> ANI2xtNeighbourList:
 
 
 def main(argv: List[str]) -> int:
-    export_ani.fix_hash_seed()
-    args = export_ani.parse_args(argv)
-    out_dir = os.path.abspath(args.out)
-    sums = model_files.read_sums()
-    todo = export_ani.stale(list(MODELS), out_dir, sums, args.update_hashes)
-    if not todo:
-        print(f"ANI-2xt model up to date in {model_files.show(out_dir)}")
-        return 0
-    torch.set_num_threads(1)
-    torchani = require("torchani", "export_ani2xt")
-    os.makedirs(out_dir, exist_ok=True)
-    failures: List[str] = []
-    new_sums: dict = {}
-    for nl_name in todo:
-        model = build_nl(nl_name, torchani.__version__)
-        export_ani.export(torch.jit.script(model), model.meta, nl_name, out_dir, sums,
-                          args.update_hashes, new_sums, failures)
-    return export_ani.finish(failures, new_sums, args.update_hashes, "export_ani2xt")
+    return export_ani.export_variant(argv, MODELS, build_nl, "ANI-2xt model", "export_ani2xt", neurochem=False)
 
 
 if __name__ == "__main__":

@@ -98,7 +98,6 @@ capacity Ka close to the largest row's count (the used fraction is about
 
 import json
 import math
-import os
 import sys
 from typing import List, Tuple
 
@@ -106,8 +105,6 @@ import torch
 
 import ani_build
 import export_ani
-import model_files
-from deps import require
 from export_ani import HARTREE_TO_EV, MAX_Z, NL_MODELS
 
 # prepare() splits each species' atoms into groups of K rows; a group costs
@@ -631,28 +628,7 @@ def build_nl(nl_name: str, torchani_version: str) -> ANINeighbourList:
 
 
 def main(argv: List[str]) -> int:
-    export_ani.fix_hash_seed()
-    args = export_ani.parse_args(argv)
-    out_dir = os.path.abspath(args.out)
-    sums = model_files.read_sums()
-    todo = export_ani.stale(list(NL_MODELS), out_dir, sums, args.update_hashes)
-    if not todo:
-        print(f"neighbour-list ANI models up to date in {model_files.show(out_dir)}")
-        return 0
-    torch.set_num_threads(1)
-    export_ani.ensure_resources()
-    os.environ["TORCHANI_DATA_DIR"] = export_ani.DATA_DIR
-    os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
-    torchani = require("torchani", "export_ani")
-
-    os.makedirs(out_dir, exist_ok=True)
-    failures: List[str] = []
-    new_sums: dict = {}
-    for nl_name in todo:
-        model = build_nl(nl_name, torchani.__version__)
-        export_ani.export(torch.jit.script(model), model.meta, nl_name, out_dir, sums,
-                          args.update_hashes, new_sums, failures)
-    return export_ani.finish(failures, new_sums, args.update_hashes, "export_ani_nl")
+    return export_ani.export_variant(argv, NL_MODELS, build_nl, "neighbour-list ANI models", "export_ani_nl")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,6 @@ per atom) in memory and time: right for MD of many small molecules
 
 import json
 import math
-import os
 import sys
 from typing import List, Tuple
 
@@ -86,8 +85,6 @@ import torch
 
 import ani_build
 import export_ani
-import model_files
-from deps import require
 from export_ani import HARTREE_TO_EV, MAX_Z, STATIC_MODELS
 
 # prepare() splits each species' atoms into groups of K rows; a group costs
@@ -544,28 +541,7 @@ def build_static(static_name: str, torchani_version: str) -> ANIStatic:
 
 
 def main(argv: List[str]) -> int:
-    export_ani.fix_hash_seed()
-    args = export_ani.parse_args(argv)
-    out_dir = os.path.abspath(args.out)
-    sums = model_files.read_sums()
-    todo = export_ani.stale(list(STATIC_MODELS), out_dir, sums, args.update_hashes)
-    if not todo:
-        print(f"static ANI models up to date in {model_files.show(out_dir)}")
-        return 0
-    torch.set_num_threads(1)
-    export_ani.ensure_resources()
-    os.environ["TORCHANI_DATA_DIR"] = export_ani.DATA_DIR
-    os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
-    torchani = require("torchani", "export_ani")
-
-    os.makedirs(out_dir, exist_ok=True)
-    failures: List[str] = []
-    new_sums: dict = {}
-    for static_name in todo:
-        model = build_static(static_name, torchani.__version__)
-        export_ani.export(torch.jit.script(model), model.meta, static_name, out_dir, sums,
-                          args.update_hashes, new_sums, failures)
-    return export_ani.finish(failures, new_sums, args.update_hashes, "export_ani_static")
+    return export_ani.export_variant(argv, STATIC_MODELS, build_static, "static ANI models", "export_ani_static")
 
 
 if __name__ == "__main__":
