@@ -38,14 +38,13 @@ steps = 200
     );
     for _ in 0..config.run.steps {
         sim.integrator.step(&mut sim.state, sim.force.as_ref())?;
-        if sim.state.step % 20 == 0 {
-            sim.exchange()?;
-        }
+        // The moves due at this step (here: an exchange every 20 steps).
+        sim.attempt_moves(true)?;
     }
     let observables = sim.observables();
     println!("potential energies (eV): {:?}", observables[0]);
     println!("kinetic temperatures (K): {:?}", observables[3]);
-    if let Some(rex) = &sim.replica_exchange {
+    if let Some(rex) = sim.replica_exchange() {
         println!("{}", rex.summary(0.5).report());
     }
     Ok(())

@@ -1,25 +1,23 @@
-//! Drives a [`Simulation`] for a run: output directory, reporters
-//! (trajectories, observables, exchange records), checkpoints, progress,
-//! signals and blow-up handling. Observables are pulled to the host only every
-//! `observables_interval` steps; nothing in between synchronises.
+//! Drives a [`Simulation`] for a run: output directory, the step loop with
+//! its checks (neighbour-list room, blow-ups), the moves and the reporters
+//! due at each step ([`crate::sampling::moves`], [`crate::reporters`]),
+//! checkpoints and signals. Values are pulled to the host only at those
+//! steps; nothing in between synchronises.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{BlowupPolicy, Config, GraphPolicy, TrajectoryFormat, WrapMode};
+use crate::config::{BlowupPolicy, Config, GraphPolicy, TrajectoryFormat};
 use crate::device::describe;
 use crate::error::{Error, Result};
-use crate::io::checkpoint::{Checkpoint, ReporterPositions, CHECKPOINT_FILE, PREVIOUS_FILE};
-use crate::io::exchange::ExchangeRecorder;
+use crate::io::checkpoint::{Checkpoint, CHECKPOINT_FILE, PREVIOUS_FILE};
 use crate::io::lock::{OutputLock, LOCK_FILE};
-use crate::io::trajectory::{member_file_stem, write_topology};
-use crate::io::wrap::MoleculeWrapper;
-use crate::io::{ObservablesWriter, TrajectoryWriter};
+use crate::io::TrajectoryWriter;
 use crate::minimize::MinimizeReport;
-use crate::sampling::{ReplicaExchange, ReplicaExchangeSummary};
+use crate::reporters::{HostFrame, ReporterSet, Wants};
+use crate::sampling::ReplicaExchangeSummary;
 use crate::simulation::{check_resume_setup, list, model_file_sha256, Simulation};
 use crate::state::to_host_f64;
 use crate::stepper::Stepper;
@@ -175,227 +173,12 @@ pub fn format_time_fs(fs: f64) -> String {
     format!("{shown} {unit}")
 }
 
-/// Progress: a bar on a terminal, a line every ~10% (and at most every 30 s) otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    log_lines: bool,
-    first: u64,
-    total: u64,
-    last_log: Instant,
-    next_log_step: u64,
-}
-
-impl Progress {
-    fn new(first: u64, total: u64, quiet: bool) -> Self {
-        let tty = std::io::stderr().is_terminal();
-        let bar = (!quiet && tty).then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{elapsed_precise} [{wide_bar}] {pos}/{len} steps  {msg}  ETA {eta}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            bar.set_position(first);
-            bar.reset_eta();
-            bar
-        });
-        let tenth = ((total - first.min(total)) / 10).max(1);
-        Progress {
-            bar,
-            log_lines: !quiet && !tty,
-            first,
-            total,
-            last_log: Instant::now(),
-            next_log_step: first + tenth,
-        }
-    }
-
-    fn update(&mut self, step: u64, elapsed: Duration, dt_fs: f64, mean_t: f64) {
-        let sps = (step - self.first) as f64 / elapsed.as_secs_f64().max(1e-9);
-        let ns_day = sps * dt_fs * 86_400.0 / FS_PER_NS;
-        let msg = format!("{sps:.1} steps/s  {ns_day:.3} ns/day  <T> {mean_t:.1} K");
-        if let Some(bar) = &self.bar {
-            bar.set_position(step);
-            bar.set_message(msg);
-        } else if self.log_lines
-            && (step >= self.next_log_step || self.last_log.elapsed() > Duration::from_secs(30))
-        {
-            let eta = (self.total - step) as f64 / sps.max(1e-9);
-            eprintln!("step {step}/{}  {msg}  ETA {eta:.0} s", self.total);
-            self.last_log = Instant::now();
-            let tenth = ((self.total - self.first) / 10).max(1);
-            while self.next_log_step <= step {
-                self.next_log_step += tenth;
-            }
-        }
-    }
-
-    /// A line that must not tear the bar.
-    fn note(&self, line: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None if self.log_lines => eprintln!("{line}"),
-            None => {}
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish();
-        }
-    }
-}
-
 /// Mean, or NaN for no values (written as null in summary.json).
 fn mean(v: &[f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
     v.iter().sum::<f64>() / v.len() as f64
-}
-
-/// The output files of a run, and where each stands.
-struct Reporters {
-    trajectories: Option<TrajectoryWriter>,
-    /// Demultiplexed per-temperature trajectories (replica exchange).
-    demux: Option<TrajectoryWriter>,
-    observables: ObservablesWriter,
-    exchanges: Option<ExchangeRecorder>,
-    /// Batch slots whose trajectories are written.
-    slots: Vec<usize>,
-    /// Makes periodic members' molecules whole in written frames
-    /// ([output] wrap = "molecules").
-    wrapper: Option<MoleculeWrapper>,
-}
-
-impl Reporters {
-    fn stems(sim: &Simulation, slots: &[usize]) -> Vec<String> {
-        slots
-            .iter()
-            .map(|&s| member_file_stem(sim.state.member_ids[s]))
-            .collect()
-    }
-
-    /// Open the outputs in `out`: fresh ones, or (`resume_at`) those of an
-    /// earlier run, cut back to what its checkpoint recorded.
-    fn open(
-        sim: &Simulation,
-        out: &Path,
-        slots: Vec<usize>,
-        resume_at: Option<&ReporterPositions>,
-    ) -> Result<Self> {
-        let config = &sim.config;
-        let format = config.output.trajectory_format;
-        let template = &sim.molecule.template;
-        let writing = config.output.trajectory_interval > 0;
-        if writing && resume_at.is_none() {
-            write_topology(out, template)?;
-        }
-        let open_trajectories = |stems: &[String]| match resume_at {
-            None => TrajectoryWriter::create(out, format, stems, template),
-            Some(at) => {
-                TrajectoryWriter::append(out, format, stems, template, &at.trajectory_bytes)
-            }
-        };
-        let trajectories = writing
-            .then(|| open_trajectories(&Self::stems(sim, &slots)))
-            .transpose()?;
-        let demux = match (&sim.replica_exchange, writing) {
-            (Some(rex), true) => Some(open_trajectories(&demux_stems(rex))?),
-            _ => None,
-        };
-        let path = out.join("observables.h5");
-        let names = sim.observable_names();
-        let observables = match resume_at {
-            None => ObservablesWriter::create(
-                &path,
-                sim.state.n_members,
-                &names,
-                &sim.metadata(),
-                &config.author(),
-            )?,
-            Some(at) => ObservablesWriter::open_existing(
-                &path,
-                sim.state.n_members,
-                &names,
-                at.observables_rows,
-            )?,
-        };
-        let exchanges = match (&sim.replica_exchange, resume_at) {
-            (None, _) => None,
-            (Some(rex), None) => Some(ExchangeRecorder::create(&observables, rex)?),
-            (Some(_), Some(at)) => Some(ExchangeRecorder::open_existing(
-                &observables,
-                at.exchange_rows,
-            )?),
-        };
-        let wrapper = (sim.state.cells.is_some() && config.output.wrap == WrapMode::Molecules)
-            .then(|| MoleculeWrapper::new(template.size(), &template.topology().bonds()));
-        Ok(Reporters {
-            trajectories,
-            demux,
-            observables,
-            exchanges,
-            slots,
-            wrapper,
-        })
-    }
-
-    /// Append one observables record; returns the mean kinetic temperature.
-    fn record_observables(&mut self, sim: &Simulation) -> Result<f64> {
-        let values = sim.observables();
-        let refs: Vec<&[f64]> = values.iter().map(Vec::as_slice).collect();
-        let step = sim.state.step;
-        self.observables.append(step, sim.time_fs(), &refs)?;
-        self.observables.flush()?;
-        Ok(mean(&values[3]))
-    }
-
-    fn write_frames(&mut self, sim: &Simulation) -> Result<()> {
-        if self.trajectories.is_none() && self.demux.is_none() {
-            return Ok(());
-        }
-        let step = sim.state.step;
-        let mut positions = sim.state.positions_host();
-        let cells = sim.cells()?;
-        if let (Some(w), Some(cells)) = (&self.wrapper, &cells) {
-            w.wrap(&mut positions, cells);
-        }
-        let time = sim.time_fs();
-        let cells = cells.as_deref();
-        if let Some(t) = self.trajectories.as_mut() {
-            t.write(step, time, &positions, &self.slots, cells)?;
-        }
-        if let (Some(t), Some(rex)) = (self.demux.as_mut(), &sim.replica_exchange) {
-            t.write(step, time, &positions, &demux_slots(rex), cells)?;
-        }
-        Ok(())
-    }
-
-    /// Put everything on disk and say where each output stands.
-    fn sync(&mut self) -> Result<ReporterPositions> {
-        let mut trajectory_bytes = Vec::new();
-        for t in [self.trajectories.as_mut(), self.demux.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            trajectory_bytes.extend(t.sync()?);
-        }
-        self.observables.flush()?;
-        Ok(ReporterPositions {
-            observables_rows: self.observables.rows(),
-            exchange_rows: self.exchanges.as_ref().map_or(0, ExchangeRecorder::rows),
-            trajectory_bytes,
-        })
-    }
-}
-
-/// Write a checkpoint of the current state with synced reporters.
-fn checkpoint(sim: &Simulation, reporters: &mut Reporters, out: &Path, elapsed: f64) -> Result<()> {
-    let positions = reporters.sync()?;
-    sim.checkpoint(positions, elapsed).write_atomic(out)
 }
 
 fn signal_name(signal: usize) -> &'static str {
@@ -518,7 +301,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
                 ck.header.step
             );
         }
-        let r = Reporters::open(&sim, &out, slots, Some(&ck.header.reporters))?;
+        let r = ReporterSet::open(&sim, &out, slots, Some(&ck.header.reporters), options.quiet)?;
         if let (Some(then), Some(now)) = (&ck.header.model_sha256, &sim.model_sha256) {
             if then != now {
                 eprintln!(
@@ -526,8 +309,8 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
                     ck.header.step
                 );
                 let history = format!("{then} until step {}; {now} after", ck.header.step);
-                r.observables.set_parameter("model_sha256", now)?;
-                r.observables
+                r.observables().set_parameter("model_sha256", now)?;
+                r.observables()
                     .set_parameter("model_sha256_history", &history)?;
             }
         }
@@ -544,15 +327,12 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         remove_owned_outputs(&out)?;
         std::fs::write(out.join("config.toml"), &config.source.text)
             .map_err(|e| Error::output(&out.join("config.toml"), e))?;
-        let mut r = Reporters::open(&sim, &out, slots, None)?;
-        r.observables.set_parameter(
+        let mut r = ReporterSet::open(&sim, &out, slots, None, options.quiet)?;
+        r.observables().set_parameter(
             "production_start_step",
             &config.production_start().to_string(),
         )?;
-        r.record_observables(&sim)?;
-        if config.production_start() == 0 {
-            r.write_frames(&sim)?;
-        }
+        r.start(&sim)?;
         r
     };
     let _lock = lock;
@@ -561,17 +341,11 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
     let first = sim.state.step;
     let steps = config.run.steps;
     let obs_every = config.output.observables_interval;
-    let traj_every = config.output.trajectory_interval;
     let ck_every = config.output.checkpoint_interval;
     let ck_wall = config
         .output
         .checkpoint_minutes
         .map(|m| Duration::from_secs_f64(m * 60.0));
-    let exchange_every = config
-        .replica_exchange
-        .as_ref()
-        .map(|r| r.exchange_interval);
-    let barostat_every = config.barostat.as_ref().map(|b| b.interval);
     let production_start = config.production_start();
 
     if !options.quiet {
@@ -584,15 +358,8 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
             sim.integrator.describe(),
             format_time_fs(sim.time_fs() + (steps - first) as f64 * dt)
         );
-        if let Some(rex) = &sim.replica_exchange {
-            let ladder: Vec<String> = rex.temperatures.iter().map(|t| format!("{t:.1}")).collect();
-            eprintln!(
-                "replica exchange: {:?}, every {} steps, {} ladder(s) of [{}] K",
-                rex.scheme,
-                exchange_every.unwrap_or_default(),
-                rex.n_ladders,
-                ladder.join(", ")
-            );
+        for m in sim.moves.iter() {
+            eprintln!("{}", m.describe());
         }
     }
 
@@ -616,10 +383,8 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
     let mut regrown = 0usize;
     let mut reinitialized = Vec::new();
     let mut last_checkpoint_time = Instant::now();
-    let mut progress = Progress::new(first, steps, options.quiet);
+    reporters.progress().restart_clock();
     let start = Instant::now();
-    let mut temps = Vec::new();
-    let mut exchange_time = Duration::ZERO;
     let fault = FaultInjection::from_env()?;
     while sim.state.step < steps {
         stepper.step(&mut sim.state, sim.force.as_ref(), sim.integrator.as_mut())?;
@@ -637,12 +402,9 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         // Equilibration: no exchanges, no frames; production's first frame
         // is the state it starts from.
         let producing = step > production_start;
-        let exchange_due = producing && exchange_every.is_some_and(|every| step % every == 0);
-        let barostat_due = barostat_every.is_some_and(|every| step % every == 0);
-        let traj_due = traj_every > 0
-            && step >= production_start
-            && (step % traj_every == 0 || (step == production_start && step > 0));
-        let check_due = step % obs_every == 0 || ck_due || exchange_due || barostat_due || traj_due;
+        let moves_due = sim.moves.any_due(step, producing);
+        let reporting = reporters.wants(&sim);
+        let check_due = step % obs_every == 0 || ck_due || moves_due || reporting.is_some();
 
         // Before anything reads the state: a neighbour list that ran out of
         // room since the last check may have dropped pairs, so every step
@@ -685,7 +447,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
                         reinitialized.extend(bad.iter().map(|&s| (sim.state.member_ids[s], step)));
                     }
                     None => {
-                        progress.finish();
+                        reporters.progress().finish();
                         return Err(Error::Simulation(format!(
                             "{}; stopped. {}",
                             sim.describe_blowup(&bad),
@@ -697,58 +459,49 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
                 last_good = Some(sim.snapshot());
             }
         }
-        if exchange_due {
-            let t0 = Instant::now();
-            if let Some((outcome, energies)) = sim.exchange()? {
-                if let (Some(rec), Some(rex)) =
-                    (reporters.exchanges.as_mut(), &sim.replica_exchange)
-                {
-                    rec.record(step, rex, &energies, &outcome)?;
-                }
+        if moves_due {
+            let report = sim.attempt_moves(producing)?;
+            if report.new_list_shape {
+                // A move (the barostat's trial volumes) needed a larger
+                // neighbour list: new shapes.
+                drop(stepper);
+                stepper = stepper_for(config, &mut sim)?;
             }
-            exchange_time += t0.elapsed();
-        }
-        if barostat_due {
-            if let Some(moved) = sim.barostat_move()? {
-                if moved.grew_list {
-                    // Trial volumes needed a larger list: new shapes.
-                    drop(stepper);
-                    stepper = stepper_for(config, &mut sim)?;
-                }
-            }
-        }
-        if step % obs_every == 0 {
-            let mean_t = reporters.record_observables(&sim)?;
-            temps.push(mean_t);
-            progress.update(step, start.elapsed(), dt, mean_t);
         }
         if step == production_start && production_start > 0 && !announced_production {
             announced_production = true;
             if !options.quiet {
-                progress.note(&format!(
+                reporters.progress().note(&format!(
                     "equilibration done at step {step} ({}): replica exchange and trajectory frames from here on",
                     format_time_fs(step as f64 * dt)
                 ));
             }
         }
-        if traj_due {
-            reporters.write_frames(&sim)?;
-        }
-        if ck_due {
-            checkpoint(
-                &sim,
-                &mut reporters,
-                &out,
-                elapsed_before + start.elapsed().as_secs_f64(),
-            )?;
-            last_checkpoint = Some(step);
-            last_checkpoint_time = Instant::now();
+        // One host copy serves every reporter due now and the checkpoint
+        // (the moves have acted: an exchange is now due for its record).
+        let wants = match ck_due {
+            true => Some(Wants {
+                positions: true,
+                dynamics: true,
+            }),
+            false => reporters.wants(&sim),
+        };
+        if let Some(wants) = wants {
+            let frame = HostFrame::pull(&sim, wants);
+            reporters.report(&frame, &sim)?;
+            if ck_due {
+                let at = reporters.sync()?;
+                sim.checkpoint_from(&frame, at, elapsed_before + start.elapsed().as_secs_f64())
+                    .write_atomic(&out)?;
+                last_checkpoint = Some(step);
+                last_checkpoint_time = Instant::now();
+            }
         }
         if check_due && last_check.is_some() {
             last_check = Some(sim.snapshot());
         }
         if stop != 0 {
-            progress.finish();
+            reporters.progress().finish();
             let resume_hint = format!("mlff-md resume {}", out.display());
             return Err(Error::Interrupted {
                 signal: stop as i32,
@@ -762,9 +515,10 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
     }
     // The last checkpoint pulled data to the host, so the clock is honest.
     let wall = start.elapsed().as_secs_f64();
-    progress.finish();
+    reporters.progress().finish();
+    let temps = reporters.progress().temperatures.clone();
 
-    let rex_summary = sim.replica_exchange.as_ref().map(|r| r.summary(dt));
+    let rex_summary = sim.replica_exchange().map(|r| r.summary(dt));
     let done = (steps - first) as f64;
     let sps = done / wall.max(1e-12);
     let r = sim.state.n_members as f64;
@@ -782,25 +536,16 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         aggregate_ns_per_day: sps * dt * 86_400.0 / FS_PER_NS * r,
         mean_temperature_k: mean(&temps),
         final_potential_energy_ev: to_host_f64(&sim.state.energies),
-        exchange_seconds: exchange_time.as_secs_f64(),
+        exchange_seconds: sim.moves.seconds("replica_exchange"),
         replica_exchange: rex_summary.clone(),
         reinitialized,
         cuda_graphs: stepper.status().to_string(),
-        barostat_acceptance: sim.barostat.as_ref().map(|(b, _)| b.acceptance()),
+        barostat_acceptance: sim.barostat().map(|b| b.acceptance()),
         final_volume_a3: sim.volumes()?,
         output_directory: out.clone(),
     };
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
-    reporters.observables.set_parameter("summary", &json)?;
-    if let (Some(rec), Some(rex), Some(rs)) =
-        (&reporters.exchanges, &sim.replica_exchange, &rex_summary)
-    {
-        rec.finish(
-            rex,
-            &serde_json::to_string_pretty(rs).expect("summary serialises"),
-        )?;
-    }
-    reporters.observables.flush()?;
+    reporters.finish(&sim, &json)?;
     std::fs::write(out.join("summary.json"), &json)
         .map_err(|e| Error::output(&out.join("summary.json"), e))?;
     if !options.quiet {
@@ -961,29 +706,6 @@ pub fn minimize(
         writer.write(slot as u64, 0.0, &positions, &[slot], cells.as_deref())?;
     }
     Ok((report, path))
-}
-
-/// File stems of demultiplexed trajectories: one per temperature (and ladder).
-fn demux_stems(rex: &ReplicaExchange) -> Vec<String> {
-    let mut stems = Vec::new();
-    for l in 0..rex.n_ladders {
-        for (k, t) in rex.temperatures.iter().enumerate() {
-            let ladder = if rex.n_ladders > 1 {
-                format!("_ladder{l}")
-            } else {
-                String::new()
-            };
-            stems.push(format!("temperature_{k:02}_{t:.1}K{ladder}"));
-        }
-    }
-    stems
-}
-
-/// Batch slot now holding each demultiplexed temperature, in `demux_stems` order.
-fn demux_slots(rex: &ReplicaExchange) -> Vec<usize> {
-    (0..rex.n_ladders)
-        .flat_map(|l| (0..rex.n_states()).map(move |k| rex.replica_at(l, k)))
-        .collect()
 }
 
 /// What `mlff-md validate` reports.

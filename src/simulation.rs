@@ -17,11 +17,15 @@ use crate::force::{
 use crate::integrate::{degrees_of_freedom, Integrator, Langevin, VelocityVerlet};
 use crate::io::checkpoint::{Checkpoint, CheckpointHeader, ReporterPositions};
 use crate::minimize::{fire_with_progress, FireOptions, MinimizeReport};
+use crate::reporters::{HostFrame, Wants};
 use crate::rng::{splitmix64, CounterRng};
+use crate::sampling::moves::MoveSetup;
 use crate::sampling::{
-    BarostatMove, ExchangeOutcome, MoleculeScaling, MonteCarloBarostat, ReplicaExchange,
+    BarostatMove, ExchangeOutcome, MonteCarloBarostat, MoveReport, MoveSet, ReplicaExchange,
+    ReplicaExchangeMove, VolumeMove,
 };
 use crate::state::{to_host_f64, BatchState};
+use crate::system::cell::Cell;
 use crate::system::chemistry::element_symbol;
 use crate::system::Molecule;
 use crate::units::{AMU_PER_A3_IN_G_PER_CM3, KB_EV_PER_K};
@@ -38,14 +42,12 @@ pub struct Simulation {
     pub dof: f64,
     /// SHA-256 of the model file (TorchScript models).
     pub model_sha256: Option<String>,
-    /// Temperature replica exchange, when configured.
-    pub replica_exchange: Option<ReplicaExchange>,
+    /// What acts between steps (replica exchange, the barostat).
+    pub moves: MoveSet,
     /// (step s0, time t0 in fs) from which the current time step counts
     /// (see [`Simulation::time_fs`]); (0, 0) unless a continued run changed
     /// the time step.
     pub time_origin: (u64, f64),
-    /// Monte Carlo barostat, when configured, and the molecules it scales.
-    pub barostat: Option<(MonteCarloBarostat, MoleculeScaling)>,
     /// Mass of one member (amu), for densities.
     pub member_mass: f64,
 }
@@ -149,18 +151,16 @@ impl Simulation {
         check_charge(&mut molecule, force.as_ref(), config)?;
 
         let seed = config.ensemble.seed;
-        let replica_exchange = config.replica_exchange.as_ref().map(|rex| {
-            ReplicaExchange::new(
-                rex.ladder(),
-                rex.members_per_temperature,
-                rex.scheme,
-                rex.swap_attempts,
-                seed,
-            )
-        });
+        let moves = MoveSet::from_setup(&MoveSetup {
+            config,
+            molecule: &molecule,
+            state: &state,
+            cell: cell.as_ref(),
+        })?;
         // Thermostat temperature of each member: its rung of the ladder, or the one temperature.
-        let temperatures = match &replica_exchange {
-            Some(rex) => rex.replica_temperatures_tensor(device),
+        let set_by_moves = moves.temperatures();
+        let temperatures = match &set_by_moves {
+            Some(t) => Tensor::from_slice(t).to_device(device),
             None => Tensor::full(
                 [state.n_members as i64],
                 config.integrator.temperature.unwrap_or_default(),
@@ -168,7 +168,7 @@ impl Simulation {
             ),
         };
         let mut rng = CounterRng::new(splitmix64(seed ^ 0x5645_4c4f_4349_5459));
-        match (&replica_exchange, config.initial_temperature()) {
+        match (&set_by_moves, config.initial_temperature()) {
             // Replicas start at their own temperatures unless one is given.
             (Some(_), None) if config.ensemble.velocities == VelocityInit::MaxwellBoltzmann => {
                 state.set_maxwell_boltzmann_per_member(&temperatures, &mut rng)
@@ -195,23 +195,6 @@ impl Simulation {
             update_forces(&mut state, force.as_ref())?;
         }
         let dof = degrees_of_freedom(state.n_atoms, integrator.as_ref());
-        let barostat = match (&config.barostat, &cell) {
-            (Some(b), Some(c)) => Some((
-                MonteCarloBarostat::new(
-                    b.pressure,
-                    b.interval,
-                    b.anisotropic,
-                    &vec![c.volume(); state.n_members],
-                    seed,
-                ),
-                MoleculeScaling::new(
-                    molecule.n_atoms(),
-                    &molecule.template.topology().bonds(),
-                    device,
-                ),
-            )),
-            _ => None,
-        };
         let member_mass = molecule.masses.iter().sum();
         let sim = Simulation {
             config: config.clone(),
@@ -222,9 +205,8 @@ impl Simulation {
             integrator,
             dof,
             model_sha256,
-            replica_exchange,
+            moves,
             time_origin: (0, 0.0),
-            barostat,
             member_mass,
         };
         sim.check_start()?;
@@ -241,7 +223,7 @@ impl Simulation {
     /// The observables recorded for this run, (name, unit) in record order.
     pub fn observable_names(&self) -> Vec<(&'static str, &'static str)> {
         let mut names = OBSERVABLES.to_vec();
-        if self.replica_exchange.is_some() {
+        if self.moves.temperatures().is_some() {
             names.push(THERMOSTAT_TEMPERATURE);
         }
         if self.state.cells.is_some() {
@@ -266,49 +248,87 @@ impl Simulation {
             .map(|cells| cells.iter().map(|c| c.volume()).collect()))
     }
 
-    /// kT (eV) of each member's thermostat: its rung under replica
+    /// Each member's thermostat temperature (K): its rung under replica
     /// exchange, else the configured temperature.
-    fn thermostat_kt(&self) -> Vec<f64> {
-        match &self.replica_exchange {
-            Some(rex) => rex.replica_temperatures(),
-            None => {
-                vec![self.config.integrator.temperature.unwrap_or_default(); self.state.n_members]
-            }
-        }
-        .into_iter()
-        .map(crate::units::kt)
-        .collect()
+    pub fn thermostat_temperatures(&self) -> Vec<f64> {
+        self.moves.temperatures().unwrap_or_else(|| {
+            vec![self.config.integrator.temperature.unwrap_or_default(); self.state.n_members]
+        })
     }
 
-    /// One Monte Carlo volume move for every member (call every barostat
-    /// interval, at a check).
+    /// Attempt every move due at the current step (call at a check step;
+    /// `producing`: past the equilibration).
+    pub fn attempt_moves(&mut self, producing: bool) -> Result<MoveReport> {
+        let temperatures = self.thermostat_temperatures();
+        self.moves.attempt_due(
+            self.state.step,
+            producing,
+            (
+                &mut self.state,
+                self.force.as_ref(),
+                self.integrator.as_mut(),
+            ),
+            &temperatures,
+        )
+    }
+
+    /// Attempt the move called `name` now, due or not.
+    fn attempt_move(&mut self, name: &str) -> Result<Option<MoveReport>> {
+        let temperatures = self.thermostat_temperatures();
+        self.moves.attempt_named(
+            name,
+            (
+                &mut self.state,
+                self.force.as_ref(),
+                self.integrator.as_mut(),
+            ),
+            &temperatures,
+        )
+    }
+
+    /// One Monte Carlo volume move for every member, now (None without a
+    /// barostat).
     pub fn barostat_move(&mut self) -> Result<Option<BarostatMove>> {
-        let kt = self.thermostat_kt();
-        let Some((barostat, molecules)) = self.barostat.as_mut() else {
+        if self.attempt_move("barostat")?.is_none() {
             return Ok(None);
-        };
-        barostat
-            .attempt(&mut self.state, self.force.as_ref(), &kt, molecules)
-            .map(Some)
+        }
+        Ok(self.moves.get::<VolumeMove>().and_then(|m| m.last.clone()))
+    }
+
+    /// The replica-exchange sampler, if the run has one.
+    pub fn replica_exchange(&self) -> Option<&ReplicaExchange> {
+        self.moves.get::<ReplicaExchangeMove>().map(|m| &m.rex)
+    }
+
+    /// The Monte Carlo barostat, if the run has one.
+    pub fn barostat(&self) -> Option<&MonteCarloBarostat> {
+        self.moves.get::<VolumeMove>().map(|m| &m.barostat)
+    }
+
+    pub fn barostat_mut(&mut self) -> Option<&mut MonteCarloBarostat> {
+        self.moves.get_mut::<VolumeMove>().map(|m| &mut m.barostat)
     }
 
     /// Host copies of the observables ([R] each, in `observable_names` order),
     /// from one device→host transfer.
     pub fn observables(&self) -> Vec<Vec<f64>> {
-        let r = self.state.n_members;
-        let both = Tensor::cat(&[&self.state.energies, &self.state.kinetic_energy()], 0);
-        let host = to_host_f64(&both);
-        let (epot, ke) = host.split_at(r);
+        self.observables_from(&HostFrame::pull(self, Wants::default()))
+    }
+
+    /// The observables ([R] each, in `observable_names` order) of `frame`.
+    pub fn observables_from(&self, frame: &HostFrame) -> Vec<Vec<f64>> {
+        let (epot, ke) = (&frame.potential, &frame.kinetic);
         let total: Vec<f64> = epot.iter().zip(ke).map(|(a, b)| a + b).collect();
         let temp: Vec<f64> = ke
             .iter()
             .map(|k| 2.0 * k / (self.dof * KB_EV_PER_K))
             .collect();
         let mut values = vec![epot.to_vec(), ke.to_vec(), total, temp];
-        if let Some(rex) = &self.replica_exchange {
-            values.push(rex.replica_temperatures());
+        if let Some(t) = self.moves.temperatures() {
+            values.push(t);
         }
-        if let Ok(Some(v)) = self.volumes() {
+        if let Some(cells) = &frame.cells {
+            let v: Vec<f64> = cells.iter().map(|c| c.volume()).collect();
             let density = v
                 .iter()
                 .map(|v| self.member_mass / v * AMU_PER_A3_IN_G_PER_CM3)
@@ -319,40 +339,17 @@ impl Simulation {
         values
     }
 
-    /// What replica exchange weighs by the inverse temperatures, per member
-    /// (eV), from the potential energies: plus P·V under a barostat, since
-    /// in the isothermal-isobaric ensemble a swap of rungs i and j is
-    /// accepted with min(1, exp[(β_i − β_j)(U_i − U_j + P(V_i − V_j))]).
-    fn exchange_energies(&self, potential: &[f64]) -> Result<Vec<f64>> {
-        let mut energies = potential.to_vec();
-        if let (Some((barostat, _)), Some(volumes)) = (&self.barostat, self.volumes()?) {
-            let pressure = barostat.pressure_bar * crate::units::BAR_IN_EV_PER_A3;
-            for (e, v) in energies.iter_mut().zip(volumes) {
-                *e += pressure * v;
-            }
-        }
-        Ok(energies)
-    }
-
-    /// One replica-exchange attempt (call every exchange interval): pulls the
-    /// [R] energies (and, under a barostat, the volumes) to the host,
-    /// decides, and pushes temperatures and velocity scales back only if a
-    /// swap was accepted. Returns the outcome and the potential energies.
+    /// One replica-exchange attempt now (None without replica exchange):
+    /// the outcome and the potential energies it saw.
     pub fn exchange(&mut self) -> Result<Option<(ExchangeOutcome, Vec<f64>)>> {
-        if self.replica_exchange.is_none() {
+        if self.attempt_move("replica_exchange")?.is_none() {
             return Ok(None);
         }
-        let energies = to_host_f64(&self.state.energies);
-        let weighed = self.exchange_energies(&energies)?;
-        let Some(rex) = self.replica_exchange.as_mut() else {
-            return Ok(None);
-        };
-        let old = rex.replica_temperatures();
-        let outcome = rex.exchange(&weighed, self.state.step);
-        if outcome.accepted > 0 {
-            rex.apply(&old, &mut self.state, self.integrator.as_mut())?;
-        }
-        Ok(Some((outcome, energies)))
+        Ok(self
+            .moves
+            .get::<ReplicaExchangeMove>()
+            .and_then(|m| m.last.clone())
+            .map(|a| (a.outcome, a.energies)))
     }
 
     /// Per-member health on the device, [R] each: the one definition of a
@@ -526,11 +523,11 @@ impl Simulation {
             .gt(0.5)
             .unsqueeze(1);
         let temps: Vec<f64> = match (
-            &self.replica_exchange,
+            self.moves.temperatures(),
             self.config.integrator.temperature,
             self.config.initial_temperature(),
         ) {
-            (Some(rex), _, _) => rex.replica_temperatures(),
+            (Some(t), _, _) => t,
             (None, Some(t), _) | (None, None, Some(t)) => vec![t; r],
             (None, None, None) => vec![0.0; r],
         };
@@ -567,8 +564,27 @@ impl Simulation {
         }
     }
 
-    /// A checkpoint of the current state (one device→host copy of each array).
+    /// A checkpoint of the current state (one device→host copy).
     pub fn checkpoint(&self, reporters: ReporterPositions, elapsed_seconds: f64) -> Checkpoint {
+        let frame = HostFrame::pull(
+            self,
+            Wants {
+                positions: true,
+                dynamics: true,
+            },
+        );
+        self.checkpoint_from(&frame, reporters, elapsed_seconds)
+    }
+
+    /// A checkpoint of the state in `frame`, pulled with positions and
+    /// dynamics at the current step.
+    pub fn checkpoint_from(
+        &self,
+        frame: &HostFrame,
+        reporters: ReporterPositions,
+        elapsed_seconds: f64,
+    ) -> Checkpoint {
+        let all = |v: &Option<Vec<f64>>| v.clone().expect("a checkpoint frame holds the dynamics");
         let source = &self.config.source.path;
         let config_path = std::fs::canonicalize(source).unwrap_or_else(|_| source.clone());
         Checkpoint {
@@ -580,7 +596,7 @@ impl Simulation {
                 config_text: self.config.source.text.clone(),
                 seed: self.config.ensemble.seed,
                 integrator_rng_counter: self.integrator.rng_counter(),
-                replica_exchange: self.replica_exchange.clone(),
+                replica_exchange: None,
                 reporters,
                 elapsed_seconds,
                 mlff_md_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -588,14 +604,18 @@ impl Simulation {
                 model_sha256: self.model_sha256.clone(),
                 settings: Some(self.config.resumable()),
                 time_origin: Some(self.time_origin),
-                cells: self.state.cells.as_ref().map(to_host_f64),
+                cells: frame
+                    .cells
+                    .as_ref()
+                    .map(|c| c.iter().flat_map(Cell::to_array).collect()),
                 neighbor_list: self.force.list_shape(),
-                barostat: self.barostat.as_ref().map(|(b, _)| b.clone()),
+                barostat: None,
+                moves: self.moves.save(),
             },
-            positions: to_host_f64(&self.state.positions),
-            velocities: to_host_f64(&self.state.velocities),
-            forces: to_host_f64(&self.state.forces),
-            energies: to_host_f64(&self.state.energies),
+            positions: all(&frame.positions),
+            velocities: all(&frame.velocities),
+            forces: all(&frame.forces),
+            energies: frame.potential.clone(),
         }
     }
 
@@ -647,9 +667,7 @@ impl Simulation {
         if let Some(shape) = &h.neighbor_list {
             self.force.set_list_shape(shape.clone(), &self.state)?;
         }
-        if let (Some(saved), Some((barostat, _))) = (&h.barostat, self.barostat.as_mut()) {
-            *barostat = saved.clone();
-        }
+        self.moves.load(|name| h.move_state(name))?;
         self.state.step = h.step;
         // The clock goes on from the checkpoint's time, at the new time step
         // if it changed.
@@ -664,10 +682,9 @@ impl Simulation {
         if let Some(counter) = h.integrator_rng_counter {
             self.integrator.set_rng_counter(counter);
         }
-        if let Some(rex) = &h.replica_exchange {
-            let temps = rex.replica_temperatures_tensor(device);
+        if let Some(t) = self.moves.temperatures() {
+            let temps = Tensor::from_slice(&t).to_device(device);
             self.integrator.set_temperatures(&self.state, &temps);
-            self.replica_exchange = Some(rex.clone());
         }
         Ok(())
     }
@@ -692,8 +709,7 @@ impl Simulation {
             ("seed", c.ensemble.seed.to_string()),
             (
                 "replica_exchange",
-                self.replica_exchange
-                    .as_ref()
+                self.replica_exchange()
                     .map(|r| {
                         format!(
                             "{:?} scheme, {} temperatures, {} ladder(s)",

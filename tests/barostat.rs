@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use common::runs::*;
 use common::*;
 use mlff_md::config::Config;
+use mlff_md::sampling::MonteCarloBarostat;
 use mlff_md::simulation::Simulation;
 use mlff_md::system::cell::Cell;
 
@@ -147,7 +148,7 @@ fn an_ideal_gas_samples_the_isobaric_volume() {
 
 /// Set every member's barostat step (Å³, every axis).
 fn start_with_step(sim: &mut Simulation, step: f64) {
-    let (barostat, _) = sim.barostat.as_mut().unwrap();
+    let barostat = sim.barostat_mut().unwrap();
     for s in barostat.max_change.iter_mut() {
         *s = [step; 3];
     }
@@ -204,7 +205,7 @@ steps = 1
     // Steps at the cap (30 % of the starting volume) from the start: the
     // hot rungs' boxes have twice as far to grow.
     start_with_step(&mut sim, 0.3 * v300);
-    let temperatures = sim.replica_exchange.as_ref().unwrap().temperatures.clone();
+    let temperatures = sim.replica_exchange().unwrap().temperatures.clone();
     let (moves, discard) = (900, 300);
     let mut sums = vec![0.0; rungs * ladders];
     let mut swaps = 0;
@@ -213,7 +214,7 @@ steps = 1
         sim.state.step += 1;
         swaps += sim.exchange().unwrap().unwrap().0.accepted;
         if k >= discard {
-            let rex = sim.replica_exchange.as_ref().unwrap();
+            let rex = sim.replica_exchange().unwrap();
             let v = sim.volumes().unwrap().unwrap();
             for l in 0..ladders {
                 for r in 0..rungs {
@@ -339,15 +340,38 @@ fn an_npt_run_continues_bit_for_bit_and_writes_its_cells() {
         &fingerprint(&split, false),
         "NPT",
     );
+    // The same from a checkpoint written before moves were plug-ins (the
+    // barostat's state in its own header field).
+    let legacy = tmp.path().join("legacy");
+    std::fs::create_dir_all(tmp.path().join("c")).unwrap();
+    let c3 = npt_config(
+        &tmp.path().join("c"),
+        &fluid,
+        cell,
+        model,
+        2,
+        500.0,
+        &legacy,
+    );
+    run_split(&c3, 30, 60, || rewrite_checkpoint_as_before_moves(&legacy));
+    assert_bit_identical(
+        &fingerprint(&whole, false),
+        &fingerprint(&legacy, false),
+        "NPT from a checkpoint written before moves",
+    );
     let read = |d: &Path| {
         mlff_md::io::checkpoint::Checkpoint::read_latest(d)
             .unwrap()
             .0
     };
     let (a, b) = (read(&whole), read(&split));
-    assert_eq!(a.header.barostat, b.header.barostat);
+    assert_eq!(a.header.moves, b.header.moves);
+    assert!(
+        a.header.barostat.is_none(),
+        "the barostat is saved as a move"
+    );
     assert_eq!(a.header.cells, b.header.cells);
-    let baro = a.header.barostat.unwrap();
+    let baro: MonteCarloBarostat = a.header.move_state_as("barostat").unwrap();
     assert_eq!(baro.total_attempted, vec![12, 12]);
     let h5 = hdf5::File::open(whole.join("observables.h5")).unwrap();
     let volume = read_f64(&h5, "observables/volume/value");

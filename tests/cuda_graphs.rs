@@ -478,8 +478,7 @@ checkpoint_interval = 200
     );
     let temps = |c: &mlff_md::io::checkpoint::Checkpoint| {
         c.header
-            .replica_exchange
-            .as_ref()
+            .move_state_as::<mlff_md::sampling::ReplicaExchange>("replica_exchange")
             .unwrap()
             .replica_temperatures()
     };
@@ -593,7 +592,8 @@ fn gpu_npt_replay_matches_eager_and_resumes_exactly() {
     assert_eq!(whole.header.step, 200);
     let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let cells = |c: &mlff_md::io::checkpoint::Checkpoint| bits(c.header.cells.as_ref().unwrap());
-    let baro = whole.header.barostat.as_ref().unwrap();
+    let baro: mlff_md::sampling::MonteCarloBarostat =
+        whole.header.move_state_as("barostat").unwrap();
     eprintln!(
         "NPT: accepted {:?} of {:?} volume moves; cells {:?}",
         baro.total_accepted,

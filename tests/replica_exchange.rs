@@ -75,7 +75,7 @@ fn exchanges_do_not_bias_the_ensembles() {
         1,
     );
     let mut sim = Simulation::from_config(&config).unwrap();
-    let rex0 = sim.replica_exchange.clone().unwrap();
+    let rex0 = sim.replica_exchange().unwrap().clone();
     let (k, ladders) = (rex0.n_states(), rex0.n_ladders);
     drive(&mut sim, 400, 20, |_| {});
     // Per ladder and temperature: sum of E_pot over samples.
@@ -83,7 +83,7 @@ fn exchanges_do_not_bias_the_ensembles() {
     let mut samples = 0usize;
     drive(&mut sim, 4000, 20, |sim| {
         let e = host(&sim.state.energies);
-        let rex = sim.replica_exchange.as_ref().unwrap();
+        let rex = sim.replica_exchange().unwrap();
         for l in 0..ladders {
             for s in 0..k {
                 sums[l * k + s] += e[rex.replica_at(l, s)];
@@ -91,7 +91,7 @@ fn exchanges_do_not_bias_the_ensembles() {
         }
         samples += 1;
     });
-    let rex = sim.replica_exchange.as_ref().unwrap();
+    let rex = sim.replica_exchange().unwrap();
     let dof = 3.0 * sim.state.n_atoms as f64;
     for s in 0..k {
         let per_ladder: Vec<f64> = (0..ladders)
@@ -157,9 +157,9 @@ fn acceptance_matches_analytic_expectation() {
     let ladders = 64;
     let mut attempted = vec![0u64; ladders];
     let mut accepted = vec![0u64; ladders];
-    let mut before: Vec<usize> = sim.replica_exchange.as_ref().unwrap().state_of.clone();
+    let mut before: Vec<usize> = sim.replica_exchange().unwrap().state_of.clone();
     drive(&mut sim, 3000, 10, |sim| {
-        let rex = sim.replica_exchange.as_ref().unwrap();
+        let rex = sim.replica_exchange().unwrap();
         // With K = 2 the pair is attempted on every other exchange.
         if rex.n_exchanges % 2 == 1 {
             for l in 0..ladders {
@@ -249,9 +249,9 @@ fn swaps_rescale_velocities() {
     drive(&mut sim, 300, 10, |_| {});
     let dof = 3.0 * sim.state.n_atoms as f64;
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); 128];
-    let mut before = sim.replica_exchange.as_ref().unwrap().state_of.clone();
+    let mut before = sim.replica_exchange().unwrap().state_of.clone();
     drive(&mut sim, 6000, 10, |sim| {
-        let rex = sim.replica_exchange.as_ref().unwrap();
+        let rex = sim.replica_exchange().unwrap();
         let t_kin = host(&sim.state.temperature(dof));
         let t_new = rex.replica_temperatures();
         for r in 0..rex.n_replicas() {
@@ -288,7 +288,7 @@ fn history(seed: u64) -> Vec<Vec<usize>> {
     let mut sim = Simulation::from_config(&config).unwrap();
     let mut h = Vec::new();
     drive(&mut sim, 200, 5, |sim| {
-        h.push(sim.replica_exchange.as_ref().unwrap().state_of.clone())
+        h.push(sim.replica_exchange().unwrap().state_of.clone())
     });
     h
 }

@@ -44,6 +44,28 @@ fn static_model_continuation_is_bit_identical() {
     );
 }
 
+/// A replica-exchange checkpoint written before moves were plug-ins (the
+/// exchange state in its own header field) continues exactly.
+#[test]
+fn a_checkpoint_from_before_moves_continues_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (whole, split) = (tmp.path().join("whole"), tmp.path().join("split"));
+    let c1 = config(tmp.path(), "w.toml", &whole, REMD, 120, "");
+    let c2 = config(tmp.path(), "s.toml", &split, REMD, 120, "");
+    run_whole_and_split_with(&c1, &c2, 55, 120, || {
+        rewrite_checkpoint_as_before_moves(&split)
+    });
+    let (ck, _) = Checkpoint::read_latest(&split).unwrap();
+    assert!(
+        ck.header.replica_exchange.is_none() && ck.header.moves.contains_key("replica_exchange")
+    );
+    assert_bit_identical(
+        &fingerprint(&whole, true),
+        &fingerprint(&split, true),
+        "legacy checkpoint",
+    );
+}
+
 /// A model file replaced at the same path is refused on resume (exit 2,
 /// naming both hashes), unless --allow-model-change, which records the new
 /// hash.

@@ -48,6 +48,7 @@ pub struct CheckpointHeader {
     pub seed: u64,
     /// Draw counter of the integrator's random stream (Langevin).
     pub integrator_rng_counter: Option<u64>,
+    /// Written before moves were plug-ins (see `moves`).
     pub replica_exchange: Option<ReplicaExchange>,
     pub reporters: ReporterPositions,
     /// Wall-clock seconds the run has taken up to this checkpoint.
@@ -77,9 +78,34 @@ pub struct CheckpointHeader {
     /// so a continued run builds the lists of an uninterrupted one.
     #[serde(default)]
     pub neighbor_list: Option<crate::neighbors::ListShape>,
-    /// The Monte Carlo barostat's step sizes, counters and random stream.
+    /// Written before moves were plug-ins: the replica-exchange and
+    /// barostat states, now kept in `moves` (read by [`Self::move_state`]).
     #[serde(default)]
     pub barostat: Option<crate::sampling::MonteCarloBarostat>,
+    /// Each move's state by its name ([`crate::sampling::Move::save`]).
+    #[serde(default)]
+    pub moves: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl CheckpointHeader {
+    /// The saved state of the move called `name`: from `moves`, or from the
+    /// field a checkpoint written before moves were plug-ins kept it in.
+    pub fn move_state(&self, name: &str) -> Option<serde_json::Value> {
+        if let Some(v) = self.moves.get(name) {
+            return Some(v.clone());
+        }
+        let legacy = match name {
+            "replica_exchange" => serde_json::to_value(self.replica_exchange.as_ref()?),
+            "barostat" => serde_json::to_value(self.barostat.as_ref()?),
+            _ => return None,
+        };
+        legacy.ok()
+    }
+
+    /// The saved state of a move, as its type.
+    pub fn move_state_as<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+        serde_json::from_value(self.move_state(name)?).ok()
+    }
 }
 
 /// A complete checkpoint: header plus the state arrays.
@@ -298,6 +324,7 @@ mod tests {
                 cells: None,
                 neighbor_list: None,
                 barostat: None,
+                moves: Default::default(),
             },
             positions: vec![1.0, 2.0, 3.0, 4.0, 5.0, f64::MIN_POSITIVE],
             velocities: vec![0.1; 6],

@@ -84,12 +84,17 @@ impl Cell {
     /// One cell per member from a tensor of rows a, b, c ([R, 3, 3]),
     /// exactly as stored (the state's cells are lower triangular already).
     pub fn all_as_stored(cells: &tch::Tensor) -> Result<Vec<Cell>> {
-        Ok(host_rows(cells)?
-            .chunks_exact(9)
+        Ok(Cell::all_from_rows(&host_rows(cells)?))
+    }
+
+    /// One cell per member from rows a, b, c on the host ([R · 9],
+    /// row-major), exactly as stored.
+    pub fn all_from_rows(rows: &[f64]) -> Vec<Cell> {
+        rows.chunks_exact(9)
             .map(|m| Cell {
                 matrix: Matrix3::from_row_slice(m),
             })
-            .collect())
+            .collect()
     }
 
     pub fn volume(&self) -> f64 {

@@ -69,16 +69,35 @@ observables_interval = 5
 /// resume it for the rest (`--steps total`: a plain resume would stop at
 /// the `first` it was started with). The two must then agree exactly.
 pub fn run_whole_and_split(whole: &Path, split: &Path, first: u64, total: u64) {
-    let path = |p: &Path| p.to_str().unwrap().to_string();
+    run_whole_and_split_with(whole, split, first, total, || ());
+}
+
+/// [`run_whole_and_split`] with `between` run after the split run's first
+/// part (e.g. to rewrite its checkpoint).
+pub fn run_whole_and_split_with(
+    whole: &Path,
+    split: &Path,
+    first: u64,
+    total: u64,
+    between: impl FnOnce(),
+) {
     ok(bin()
-        .args(["run", &path(whole), "--quiet"])
+        .args(["run", whole.to_str().unwrap(), "--quiet"])
         .output()
         .unwrap());
+    run_split(split, first, total, between);
+}
+
+/// Run config `split` for `first` steps, then `between`, then resume it to
+/// `total` steps.
+pub fn run_split(split: &Path, first: u64, total: u64, between: impl FnOnce()) {
+    let path = |p: &Path| p.to_str().unwrap().to_string();
     let first = first.to_string();
     ok(bin()
         .args(["run", &path(split), "--quiet", "--steps", &first])
         .output()
         .unwrap());
+    between();
     let total = total.to_string();
     ok(bin()
         .args([
@@ -185,4 +204,18 @@ pub fn assert_bit_identical(
         let same = x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
         assert!(same, "{what}: array {i} not bit-identical");
     }
+}
+
+/// Rewrite the newest checkpoint in `dir` as a checkpoint written before
+/// moves were plug-ins kept it: the replica-exchange and barostat states in
+/// their own header fields, no `moves` map.
+pub fn rewrite_checkpoint_as_before_moves(dir: &Path) {
+    use mlff_md::io::checkpoint::Checkpoint;
+    let (mut ck, _) = Checkpoint::read_latest(dir).unwrap();
+    let h = &mut ck.header;
+    assert!(!h.moves.is_empty(), "no move states to rewrite");
+    h.replica_exchange = h.move_state_as("replica_exchange");
+    h.barostat = h.move_state_as("barostat");
+    h.moves.clear();
+    ck.write_atomic(dir).unwrap();
 }

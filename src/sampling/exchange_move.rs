@@ -1,0 +1,132 @@
+//! Temperature replica exchange as a [`Move`]: every `exchange_interval`
+//! steps of production, one attempt on one host copy of the potential
+//! energies (plus P·V under a barostat: in the isothermal-isobaric ensemble a
+//! swap of rungs i and j is accepted with min(1, exp[(β_i − β_j)(U_i − U_j +
+//! P(V_i − V_j))])).
+
+use std::any::Any;
+
+use super::moves::{from_saved, to_saved, Move, MoveContext, MoveReport, MoveSetup};
+use super::{ExchangeOutcome, ReplicaExchange};
+use crate::error::Result;
+use crate::state::to_host_f64;
+use crate::system::cell::Cell;
+use crate::units::BAR_IN_EV_PER_A3;
+
+/// One exchange attempt, as the exchange records store it.
+#[derive(Debug, Clone)]
+pub struct ExchangeAttempt {
+    pub step: u64,
+    pub outcome: ExchangeOutcome,
+    /// Potential energies (eV) the attempt saw, per member.
+    pub energies: Vec<f64>,
+}
+
+pub struct ReplicaExchangeMove {
+    pub rex: ReplicaExchange,
+    interval: u64,
+    /// The latest attempt (not checkpointed: read at its own step).
+    pub last: Option<ExchangeAttempt>,
+}
+
+impl ReplicaExchangeMove {
+    /// From `[replica_exchange]`, if the config has one.
+    pub fn from_setup(setup: &MoveSetup) -> Result<Option<Self>> {
+        let config = setup.config;
+        Ok(config
+            .replica_exchange
+            .as_ref()
+            .map(|r| ReplicaExchangeMove {
+                rex: ReplicaExchange::new(
+                    r.ladder(),
+                    r.members_per_temperature,
+                    r.scheme,
+                    r.swap_attempts,
+                    config.ensemble.seed,
+                ),
+                interval: r.exchange_interval,
+                last: None,
+            }))
+    }
+
+    /// The attempt made at `step`, if one was.
+    pub fn attempt_at(&self, step: u64) -> Option<&ExchangeAttempt> {
+        self.last.as_ref().filter(|a| a.step == step)
+    }
+}
+
+impl Move for ReplicaExchangeMove {
+    fn name(&self) -> &'static str {
+        "replica_exchange"
+    }
+
+    fn interval(&self) -> u64 {
+        self.interval
+    }
+
+    fn during_equilibration(&self) -> bool {
+        false
+    }
+
+    /// Pulls the [R] energies (and, under a barostat, the cells) to the
+    /// host, decides, and pushes temperatures and velocity scales back only
+    /// if a swap was accepted.
+    fn attempt(&mut self, cx: &mut MoveContext) -> Result<MoveReport> {
+        let energies = to_host_f64(&cx.state.energies);
+        let mut weighed = energies.clone();
+        if let (Some(bar), Some(cells)) = (cx.pressure_bar, cx.state.cells.as_ref()) {
+            let pressure = bar * BAR_IN_EV_PER_A3;
+            for (e, cell) in weighed.iter_mut().zip(Cell::all_as_stored(cells)?) {
+                *e += pressure * cell.volume();
+            }
+        }
+        let old = self.rex.replica_temperatures();
+        let outcome = self.rex.exchange(&weighed, cx.step);
+        if outcome.accepted > 0 {
+            self.rex.apply(&old, cx.state, cx.integrator)?;
+        }
+        self.last = Some(ExchangeAttempt {
+            step: cx.step,
+            outcome,
+            energies,
+        });
+        Ok(MoveReport::default())
+    }
+
+    fn temperatures(&self) -> Option<Vec<f64>> {
+        Some(self.rex.replica_temperatures())
+    }
+
+    fn save(&self) -> serde_json::Value {
+        to_saved(&self.rex)
+    }
+
+    fn load(&mut self, saved: serde_json::Value) -> Result<()> {
+        self.rex = from_saved(saved)?;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        let ladder: Vec<String> = self
+            .rex
+            .temperatures
+            .iter()
+            .map(|t| format!("{t:.1}"))
+            .collect();
+        format!(
+            "replica exchange: {:?}, every {} steps, {} ladder(s) of [{}] K",
+            self.rex.scheme,
+            self.interval,
+            self.rex.n_ladders,
+            ladder.join(", ")
+        )
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
