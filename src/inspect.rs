@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tch::{Device, Kind};
 
 use crate::bench::synchronize;
@@ -16,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::force::pairs::PairForces;
 use crate::force::torchscript::TorchScriptModel;
 use crate::force::{ForceOutput, ForceProvider};
+use crate::simulation::file_sha256;
 use crate::state::{to_host_f64, BatchState};
 use crate::system::chemistry::element_symbol;
 use crate::system::Molecule;
@@ -78,7 +78,9 @@ pub struct ModelReport {
 /// reason the file cannot be used is an input error (exit 2) naming it.
 pub fn inspect(path: &Path, device: Device, dtype: Kind) -> Result<ModelReport> {
     let model = TorchScriptModel::load(path, device, dtype)?;
-    let bytes = std::fs::read(path).map_err(|e| Error::model(path, format!("cannot read: {e}")))?;
+    let cannot_read = |e: std::io::Error| Error::model(path, format!("cannot read: {e}"));
+    let sha256 = file_sha256(path).map_err(cannot_read)?;
+    let size_bytes = std::fs::metadata(path).map_err(cannot_read)?.len();
     let entry_points: Vec<String> = model.entry_points().into_iter().map(String::from).collect();
     let supported = model.supported_elements();
     let cutoffs = model.takes_pairs().then(|| {
@@ -121,11 +123,8 @@ pub fn inspect(path: &Path, device: Device, dtype: Kind) -> Result<ModelReport> 
     let contract = if cutoffs.is_some() { 2 } else { 1 };
     Ok(ModelReport {
         path: path.to_path_buf(),
-        sha256: Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-        size_bytes: bytes.len() as u64,
+        sha256,
+        size_bytes,
         contract,
         entry_points,
         elements: supported.map(|zs| zs.iter().map(|&z| element_symbol(z)).collect()),

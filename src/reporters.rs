@@ -28,7 +28,7 @@ use crate::sampling::{ReplicaExchange, ReplicaExchangeMove};
 use crate::simulation::Simulation;
 use crate::state::to_host_f64;
 use crate::system::cell::Cell;
-use crate::units::FS_PER_NS;
+use crate::units::{FS_PER_NS, KB_EV_PER_K};
 
 /// What to copy to the host besides the per-member energies and cells.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -65,6 +65,15 @@ pub struct HostFrame {
 }
 
 impl HostFrame {
+    /// Each member's kinetic temperature (K) for `dof` degrees of freedom
+    /// per member.
+    pub fn temperatures(&self, dof: f64) -> Vec<f64> {
+        self.kinetic
+            .iter()
+            .map(|k| 2.0 * k / (dof * KB_EV_PER_K))
+            .collect()
+    }
+
     /// One copy of energies, kinetic energies, cells and what `wants` asks
     /// for, all as float64 (exact for float32 state).
     pub fn pull(sim: &Simulation, wants: Wants) -> HostFrame {
@@ -603,8 +612,7 @@ impl Reporter for ProgressReporter {
     }
 
     fn report(&mut self, frame: &HostFrame, _sim: &Simulation) -> Result<()> {
-        let kb_dof = self.dof * crate::units::KB_EV_PER_K;
-        let t: Vec<f64> = frame.kinetic.iter().map(|k| 2.0 * k / kb_dof).collect();
+        let t = frame.temperatures(self.dof);
         let mean_t = t.iter().sum::<f64>() / t.len().max(1) as f64;
         self.temperatures.push(mean_t);
         let step = frame.step;

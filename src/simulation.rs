@@ -19,7 +19,7 @@ use crate::io::checkpoint::{Checkpoint, CheckpointHeader, ReporterPositions};
 use crate::minimize::{fire_with_progress, FireOptions, MinimizeReport};
 use crate::reporters::{HostFrame, Wants};
 use crate::rng::{splitmix64, CounterRng};
-use crate::sampling::moves::MoveSetup;
+use crate::sampling::moves::{MoveSetup, Pick};
 use crate::sampling::{
     BarostatMove, ExchangeOutcome, MonteCarloBarostat, MoveReport, MoveSet, ReplicaExchange,
     ReplicaExchangeMove, VolumeMove,
@@ -28,7 +28,7 @@ use crate::state::{to_host_f64, BatchState};
 use crate::system::cell::Cell;
 use crate::system::chemistry::element_symbol;
 use crate::system::Molecule;
-use crate::units::{AMU_PER_A3_IN_G_PER_CM3, KB_EV_PER_K};
+use crate::units::AMU_PER_A3_IN_G_PER_CM3;
 
 /// Everything a run needs, built and checked from a config.
 pub struct Simulation {
@@ -259,24 +259,15 @@ impl Simulation {
     /// Attempt every move due at the current step (call at a check step;
     /// `producing`: past the equilibration).
     pub fn attempt_moves(&mut self, producing: bool) -> Result<MoveReport> {
-        let temperatures = self.thermostat_temperatures();
-        self.moves.attempt_due(
-            self.state.step,
-            producing,
-            (
-                &mut self.state,
-                self.force.as_ref(),
-                self.integrator.as_mut(),
-            ),
-            &temperatures,
-        )
+        Ok(self.attempt(Pick::Due { producing })?.unwrap_or_default())
     }
 
-    /// Attempt the move called `name` now, due or not.
-    fn attempt_move(&mut self, name: &str) -> Result<Option<MoveReport>> {
+    /// Attempt the moves `pick` selects, at the members' thermostat
+    /// temperatures; None when it selects none.
+    fn attempt(&mut self, pick: Pick) -> Result<Option<MoveReport>> {
         let temperatures = self.thermostat_temperatures();
-        self.moves.attempt_named(
-            name,
+        self.moves.attempt(
+            pick,
             (
                 &mut self.state,
                 self.force.as_ref(),
@@ -289,7 +280,7 @@ impl Simulation {
     /// One Monte Carlo volume move for every member, now (None without a
     /// barostat).
     pub fn barostat_move(&mut self) -> Result<Option<BarostatMove>> {
-        if self.attempt_move("barostat")?.is_none() {
+        if self.attempt(Pick::Named("barostat"))?.is_none() {
             return Ok(None);
         }
         Ok(self.moves.get::<VolumeMove>().and_then(|m| m.last.clone()))
@@ -319,11 +310,12 @@ impl Simulation {
     pub fn observables_from(&self, frame: &HostFrame) -> Vec<Vec<f64>> {
         let (epot, ke) = (&frame.potential, &frame.kinetic);
         let total: Vec<f64> = epot.iter().zip(ke).map(|(a, b)| a + b).collect();
-        let temp: Vec<f64> = ke
-            .iter()
-            .map(|k| 2.0 * k / (self.dof * KB_EV_PER_K))
-            .collect();
-        let mut values = vec![epot.to_vec(), ke.to_vec(), total, temp];
+        let mut values = vec![
+            epot.to_vec(),
+            ke.to_vec(),
+            total,
+            frame.temperatures(self.dof),
+        ];
         if let Some(t) = self.moves.temperatures() {
             values.push(t);
         }
@@ -342,7 +334,7 @@ impl Simulation {
     /// One replica-exchange attempt now (None without replica exchange):
     /// the outcome and the potential energies it saw.
     pub fn exchange(&mut self) -> Result<Option<(ExchangeOutcome, Vec<f64>)>> {
-        if self.attempt_move("replica_exchange")?.is_none() {
+        if self.attempt(Pick::Named("replica_exchange"))?.is_none() {
             return Ok(None);
         }
         Ok(self
@@ -733,7 +725,12 @@ pub fn model_file_sha256(config: &Config) -> Option<String> {
         return None;
     }
     let path = config.resolve(config.model.path.as_deref()?);
-    std::fs::read(path).ok().map(|b| hex(&Sha256::digest(b)))
+    file_sha256(&path).ok()
+}
+
+/// SHA-256 of a file's contents, as hex.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    std::fs::read(path).map(|b| hex(&Sha256::digest(b)))
 }
 
 /// Whether a run set up by `config` may continue from a checkpoint with

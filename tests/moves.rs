@@ -30,7 +30,7 @@ impl Move for Halving {
         false
     }
     fn attempt(&mut self, cx: &mut MoveContext) -> mlff_md::Result<MoveReport> {
-        self.steps.push(cx.step);
+        self.steps.push(cx.state.step);
         cx.state.velocities *= 0.5;
         Ok(MoveReport::default())
     }

@@ -81,12 +81,13 @@ impl Move for ReplicaExchangeMove {
             }
         }
         let old = self.rex.replica_temperatures();
-        let outcome = self.rex.exchange(&weighed, cx.step);
+        let step = cx.state.step;
+        let outcome = self.rex.exchange(&weighed, step);
         if outcome.accepted > 0 {
             self.rex.apply(&old, cx.state, cx.integrator)?;
         }
         self.last = Some(ExchangeAttempt {
-            step: cx.step,
+            step,
             outcome,
             energies,
         });

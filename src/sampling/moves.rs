@@ -24,9 +24,17 @@ use crate::system::Molecule;
 use super::exchange_move::ReplicaExchangeMove;
 use super::volume_move::VolumeMove;
 
-/// What a move acts on.
+/// Which moves [`MoveSet::attempt`] attempts.
+#[derive(Debug, Clone, Copy)]
+pub enum Pick<'a> {
+    /// Those due at the state's step (`producing`: past equilibration).
+    Due { producing: bool },
+    /// The one called so, due or not (tests, tools).
+    Named(&'a str),
+}
+
+/// What a move acts on (the step is `state.step`).
 pub struct MoveContext<'a> {
-    pub step: u64,
     pub state: &'a mut BatchState,
     pub force: &'a dyn ForceProvider,
     pub integrator: &'a mut dyn Integrator,
@@ -66,7 +74,7 @@ pub trait Move: Any {
     /// volume there; replica exchange waits for production).
     fn during_equilibration(&self) -> bool;
 
-    /// One attempt at `cx.step` (a check step: values may be pulled to the
+    /// One attempt at `cx.state.step` (a check step: values may be pulled to the
     /// host).
     fn attempt(&mut self, cx: &mut MoveContext) -> Result<MoveReport>;
 
@@ -154,60 +162,40 @@ impl MoveSet {
         self.moves.iter().find_map(|m| m.pressure_bar())
     }
 
-    /// Attempt every move due at `step`, in order. `default_temperatures`
+    /// Attempt, in order, every move `pick` selects. `default_temperatures`
     /// (K) are the members' thermostat temperatures when no move sets them.
-    pub fn attempt_due(
+    /// None when it selects no move.
+    pub fn attempt(
         &mut self,
-        step: u64,
-        producing: bool,
-        parts: (&mut BatchState, &dyn ForceProvider, &mut dyn Integrator),
-        default_temperatures: &[f64],
-    ) -> Result<MoveReport> {
-        let mut report = MoveReport::default();
-        for i in 0..self.moves.len() {
-            if due(self.moves[i].as_ref(), step, producing) {
-                let r = self.attempt_one(i, parts.0, parts.1, parts.2, default_temperatures)?;
-                report.new_list_shape |= r.new_list_shape;
-            }
-        }
-        Ok(report)
-    }
-
-    /// Attempt the move called `name` now, due or not (tests, tools).
-    pub fn attempt_named(
-        &mut self,
-        name: &str,
-        parts: (&mut BatchState, &dyn ForceProvider, &mut dyn Integrator),
+        pick: Pick,
+        (state, force, integrator): (&mut BatchState, &dyn ForceProvider, &mut dyn Integrator),
         default_temperatures: &[f64],
     ) -> Result<Option<MoveReport>> {
-        let Some(i) = self.moves.iter().position(|m| m.name() == name) else {
-            return Ok(None);
-        };
-        self.attempt_one(i, parts.0, parts.1, parts.2, default_temperatures)
-            .map(Some)
-    }
-
-    fn attempt_one(
-        &mut self,
-        i: usize,
-        state: &mut BatchState,
-        force: &dyn ForceProvider,
-        integrator: &mut dyn Integrator,
-        default_temperatures: &[f64],
-    ) -> Result<MoveReport> {
-        let t0 = Instant::now();
-        let mut cx = MoveContext {
-            step: state.step,
-            temperatures: self
-                .temperatures()
-                .unwrap_or_else(|| default_temperatures.to_vec()),
-            pressure_bar: self.pressure_bar(),
-            state,
-            force,
-            integrator,
-        };
-        let report = self.moves[i].attempt(&mut cx)?;
-        self.seconds[i] += t0.elapsed().as_secs_f64();
+        let step = state.step;
+        let mut report: Option<MoveReport> = None;
+        for i in 0..self.moves.len() {
+            let m = self.moves[i].as_ref();
+            let picked = match pick {
+                Pick::Due { producing } => due(m, step, producing),
+                Pick::Named(name) => m.name() == name,
+            };
+            if !picked {
+                continue;
+            }
+            let t0 = Instant::now();
+            let mut cx = MoveContext {
+                temperatures: self
+                    .temperatures()
+                    .unwrap_or_else(|| default_temperatures.to_vec()),
+                pressure_bar: self.pressure_bar(),
+                state: &mut *state,
+                force,
+                integrator: &mut *integrator,
+            };
+            let r = self.moves[i].attempt(&mut cx)?;
+            self.seconds[i] += t0.elapsed().as_secs_f64();
+            report.get_or_insert_default().new_list_shape |= r.new_list_shape;
+        }
         Ok(report)
     }
 
