@@ -419,6 +419,8 @@ pub struct MdOptions {
     pub thermostat: bool,
     /// Precision of the integrator state.
     pub state_kind: Kind,
+    /// Å beyond the cutoff a stored neighbour list reaches.
+    pub skin: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -445,6 +447,10 @@ pub struct MdRow {
     pub ms_per_list_build_graphed: Option<f64>,
     /// The list's grid and capacities (interface v2).
     pub neighbor_list: Option<crate::neighbors::ListShape>,
+    /// Steps between rebuilds of the stored (skin) list at the end of the
+    /// timed steps (cell grids with a skin; None where every force call
+    /// builds its list).
+    pub list_rebuild_every: Option<u64>,
     /// Full MD step time / bare forward + backward time.
     pub engine_overhead_ratio: f64,
     pub peak_memory_mib: Option<f64>,
@@ -501,10 +507,10 @@ enum RowModel {
 }
 
 impl RowModel {
-    fn load(path: &Path, state: &BatchState) -> Result<RowModel> {
+    fn load(path: &Path, state: &BatchState, skin: f64) -> Result<RowModel> {
         let model = TorchScriptModel::load(path, state.device, Kind::Float)?;
         Ok(if model.takes_pairs() {
-            RowModel::Pairs(PairForces::new(Box::new(model), state)?)
+            RowModel::Pairs(PairForces::with_skin(Box::new(model), state, skin)?)
         } else {
             RowModel::Positions(model)
         })
@@ -541,7 +547,7 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
             if let Device::Cuda(i) = opts.device {
                 crate::cuda_graph::reset_peak_memory(i);
             }
-            let row_model = RowModel::load(&opts.model, &state)?;
+            let row_model = RowModel::load(&opts.model, &state, opts.skin)?;
             let model = row_model.provider();
             state.set_maxwell_boltzmann(opts.temperature, &mut CounterRng::new(1));
             update_forces(&mut state, model)?;
@@ -667,6 +673,10 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
                     RowModel::Pairs(p) => p.list_shape(),
                     RowModel::Positions(_) => None,
                 },
+                list_rebuild_every: match &row_model {
+                    RowModel::Pairs(p) => p.upkeep().map(|_| p.rebuild_every()),
+                    RowModel::Positions(_) => None,
+                },
                 engine_overhead_ratio: md / ff,
                 peak_memory_mib: peak_memory_mib(opts.device),
                 peak_allocated_mib: match opts.device {
@@ -692,7 +702,7 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
         rows,
     };
     let mut md = format!(
-        "# MD throughput — {device}, {}\n\nModel `{}`; {}; {} K; {:?} integrator state, float32 model; {} eager warm-up steps + the graph's warm-up and capture + {} timed steps per row; device synchronised at both ends. Overhead ratio = full MD step / bare (eager) forward + backward of the same batch; below 1 when graph replay saves launch overhead. For models of interface v2 the engine builds the neighbour list in every force call (in the captured step); ms/list build is that build alone, eagerly (and in parentheses replayed from a CUDA graph, as it runs inside the captured step). Peak MiB: GPU memory held by the process so far (nvidia-smi: the CUDA context, the allocator's cache and graph pools; the largest row of a run dominates later ones), or peak RSS on the CPU. Peak allocated: the most memory held by tensors during the row (CUDA allocator statistics).\n\n| structure | atoms | R | CUDA graph | ms/step | replica-steps/s | atom-steps/s | aggregate ns/day | ns/day per replica | ms/force call | ms/list build (graphed) | overhead ratio | peak MiB | peak allocated MiB | chunk |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "# MD throughput — {device}, {}\n\nModel `{}`; {}; {} K; {:?} integrator state, float32 model; {} eager warm-up steps + the graph's warm-up and capture + {} timed steps per row; device synchronised at both ends. Overhead ratio = full MD step / bare (eager) forward + backward of the same batch; below 1 when graph replay saves launch overhead. For models of interface v2, isolated molecules of up to 256 atoms get their neighbour list built in every force call (in the captured step); larger and periodic systems keep a list reaching a skin beyond the cutoff, rebuilt every N steps (the number in brackets after the build time, at the end of the timed steps) and filtered at every step. ms/list build is one full build alone, eagerly (and in parentheses replayed from a CUDA graph). Peak MiB: GPU memory held by the process so far (nvidia-smi: the CUDA context, the allocator's cache and graph pools; the largest row of a run dominates later ones), or peak RSS on the CPU. Peak allocated: the most memory held by tensors during the row (CUDA allocator statistics).\n\n| structure | atoms | R | CUDA graph | ms/step | replica-steps/s | atom-steps/s | aggregate ns/day | ns/day per replica | ms/force call | ms/list build (graphed) | overhead ratio | peak MiB | peak allocated MiB | chunk |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         report.date, report.model, report.integrator, opts.temperature, opts.state_kind, opts.warmup, opts.steps
     );
     for r in &report.rows {
@@ -713,7 +723,9 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
                 (Some(e), Some(g)) => format!("{e:.3} ({g:.3})"),
                 (Some(e), None) => format!("{e:.3}"),
                 _ => "-".into(),
-            },
+            } + &r
+                .list_rebuild_every
+                .map_or(String::new(), |n| format!(" [{n}]")),
             r.engine_overhead_ratio,
             r.peak_memory_mib
                 .map_or("n/a".into(), |m| format!("{m:.0}")),

@@ -317,6 +317,15 @@ pub struct RunConfig {
     /// Capture each MD step in a CUDA graph and replay it.
     #[serde(default)]
     pub cuda_graphs: GraphPolicy,
+    /// Å a neighbour list of a periodic or large system reaches beyond the
+    /// model's cutoff, so it is rebuilt every few steps rather than in
+    /// every step (0: in every step). Changes no result, only speed.
+    #[serde(default = "default_neighbor_skin")]
+    pub neighbor_skin: f64,
+}
+
+fn default_neighbor_skin() -> f64 {
+    crate::neighbors::DEFAULT_SKIN
 }
 
 /// Whether MD steps are captured in a CUDA graph and replayed.
@@ -510,9 +519,9 @@ pub struct ResumableSettings {
     pub max_temperature: f64,
 }
 
-/// Keys of [`ResumableSettings`] (plus `[run] steps` and `cuda_graphs`, which
-/// do not change the trajectory either), as (table, key).
-pub const RESUMABLE_KEYS: [(&str, &str); 7] = [
+/// Keys of [`ResumableSettings`] (plus `[run] steps`, `cuda_graphs` and
+/// `neighbor_skin`, which do not change the trajectory either), as (table, key).
+pub const RESUMABLE_KEYS: [(&str, &str); 8] = [
     ("integrator", "timestep"),
     ("integrator", "friction"),
     ("run", "on_blowup"),
@@ -520,6 +529,7 @@ pub const RESUMABLE_KEYS: [(&str, &str); 7] = [
     ("run", "max_temperature"),
     ("run", "steps"),
     ("run", "cuda_graphs"),
+    ("run", "neighbor_skin"),
 ];
 
 /// Largest step count accepted (10¹² steps: ~30 years of 1 fs steps at 1000 steps/s).
@@ -940,6 +950,15 @@ impl Config {
             "K",
             true,
         )?;
+        if !(self.run.neighbor_skin.is_finite() && self.run.neighbor_skin >= 0.0) {
+            return Err(self.err(
+                &["run", "neighbor_skin"],
+                format!(
+                    "expected a distance of 0 Å or more, got {}",
+                    self.run.neighbor_skin
+                ),
+            ));
+        }
         let o = &self.output;
         positive(
             self,

@@ -191,6 +191,11 @@ enum BenchCommand {
         /// Precision of the integrator state (positions, velocities).
         #[arg(long, default_value = "float64")]
         precision: BenchPrecision,
+        /// Å the neighbour list of a periodic or large system reaches
+        /// beyond the model's cutoff (as [run] neighbor_skin; 0: rebuilt in
+        /// every step).
+        #[arg(long, default_value_t = mlff_md::neighbors::DEFAULT_SKIN)]
+        skin: f64,
     },
 }
 
@@ -275,6 +280,7 @@ fn run_bench(which: BenchCommand) -> mlff_md::Result<()> {
             cuda_graphs,
             integrator,
             precision,
+            skin,
         } => {
             let opts = MdOptions {
                 model: common.model,
@@ -293,6 +299,7 @@ fn run_bench(which: BenchCommand) -> mlff_md::Result<()> {
                     BenchPrecision::Float64 => tch::Kind::Double,
                     BenchPrecision::Float32 => tch::Kind::Float,
                 },
+                skin,
             };
             let (report, path) = bench_md(&opts)?;
             println!(

@@ -40,6 +40,23 @@
 //! Inner lists: for each smaller cutoff the model asks for (ANI's angular
 //! terms), `inner_slots[c][i, m]` names the entries of row i within it, in
 //! increasing k, with their own capacity.
+//!
+//! Skin (cell grids): [`NeighborList::build`] keeps every pair within
+//! cutoff + skin as a stored list ([`Outer`]: neighbour, integer lattice
+//! image, reverse entry), its rows sorted by (neighbour, image), and
+//! [`NeighborList::refine`] picks from it, at each force call, the pairs
+//! within the cutoff. The candidate search (binning, 27 bins of candidates
+//! per atom) then runs only when the stored list is rebuilt; a step filters
+//! ~(1 + skin/cutoff)³ entries per atom instead. Because the stored rows
+//! are in that canonical order and the shifts are made from the integer
+//! images and the cells (which only change with a rebuild), the pairs a
+//! model sees, and their
+//! order, do not depend on when the stored list was built: any rebuild
+//! schedule that keeps every atom within half the skin of where it was at
+//! the last build gives the same bits. `refine` records the largest
+//! displacement since the build (`moved`); a check that finds more than
+//! half the skin reports it like an overflow, and the steps since the last
+//! check run again with more frequent rebuilds.
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -58,6 +75,14 @@ const ROW_MARGIN: f64 = 1.05;
 /// Bins of a periodic cell are this much wider than the cutoff (where the
 /// cell is wide enough): room for the cell to shrink.
 const CELL_MARGIN: f64 = 1.1;
+
+/// Spare room in the rows of the stored (skin) list: it sizes only the
+/// per-step filtering, not the model's work.
+const OUTER_MARGIN: f64 = 1.15;
+
+/// Å beyond the cutoff a cell grid's stored list reaches (clamped for
+/// periodic cells narrower than cutoff + skin).
+pub const DEFAULT_SKIN: f64 = 1.0;
 
 /// Largest member (atoms) listed densely: all its atoms are candidates.
 pub const DENSE_MAX_ATOMS: usize = 256;
@@ -86,9 +111,17 @@ pub enum Grid {
 pub struct ListShape {
     /// Å, descending: the list's cutoff, then the inner cutoffs.
     pub cutoffs: Vec<f64>,
+    /// Å: the stored list reaches cutoff + skin (cell grids; 0 for dense
+    /// grids and in checkpoints written before skins).
+    #[serde(default)]
+    pub skin: f64,
     pub grid: Grid,
     /// Entries per row (K).
     pub capacity: i64,
+    /// Entries per row of the stored list (cell grids; 0 in checkpoints
+    /// written before skins: then the row capacity).
+    #[serde(default)]
+    pub outer_capacity: i64,
     /// Slots per row of each inner list.
     pub inner_capacities: Vec<i64>,
 }
@@ -101,11 +134,62 @@ pub struct NeighborList {
     /// Device constants an update needs (made at allocation: a host-to-
     /// device copy cannot be part of a captured CUDA graph).
     consts: Constants,
-    /// [3 + inner] int64: the largest row and bin counts any update met
+    /// [4 + inner] int64: the largest row and bin counts any update met
     /// since the last clean check (bin entry 0 for dense), whether a
-    /// periodic cell shrank below its bins (0 / 1), and the largest inner
-    /// rows (raised in place).
+    /// periodic cell shrank below its bins (0 / 1), the largest inner
+    /// rows, and the largest stored row (raised in place).
     seen: Tensor,
+    /// [] float64: the largest squared displacement (Å²) of an atom from
+    /// where the stored list was built, met by a refine since the last
+    /// clean check.
+    moved: Tensor,
+}
+
+/// The stored list of a cell grid: every pair within cutoff + skin of the
+/// positions it was built from, each row sorted by (neighbour, image).
+#[derive(Debug)]
+pub struct Outer {
+    /// [N, Ko] int64 neighbour row (the row itself where unused).
+    neighbors: Tensor,
+    /// [N, Ko, 3] float64 shift n·H (n the entry's integer lattice image,
+    /// H the member's cell at the build): the pair vector is
+    /// (x_j − x_i) + shift for the positions as given; None for free
+    /// members. A cell that changes makes the list stale (the engine
+    /// rebuilds it first), so the shift stays right until the next build.
+    shift: Option<Tensor>,
+    /// [N, Ko] bool.
+    mask: Tensor,
+    /// [N, Ko] int64 flat index of the reverse entry, N · Ko where unused.
+    reverse: Tensor,
+    /// [N, 3] float64 positions it was built from.
+    reference: Tensor,
+}
+
+impl Outer {
+    /// Copy `fresh` into these tensors (same shapes), so a captured step
+    /// that reads them sees the new list.
+    pub fn refresh(&mut self, fresh: &Outer) {
+        self.neighbors.copy_(&fresh.neighbors);
+        if let (Some(a), Some(b)) = (&mut self.shift, &fresh.shift) {
+            a.copy_(b);
+        }
+        self.mask.copy_(&fresh.mask);
+        self.reverse.copy_(&fresh.reverse);
+        self.reference.copy_(&fresh.reference);
+    }
+
+    /// Whether `fresh` has the shapes of this list (so it can be copied in).
+    pub fn same_shape(&self, fresh: &Outer) -> bool {
+        self.neighbors.size() == fresh.neighbors.size()
+            && self.shift.is_some() == fresh.shift.is_some()
+    }
+
+    /// The tensors a captured step reads (their addresses must not change).
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.neighbors, &self.mask, &self.reverse, &self.reference];
+        v.extend(self.shift.as_ref());
+        v
+    }
 }
 
 #[derive(Debug)]
@@ -116,6 +200,8 @@ struct Constants {
     offsets: Tensor,
     /// [3] float64: the vector unused entries get, (2 cutoff, 0, 0).
     far: Tensor,
+    /// [3] int64: weights of an image's components in a row's sort key.
+    image_code: Tensor,
     /// Dense grids: the candidates of every row ([N, n] rows of its
     /// member), which of them are not the row itself, and each row's index
     /// within its member ([N]): the same at every update.
@@ -146,6 +232,7 @@ impl Constants {
             bins: Tensor::from_slice(&bins).to_device(device),
             offsets: offsets(device),
             far: Tensor::from_slice(&[2.0 * shape.cutoffs[0], 0.0, 0.0]).to_device(device),
+            image_code: Tensor::from_slice(&[1i64 << 20, 1 << 10, 1]).to_device(device),
             dense,
         }
     }
@@ -277,17 +364,32 @@ struct Candidates {
     /// [N, C] bool: a real candidate (not padding, not the atom itself).
     valid: Tensor,
     /// [N, 3] float64: the positions distances are taken between (wrapped
-    /// into the cell for periodic members, as given otherwise).
+    /// into the cell for periodic bins, as given otherwise).
     xw: Tensor,
-    /// Periodic cell grids: [N, 27, 3] float64, the lattice vector image·H
-    /// of each bin offset seen from each atom, and [N, 3] its wrap (xw − x).
-    images: Option<(Tensor, Tensor)>,
+    geometry: Geometry,
     /// Where the same pair sits among the neighbour's candidates.
     reverse: Reverse,
     /// [] int64: the fullest bin (0 for dense).
     fullest_bin: Tensor,
     /// [] bool: a periodic cell narrower than its bins (it shrank).
     cell_shrank: Tensor,
+}
+
+/// How a candidate's vector is made from the positions `xw`.
+enum Geometry {
+    /// x_j − x_i.
+    Plain,
+    /// Periodic bins: x_j + image·H − x_i for wrapped x. [N, 27, 3] float64
+    /// image·H of each bin offset seen from each atom and [N, 27, 3] float64
+    /// the integer image itself; [N, 3] float64 each atom's wrap in whole
+    /// cells (x wrapped = x + wrap·H).
+    Bins {
+        image_shift: Tensor,
+        image: Tensor,
+        wrap_cells: Tensor,
+    },
+    /// Stored entries: (x_j − x_i) + shift, [N, C, 3] float64 shift = n·H.
+    Entries { shift: Tensor },
 }
 
 /// The candidate index, in the neighbour's row, of the pair seen from the
@@ -298,6 +400,18 @@ enum Reverse {
     /// Cells: the opposite bin offset, in the slot the row's atom has in its
     /// own bin ([N], clamped to the bin capacity `m`).
     Cells { m: i64, slot: Tensor },
+    /// Stored entries: [N, C] flat index (row · C + entry) of the reverse
+    /// entry, N · C where there is none.
+    Entries { flat: Tensor },
+}
+
+/// The first entries within a cutoff of each row, picked from candidates.
+struct Picked {
+    neighbors: Tensor,
+    mask: Tensor,
+    reverse: Tensor,
+    /// [N, K] int64: the candidate behind each entry (0 where unused).
+    picked: Tensor,
 }
 
 impl NeighborList {
@@ -305,7 +419,8 @@ impl NeighborList {
     /// members (`batch` [N] int64 member of each row; `uniform` = Some(n)
     /// when members are contiguous blocks of n rows, which allows the dense
     /// grid for free members), within `cutoffs` (Å, descending; the first
-    /// is the list's). Copies a few numbers to the host.
+    /// is the list's), with a stored list reaching `skin` Å further (cell
+    /// grids). Copies a few numbers to the host.
     pub fn allocate(
         positions: &Tensor,
         batch: &Tensor,
@@ -313,9 +428,10 @@ impl NeighborList {
         uniform: Option<usize>,
         boundary: &Boundary,
         cutoffs: &[f64],
+        skin: f64,
     ) -> Result<NeighborList> {
         let nothing_seen = Tensor::zeros(
-            [2 + cutoffs.len() as i64],
+            [3 + cutoffs.len() as i64],
             (Kind::Int64, positions.device()),
         );
         Self::sized(
@@ -325,30 +441,38 @@ impl NeighborList {
             uniform,
             boundary,
             cutoffs,
+            skin,
             &nothing_seen,
         )
     }
 
     /// A list of a known shape (from a checkpoint).
     pub fn with_shape(
-        shape: ListShape,
+        mut shape: ListShape,
         n_rows: usize,
         n_members: usize,
         boundary: &Boundary,
         device: Device,
     ) -> NeighborList {
-        let n = 2 + shape.cutoffs.len() as i64;
+        if shape.outer_capacity == 0 {
+            shape.outer_capacity = shape.capacity;
+        }
+        let n = 3 + shape.cutoffs.len() as i64;
         NeighborList {
             periodic: matches!(boundary, Boundary::Periodic(_)),
             n_members: n_members as i64,
             consts: Constants::new(&shape, n_rows as i64, device),
             shape,
             seen: Tensor::zeros([n], (Kind::Int64, device)),
+            moved: Tensor::zeros([], (Kind::Double, device)),
         }
     }
 
     /// Allocate again for the current positions, with room for at least
-    /// what earlier updates met (call after an overflow).
+    /// what earlier updates met (call after an overflow). The row and
+    /// inner capacities, which set how the model's sums are blocked, change
+    /// only if they were exceeded: a stored list that ran short (or went
+    /// stale) is resized without changing any result.
     pub fn grow(
         &mut self,
         positions: &Tensor,
@@ -358,12 +482,38 @@ impl NeighborList {
         boundary: &Boundary,
     ) -> Result<()> {
         let cutoffs = self.shape.cutoffs.clone();
+        let seen = Vec::<i64>::try_from(self.seen.to_device(Device::Cpu))
+            .map_err(|e| Error::Invalid(format!("neighbour counts: {e}")))?;
+        let rows_short = seen[0] > self.shape.capacity
+            || self
+                .shape
+                .inner_capacities
+                .iter()
+                .enumerate()
+                .any(|(c, &cap)| seen[3 + c] > cap);
+        let old = self.shape.clone();
         *self = Self::sized(
-            positions, batch, n_members, uniform, boundary, &cutoffs, &self.seen,
+            positions, batch, n_members, uniform, boundary, &cutoffs, old.skin, &self.seen,
         )?;
+        if !rows_short {
+            self.shape.capacity = old.capacity;
+            self.shape.inner_capacities = old.inner_capacities;
+        }
         Ok(())
     }
 
+    /// The list's reach: cutoff plus skin.
+    fn reach(&self) -> f64 {
+        self.shape.cutoffs[0] + self.shape.skin
+    }
+
+    /// Whether the list keeps a stored (skin) list between builds: cell
+    /// grids with a skin (without one, every force call builds its list).
+    pub fn stores(&self) -> bool {
+        matches!(self.shape.grid, Grid::Cells { .. }) && self.shape.skin > 0.0
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn sized(
         positions: &Tensor,
         batch: &Tensor,
@@ -371,6 +521,7 @@ impl NeighborList {
         uniform: Option<usize>,
         boundary: &Boundary,
         cutoffs: &[f64],
+        skin: f64,
         seen: &Tensor,
     ) -> Result<NeighborList> {
         let cutoff = *cutoffs
@@ -381,6 +532,11 @@ impl NeighborList {
         {
             return Err(Error::Invalid(format!(
                 "neighbour-list cutoffs {cutoffs:?} Å: expected positive values, the largest first"
+            )));
+        }
+        if !(skin.is_finite() && skin >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "neighbour-list skin {skin} Å: expected a value of 0 or more"
             )));
         }
         let x = positions.to_kind(Kind::Double);
@@ -395,26 +551,35 @@ impl NeighborList {
             (ROW_MARGIN * measured.max(seen) as f64).ceil() as i64 + extra
         };
         let periodic = matches!(boundary, Boundary::Periodic(_));
+        let mut skin = skin;
         let grid = match (boundary, uniform) {
-            (Boundary::Free, Some(atoms)) if atoms <= DENSE_MAX_ATOMS => Grid::Dense {
-                atoms: atoms as i64,
-            },
+            (Boundary::Free, Some(atoms)) if atoms <= DENSE_MAX_ATOMS => {
+                skin = 0.0;
+                Grid::Dense {
+                    atoms: atoms as i64,
+                }
+            }
             (Boundary::Periodic(cells), _) => {
-                let mut bins = [i64::MAX; 3];
-                for cell in Cell::all_from_tensor(cells)? {
-                    for (axis, (b, w)) in
-                        bins.iter_mut().zip(cell.perpendicular_widths()).enumerate()
-                    {
+                let cells = Cell::all_from_tensor(cells)?;
+                for cell in &cells {
+                    for (axis, w) in cell.perpendicular_widths().into_iter().enumerate() {
                         if w < cutoff {
                             return Err(Error::Invalid(format!(
                                 "a periodic cell's perpendicular width along {} is {w:.3} Å, less than the cutoff ({cutoff} Å); use a larger cell (a supercell)",
                                 ["a", "b", "c"][axis]
                             )));
                         }
-                        // Bins a tenth wider than the cutoff where the cell
+                        // The stored list reaches no further than a cell is wide.
+                        skin = skin.min(w - cutoff);
+                    }
+                }
+                let mut bins = [i64::MAX; 3];
+                for cell in &cells {
+                    for (b, w) in bins.iter_mut().zip(cell.perpendicular_widths()) {
+                        // Bins a tenth wider than the reach where the cell
                         // allows, so a barostat can shrink the cell a little
                         // before the bins are too narrow (an overflow).
-                        let b_room = (w / (CELL_MARGIN * cutoff)).floor() as i64;
+                        let b_room = (w / (CELL_MARGIN * (cutoff + skin))).floor() as i64;
                         *b = (*b).min(b_room.max(1));
                     }
                 }
@@ -433,7 +598,7 @@ impl NeighborList {
                 let mut bins = [1; 3];
                 for (b, e) in bins.iter_mut().zip(extent) {
                     // Room for the molecule to spread by a third.
-                    *b = ((MARGIN * e / cutoff).ceil() as i64 + 1).max(1);
+                    *b = ((MARGIN * e / (cutoff + skin)).ceil() as i64 + 1).max(1);
                 }
                 Grid::Cells {
                     bins,
@@ -443,8 +608,10 @@ impl NeighborList {
         };
         let shape = ListShape {
             cutoffs: cutoffs.to_vec(),
+            skin,
             grid,
             capacity: 1,
+            outer_capacity: 1,
             inner_capacities: vec![1; cutoffs.len() - 1],
         };
         let mut list = NeighborList {
@@ -453,54 +620,219 @@ impl NeighborList {
             periodic,
             n_members: r,
             seen: seen.zeros_like(),
+            moved: Tensor::zeros([], (Kind::Double, x.device())),
         };
-        // Measure: bins first (their count alone), then rows with bins of
-        // room enough, then the inner rows with rows of room enough.
+        // Measure: bins first (their count alone), then the stored rows
+        // with bins of room enough, then the rows and inner rows.
         let most = |t: &Tensor| t.max().int64_value(&[]);
         if let Grid::Cells { bins, .. } = grid {
             let fullest = most(&list.bin_counts(&x, batch, boundary));
             let max_per_bin = room(fullest, seen_host[1], 2).min(n.max(1));
             list.shape.grid = Grid::Cells { bins, max_per_bin };
+            let c = list.candidates(&x, batch, boundary);
+            let (_, within) = list.within(&c, list.reach());
+            let widest = most(&within.sum_dim_intlist(1, false, Kind::Int64))
+                .max(seen_host[seen_host.len() - 1]);
+            list.shape.outer_capacity = ((OUTER_MARGIN * widest as f64).ceil() as i64 + 2).max(1);
         }
-        let c = list.candidates(&x, batch, boundary);
+        let outer = list.build(&x, batch, boundary);
+        let c = list.refine_candidates(outer.as_ref(), &x, batch, boundary);
         let (d2, within) = list.within(&c, cutoff);
         let widest = most(&within.sum_dim_intlist(1, false, Kind::Int64));
         list.shape.capacity = row_room(widest, seen_host[0], 2).max(1);
-        let (_, inner_counts) = list.compact(&x, &c, &d2, &within);
+        let picked = list.pick(&c, &within, list.shape.capacity);
+        let (_, inner_counts) = list.inner_lists(&d2, &picked);
         for (i, widest) in inner_counts.iter().enumerate() {
             list.shape.inner_capacities[i] = row_room(most(widest), seen_host[3 + i], 1).max(1);
         }
+        let _ = list.seen.shallow_clone().fill_(0);
         Ok(list)
     }
 
     /// Build the list for `positions`: same shapes as allocated, no host
-    /// sync; raises the `seen` counts (in place).
+    /// sync; raises the `seen` counts (in place). (A cell grid's stored
+    /// list is built and refined at once.)
     pub fn update(&self, positions: &Tensor, batch: &Tensor, boundary: &Boundary) -> Pairs {
+        let outer = self.build(positions, batch, boundary);
+        self.refine(outer.as_ref(), positions, batch, boundary)
+    }
+
+    /// A cell grid's stored list for `positions` (None for a dense grid,
+    /// whose candidates are fixed): no host sync; raises the `seen` counts
+    /// of bins and stored rows (in place).
+    pub fn build(&self, positions: &Tensor, batch: &Tensor, boundary: &Boundary) -> Option<Outer> {
+        if !matches!(self.shape.grid, Grid::Cells { .. }) {
+            return None;
+        }
         let x = positions.to_kind(Kind::Double);
+        let n = x.size()[0];
+        let ko = self.shape.outer_capacity;
+        let opts_i = (Kind::Int64, x.device());
         let c = self.candidates(&x, batch, boundary);
+        let (d2, within) = self.within(&c, self.reach());
+        let p = self.pick(&c, &within, ko);
+        // Rows and inner rows as a refine at these positions will count
+        // them, but from all candidates: a stored list that ran short must
+        // not hide rows that overflow too (both grow at the same check).
+        let mut counts = Vec::new();
+        for rc in &self.shape.cutoffs {
+            counts.push(
+                d2.lt(rc * rc)
+                    .logical_and(&c.valid)
+                    .sum_dim_intlist(1, false, Kind::Int64)
+                    .max(),
+            );
+        }
+        let counts = Tensor::stack(&counts, 0);
+        let n_inner = self.shape.inner_capacities.len() as i64;
+        let mut s = self.seen.narrow(0, 0, 1);
+        s.copy_(&s.maximum(&counts.narrow(0, 0, 1)));
+        if n_inner > 0 {
+            let mut s = self.seen.narrow(0, 3, n_inner);
+            s.copy_(&s.maximum(&counts.narrow(0, 1, n_inner)));
+        }
+        // Integer image of each entry relative to the positions as given:
+        // the bin offset's image plus the two atoms' wraps.
+        let image = match &c.geometry {
+            Geometry::Bins {
+                image, wrap_cells, ..
+            } => {
+                let offset = p.picked.floor_divide_scalar(c.cand.size()[1] / 27);
+                let img = image.gather(1, &offset.unsqueeze(2).expand([n, ko, 3], false), false);
+                let wj = wrap_cells
+                    .index_select(0, &p.neighbors.view([-1]))
+                    .view([n, ko, 3]);
+                Some(
+                    (img + wj - wrap_cells.unsqueeze(1))
+                        * p.mask.unsqueeze(2).to_kind(Kind::Double),
+                )
+            }
+            _ => None,
+        };
+        // Canonical order: by neighbour, then image (each component in
+        // [-512, 511], far beyond any unwrapped drift); unused entries last.
+        let mut key = &p.neighbors * (1i64 << 30);
+        if let Some(img) = &image {
+            let code = (img.to_kind(Kind::Int64).clamp(-512, 511) + 512) * &self.consts.image_code;
+            key += code.sum_dim_intlist(2, false, Kind::Int64);
+        }
+        let key = key.where_self(&p.mask, &Tensor::full([1], i64::MAX, opts_i));
+        let (_, perm) = key.sort_stable(true, 1, false);
+        let gather3 = |t: &Tensor| t.gather(1, &perm.unsqueeze(2).expand([n, ko, 3], false), false);
+        // New place of each old entry, as a flat index, for the reverse
+        // entries (N · Ko, unused, stays).
+        let rows_ko = Tensor::arange(n, opts_i).unsqueeze(1) * ko;
+        let new_place = Tensor::zeros([n, ko], opts_i).scatter(
+            1,
+            &perm,
+            &Tensor::arange(ko, opts_i)
+                .unsqueeze(0)
+                .expand([n, ko], false),
+        ) + &rows_ko;
+        let new_place = Tensor::cat(
+            &[new_place.view([-1]), Tensor::full([1], n * ko, opts_i)],
+            0,
+        );
+        let reverse = new_place
+            .index_select(0, &p.reverse.gather(1, &perm, false).view([-1]))
+            .view([n, ko]);
+        let needed = Tensor::stack(
+            &[
+                c.fullest_bin.shallow_clone(),
+                c.cell_shrank.to_kind(Kind::Int64),
+                within.sum_dim_intlist(1, false, Kind::Int64).max(),
+            ],
+            0,
+        );
+        let last = self.seen.size()[0] - 1;
+        for (slot, at) in [1, 2, last].into_iter().enumerate() {
+            let mut s = self.seen.narrow(0, at, 1);
+            s.copy_(&s.maximum(&needed.narrow(0, slot as i64, 1)));
+        }
+        Some(Outer {
+            neighbors: p.neighbors.gather(1, &perm, false),
+            shift: match (image.as_ref().map(gather3), boundary) {
+                (Some(image), Boundary::Periodic(cells)) => {
+                    Some(image.bmm(&cells.to_kind(Kind::Double).index_select(0, batch)))
+                }
+                _ => None,
+            },
+            mask: p.mask.gather(1, &perm, false),
+            reverse,
+            reference: x.copy(),
+        })
+    }
+
+    /// The pairs within the cutoff for `positions`, picked from `outer`
+    /// (a cell grid's stored list; None builds it first) or from a dense
+    /// grid's candidates: no host sync; raises the `seen` row counts and
+    /// `moved` (in place).
+    pub fn refine(
+        &self,
+        outer: Option<&Outer>,
+        positions: &Tensor,
+        batch: &Tensor,
+        boundary: &Boundary,
+    ) -> Pairs {
+        if matches!(self.shape.grid, Grid::Cells { .. }) && outer.is_none() {
+            return self.update(positions, batch, boundary);
+        }
+        let x = positions.to_kind(Kind::Double);
+        let n = x.size()[0];
+        let k = self.shape.capacity;
+        let c = self.refine_candidates(outer, &x, batch, boundary);
         let (d2, within) = self.within(&c, self.shape.cutoffs[0]);
-        let (pairs, inner_counts) = self.compact(&x, &c, &d2, &within);
-        // What this update needed: rows, bins (a shrunk cell counts as a
-        // bin beyond any capacity), inner rows.
-        let mut needed = vec![
-            within.sum_dim_intlist(1, false, Kind::Int64).max(),
-            c.fullest_bin.shallow_clone(),
-            c.cell_shrank.to_kind(Kind::Int64),
-        ];
+        let p = self.pick(&c, &within, k);
+        let shifts = match &c.geometry {
+            Geometry::Entries { shift } => Some(
+                shift.gather(1, &p.picked.unsqueeze(2).expand([n, k, 3], false), false)
+                    * p.mask.unsqueeze(2).to_kind(Kind::Double),
+            ),
+            _ => None,
+        };
+        let (inner, inner_counts) = self.inner_lists(&d2, &p);
+        let mut needed = vec![within.sum_dim_intlist(1, false, Kind::Int64).max()];
         needed.extend(inner_counts);
         let needed = Tensor::stack(&needed, 0);
-        let mut seen = self.seen.shallow_clone();
-        seen.copy_(&seen.maximum(&needed));
-        pairs
+        let mut s = self.seen.narrow(0, 0, 1);
+        s.copy_(&s.maximum(&needed.narrow(0, 0, 1)));
+        let n_inner = self.shape.inner_capacities.len() as i64;
+        if n_inner > 0 {
+            let mut s = self.seen.narrow(0, 3, n_inner);
+            s.copy_(&s.maximum(&needed.narrow(0, 1, n_inner)));
+        }
+        if let Some(o) = outer {
+            let d = (&x - &o.reference)
+                .square()
+                .sum_dim_intlist(1, false, Kind::Double)
+                .max();
+            let mut m = self.moved.shallow_clone();
+            m.copy_(&m.maximum(&d));
+        }
+        let (inner_slots, inner_masks): (Vec<Tensor>, Vec<Tensor>) = inner.into_iter().unzip();
+        Pairs {
+            neighbors: p.neighbors,
+            shifts,
+            mask: p.mask,
+            reverse: p.reverse,
+            inner_slots,
+            inner_masks,
+            far: self.consts.far.shallow_clone(),
+        }
     }
 
     /// What ran out of room since the last check, if anything (one small
-    /// host copy). When nothing did, the record starts afresh, so what a
-    /// later [`NeighborList::grow`] makes room for depends only on the
-    /// steps since the last check (a continued run, which starts at a
-    /// check, grows its lists exactly as an uninterrupted one).
-    pub fn overflow(&self) -> Option<String> {
-        let seen = Vec::<i64>::try_from(self.seen.to_device(Device::Cpu)).ok()?;
+    /// host copy), and the largest displacement (Å) from a stored list's
+    /// positions met since then. When nothing ran out, the record starts
+    /// afresh, so what a later [`NeighborList::grow`] makes room for
+    /// depends only on the steps since the last check (a continued run,
+    /// which starts at a check, grows its lists exactly as an
+    /// uninterrupted one).
+    pub fn check(&self) -> (Option<String>, f64) {
+        let Ok(seen) = Vec::<i64>::try_from(self.seen.to_device(Device::Cpu)) else {
+            return (None, 0.0);
+        };
+        let moved = self.moved.double_value(&[]).sqrt();
         let mut what = Vec::new();
         if seen[0] > self.shape.capacity {
             what.push(format!(
@@ -518,6 +850,20 @@ impl NeighborList {
             if seen[2] > 0 {
                 what.push("a periodic cell shrank below the list's bins".to_string());
             }
+            let stored = seen[seen.len() - 1];
+            if stored > self.shape.outer_capacity {
+                what.push(format!(
+                    "{stored} neighbours within {} Å in the stored list (room for {})",
+                    self.reach(),
+                    self.shape.outer_capacity
+                ));
+            }
+            if self.stores() && moved > 0.5 * self.shape.skin {
+                what.push(format!(
+                    "an atom moved {moved:.3} Å since the list was built (half the skin is {} Å)",
+                    0.5 * self.shape.skin
+                ));
+            }
         }
         for (c, &cap) in self.shape.inner_capacities.iter().enumerate() {
             if seen[3 + c] > cap {
@@ -530,39 +876,48 @@ impl NeighborList {
         }
         if what.is_empty() {
             let _ = self.seen.shallow_clone().fill_(0);
-            return None;
+            let _ = self.moved.shallow_clone().fill_(0.0);
+            return (None, moved);
         }
-        Some(what.join(", "))
+        (Some(what.join(", ")), moved)
+    }
+
+    /// The largest displacement (Å) from a stored list's positions met
+    /// since the last clean check (one host copy).
+    pub fn moved(&self) -> f64 {
+        self.moved.double_value(&[]).sqrt()
+    }
+
+    /// What ran out of room since the last check, if anything (see
+    /// [`NeighborList::check`]).
+    pub fn overflow(&self) -> Option<String> {
+        self.check().0
     }
 
     /// Atoms in each bin of a cell grid ([bins of all members]).
     fn bin_counts(&self, x: &Tensor, batch: &Tensor, boundary: &Boundary) -> Tensor {
-        let (global, n_bins, _, _, _) = self.binning(x, batch, boundary);
-        count_bins(&global, n_bins)
+        let b = self.binning(x, batch, boundary);
+        count_bins(&b.global, b.n_bins)
     }
 
     /// Bin of every atom (global index over members), the number of bins,
-    /// each atom's bin coordinates, its wrap offset (lattice vector from x
-    /// to the wrapped position) and each atom's cell ([N, 3, 3], periodic).
-    fn binning(
-        &self,
-        x: &Tensor,
-        batch: &Tensor,
-        boundary: &Boundary,
-    ) -> (Tensor, i64, Tensor, Tensor, Option<Tensor>) {
+    /// each atom's bin coordinates, its wrapped position and wrap in whole
+    /// cells, and each atom's cell ([N, 3, 3], periodic).
+    fn binning(&self, x: &Tensor, batch: &Tensor, boundary: &Boundary) -> Binning {
         let Grid::Cells { bins, .. } = self.shape.grid else {
             unreachable!("binning is for cell grids")
         };
         let [n0, n1, n2] = bins;
         let nb = &self.consts.bins;
         let r = self.n_members;
-        let (bin, wrap, h) = match boundary {
+        let (bin, xw, wrap_cells, h) = match boundary {
             Boundary::Periodic(cells) => {
                 let cells = cells.to_kind(Kind::Double);
                 let h = cells.index_select(0, batch);
                 let h_inv = lower_triangular_inverse(&cells).index_select(0, batch);
                 let f = x.unsqueeze(1).bmm(&h_inv).squeeze_dim(1); // x = f H
-                let fw = &f - f.floor();
+                let floor = f.floor();
+                let fw = &f - &floor;
                 // Clamped both ways: a non-finite position (a blow-up,
                 // reported at the next check) must not index outside the grid.
                 let bin = (&fw * nb.to_kind(Kind::Double))
@@ -571,21 +926,61 @@ impl NeighborList {
                     .clamp_min(0)
                     .clamp_max_tensor(&(nb - 1));
                 let xw = fw.unsqueeze(1).bmm(&h).squeeze_dim(1);
-                (bin, xw - x, Some(h))
+                // Non-finite wraps (a blow-up) are zeroed: they only feed
+                // images of a list the next check throws away.
+                let wrap = (-floor).nan_to_num(0.0, 0.0, 0.0);
+                (bin, xw, Some(wrap), Some(h))
             }
             Boundary::Free => {
                 let lo = member_extreme(x, batch, r, "amin").index_select(0, batch);
-                let bin = ((x - lo) / self.shape.cutoffs[0])
+                let bin = ((x - lo) / self.reach())
                     .floor()
                     .to_kind(Kind::Int64)
                     .clamp_min(0)
                     .clamp_max_tensor(&(nb - 1));
-                (bin, x.zeros_like(), None)
+                (bin, x.shallow_clone(), None, None)
             }
         };
         let per_member = n0 * n1 * n2;
         let lin = (bin.select(-1, 0) * n1 + bin.select(-1, 1)) * n2 + bin.select(-1, 2);
-        (batch * per_member + lin, r * per_member, bin, wrap, h)
+        Binning {
+            global: batch * per_member + lin,
+            n_bins: r * per_member,
+            bin,
+            xw,
+            wrap_cells,
+            h,
+        }
+    }
+
+    /// The candidates a refine filters: a stored list's entries, or a dense
+    /// grid's fixed candidates.
+    fn refine_candidates(
+        &self,
+        outer: Option<&Outer>,
+        x: &Tensor,
+        batch: &Tensor,
+        boundary: &Boundary,
+    ) -> Candidates {
+        let Some(o) = outer else {
+            return self.candidates(x, batch, boundary);
+        };
+        let device = x.device();
+        let shift = o.shift.as_ref().map(|s| s.shallow_clone());
+        Candidates {
+            cand: o.neighbors.shallow_clone(),
+            valid: o.mask.shallow_clone(),
+            xw: x.shallow_clone(),
+            geometry: match shift {
+                Some(shift) => Geometry::Entries { shift },
+                None => Geometry::Plain,
+            },
+            reverse: Reverse::Entries {
+                flat: o.reverse.shallow_clone(),
+            },
+            fullest_bin: Tensor::zeros([], (Kind::Int64, device)),
+            cell_shrank: Tensor::zeros([], (Kind::Bool, device)),
+        }
     }
 
     fn candidates(&self, x: &Tensor, batch: &Tensor, boundary: &Boundary) -> Candidates {
@@ -604,7 +999,7 @@ impl NeighborList {
                     cand: cand.shallow_clone(),
                     valid: valid.shallow_clone(),
                     xw: x.shallow_clone(),
-                    images: None,
+                    geometry: Geometry::Plain,
                     reverse: Reverse::Dense {
                         local: local.shallow_clone(),
                     },
@@ -616,27 +1011,27 @@ impl NeighborList {
                 bins,
                 max_per_bin: m,
             } => {
-                let (global, n_bins, bin, wrap, h) = self.binning(x, batch, boundary);
+                let b = self.binning(x, batch, boundary);
                 let nb = &self.consts.bins;
                 let [_, n1, n2] = bins;
                 let per_member = bins.iter().product::<i64>();
-                let bin_counts = count_bins(&global, n_bins);
+                let bin_counts = count_bins(&b.global, b.n_bins);
                 // Rank of each atom within its bin: stable sort by bin.
-                let (sorted, order) = global.sort_stable(true, 0, false);
+                let (sorted, order) = b.global.sort_stable(true, 0, false);
                 let starts = bin_counts.cumsum(0, Kind::Int64) - &bin_counts;
                 let rank_sorted = Tensor::arange(n, opts_i) - starts.index_select(0, &sorted);
                 let rank =
                     Tensor::zeros([n], opts_i).index_put(&[Some(order)], &rank_sorted, false);
                 // Bin table [n_bins, M] of atom indices, N where empty; atoms
                 // past the capacity overwrite the last slot (`seen` says so).
-                let table = Tensor::full([n_bins * m], n, opts_i)
+                let table = Tensor::full([b.n_bins * m], n, opts_i)
                     .index_put(
-                        &[Some(&global * m + rank.clamp_max(m - 1))],
+                        &[Some(&b.global * m + rank.clamp_max(m - 1))],
                         &Tensor::arange(n, opts_i),
                         false,
                     )
-                    .view([n_bins, m]);
-                let nbr = bin.unsqueeze(1) + &self.consts.offsets; // [N,27,3]
+                    .view([b.n_bins, m]);
+                let nbr = b.bin.unsqueeze(1) + &self.consts.offsets; // [N,27,3]
                 let (wrapped, image, bin_ok) = if self.periodic {
                     let wrapped = nbr.remainder_tensor(nb);
                     let image = (&nbr - &wrapped).floor_divide(nb);
@@ -670,9 +1065,19 @@ impl NeighborList {
                     .logical_and(&per_offset(bin_ok))
                     .logical_and(&self_pair.logical_not());
                 // Image shifts per bin offset; distances between wrapped
-                // positions (the shift of a kept entry relative to the
-                // positions as given adds w_j − w_i, see `compact`).
-                let images = h.map(|h| (image.to_kind(Kind::Double).bmm(&h), wrap));
+                // positions (`build` turns a kept entry's bin image and the
+                // two atoms' wraps into its image for the positions as given).
+                let geometry = match (&b.h, b.wrap_cells) {
+                    (Some(h), Some(wrap_cells)) => {
+                        let image = image.to_kind(Kind::Double);
+                        Geometry::Bins {
+                            image_shift: image.bmm(h),
+                            image,
+                            wrap_cells,
+                        }
+                    }
+                    _ => Geometry::Plain,
+                };
                 let cell_shrank = match boundary {
                     Boundary::Periodic(cells) => {
                         // The distance between the planes f_k = 0 and 1 is
@@ -682,20 +1087,15 @@ impl NeighborList {
                             .sum_dim_intlist(1, false, Kind::Double)
                             .sqrt()
                             .reciprocal();
-                        (widths / nb.to_kind(Kind::Double))
-                            .lt(self.shape.cutoffs[0])
-                            .any()
+                        (widths / nb.to_kind(Kind::Double)).lt(self.reach()).any()
                     }
                     Boundary::Free => no,
                 };
                 Candidates {
                     cand,
                     valid,
-                    xw: match &images {
-                        Some((_, wrap)) => x + wrap,
-                        None => x.shallow_clone(),
-                    },
-                    images,
+                    xw: b.xw,
+                    geometry,
                     reverse: Reverse::Cells {
                         m,
                         slot: rank.clamp_max(m - 1),
@@ -713,12 +1113,14 @@ impl NeighborList {
         let n = c.xw.size()[0];
         let width = c.cand.size()[1];
         let xj = with_padding_row(&c.xw).index_select(0, &c.cand.view([-1]));
-        let d = match &c.images {
+        let d = match &c.geometry {
             // [N, 27, M, 3]: each bin offset's image shift broadcast over its slots.
-            Some((image_shift, _)) => {
+            Geometry::Bins { image_shift, .. } => {
                 xj.view([n, 27, width / 27, 3]) + image_shift.unsqueeze(2) - c.xw.view([n, 1, 1, 3])
             }
-            None => xj.view([n, width, 3]) - c.xw.unsqueeze(1),
+            // The order of `Pairs::vectors`: (x_j − x_i) + shift.
+            Geometry::Entries { shift } => xj.view([n, width, 3]) - c.xw.unsqueeze(1) + shift,
+            Geometry::Plain => xj.view([n, width, 3]) - c.xw.unsqueeze(1),
         };
         let d2 = d
             .square()
@@ -728,22 +1130,13 @@ impl NeighborList {
         (d2, within)
     }
 
-    /// Keep the first K candidates within the cutoff of each row, in
-    /// candidate order (a running count gives each its entry; no sort).
-    /// Also returns the largest row count within each inner cutoff ([]
-    /// each, uncapped).
-    fn compact(
-        &self,
-        x: &Tensor,
-        c: &Candidates,
-        d2: &Tensor,
-        within: &Tensor,
-    ) -> (Pairs, Vec<Tensor>) {
-        let device = x.device();
-        let n = x.size()[0];
-        let k = self.shape.capacity;
+    /// Keep the first `k` candidates within the cutoff of each row, in
+    /// candidate order (a running count gives each its entry; no sort), and
+    /// find each kept entry's reverse entry.
+    fn pick(&self, c: &Candidates, within: &Tensor, k: i64) -> Picked {
+        let n = c.cand.size()[0];
         let width = c.cand.size()[1];
-        let opts_i = (Kind::Int64, device);
+        let opts_i = (Kind::Int64, c.cand.device());
         let rank = within.cumsum(1, Kind::Int64) - 1; // [N, C]
         let keep = within.logical_and(&rank.lt(k));
         // Entry of each kept candidate; the others go to a spare column K.
@@ -768,10 +1161,16 @@ impl NeighborList {
             .gather(1, &picked, false)
             .where_self(&mask, &rows.unsqueeze(1));
         // Reverse entry: row j's running count at the reverse candidate.
+        let mut rev_ok = mask.shallow_clone();
         let rev_cand = match &c.reverse {
             Reverse::Dense { local } => local.unsqueeze(1).expand([n, k], false),
             Reverse::Cells { m, slot } => {
                 (26 - picked.floor_divide_scalar(*m)) * *m + slot.unsqueeze(1)
+            }
+            Reverse::Entries { flat } => {
+                let f = flat.gather(1, &picked, false);
+                rev_ok = rev_ok.logical_and(&f.lt(n * width));
+                f.remainder(width)
             }
         };
         let j = neighbors.clamp_max(n - 1);
@@ -779,51 +1178,63 @@ impl NeighborList {
             .view([-1])
             .index_select(0, &(&j * width + rev_cand).view([-1]))
             .view([n, k]);
-        let rev_ok = mask
+        let rev_ok = rev_ok
             .logical_and(&rev_entry.lt(k))
             .logical_and(&rev_entry.ge(0));
         let reverse = (j * k + rev_entry).where_self(&rev_ok, &Tensor::full([1], n * k, opts_i));
-        // Shifts relative to the positions as given: image·H + w_j − w_i.
-        let shifts = c.images.as_ref().map(|(image_shift, wrap)| {
-            let offset = picked.floor_divide_scalar(width / 27);
-            let image = image_shift.gather(1, &offset.unsqueeze(2).expand([n, k, 3], false), false);
-            let wj = wrap.index_select(0, &neighbors.view([-1])).view([n, k, 3]);
-            (image + wj - wrap.unsqueeze(1)) * mask.unsqueeze(2).to_kind(Kind::Double)
-        });
-        let mut pairs = Pairs {
+        Picked {
             neighbors,
-            shifts,
             mask,
             reverse,
-            inner_slots: Vec::new(),
-            inner_masks: Vec::new(),
-            far: self.consts.far.shallow_clone(),
-        };
-        let mut inner_counts = Vec::new();
-        if self.shape.cutoffs.len() > 1 {
-            // The entries' squared distances, from the candidates'.
-            let d2 = d2.gather(1, &picked, false);
-            for (ci, &cap) in self.shape.inner_capacities.iter().enumerate() {
-                let rc = self.shape.cutoffs[ci + 1];
-                let inside = d2.lt(rc * rc).logical_and(&pairs.mask);
-                let rank = inside.cumsum(1, Kind::Int64) - 1;
-                let keep = inside.logical_and(&rank.lt(cap));
-                let slot = rank.where_self(&keep, &Tensor::full([1], cap, opts_i));
-                let entries = Tensor::arange(k, opts_i).unsqueeze(0).expand([n, k], false);
-                let slots = Tensor::zeros([n, cap + 1], opts_i)
-                    .scatter(1, &slot, &entries)
-                    .narrow(1, 0, cap)
-                    .contiguous();
-                inner_counts.push(inside.sum_dim_intlist(1, false, Kind::Int64).max());
-                let count = keep.sum_dim_intlist(1, false, Kind::Int64);
-                pairs.inner_masks.push(
-                    Tensor::arange(cap, opts_i)
-                        .unsqueeze(0)
-                        .lt_tensor(&count.unsqueeze(1)),
-                );
-                pairs.inner_slots.push(slots);
-            }
+            picked,
         }
-        (pairs, inner_counts)
     }
+
+    /// The inner slot lists (slots, masks) of picked entries with squared
+    /// distances `d2` ([N, C] per candidate), and the largest row count
+    /// within each inner cutoff ([] each, uncapped).
+    #[allow(clippy::type_complexity)]
+    fn inner_lists(&self, d2: &Tensor, p: &Picked) -> (Vec<(Tensor, Tensor)>, Vec<Tensor>) {
+        let mut lists = Vec::new();
+        let mut counts = Vec::new();
+        if self.shape.cutoffs.len() < 2 {
+            return (lists, counts);
+        }
+        let (n, k) = (p.mask.size()[0], p.mask.size()[1]);
+        let opts_i = (Kind::Int64, p.mask.device());
+        // The entries' squared distances, from the candidates'.
+        let d2 = d2.gather(1, &p.picked, false);
+        for (ci, &cap) in self.shape.inner_capacities.iter().enumerate() {
+            let rc = self.shape.cutoffs[ci + 1];
+            let inside = d2.lt(rc * rc).logical_and(&p.mask);
+            let rank = inside.cumsum(1, Kind::Int64) - 1;
+            let keep = inside.logical_and(&rank.lt(cap));
+            let slot = rank.where_self(&keep, &Tensor::full([1], cap, opts_i));
+            let entries = Tensor::arange(k, opts_i).unsqueeze(0).expand([n, k], false);
+            let slots = Tensor::zeros([n, cap + 1], opts_i)
+                .scatter(1, &slot, &entries)
+                .narrow(1, 0, cap)
+                .contiguous();
+            counts.push(inside.sum_dim_intlist(1, false, Kind::Int64).max());
+            let count = keep.sum_dim_intlist(1, false, Kind::Int64);
+            let mask = Tensor::arange(cap, opts_i)
+                .unsqueeze(0)
+                .lt_tensor(&count.unsqueeze(1));
+            lists.push((slots, mask));
+        }
+        (lists, counts)
+    }
+}
+
+/// What [`NeighborList::binning`] finds.
+struct Binning {
+    global: Tensor,
+    n_bins: i64,
+    bin: Tensor,
+    /// [N, 3] float64: positions wrapped into the cell (periodic), as given otherwise.
+    xw: Tensor,
+    /// [N, 3] float64 whole cells added by the wrap (periodic).
+    wrap_cells: Option<Tensor>,
+    /// [N, 3, 3] float64 each atom's cell (periodic).
+    h: Option<Tensor>,
 }

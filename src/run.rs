@@ -423,9 +423,14 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
                 drop(stepper);
                 stepper = stepper_for(config, &mut sim)?;
                 if !options.quiet {
-                    eprintln!(
-                        "note: the neighbour list ran out of room between steps {from} and {step} ({what}); enlarged it and running those steps again"
-                    );
+                    let done = if what.starts_with("an atom moved") {
+                        format!("went stale between steps {from} and {step} ({what}); rebuilding it more often")
+                    } else {
+                        format!(
+                            "ran out of room between steps {from} and {step} ({what}); enlarged it"
+                        )
+                    };
+                    eprintln!("note: the neighbour list {done} and running those steps again");
                 }
                 continue;
             }

@@ -114,7 +114,11 @@ impl Simulation {
                 let model = TorchScriptModel::load(&path, device, config.model.dtype.kind())?;
                 model_sha256 = model_file_sha256(config);
                 if model.takes_pairs() {
-                    Box::new(PairForces::new(Box::new(model), &state)?)
+                    Box::new(PairForces::with_skin(
+                        Box::new(model),
+                        &state,
+                        config.run.neighbor_skin,
+                    )?)
                 } else if cell.is_some() {
                     return Err(Error::model(
                         &path,
@@ -141,7 +145,11 @@ impl Simulation {
                             cutoff,
                             shifted: config.model.shift.unwrap_or(false),
                         };
-                        Box::new(PairForces::new(Box::new(model), &state)?)
+                        Box::new(PairForces::with_skin(
+                            Box::new(model),
+                            &state,
+                            config.run.neighbor_skin,
+                        )?)
                     }
                     None => Box::new(LennardJones { epsilon, sigma }),
                 }
@@ -266,7 +274,7 @@ impl Simulation {
     /// temperatures; None when it selects none.
     fn attempt(&mut self, pick: Pick) -> Result<Option<MoveReport>> {
         let temperatures = self.thermostat_temperatures();
-        self.moves.attempt(
+        let report = self.moves.attempt(
             pick,
             (
                 &mut self.state,
@@ -274,7 +282,13 @@ impl Simulation {
                 self.integrator.as_mut(),
             ),
             &temperatures,
-        )
+        )?;
+        // A move may have changed positions or cells without a force call
+        // (one of a library user's): the next step rebuilds a stored list.
+        if let (Some(_), Some(u)) = (&report, self.force.upkeep()) {
+            u.invalidate();
+        }
+        Ok(report)
     }
 
     /// One Monte Carlo volume move for every member, now (None without a

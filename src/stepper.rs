@@ -18,6 +18,10 @@
 //!   member's reinitialisation) is noticed before the next replay, which
 //!   then recaptures.
 //!
+//! A force provider that keeps a neighbour list between steps
+//! ([`ForceProvider::upkeep`]) gets a second graph: the list's rebuild,
+//! replayed before the steps the host schedule says need it.
+//!
 //! Capture records without running, so host counters advanced while
 //! recording (step, draw counter) are wound back afterwards; each replay
 //! then does one step on the device and [`Integrator::replayed`] its host
@@ -48,6 +52,8 @@ enum Mode {
 
 struct Captured {
     graph: CudaGraph,
+    /// The stored neighbour list's rebuild, where the provider keeps one.
+    rebuild: Option<CudaGraph>,
     /// Storage addresses of every tensor the graph reads, at capture.
     inputs: Vec<usize>,
 }
@@ -143,16 +149,17 @@ impl Stepper {
     ) -> Result<()> {
         integrator.before_step(state);
         if let Mode::Replay(captured) = &self.mode {
-            if captured.inputs != input_addresses(state, integrator) {
+            if captured.inputs != input_addresses(state, force, integrator) {
                 // Replaced storage: the old graph would read stale memory.
                 self.capture(state, force, integrator)?;
                 integrator.before_step(state);
             }
         }
+        let upkeep = force.upkeep();
         match &mut self.mode {
-            Mode::Eager => integrator.step(state, force),
+            Mode::Eager => eager_step(state, force, integrator),
             Mode::Warmup { left } => {
-                integrator.step(state, force)?;
+                eager_step(state, force, integrator)?;
                 *left = left.saturating_sub(1);
                 if *left == 0 {
                     self.capture(state, force, integrator)?;
@@ -160,8 +167,17 @@ impl Stepper {
                 Ok(())
             }
             Mode::Replay(captured) => {
+                if let (Some(u), Some(rebuild)) = (upkeep, &captured.rebuild) {
+                    if u.due() {
+                        rebuild.replay().map_err(graph_error)?;
+                        u.rebuilt();
+                    }
+                }
                 captured.graph.replay().map_err(graph_error)?;
                 integrator.replayed(state);
+                if let Some(u) = upkeep {
+                    u.stepped();
+                }
                 Ok(())
             }
         }
@@ -203,6 +219,26 @@ impl Stepper {
     }
 }
 
+/// One step run eagerly, the stored neighbour list rebuilt first if due.
+fn eager_step(
+    state: &mut BatchState,
+    force: &dyn ForceProvider,
+    integrator: &mut dyn Integrator,
+) -> Result<()> {
+    let Some(u) = force.upkeep() else {
+        return integrator.step(state, force);
+    };
+    if u.due() {
+        u.rebuild(state)?;
+        u.rebuilt();
+    }
+    u.stepping(true);
+    let stepped = integrator.step(state, force);
+    u.stepping(false);
+    u.stepped();
+    stepped
+}
+
 fn graph_error(e: cuda_graph::GraphError) -> Error {
     Error::Simulation(format!("CUDA graph: {e}"))
 }
@@ -211,7 +247,11 @@ fn address(t: &Tensor) -> usize {
     t.data_ptr() as usize
 }
 
-fn input_addresses(state: &BatchState, integrator: &dyn Integrator) -> Vec<usize> {
+fn input_addresses(
+    state: &BatchState,
+    force: &dyn ForceProvider,
+    integrator: &dyn Integrator,
+) -> Vec<usize> {
     let mut v: Vec<usize> = [
         &state.positions,
         &state.velocities,
@@ -224,28 +264,59 @@ fn input_addresses(state: &BatchState, integrator: &dyn Integrator) -> Vec<usize
     .collect();
     v.extend(state.cells.iter().map(address));
     v.extend(integrator.captured_inputs().into_iter().map(address));
+    if let Some(u) = force.upkeep() {
+        v.extend(u.inputs().iter().map(address));
+    }
     v
 }
 
-/// Capture one step. Forces and energies computed inside the graph are
-/// copied into the tensors the step read them from, so each replay leaves
-/// them where the next one (and the reporters) look.
+/// Capture one step (and the stored neighbour list's rebuild). Forces and
+/// energies computed inside the graph are copied into the tensors the step
+/// read them from, so each replay leaves them where the next one (and the
+/// reporters) look.
 fn record(
     state: &mut BatchState,
     force: &dyn ForceProvider,
     integrator: &mut dyn Integrator,
 ) -> std::result::Result<Captured, String> {
+    // The stored list must exist (the rebuild graph writes into it) and be
+    // fresh for the steps replayed before its next rebuild.
+    let rebuild = match force.upkeep() {
+        Some(u) => {
+            if u.due() {
+                u.rebuild(state).map_err(|e| e.to_string())?;
+                u.rebuilt();
+            }
+            let mut graph = CudaGraph::new().map_err(|e| e.0)?;
+            graph.capture_begin().map_err(|e| e.0)?;
+            match u.rebuild(state) {
+                Ok(()) => graph.capture_end().map_err(|e| e.0)?,
+                Err(e) => {
+                    graph.abort();
+                    return Err(e.to_string());
+                }
+            }
+            Some(graph)
+        }
+        None => None,
+    };
     let step = state.step;
     let counter = integrator.rng_counter();
     let forces = state.forces.shallow_clone();
     let energies = state.energies.shallow_clone();
     let mut graph = CudaGraph::new().map_err(|e| e.0)?;
     graph.capture_begin().map_err(|e| e.0)?;
+    if let Some(u) = force.upkeep() {
+        u.stepping(true);
+    }
     let stepped = integrator.step(state, force).map(|()| {
         let (mut f, mut e) = (forces.shallow_clone(), energies.shallow_clone());
         f.copy_(&state.forces);
         e.copy_(&state.energies);
     });
+    if let Some(u) = force.upkeep() {
+        u.stepping(false);
+    }
     let ended = match stepped {
         Ok(()) => graph.capture_end().map_err(|e| e.0),
         Err(e) => {
@@ -263,6 +334,7 @@ fn record(
     ended?;
     Ok(Captured {
         graph,
-        inputs: input_addresses(state, integrator),
+        rebuild,
+        inputs: input_addresses(state, force, integrator),
     })
 }

@@ -365,6 +365,11 @@ fn bad_input_is_reported_clearly() {
             good.replace("steps = 30", "steps = 30\non_blowup = \"ignore\""),
             "unknown variant `ignore`",
         ),
+        (
+            "negative neighbour-list skin",
+            good.replace("steps = 30", "steps = 30\nneighbor_skin = -0.5"),
+            "run.neighbor_skin: expected a distance of 0 Å or more, got -0.5",
+        ),
     ];
     let mut failures = Vec::new();
     for (name, text, expected) in &cases {

@@ -183,15 +183,15 @@ fn free_members_match_brute_force() {
     let x: Vec<[f64; 3]> = order.iter().map(|&i| x[i]).collect();
     let member: Vec<i64> = order.iter().map(|&i| member[i]).collect();
     let (xt, bt) = tensors(&x, &member);
-    for cutoff in [2.5, 4.0] {
-        let nl =
-            NeighborList::allocate(&xt, &bt, 3, None, &Boundary::Free, &[cutoff, 2.0]).unwrap();
+    for (cutoff, skin) in [(2.5, 0.0), (4.0, 0.0), (2.5, 1.0), (4.0, 1.5)] {
+        let nl = NeighborList::allocate(&xt, &bt, 3, None, &Boundary::Free, &[cutoff, 2.0], skin)
+            .unwrap();
         assert!(matches!(nl.shape.grid, Grid::Cells { .. }));
         let pairs = nl.update(&xt, &bt, &Boundary::Free);
         assert_eq!(nl.overflow(), None);
         let want = brute_force(&x, &member, None, cutoff);
         assert!(!want.is_empty());
-        assert_eq!(from_list(&pairs, &x), want, "cutoff {cutoff}");
+        assert_eq!(from_list(&pairs, &x), want, "cutoff {cutoff}, skin {skin}");
         assert_eq!(
             inner_set(&pairs, &x, 0),
             brute_force(&x, &member, None, 2.0)
@@ -209,9 +209,10 @@ fn equal_free_members_are_listed_densely_with_the_same_pairs() {
     let member: Vec<i64> = (0..48).map(|i| i / 12).collect();
     let (xt, bt) = tensors(&x, &member);
     let cutoffs = [3.5, 2.2];
-    let dense = NeighborList::allocate(&xt, &bt, 4, Some(12), &Boundary::Free, &cutoffs).unwrap();
+    let dense =
+        NeighborList::allocate(&xt, &bt, 4, Some(12), &Boundary::Free, &cutoffs, 0.0).unwrap();
     assert_eq!(dense.shape.grid, Grid::Dense { atoms: 12 });
-    let cells = NeighborList::allocate(&xt, &bt, 4, None, &Boundary::Free, &cutoffs).unwrap();
+    let cells = NeighborList::allocate(&xt, &bt, 4, None, &Boundary::Free, &cutoffs, 0.0).unwrap();
     let (dp, cp) = (
         dense.update(&xt, &bt, &Boundary::Free),
         cells.update(&xt, &bt, &Boundary::Free),
@@ -260,36 +261,39 @@ fn periodic_members_match_brute_force() {
     let ct = cells_tensor(&cells);
     let cutoff = 4.0;
     let boundary = Boundary::Periodic(&ct);
-    let nl = NeighborList::allocate(&xt, &bt, 3, None, &boundary, &[cutoff, 3.0]).unwrap();
-    let pairs = nl.update(&xt, &bt, &boundary);
-    assert_eq!(nl.overflow(), None);
-    let want = brute_force(&x, &member, Some(&cells), cutoff);
-    let got = from_list(&pairs, &x);
-    assert_eq!(
-        inner_set(&pairs, &x, 0),
-        brute_force(&x, &member, Some(&cells), 3.0)
-    );
-    assert_eq!(got.len(), want.len());
-    assert_eq!(got, want);
-    // The small cell really has pairs seen through two images.
-    let mut counts = std::collections::HashMap::new();
-    for (i, j, _) in &want {
-        *counts.entry((*i, *j)).or_insert(0) += 1;
-    }
-    assert!(counts.values().any(|&c| c > 1));
+    for skin in [0.0, 1.0] {
+        let nl =
+            NeighborList::allocate(&xt, &bt, 3, None, &boundary, &[cutoff, 3.0], skin).unwrap();
+        let pairs = nl.update(&xt, &bt, &boundary);
+        assert_eq!(nl.overflow(), None);
+        let want = brute_force(&x, &member, Some(&cells), cutoff);
+        let got = from_list(&pairs, &x);
+        assert_eq!(
+            inner_set(&pairs, &x, 0),
+            brute_force(&x, &member, Some(&cells), 3.0)
+        );
+        assert_eq!(got.len(), want.len());
+        assert_eq!(got, want);
+        // The small cell really has pairs seen through two images.
+        let mut counts = std::collections::HashMap::new();
+        for (i, j, _) in &want {
+            *counts.entry((*i, *j)).or_insert(0) += 1;
+        }
+        assert!(counts.values().any(|&c| c > 1));
 
-    // Moved atoms: an update with the same shapes gives the new pairs.
-    let moved: Vec<[f64; 3]> = x
-        .iter()
-        .map(|p| p.map(|v| v + 0.3 * (rng.uniform() - 0.5)))
-        .collect();
-    let (mt, _) = tensors(&moved, &member);
-    let pairs = nl.update(&mt, &bt, &boundary);
-    assert_eq!(nl.overflow(), None);
-    assert_eq!(
-        from_list(&pairs, &moved),
-        brute_force(&moved, &member, Some(&cells), cutoff)
-    );
+        // Moved atoms: an update with the same shapes gives the new pairs.
+        let moved: Vec<[f64; 3]> = x
+            .iter()
+            .map(|p| p.map(|v| v + 0.3 * (rng.uniform() - 0.5)))
+            .collect();
+        let (mt, _) = tensors(&moved, &member);
+        let pairs = nl.update(&mt, &bt, &boundary);
+        assert_eq!(nl.overflow(), None);
+        assert_eq!(
+            from_list(&pairs, &moved),
+            brute_force(&moved, &member, Some(&cells), cutoff)
+        );
+    }
 }
 
 #[test]
@@ -302,7 +306,8 @@ fn exceeded_capacities_are_reported_and_growing_makes_room() {
     let (xt, bt) = tensors(&x, &member);
     for uniform in [None, Some(30)] {
         let mut nl =
-            NeighborList::allocate(&xt, &bt, 1, uniform, &Boundary::Free, &[3.0, 2.0]).unwrap();
+            NeighborList::allocate(&xt, &bt, 1, uniform, &Boundary::Free, &[3.0, 2.0], 0.0)
+                .unwrap();
         let _ = nl.update(&xt, &bt, &Boundary::Free);
         assert_eq!(nl.overflow(), None);
         // Everything squeezed into one corner: bins and rows overflow.
@@ -343,7 +348,8 @@ fn exceeded_capacities_are_reported_and_growing_makes_room() {
     // A periodic cell that shrinks below the bins' width overflows too.
     let cell = [Cell::from_lengths_angles([10.0; 3], [90.0; 3]).unwrap()];
     let ct = cells_tensor(&cell);
-    let nl = NeighborList::allocate(&xt, &bt, 1, None, &Boundary::Periodic(&ct), &[3.0]).unwrap();
+    let nl =
+        NeighborList::allocate(&xt, &bt, 1, None, &Boundary::Periodic(&ct), &[3.0], 0.0).unwrap();
     let _ = nl.update(&xt, &bt, &Boundary::Periodic(&ct));
     assert_eq!(nl.overflow(), None);
     let smaller = cells_tensor(&[Cell::from_lengths_angles([8.0; 3], [90.0; 3]).unwrap()]);
@@ -351,11 +357,103 @@ fn exceeded_capacities_are_reported_and_growing_makes_room() {
     assert!(nl.overflow().unwrap().contains("shrank"));
     // A cell narrower than the cutoff is refused at allocation.
     let narrow = cells_tensor(&[Cell::from_lengths_angles([10.0, 10.0, 2.5], [90.0; 3]).unwrap()]);
-    let e = NeighborList::allocate(&xt, &bt, 1, None, &Boundary::Periodic(&narrow), &[3.0])
+    let e = NeighborList::allocate(&xt, &bt, 1, None, &Boundary::Periodic(&narrow), &[3.0], 0.0)
         .unwrap_err();
     assert!(
         e.to_string()
             .contains("along c is 2.500 Å, less than the cutoff"),
         "{e}"
     );
+}
+
+/// A stored (skin) list refined for moved positions gives exactly the
+/// entries a list built at those positions gives (same neighbours, shifts,
+/// reverse entries and inner slots, bit for bit), in periodic cubic,
+/// triclinic and small cells and for free members, also after the cells
+/// change (a barostat's scaling); the check reports the displacement and
+/// an atom beyond half the skin.
+#[test]
+fn a_stored_list_refined_for_moved_atoms_equals_a_fresh_build() {
+    let mut rng = HostRng::new(23);
+    let cells = [
+        Cell::from_lengths_angles([13.0, 13.0, 13.0], [90.0; 3]).unwrap(),
+        Cell::from_lengths_angles([12.0, 12.5, 13.0], [80.0, 95.0, 105.0]).unwrap(),
+        Cell::from_lengths_angles([8.0, 8.5, 9.0], [90.0, 100.0, 90.0]).unwrap(),
+    ];
+    let mut x = Vec::new();
+    let mut member = Vec::new();
+    for (m, cell) in cells.iter().enumerate() {
+        for _ in 0..50 {
+            let f = [0; 3].map(|_| rng.uniform() * 2.2 - 0.6);
+            let h = cell.matrix;
+            x.push([0, 1, 2].map(|k| f[0] * h[(0, k)] + f[1] * h[(1, k)] + f[2] * h[(2, k)]));
+            member.push(m as i64);
+        }
+    }
+    let (xt, bt) = tensors(&x, &member);
+    let ct = cells_tensor(&cells);
+    let same = |a: &Pairs, b: &Pairs| {
+        assert!(a.neighbors.equal(&b.neighbors), "neighbours");
+        assert!(a.mask.equal(&b.mask), "mask");
+        assert!(a.reverse.equal(&b.reverse), "reverse");
+        match (&a.shifts, &b.shifts) {
+            (Some(p), Some(q)) => assert!(p.equal(q), "shifts"),
+            (None, None) => {}
+            _ => panic!("shifts on one side only"),
+        }
+        for (p, q) in a.inner_slots.iter().zip(&b.inner_slots) {
+            assert!(p.equal(q), "inner slots");
+        }
+    };
+    let skin = 1.0;
+    for periodic in [true, false] {
+        let boundary = match periodic {
+            true => Boundary::Periodic(&ct),
+            false => Boundary::Free,
+        };
+        let nl = NeighborList::allocate(&xt, &bt, 3, None, &boundary, &[4.0, 3.0], skin).unwrap();
+        assert_eq!(nl.shape.skin, skin);
+        let outer = nl
+            .build(&xt, &bt, &boundary)
+            .expect("a cell grid stores its list");
+        // Every atom moved by less than half the skin.
+        let moved: Vec<[f64; 3]> = x
+            .iter()
+            .map(|p| p.map(|v| v + 0.55 * (rng.uniform() - 0.5)))
+            .collect();
+        let (mt, _) = tensors(&moved, &member);
+        let refined = nl.refine(Some(&outer), &mt, &bt, &boundary);
+        let (problem, by) = nl.check();
+        assert_eq!(problem, None);
+        assert!(by > 0.1 && by < 0.5 * skin, "moved {by}");
+        let fresh = nl.update(&mt, &bt, &boundary);
+        same(&refined, &fresh);
+        let cutoffs_pairs = brute_force(&moved, &member, periodic.then_some(&cells[..]), 4.0);
+        assert_eq!(from_list(&refined, &moved), cutoffs_pairs);
+        if periodic {
+            // Cells and positions scaled by 0.99 (as a barostat does), then
+            // the list rebuilt: the same entries as a fresh build.
+            let scaled_cells = &ct * 0.99;
+            let sb = Boundary::Periodic(&scaled_cells);
+            let sx = &mt * 0.99;
+            let stored = nl.build(&sx, &bt, &sb).unwrap();
+            same(
+                &nl.refine(Some(&stored), &sx, &bt, &sb),
+                &nl.update(&sx, &bt, &sb),
+            );
+        }
+        // One atom beyond half the skin: reported.
+        let mut far = x.clone();
+        far[7][0] += 0.6 * skin;
+        let (ft, _) = tensors(&far, &member);
+        let _ = nl.refine(Some(&outer), &ft, &bt, &boundary);
+        let (problem, by) = nl.check();
+        assert!(
+            problem
+                .as_deref()
+                .is_some_and(|p| p.contains("an atom moved 0.600 Å")),
+            "{problem:?}"
+        );
+        assert!((by - 0.6).abs() < 1e-9);
+    }
 }

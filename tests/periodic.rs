@@ -67,6 +67,23 @@ fn a_periodic_lennard_jones_fluid_runs_end_to_end() {
         &fingerprint(&split, false),
         "periodic LJ",
     );
+    // A checkpoint written before neighbour-list skins (no skin, no stored
+    // rows in its list shape) continues bit for bit too.
+    let legacy = tmp.path().join("legacy");
+    let c3 = lj_config(tmp.path(), "l.toml", &legacy, cell, cutoff);
+    run_split(&c3, 20, 40, || {
+        use mlff_md::io::checkpoint::Checkpoint;
+        let (mut ck, _) = Checkpoint::read_latest(&legacy).unwrap();
+        let shape = ck.header.neighbor_list.as_mut().unwrap();
+        assert_eq!(shape.skin, mlff_md::neighbors::DEFAULT_SKIN);
+        (shape.skin, shape.outer_capacity) = (0.0, 0);
+        ck.write_atomic(&legacy).unwrap();
+    });
+    assert_bit_identical(
+        &fingerprint(&whole, false),
+        &fingerprint(&legacy, false),
+        "periodic LJ, resumed from a checkpoint without a skin",
+    );
 
     let h5 = hdf5::File::open(whole.join("observables.h5")).unwrap();
     let epot = read_f64(&h5, "observables/potential_energy/value");
@@ -323,4 +340,41 @@ fn a_list_that_runs_out_of_room_is_enlarged_and_the_steps_run_again() {
         &["--quiet", "--resume", "--steps", "40"],
     );
     assert_bit_identical(&b, &fingerprint(&split, false), "grown list, resumed");
+}
+
+/// The stored neighbour list's rebuild schedule does not change results: a
+/// hot fluid run with a list rebuilt from every step on, and with one first
+/// rebuilt only every 1000 steps (so checks find atoms that moved beyond
+/// half the skin, go back, and rebuild more often), give the same
+/// trajectory bit for bit.
+#[test]
+fn the_rebuild_schedule_does_not_change_the_trajectory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, every: &str| {
+        let out = tmp.path().join(name);
+        let cfg = lj_config(
+            tmp.path(),
+            &format!("{name}.toml"),
+            &out,
+            "cell = [23.2, 23.2, 23.2]",
+            "cutoff = 8.5",
+        );
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "initial_temperature = 100.0",
+            "initial_temperature = 2500.0",
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let mut cmd = bin();
+        cmd.args(["run", cfg.to_str().unwrap()])
+            .env(mlff_md::force::pairs::REBUILD_ENV, every);
+        (stderr(&ok(cmd.output().unwrap())), fingerprint(&out, false))
+    };
+    let (log_often, often) = run("often", "1");
+    let (log_rarely, rarely) = run("rarely", "1000");
+    assert!(!log_often.contains("went stale"), "{log_often}");
+    assert!(
+        log_rarely.contains("an atom moved") && log_rarely.contains("half the skin is 0.5 Å"),
+        "{log_rarely}"
+    );
+    assert_bit_identical(&often, &rarely, "rebuilt every step vs rarely");
 }

@@ -76,6 +76,42 @@ pub trait ForceProvider {
     fn set_list_shape(&self, _shape: ListShape, _state: &BatchState) -> Result<()> {
         Ok(())
     }
+
+    /// The provider's stored neighbour list, if it keeps one between steps
+    /// (a skin): the stepper rebuilds it on its schedule.
+    fn upkeep(&self) -> Option<&dyn ListUpkeep> {
+        None
+    }
+}
+
+/// A neighbour list kept between steps and rebuilt on a host schedule.
+/// Force calls inside [`ListUpkeep::stepping`] read the stored list; any
+/// other call (a minimiser's, a barostat's trial) rebuilds it first and
+/// leaves it due, so the next step rebuilds it for its own positions.
+pub trait ListUpkeep {
+    /// Whether the next step must rebuild the list first.
+    fn due(&self) -> bool;
+
+    /// Rebuild the list for `state` into the tensors steps read (no host
+    /// sync, capturable; no bookkeeping: see [`ListUpkeep::rebuilt`]).
+    fn rebuild(&self, state: &BatchState) -> Result<()>;
+
+    /// A rebuild ran.
+    fn rebuilt(&self);
+
+    /// Force calls from now until `stepping(false)` are a step's.
+    fn stepping(&self, on: bool);
+
+    /// A step ran.
+    fn stepped(&self);
+
+    /// Positions or cells changed outside the steps: rebuild before the
+    /// next one.
+    fn invalidate(&self);
+
+    /// The tensors a captured step reads (their storage must not change
+    /// between capture and replay).
+    fn inputs(&self) -> Vec<Tensor>;
 }
 
 /// Evaluate energies and forces and store them in the state.

@@ -6,6 +6,14 @@
 //! dE/d(vectors) and assembles the forces from the list's reverse entries
 //! in a fixed order, so they are bitwise reproducible on a GPU.
 //!
+//! Cell grids keep a stored list reaching a skin beyond the cutoff between
+//! steps (see [`crate::neighbors`]); the stepper rebuilds it on a host
+//! schedule ([`ListUpkeep`]): every `every` steps, halved when a check
+//! finds an atom that moved more than half the skin (the steps since the
+//! last check then run again), doubled (up to [`MAX_EVERY`], never past an
+//! interval that once failed) when a whole interval used less than a
+//! quarter of it. Results do not depend on the schedule.
+//!
 //! Capacities are checked where values are pulled to the host anyway
 //! ([`ForceProvider::overflow`]); after an overflow the engine goes back to
 //! its last check, [`ForceProvider::grow`]s the list and runs those steps
@@ -15,9 +23,9 @@ use std::cell::RefCell;
 
 use tch::{Kind, Tensor};
 
-use super::{autograd_forces, ForceOutput, ForceProvider};
+use super::{autograd_forces, ForceOutput, ForceProvider, ListUpkeep};
 use crate::error::{Error, Result};
-use crate::neighbors::{ListShape, NeighborList, Pairs};
+use crate::neighbors::{Grid, ListShape, NeighborList, Outer, Pairs, DEFAULT_SKIN};
 use crate::state::{BatchState, Layout};
 
 /// What a pair model sees of one batch.
@@ -68,7 +76,40 @@ pub struct PairForces {
     /// Warm-up calls still owed after `prepare_static` (made before the
     /// next evaluation, so a `validate` that never steps skips them).
     warmups_due: std::cell::Cell<usize>,
+    /// A cell grid's stored list (None until first built, and after the
+    /// list's shapes change).
+    outer: RefCell<Option<Outer>>,
+    schedule: std::cell::Cell<Schedule>,
 }
+
+/// When the stored list is rebuilt (host bookkeeping).
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    /// Steps between rebuilds.
+    every: u64,
+    /// The most `every` may grow to: one less than an interval that failed.
+    ceiling: u64,
+    /// Steps since the last rebuild.
+    since: u64,
+    /// Rebuild before the next step whatever `since` says (a force call
+    /// outside the steps rebuilt the list for other positions or cells).
+    stale: bool,
+    /// Force calls read the stored list (inside a step).
+    stepping: bool,
+    /// Steps since the last check.
+    steps_since_check: u64,
+}
+
+/// Longest rebuild interval the schedule grows to (steps).
+pub const MAX_EVERY: u64 = 50;
+
+/// Test-only environment switch: the rebuild interval a fresh list starts
+/// with (e.g. far too long, so a check must find atoms beyond half the
+/// skin, go back and rebuild more often).
+pub const REBUILD_ENV: &str = "MLFF_MD_TEST_REBUILD_EVERY";
+
+/// Rebuild interval a list starts with.
+const FIRST_EVERY: u64 = 10;
 
 /// Test-only environment switch: the neighbour list's row capacity from
 /// the first step of a fresh run on (e.g. too small, so the run must find
@@ -82,8 +123,20 @@ pub const ROOM_ENV: &str = "MLFF_MD_TEST_NEIGHBOR_ROOM";
 const PROFILING_CALLS: usize = 2;
 
 impl PairForces {
-    /// A list sized for `state`'s positions and the model's cutoffs.
+    /// A list sized for `state`'s positions and the model's cutoffs, with
+    /// the default skin.
     pub fn new(model: Box<dyn PairModel>, state: &BatchState) -> Result<PairForces> {
+        Self::with_skin(model, state, DEFAULT_SKIN)
+    }
+
+    /// A list sized for `state`'s positions and the model's cutoffs; cell
+    /// grids keep a list `skin` Å beyond the cutoff between rebuilds (0:
+    /// every force call builds its list).
+    pub fn with_skin(
+        model: Box<dyn PairModel>,
+        state: &BatchState,
+        skin: f64,
+    ) -> Result<PairForces> {
         let list = NeighborList::allocate(
             &state.positions,
             &state.batch,
@@ -91,7 +144,13 @@ impl PairForces {
             state.layout.uniform_atoms(),
             &state.boundary(),
             &model.cutoffs(),
+            skin,
         )?;
+        let every = std::env::var(REBUILD_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(FIRST_EVERY)
+            .max(1);
         Ok(PairForces {
             model,
             list: RefCell::new(list),
@@ -99,7 +158,38 @@ impl PairForces {
                 std::env::var(ROOM_ENV).ok().and_then(|v| v.parse().ok()),
             ),
             warmups_due: std::cell::Cell::new(0),
+            outer: RefCell::new(None),
+            schedule: std::cell::Cell::new(Schedule {
+                every,
+                ceiling: MAX_EVERY.max(every),
+                since: 0,
+                stale: true,
+                stepping: false,
+                steps_since_check: 0,
+            }),
         })
+    }
+
+    fn update_schedule(&self, f: impl FnOnce(&mut Schedule)) {
+        let mut s = self.schedule.get();
+        f(&mut s);
+        self.schedule.set(s);
+    }
+
+    /// Build the stored list for `state` into the tensors steps read (in
+    /// place where the shapes allow, so a captured step sees it).
+    fn store(&self, list: &NeighborList, state: &BatchState) {
+        let fresh = list.build(&state.positions, &state.batch, &state.boundary());
+        let mut slot = self.outer.borrow_mut();
+        match (slot.as_mut(), fresh) {
+            (Some(old), Some(new)) if old.same_shape(&new) => old.refresh(&new),
+            (_, new) => *slot = new,
+        }
+    }
+
+    /// The rebuild interval now (steps).
+    pub fn rebuild_every(&self) -> u64 {
+        self.schedule.get().every
     }
 
     /// One build of the neighbour list for `state` (what every force call
@@ -112,7 +202,20 @@ impl PairForces {
 
     /// The list and the evaluation; `prepare_static`'s warm-up calls too.
     fn evaluate(&self, state: &BatchState) -> Result<ForceOutput> {
-        let pairs = self.build_list(state);
+        let list = self.list.borrow();
+        if list.stores() && !self.schedule.get().stepping {
+            // Not a step's call: the list must be right for these positions
+            // (and cells), and the next step must not inherit it.
+            self.store(&list, state);
+            self.update_schedule(|s| s.stale = true);
+        }
+        let pairs = list.refine(
+            self.outer.borrow().as_ref(),
+            &state.positions,
+            &state.batch,
+            &state.boundary(),
+        );
+        drop(list);
         let vectors = pairs
             .vectors(&state.positions.to_kind(Kind::Double))
             .to_kind(self.model.dtype());
@@ -160,17 +263,46 @@ impl ForceProvider for PairForces {
     }
 
     fn overflow(&self) -> Option<String> {
-        self.list.borrow().overflow()
+        let list = self.list.borrow();
+        let (problem, moved) = list.check();
+        let skin = list.shape.skin;
+        self.update_schedule(|s| {
+            // A whole interval that used less than a quarter of the skin.
+            if problem.is_none()
+                && skin > 0.0
+                && s.steps_since_check >= s.every
+                && moved <= 0.25 * skin
+            {
+                s.every = (2 * s.every).min(s.ceiling);
+            }
+            s.steps_since_check = 0;
+        });
+        problem
     }
 
     fn grow(&self, state: &BatchState) -> Result<()> {
-        self.list.borrow_mut().grow(
+        let mut list = self.list.borrow_mut();
+        if list.moved() > 0.5 * list.shape.skin {
+            self.update_schedule(|s| {
+                s.every = (s.every / 2).max(1);
+                s.ceiling = s.every;
+            });
+        }
+        *self.outer.borrow_mut() = None;
+        list.grow(
             &state.positions,
             &state.batch,
             state.n_members,
             state.layout.uniform_atoms(),
             &state.boundary(),
         )
+    }
+
+    fn upkeep(&self) -> Option<&dyn ListUpkeep> {
+        self.list
+            .borrow()
+            .stores()
+            .then_some(self as &dyn ListUpkeep)
     }
 
     fn list_shape(&self) -> Option<ListShape> {
@@ -185,15 +317,79 @@ impl ForceProvider for PairForces {
                 self.model.cutoffs()
             )));
         }
-        *self.list.borrow_mut() = NeighborList::with_shape(
-            shape,
-            state.layout.n_rows(),
-            state.n_members,
-            &state.boundary(),
-            state.device,
-        );
+        *self.outer.borrow_mut() = None;
+        let current_skin = self.list.borrow().shape.skin;
+        let list = if matches!(shape.grid, Grid::Cells { .. }) && shape.skin < current_skin {
+            // A checkpoint written before skins (or with a smaller one):
+            // the stored list's reach, bins and room change no result,
+            // only the row capacities do, so those are kept and the rest
+            // sized for this skin.
+            let mut list = NeighborList::allocate(
+                &state.positions,
+                &state.batch,
+                state.n_members,
+                state.layout.uniform_atoms(),
+                &state.boundary(),
+                &shape.cutoffs,
+                current_skin,
+            )?;
+            list.shape.capacity = shape.capacity;
+            list.shape.inner_capacities = shape.inner_capacities;
+            list
+        } else {
+            NeighborList::with_shape(
+                shape,
+                state.layout.n_rows(),
+                state.n_members,
+                &state.boundary(),
+                state.device,
+            )
+        };
+        *self.list.borrow_mut() = list;
         self.test_room.set(None);
         Ok(())
+    }
+}
+
+impl ListUpkeep for PairForces {
+    fn due(&self) -> bool {
+        let s = self.schedule.get();
+        self.outer.borrow().is_none() || s.stale || s.since >= s.every
+    }
+
+    fn rebuild(&self, state: &BatchState) -> Result<()> {
+        self.store(&self.list.borrow(), state);
+        Ok(())
+    }
+
+    fn rebuilt(&self) {
+        self.update_schedule(|s| {
+            s.since = 0;
+            s.stale = false;
+        });
+    }
+
+    fn stepping(&self, on: bool) {
+        self.update_schedule(|s| s.stepping = on);
+    }
+
+    fn stepped(&self) {
+        self.update_schedule(|s| {
+            s.since += 1;
+            s.steps_since_check += 1;
+        });
+    }
+
+    fn invalidate(&self) {
+        self.update_schedule(|s| s.stale = true);
+    }
+
+    fn inputs(&self) -> Vec<Tensor> {
+        self.outer
+            .borrow()
+            .as_ref()
+            .map(|o| o.tensors().into_iter().map(|t| t.shallow_clone()).collect())
+            .unwrap_or_default()
     }
 }
 
