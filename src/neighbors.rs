@@ -611,7 +611,7 @@ impl NeighborList {
             skin,
             grid,
             capacity: 1,
-            outer_capacity: 1,
+            outer_capacity: 0,
             inner_capacities: vec![1; cutoffs.len() - 1],
         };
         let mut list = NeighborList {
