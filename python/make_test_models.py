@@ -20,6 +20,12 @@ models/morse_test.pt
 tests/data/bad_signature.pt, bad_shape.pt, nan_energy.pt
     Deliberately broken models for the error-handling tests.
 
+tests/data/charged_morse.pt
+    The Morse toy model taking each structure's total charge (takes_charge()
+    = True, forward(atomic_numbers, positions, batch, charge)): its energy is
+    morse_test's plus 1 eV per elementary charge, so a test can see which
+    charge reached which structure.
+
 tests/data/lj_pairs_v2.pt
     A model of interface v2 (models/README.md): truncated Lennard-Jones
     (epsilon 0.0104 eV, sigma 3.4 A, cutoff 8.5 A) over the engine's pairs,
@@ -131,6 +137,27 @@ class MorsePairModel(torch.nn.Module):
         excess = torch.relu(coordination - max_cn)
         penalty = self.crowding * (excess * excess)
         return pair.sum((1, 2)) + penalty.sum(1)
+
+
+class ChargedMorse(torch.nn.Module):
+    """morse_test plus 1 eV per elementary charge of the structure."""
+
+    def __init__(self):
+        super().__init__()
+        self.base = MorsePairModel()
+
+    @torch.jit.export
+    def takes_charge(self) -> bool:
+        return True
+
+    @torch.jit.export
+    def supported_elements(self) -> list[int]:
+        return self.base.supported_elements()
+
+    def forward(self, atomic_numbers: torch.Tensor, positions: torch.Tensor,
+                batch: torch.Tensor, charge: torch.Tensor) -> torch.Tensor:
+        e = self.base(atomic_numbers, positions, batch)
+        return e + charge.to(e.dtype)
 
 
 class BadSignature(torch.nn.Module):
@@ -349,6 +376,7 @@ def main() -> int:
     save(OutOfMemoryAbove(), os.path.join(data, "oom_above_3.pt"))
     save(NanAfter(), os.path.join(data, "nan_after_20_calls.pt"))
     save(LennardJonesPairsV2(), os.path.join(data, "lj_pairs_v2.pt"))
+    save(ChargedMorse(), os.path.join(data, "charged_morse.pt"))
     with open(os.path.join(data, "not_torchscript.pt"), "w") as f:
         f.write("this is not a TorchScript archive\n")
     print("self-check passed")

@@ -260,7 +260,7 @@ fn time_calls(
         let x = &b.positions + (rng.normal(&index) * perturbation).to_kind(Kind::Float);
         synchronize(b.positions.device());
         let start = Instant::now();
-        let (e, f) = model.evaluate(&b.z, &x, &b.batch, b.n)?;
+        let (e, f) = model.evaluate(&b.z, &x, &b.batch, None, b.n)?;
         synchronize(b.positions.device());
         let ms = start.elapsed().as_secs_f64() * 1e3;
         drop((e, f));
@@ -304,7 +304,7 @@ pub fn bench_forces(opts: &ForcesOptions) -> Result<(ForcesReport, PathBuf)> {
     let mut alone = Vec::new();
     for (name, m) in &set {
         let b = flat_batch(&[m], opts.device);
-        let (e, f) = model.evaluate(&b.z, &b.positions, &b.batch, b.n)?;
+        let (e, f) = model.evaluate(&b.z, &b.positions, &b.batch, None, b.n)?;
         alone.push((to_host_f64(&e)[0], to_host_f64(&f)));
         let t = time_calls(
             &model,
@@ -330,7 +330,7 @@ pub fn bench_forces(opts: &ForcesOptions) -> Result<(ForcesReport, PathBuf)> {
         )?;
         let stats = Stats::of(&t);
         let sequential: f64 = (0..size).map(|i| single[i % set.len()].1).sum();
-        let (e, f) = model.evaluate(&b.z, &b.positions, &b.batch, b.n)?;
+        let (e, f) = model.evaluate(&b.z, &b.positions, &b.batch, None, b.n)?;
         let (e, f) = (to_host_f64(&e), to_host_f64(&f));
         let mut energy_dev = 0.0f64;
         let mut force_dev = 0.0f64;

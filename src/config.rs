@@ -57,6 +57,9 @@ pub struct SystemConfig {
     /// takes no charge (it then sees a neutral molecule), with a warning.
     #[serde(default)]
     pub allow_charged: bool,
+    /// Total charge of the molecule (elementary charges), for models that
+    /// take one; replaces the structure file's formal charges.
+    pub charge: Option<i64>,
     /// A periodic cell for every member: edge lengths [a, b, c] (Å), lengths
     /// and angles [a, b, c, α, β, γ] (degrees), or the three lattice
     /// vectors [[ax, ay, az], [bx, by, bz], [cx, cy, cz]].

@@ -88,6 +88,10 @@ pub fn inspect(path: &Path, device: Device, dtype: Kind) -> Result<ModelReport> 
         PairModel::cutoffs(&model)
     });
     let metadata = model.metadata().map(str::to_string);
+    let charge_and_spin = match model.takes_charge() {
+        true => "total charge: takes_charge() = True, forward gets each structure's charge ([system] charge or the file's formal charges); no spin".to_string(),
+        false => "none: the model takes no charge or spin; a charged structure is refused unless [system] allow_charged = true".to_string(),
+    };
     let (molecule, probe) = probe_molecule(supported.as_deref())?;
     let state = BatchState::new(&molecule, 1, device, Kind::Double);
     let force: Box<dyn ForceProvider> = if model.takes_pairs() {
@@ -132,7 +136,7 @@ pub fn inspect(path: &Path, device: Device, dtype: Kind) -> Result<ModelReport> 
         cutoffs,
         capturable: capturable.is_ok(),
         not_capturable_because: capturable.err(),
-        charge_and_spin: "none: contracts v1 and v2 take no charge or spin; a charged structure is refused unless [system] allow_charged = true".into(),
+        charge_and_spin,
         metadata,
         device: crate::device::describe(device),
         positions_dtype: if dtype == Kind::Double {

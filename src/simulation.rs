@@ -97,6 +97,9 @@ impl Simulation {
     /// velocities and evaluate the initial forces.
     pub fn from_config(config: &Config) -> Result<Simulation> {
         let mut molecule = Molecule::load(&config.structure_paths())?;
+        if let Some(q) = config.system.charge {
+            molecule.formal_charge = Some((q, "[system] charge".into()));
+        }
         let cell = run_cell(&mut molecule, config)?;
         let spec = parse_device(&config.model.device).map_err(Error::Invalid)?;
         let device = resolve(spec).map_err(Error::Invalid)?;
@@ -852,7 +855,7 @@ fn check_charge(molecule: &mut Molecule, force: &dyn ForceProvider, config: &Con
     let Some((q, source)) = molecule.formal_charge.clone() else {
         return Ok(());
     };
-    if force.takes_charge() {
+    if force.takes_charge() || q == 0 {
         return Ok(());
     }
     let what = format!(

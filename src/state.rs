@@ -179,6 +179,10 @@ pub struct BatchState {
     /// lower triangular); None for free (isolated) members. A device
     /// tensor, so a barostat can change it per member in place.
     pub cells: Option<Tensor>,
+    /// [R] float32: each member's total charge (elementary charges), from
+    /// its molecule (`[system] charge` or the file's formal charges); read
+    /// by models that take a charge.
+    pub charges: Tensor,
     /// Steps taken.
     pub step: u64,
 }
@@ -251,6 +255,13 @@ impl BatchState {
             noise_index: Tensor::from_slice(&noise).view([rows, 3]).to_device(device),
             layout,
             cells: None,
+            charges: Tensor::from_slice(
+                &members
+                    .iter()
+                    .map(|(m, _)| m.total_charge() as f32)
+                    .collect::<Vec<_>>(),
+            )
+            .to_device(device),
             step: 0,
         }
     }

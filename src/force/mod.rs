@@ -37,8 +37,9 @@ pub trait ForceProvider {
         None
     }
 
-    /// Whether the provider takes a total charge per structure. None of
-    /// today's does: a charged input is refused unless allowed explicitly.
+    /// Whether the provider takes a total charge per structure
+    /// (`state.charges`); a charged input for one that does not is refused
+    /// unless allowed explicitly.
     fn takes_charge(&self) -> bool {
         false
     }

@@ -4,7 +4,10 @@
 //! Model interface: `forward(atomic_numbers int64[N_tot], positions
 //! float[N_tot, 3] (Å), batch int64[N_tot]) -> energies[n_structures] (eV)`.
 //! Optional exported methods read when present: `supported_elements() ->
-//! List[int]` and `metadata() -> str`.
+//! List[int]` and `metadata() -> str`. A model whose `takes_charge()`
+//! returns True gets each structure's total charge as a fourth argument,
+//! `charge float32[n_structures]` (and `forward_prepared(positions,
+//! charge)`).
 //!
 //! Models of interface v2 (models/README.md; e.g. models/ani1x_nl.pt)
 //! export `cutoffs()` and `forward_pairs(...)`: they take the engine's
@@ -50,6 +53,8 @@ pub struct TorchScriptModel {
     /// Rows of the batch a v2 model's `prepare` was called for, while
     /// `forward_pairs_prepared` is in use.
     pairs_prepared_rows: Cell<Option<i64>>,
+    /// `takes_charge()` returned True: forward gets the total charges.
+    takes_charge: bool,
 }
 
 impl TorchScriptModel {
@@ -96,6 +101,16 @@ impl TorchScriptModel {
             }
             Err(_) => None,
         };
+        let takes_charge = match module.method_is::<IValue>("takes_charge", &[]) {
+            Ok(IValue::Bool(b)) => b,
+            Ok(other) => {
+                return Err(Error::model(
+                    path,
+                    format!("takes_charge() must return bool, got {other:?}"),
+                ))
+            }
+            Err(_) => false,
+        };
         let metadata = match module.method_is::<IValue>("metadata", &[]) {
             Ok(IValue::String(s)) => Some(s),
             _ => None,
@@ -138,6 +153,7 @@ impl TorchScriptModel {
             prepared_rows: Cell::new(None),
             cutoffs,
             pairs_prepared_rows: Cell::new(None),
+            takes_charge,
         })
     }
 
@@ -208,7 +224,7 @@ impl TorchScriptModel {
 
 /// Every method the model contracts name (v1, static v1, v2), in the order
 /// models/README.md introduces them.
-const CONTRACT_METHODS: [&str; 9] = [
+const CONTRACT_METHODS: [&str; 10] = [
     "forward",
     "prepare",
     "forward_prepared",
@@ -217,6 +233,7 @@ const CONTRACT_METHODS: [&str; 9] = [
     "forward_pairs_prepared",
     "is_prepared",
     "supported_elements",
+    "takes_charge",
     "metadata",
 ];
 
@@ -254,6 +271,10 @@ impl ForceProvider for TorchScriptModel {
         self.supported.clone()
     }
 
+    fn takes_charge(&self) -> bool {
+        self.takes_charge
+    }
+
     fn prepare_static(&self, state: &BatchState) -> std::result::Result<(), String> {
         self.prepared_rows.set(None);
         self.call_prepare(
@@ -269,7 +290,7 @@ impl ForceProvider for TorchScriptModel {
         // matches an uninterrupted one bit for bit.
         for _ in 0..PROFILING_CALLS {
             let _ = self
-                .evaluate_prepared(&state.positions, state.n_members as i64)
+                .evaluate_prepared(&state.positions, &state.charges, state.n_members as i64)
                 .map_err(|e| format!("forward_prepared failed: {e}"))?;
         }
         self.prepared_rows.set(Some(state.positions.size()[0]));
@@ -278,7 +299,7 @@ impl ForceProvider for TorchScriptModel {
 
     fn compute(&self, state: &BatchState) -> Result<ForceOutput> {
         if self.prepared_rows.get() == Some(state.positions.size()[0]) {
-            match self.evaluate_prepared(&state.positions, state.n_members as i64) {
+            match self.evaluate_prepared(&state.positions, &state.charges, state.n_members as i64) {
                 Err(Error::Model { message, .. }) if message.contains("out of memory") => {
                     eprintln!(
                         "warning: forward_prepared on {} members ran out of device memory; evaluating with forward() instead",
@@ -323,30 +344,62 @@ impl TorchScriptModel {
     }
 
     /// Energies [S] (float64) and forces [N_tot, 3] of any flat batch of
-    /// `n_structures` structures: one forward and one backward.
+    /// `n_structures` structures: one forward and one backward. `charges`
+    /// ([S] total charges) go to a model that takes them (None: neutral).
     pub fn evaluate(
         &self,
         atomic_numbers: &Tensor,
         positions: &Tensor,
         batch: &Tensor,
+        charges: Option<&Tensor>,
         n_structures: i64,
     ) -> Result<(Tensor, Tensor)> {
+        if !self.takes_charge {
+            return self.energies_and_forces(
+                positions,
+                n_structures,
+                "forward(atomic_numbers, positions, batch)",
+                |x| self.module.forward_ts(&[atomic_numbers, x, batch]),
+            );
+        }
+        let charges = charges.map_or_else(
+            || Tensor::zeros([n_structures], (Kind::Float, positions.device())),
+            |q| q.to_kind(Kind::Float),
+        );
         self.energies_and_forces(
             positions,
             n_structures,
-            "forward(atomic_numbers, positions, batch)",
-            |x| self.module.forward_ts(&[atomic_numbers, x, batch]),
+            "forward(atomic_numbers, positions, batch, charge)",
+            |x| {
+                self.module
+                    .forward_ts(&[atomic_numbers, x, batch, &charges])
+            },
         )
     }
 
-    /// Energies and forces through `forward_prepared(positions)` (after a
-    /// successful [`ForceProvider::prepare_static`] for this batch).
-    fn evaluate_prepared(&self, positions: &Tensor, n_structures: i64) -> Result<(Tensor, Tensor)> {
+    /// Energies and forces through `forward_prepared(positions)` (with
+    /// `charges` for a model that takes them), after a successful
+    /// [`ForceProvider::prepare_static`] for this batch.
+    fn evaluate_prepared(
+        &self,
+        positions: &Tensor,
+        charges: &Tensor,
+        n_structures: i64,
+    ) -> Result<(Tensor, Tensor)> {
+        if !self.takes_charge {
+            return self.energies_and_forces(
+                positions,
+                n_structures,
+                "forward_prepared(positions)",
+                |x| self.module.method_ts("forward_prepared", &[x]),
+            );
+        }
+        let charges = charges.to_kind(Kind::Float);
         self.energies_and_forces(
             positions,
             n_structures,
-            "forward_prepared(positions)",
-            |x| self.module.method_ts("forward_prepared", &[x]),
+            "forward_prepared(positions, charge)",
+            |x| self.module.method_ts("forward_prepared", &[x, &charges]),
         )
     }
 
@@ -415,6 +468,7 @@ impl TorchScriptModel {
                 &state.atomic_numbers,
                 &state.positions,
                 &state.batch,
+                Some(&state.charges),
                 r as i64,
             )?;
             return Ok(ForceOutput {
@@ -436,6 +490,7 @@ impl TorchScriptModel {
                 &rows(&state.atomic_numbers),
                 &rows(&state.positions),
                 &batch,
+                Some(&state.charges.narrow(0, start as i64, m)),
                 m,
             )?;
             energies.push(e);

@@ -1,0 +1,141 @@
+//! A model that takes each structure's total charge (`takes_charge()` =
+//! True, `forward(atomic_numbers, positions, batch, charge)`) gets the
+//! charge of every member, from the structure file's formal charges or
+//! `[system] charge`, in one batch, in chunks and through the command line;
+//! a charged structure with a model that takes none is refused.
+//! tests/data/charged_morse.pt is models/morse_test.pt plus 1 eV per
+//! elementary charge (python/make_test_models.py).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::runs::*;
+use common::*;
+use mlff_md::force::{ForceProvider, TorchScriptModel};
+use mlff_md::state::BatchState;
+use mlff_md::system::Molecule;
+use tch::{Device, Kind};
+
+fn acetate() -> Molecule {
+    Molecule::load(&[root().join("tests/data/acetate.sdf")]).unwrap()
+}
+
+fn models() -> (TorchScriptModel, TorchScriptModel) {
+    let load =
+        |p: &str| TorchScriptModel::load(&root().join(p), Device::Cpu, Kind::Double).unwrap();
+    (
+        load("tests/data/charged_morse.pt"),
+        load("models/morse_test.pt"),
+    )
+}
+
+#[test]
+fn each_member_gets_its_own_charge() {
+    let (charged, neutral) = models();
+    assert!(charged.takes_charge() && !neutral.takes_charge());
+    // Acetate (M  CHG: -1), ethanol (neutral), acetate again.
+    let (a, e) = (acetate(), ethanol());
+    assert_eq!(a.total_charge(), -1);
+    let members = [(&a, 0), (&e, 1), (&a, 2)];
+    let state = BatchState::from_members(&members, Device::Cpu, Kind::Double);
+    assert_eq!(host(&state.charges), vec![-1.0, 0.0, -1.0]);
+    let with = charged.compute(&state).unwrap();
+    let without = neutral.compute(&state).unwrap();
+    let shift: Vec<f64> = host(&with.energies)
+        .iter()
+        .zip(host(&without.energies))
+        .map(|(w, n)| w - n)
+        .collect();
+    for (s, want) in shift.iter().zip([-1.0, 0.0, -1.0]) {
+        assert!((s - want).abs() < 1e-12, "energy shifts {shift:?}");
+    }
+    assert!(max_abs_diff(&with.forces, &without.forces) < 1e-12);
+    // One member per call: each chunk gets its members' charges.
+    charged.set_chunk_size(1);
+    let chunked = charged.compute(&state).unwrap();
+    assert!(max_abs_diff(&chunked.energies, &with.energies) < 1e-12);
+    assert!(max_abs_diff(&chunked.forces, &with.forces) < 1e-12);
+}
+
+#[test]
+fn inspect_names_the_charge_input() {
+    let report = mlff_md::inspect::inspect(
+        &root().join("tests/data/charged_morse.pt"),
+        Device::Cpu,
+        Kind::Float,
+    )
+    .unwrap();
+    assert!(report.entry_points.iter().any(|m| m == "takes_charge"));
+    assert!(
+        report.charge_and_spin.starts_with("total charge"),
+        "{}",
+        report.charge_and_spin
+    );
+}
+
+fn config(dir: &Path, name: &str, model: &str, charge: &str) -> PathBuf {
+    let text = format!(
+        r#"[system]
+structure = "{}"
+{charge}
+[model]
+path = "{}"
+device = "cpu"
+[integrator]
+kind = "langevin"
+timestep = 0.5
+temperature = 300.0
+[ensemble]
+members = 2
+seed = 7
+[run]
+steps = 20
+[output]
+directory = "{}"
+trajectory_interval = 0
+observables_interval = 5
+"#,
+        root().join("systems/caffeine.pdb").display(),
+        root().join(model).display(),
+        dir.join(name).display()
+    );
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// `[system] charge` reaches the model at every step (the trajectory is the
+/// neutral one: a constant shift changes no force), and a model that takes
+/// no charge refuses it.
+#[test]
+fn system_charge_reaches_the_model_through_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, charge: &str| {
+        let cfg = config(tmp.path(), name, "tests/data/charged_morse.pt", charge);
+        ok(bin()
+            .args(["run", cfg.to_str().unwrap(), "--quiet"])
+            .output()
+            .unwrap());
+        let h5 = hdf5::File::open(tmp.path().join(name).join("observables.h5")).unwrap();
+        read_f64(&h5, "observables/potential_energy/value")
+    };
+    let (plus, zero) = (run("plus", "charge = 2"), run("zero", "charge = 0"));
+    assert_eq!(plus.len(), zero.len());
+    assert!(plus.len() >= 8);
+    for (p, z) in plus.iter().zip(&zero) {
+        assert!((p - z - 2.0).abs() < 1e-9, "{p} vs {z}");
+    }
+    let cfg = config(tmp.path(), "refused", "models/morse_test.pt", "charge = -1");
+    let o = bin()
+        .args(["run", cfg.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("total formal charge of -1 ([system] charge)")
+            && err.contains("takes no charge"),
+        "{err}"
+    );
+}
