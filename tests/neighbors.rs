@@ -164,6 +164,22 @@ fn cells_tensor(cells: &[Cell]) -> Tensor {
     Tensor::from_slice(&flat).view([cells.len() as i64, 3, 3])
 }
 
+/// `per_cell` random atoms in each cell (member m in cells[m]), at
+/// fractional coordinates in [-0.6, 1.6): many outside the cell.
+fn atoms_in_cells(rng: &mut HostRng, cells: &[Cell], per_cell: usize) -> (Vec<[f64; 3]>, Vec<i64>) {
+    let mut x = Vec::new();
+    let mut member = Vec::new();
+    for (m, cell) in cells.iter().enumerate() {
+        for _ in 0..per_cell {
+            let f = [0; 3].map(|_| rng.uniform() * 2.2 - 0.6);
+            let h = cell.matrix;
+            x.push([0, 1, 2].map(|k| f[0] * h[(0, k)] + f[1] * h[(1, k)] + f[2] * h[(2, k)]));
+            member.push(m as i64);
+        }
+    }
+    (x, member)
+}
+
 #[test]
 fn free_members_match_brute_force() {
     let mut rng = HostRng::new(7);
@@ -246,17 +262,7 @@ fn periodic_members_match_brute_force() {
         // Smaller than twice the cutoff: several images of one neighbour.
         Cell::from_lengths_angles([7.0, 7.5, 8.0], [90.0, 100.0, 90.0]).unwrap(),
     ];
-    let mut x = Vec::new();
-    let mut member = Vec::new();
-    for (m, cell) in cells.iter().enumerate() {
-        for _ in 0..40 {
-            // Fractional coordinates in [-0.6, 1.6): atoms outside the cell.
-            let f = [0; 3].map(|_| rng.uniform() * 2.2 - 0.6);
-            let h = cell.matrix;
-            x.push([0, 1, 2].map(|k| f[0] * h[(0, k)] + f[1] * h[(1, k)] + f[2] * h[(2, k)]));
-            member.push(m as i64);
-        }
-    }
+    let (x, member) = atoms_in_cells(&mut rng, &cells, 40);
     let (xt, bt) = tensors(&x, &member);
     let ct = cells_tensor(&cells);
     let cutoff = 4.0;
@@ -380,16 +386,7 @@ fn a_stored_list_refined_for_moved_atoms_equals_a_fresh_build() {
         Cell::from_lengths_angles([12.0, 12.5, 13.0], [80.0, 95.0, 105.0]).unwrap(),
         Cell::from_lengths_angles([8.0, 8.5, 9.0], [90.0, 100.0, 90.0]).unwrap(),
     ];
-    let mut x = Vec::new();
-    let mut member = Vec::new();
-    for (m, cell) in cells.iter().enumerate() {
-        for _ in 0..50 {
-            let f = [0; 3].map(|_| rng.uniform() * 2.2 - 0.6);
-            let h = cell.matrix;
-            x.push([0, 1, 2].map(|k| f[0] * h[(0, k)] + f[1] * h[(1, k)] + f[2] * h[(2, k)]));
-            member.push(m as i64);
-        }
-    }
+    let (x, member) = atoms_in_cells(&mut rng, &cells, 50);
     let (xt, bt) = tensors(&x, &member);
     let ct = cells_tensor(&cells);
     let same = |a: &Pairs, b: &Pairs| {

@@ -354,27 +354,16 @@ impl TorchScriptModel {
         charges: Option<&Tensor>,
         n_structures: i64,
     ) -> Result<(Tensor, Tensor)> {
-        if !self.takes_charge {
-            return self.energies_and_forces(
-                positions,
-                n_structures,
-                "forward(atomic_numbers, positions, batch)",
-                |x| self.module.forward_ts(&[atomic_numbers, x, batch]),
-            );
-        }
-        let charges = charges.map_or_else(
-            || Tensor::zeros([n_structures], (Kind::Float, positions.device())),
-            |q| q.to_kind(Kind::Float),
-        );
-        self.energies_and_forces(
-            positions,
-            n_structures,
-            "forward(atomic_numbers, positions, batch, charge)",
-            |x| {
-                self.module
-                    .forward_ts(&[atomic_numbers, x, batch, &charges])
-            },
-        )
+        let charges = self.charge_argument(charges, n_structures, positions.device());
+        let what = match charges {
+            Some(_) => "forward(atomic_numbers, positions, batch, charge)",
+            None => "forward(atomic_numbers, positions, batch)",
+        };
+        self.energies_and_forces(positions, n_structures, what, |x| {
+            let mut args = vec![atomic_numbers, x, batch];
+            args.extend(charges.as_ref());
+            self.module.forward_ts(&args)
+        })
     }
 
     /// Energies and forces through `forward_prepared(positions)` (with
@@ -386,21 +375,32 @@ impl TorchScriptModel {
         charges: &Tensor,
         n_structures: i64,
     ) -> Result<(Tensor, Tensor)> {
-        if !self.takes_charge {
-            return self.energies_and_forces(
-                positions,
-                n_structures,
-                "forward_prepared(positions)",
-                |x| self.module.method_ts("forward_prepared", &[x]),
-            );
-        }
-        let charges = charges.to_kind(Kind::Float);
-        self.energies_and_forces(
-            positions,
-            n_structures,
-            "forward_prepared(positions, charge)",
-            |x| self.module.method_ts("forward_prepared", &[x, &charges]),
-        )
+        let charges = self.charge_argument(Some(charges), n_structures, positions.device());
+        let what = match charges {
+            Some(_) => "forward_prepared(positions, charge)",
+            None => "forward_prepared(positions)",
+        };
+        self.energies_and_forces(positions, n_structures, what, |x| {
+            let mut args = vec![x];
+            args.extend(charges.as_ref());
+            self.module.method_ts("forward_prepared", &args)
+        })
+    }
+
+    /// The float32 charges a model that takes them gets (zeros when none
+    /// are given); None for a model that takes none.
+    fn charge_argument(
+        &self,
+        charges: Option<&Tensor>,
+        n_structures: i64,
+        device: Device,
+    ) -> Option<Tensor> {
+        self.takes_charge.then(|| {
+            charges.map_or_else(
+                || Tensor::zeros([n_structures], (Kind::Float, device)),
+                |q| q.to_kind(Kind::Float),
+            )
+        })
     }
 
     /// One model call `call(positions)` (named `what` in errors) and its

@@ -1,0 +1,270 @@
+"""Check the exported AIMNet2 model (models/aimnet2_wb97m.pt, a v1 model that
+takes the total charge; python/export_aimnet2.py).
+
+    python python/check_aimnet2.py
+
+The molecules are systems/aimnet2/<name>.sdf (committed; written here from
+SMILES with RDKit ETKDGv3, randomSeed SEED, no force-field minimisation, only
+when the directory does not hold them yet: RDKit is needed only then; the
+files are read by a small V2000 parser): acetate (-1), methylammonium
+(+1), bromobenzene, iodomethane, trimethyl phosphate, tetramethylsilane,
+phenylboronic acid and glycine (neutral). The total charge is the sum of the
+formal charges (M  CHG lines). The reference is the raw TorchScript model
+read from the Auto3D wheel in .cache/auto3d (export_aimnet2.load_jpt), called
+as Auto3D calls it: dict(coord=[1, n, 3], numbers=[1, n], charge=[1]). A
+missing dependency (rdkit, the wheel, the model file) is a failure, not a
+skip; nothing is downloaded.
+
+  interface   takes_charge() is True, supported_elements() == [1, 5, 6, 7, 8, 9,
+              14, 15, 16, 17, 33, 34, 35, 53], metadata() is JSON equal to
+              models/aimnet2_wb97m.json; the file's sha256 is in models/SHA256SUMS
+  reference   per molecule: energy to 1e-6 relative, autograd forces to 1e-5 of
+              the largest reference component
+  batch       all molecules in one call, atom order shuffled (fixed seed):
+              energies 1e-5 relative, forces 1e-4 of the largest component,
+              against each molecule alone
+  charge      acetate with charge 0 and -1 differ by more than 1 eV
+  float64     float64 positions give the float32 result
+  elements    Na (11), 0, 200 raise
+
+Prints the acetate reference (energy in eV, repr, float32 positions, charge -1,
+and the largest force component) for the Rust tests, then
+`check_aimnet2: N passed, M failed`; exits 1 if anything failed.
+"""
+
+import json
+import os
+import sys
+import time
+
+import torch
+
+import export_aimnet2
+import model_files
+from check_ani import Checker
+from deps import require
+from model_files import ROOT
+
+NAME = "aimnet2_wb97m"
+SYSTEMS = os.path.join(ROOT, "systems", "aimnet2")
+SEED = 20261126
+ELEMENTS = [1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 33, 34, 35, 53]
+SYMBOL_Z = {"H": 1, "B": 5, "C": 6, "N": 7, "O": 8, "F": 9, "Si": 14, "P": 15, "S": 16,
+            "Cl": 17, "As": 33, "Se": 34, "Br": 35, "I": 53}
+MOLECULES = [
+    # name, SMILES (total charge = sum of formal charges)
+    ("acetate", "CC(=O)[O-]"),
+    ("methylammonium", "C[NH3+]"),
+    ("bromobenzene", "Brc1ccccc1"),
+    ("iodomethane", "CI"),
+    ("trimethyl_phosphate", "COP(=O)(OC)OC"),
+    ("tetramethylsilane", "C[Si](C)(C)C"),
+    ("phenylboronic_acid", "OB(O)c1ccccc1"),
+    ("glycine", "NCC(=O)O"),
+]
+
+
+def write_systems() -> None:
+    """systems/aimnet2/<name>.sdf for the molecules that are not there yet
+    (RDKit is needed only then)."""
+    missing = [(name, smiles) for name, smiles in MOLECULES
+               if not os.path.isfile(os.path.join(SYSTEMS, name + ".sdf"))]
+    if not missing:
+        return
+    Chem = require("rdkit.Chem", "check_aimnet2")
+    AllChem = require("rdkit.Chem.AllChem", "check_aimnet2")
+    os.makedirs(SYSTEMS, exist_ok=True)
+    for name, smiles in missing:
+        path = os.path.join(SYSTEMS, name + ".sdf")
+        mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+        params = AllChem.ETKDGv3()
+        params.randomSeed = SEED
+        if AllChem.EmbedMolecule(mol, params) != 0:
+            raise RuntimeError(f"embedding {smiles} failed")
+        mol.SetProp("_Name", name)
+        Chem.MolToMolFile(mol, path)
+        print(f"wrote {model_files.show(path)}")
+
+
+def read_molfile(path):
+    """(atomic numbers int64[n], positions float32[n, 3], total charge) of a V2000
+    molfile; the charge is the sum of the "M  CHG" entries (as RDKit reads it)."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    counts = lines[3]
+    if "V2000" not in counts:
+        raise RuntimeError(f"{model_files.show(path)}: not a V2000 molfile")
+    n_atoms = int(counts[0:3])
+    z, x = [], []
+    for line in lines[4:4 + n_atoms]:
+        x.append([float(line[0:10]), float(line[10:20]), float(line[20:30])])
+        z.append(SYMBOL_Z[line[31:34].strip()])
+    charge = 0
+    for line in lines[4 + n_atoms:]:
+        if line.startswith("M  CHG"):
+            fields = line.split()
+            charge += sum(int(q) for q in fields[4::2][:int(fields[2])])
+        if line.startswith("M  END"):
+            break
+    return (torch.tensor(z, dtype=torch.long), torch.tensor(x, dtype=torch.float32),
+            float(charge))
+
+
+def load_molecules():
+    """name -> (atomic numbers int64[n], positions float32[n, 3], total charge)."""
+    return {name: read_molfile(os.path.join(SYSTEMS, name + ".sdf"))
+            for name, _ in MOLECULES}
+
+
+def energy_forces(model, z, x, b, charge):
+    """Wrapper energies float64[S] and forces [N, 3] (autograd)."""
+    x = x.detach().clone().requires_grad_(True)
+    e = model(z, x, b, torch.tensor(charge, dtype=torch.float32))
+    (g,) = torch.autograd.grad(e.sum(), [x])
+    return e.detach(), -g
+
+
+def reference(raw, z, x, q):
+    """The raw AIMNet2 model called as Auto3D calls it: energy (eV), forces [n, 3]."""
+    coord = x.detach().clone().unsqueeze(0).requires_grad_(True)
+    out = raw(dict(coord=coord, numbers=z.unsqueeze(0),
+                   charge=torch.tensor([q], dtype=torch.float32)))
+    (g,) = torch.autograd.grad(out["energy"].sum(), [coord])
+    return out["energy"].detach().double()[0], -g[0]
+
+
+def single(mol):
+    z, x, q = mol
+    return z, x, torch.zeros(len(z), dtype=torch.long), [q]
+
+
+def check_interface(model, path):
+    assert model.takes_charge() is True, "takes_charge() is not True"
+    assert model.supported_elements() == ELEMENTS, model.supported_elements()
+    meta = json.loads(model.metadata())
+    for key in ("name", "description", "energy_unit", "length_unit", "source", "licence",
+                "reference"):
+        assert key in meta, f"metadata lacks {key}"
+    assert meta["energy_unit"] == "eV" and meta["length_unit"] == "angstrom", meta
+    with open(os.path.join(ROOT, "models", NAME + ".json")) as f:
+        assert json.load(f) == meta, f"metadata() differs from models/{NAME}.json"
+    digest = model_files.sha256(path)
+    expected = model_files.read_sums().get(NAME + ".pt")
+    assert digest == expected, (f"{model_files.show(path)} has sha256 {digest}, "
+                                f"models/SHA256SUMS lists {expected}")
+    return f"sha256 {digest[:16]}..."
+
+
+def check_reference(model, raw, mols):
+    worst_e = worst_f = 0.0
+    for name, (z, x, q) in mols.items():
+        e, f = energy_forces(model, *single((z, x, q)))
+        e_ref, f_ref = reference(raw, z, x, q)
+        de = abs(float(e[0]) - float(e_ref)) / abs(float(e_ref))
+        df = float((f - f_ref).abs().max()) / float(f_ref.abs().max())
+        assert de <= 1e-6, f"{name}: energy {float(e[0])!r} vs {float(e_ref)!r} ({de:.2e})"
+        assert df <= 1e-5, f"{name}: forces differ by {df:.2e} of max |F|"
+        worst_e, worst_f = max(worst_e, de), max(worst_f, df)
+    return f"{len(mols)} molecules, worst |dE|/|E| {worst_e:.1e}, |dF|/max|F| {worst_f:.1e}"
+
+
+def check_batch(model, mols):
+    names = list(mols)
+    zs, xs, bs = [], [], []
+    for s, name in enumerate(names):
+        z, x, _ = mols[name]
+        zs.append(z)
+        xs.append(x)
+        bs.append(torch.full((len(z),), s, dtype=torch.long))
+    z, x, b = torch.cat(zs), torch.cat(xs), torch.cat(bs)
+    perm = torch.randperm(len(z), generator=torch.Generator().manual_seed(SEED))
+    e, f_perm = energy_forces(model, z[perm], x[perm], b[perm], [mols[n][2] for n in names])
+    f = torch.empty_like(f_perm)
+    f[perm] = f_perm
+    start = 0
+    worst_e = worst_f = 0.0
+    for s, name in enumerate(names):
+        n = len(mols[name][0])
+        e1, f1 = energy_forces(model, *single(mols[name]))
+        de = abs(float(e[s]) - float(e1[0])) / abs(float(e1[0]))
+        df = float((f[start:start + n] - f1).abs().max()) / float(f1.abs().max())
+        assert de <= 1e-5, f"{name}: batch energy {float(e[s])!r} vs alone {float(e1[0])!r}"
+        assert df <= 1e-4, f"{name}: batch forces differ by {df:.2e} of max |F|"
+        worst_e, worst_f = max(worst_e, de), max(worst_f, df)
+        start += n
+    return (f"{len(z)} atoms shuffled, worst |dE|/|E| {worst_e:.1e}, "
+            f"|dF|/max|F| {worst_f:.1e}")
+
+
+def check_charge(model, mols):
+    z, x, q = mols["acetate"]
+    assert q == -1.0, f"acetate.sdf total formal charge {q}, expected -1"
+    b = torch.zeros(len(z), dtype=torch.long)
+    e_anion, _ = energy_forces(model, z, x, b, [-1.0])
+    e_neutral, _ = energy_forces(model, z, x, b, [0.0])
+    diff = float(e_neutral[0] - e_anion[0])
+    assert abs(diff) > 1.0, f"charge 0 vs -1 differ by only {diff:.3f} eV"
+    return f"E(q=0) - E(q=-1) = {diff:.3f} eV"
+
+
+def check_float64(model, mols):
+    z, x, q = mols["phenylboronic_acid"]
+    b = torch.zeros(len(z), dtype=torch.long)
+    e32, f32 = energy_forces(model, z, x, b, [q])
+    e64, f64 = energy_forces(model, z, x.double(), b, [q])
+    assert f64.dtype == torch.float64, f64.dtype
+    assert torch.equal(e32, e64) and torch.equal(f32.double(), f64), "float64 != float32"
+
+
+def check_elements(model, mols):
+    z, x, q = mols["glycine"]
+    b = torch.zeros(len(z), dtype=torch.long)
+    for bad in (11, 0, 200):
+        z_bad = z.clone()
+        z_bad[0] = bad
+        try:
+            model(z_bad, x, b, torch.tensor([q]))
+        except (RuntimeError, torch.jit.Error) as exc:
+            assert "unsupported atomic number(s) [{}]".format(bad) in str(exc), str(exc)
+            continue
+        raise AssertionError(f"atomic number {bad} did not raise")
+
+
+def main() -> int:
+    torch.set_num_threads(1)
+    t_start = time.perf_counter()
+    ck = Checker()
+    write_systems()
+    mols = load_molecules()
+    print("molecules: " + ", ".join(f"{k} ({len(v[0])} atoms, charge {v[2]:+g})"
+                                    for k, v in mols.items()))
+    path = os.path.join(ROOT, "models", NAME + ".pt")
+    if not os.path.isfile(path):
+        ck.fail(f"{NAME} load", f"{model_files.show(path)} does not exist "
+                "(python/export_ani.py writes it; `make test` runs it)")
+        print(f"check_aimnet2: {ck.passed} passed, {ck.failed} failed")
+        return 1
+    model = torch.jit.load(path).eval()
+    ck.run(f"{NAME} interface", check_interface, model, path)
+    try:
+        raw = export_aimnet2.load_jpt(download=False)
+    except Exception as exc:
+        raw = None
+        ck.fail(f"{NAME} reference", f"{type(exc).__name__}: {exc}")
+    if raw is not None:
+        ck.run(f"{NAME} reference (raw jpt, as Auto3D)", check_reference, model, raw, mols)
+    ck.run(f"{NAME} batch (mixed, shuffled) == single", check_batch, model, mols)
+    ck.run(f"{NAME} charge matters", check_charge, model, mols)
+    ck.run(f"{NAME} float64 input", check_float64, model, mols)
+    ck.run(f"{NAME} unsupported elements", check_elements, model, mols)
+    z, x, q = mols["acetate"]
+    e, f = energy_forces(model, z, x, torch.zeros(len(z), dtype=torch.long), [q])
+    print(f"acetate reference (systems/aimnet2/acetate.sdf, charge {q:+g}, float32 positions): "
+          f"energy_ev = {float(e[0])!r}, max_abs_force_ev_per_a = {float(f.abs().max())!r}")
+    print(f"total time {time.perf_counter() - t_start:.1f} s")
+    print(f"check_aimnet2: {ck.passed} passed, {ck.failed} failed")
+    return 1 if ck.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

