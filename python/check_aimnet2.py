@@ -82,7 +82,9 @@ def write_systems() -> None:
         if AllChem.EmbedMolecule(mol, params) != 0:
             raise RuntimeError(f"embedding {smiles} failed")
         mol.SetProp("_Name", name)
-        Chem.MolToMolFile(mol, path)
+        # An SD record ends with $$$$ (without it chemfiles warns).
+        with open(path, "w") as f:
+            f.write(Chem.MolToMolBlock(mol) + "$$$$\n")
         print(f"wrote {model_files.show(path)}")
 
 
