@@ -1,5 +1,6 @@
-"""Check the exported AIMNet2 model (models/aimnet2_wb97m.pt, a v1 model that
-takes the total charge; python/export_aimnet2.py).
+"""Check the exported AIMNet2 models (models/aimnet2_wb97m.pt, the single
+network, and models/aimnet2_wb97m_ens.pt, the 4-network ensemble; v1 models
+that take the total charge; python/export_aimnet2.py).
 
     python python/check_aimnet2.py
 
@@ -10,14 +11,21 @@ files are read by a small V2000 parser): acetate (-1), methylammonium
 (+1), bromobenzene, iodomethane, trimethyl phosphate, tetramethylsilane,
 phenylboronic acid and glycine (neutral). The total charge is the sum of the
 formal charges (M  CHG lines). The reference is the raw TorchScript model
-read from the Auto3D wheel in .cache/auto3d (export_aimnet2.load_jpt), called
-as Auto3D calls it: dict(coord=[1, n, 3], numbers=[1, n], charge=[1]). A
-missing dependency (rdkit, the wheel, the model file) is a failure, not a
-skip; nothing is downloaded.
+read from the Auto3D wheel in .cache/auto3d (export_aimnet2.load_jpt; for the
+ensemble export_aimnet2.load_ensemble, aimnet2_wb97m_ens_f.jpt), called as
+Auto3D calls it: dict(coord=[1, n, 3], numbers=[1, n], charge=[1]); the single
+network's forces by autograd, the ensemble's are its own "forces" output (it
+detaches its outputs). A missing dependency (rdkit, the wheel, the model file)
+is a failure, not a skip; nothing is downloaded.
+
+Each check below runs for both models, except:
+  ensemble    (ensemble only) the raw ensemble's energy and forces equal the
+              mean of its four members' (each inner network called alone,
+              forces by autograd): 1e-6 relative / 1e-5 of max |F|
 
   interface   takes_charge() is True, supported_elements() == [1, 5, 6, 7, 8, 9,
               14, 15, 16, 17, 33, 34, 35, 53], metadata() is JSON equal to
-              models/aimnet2_wb97m.json; the file's sha256 is in models/SHA256SUMS
+              models/<name>.json; the file's sha256 is in models/SHA256SUMS
   reference   per molecule: energy to 1e-6 relative, autograd forces to 1e-5 of
               the largest reference component
   batch       all molecules in one call, atom order shuffled (fixed seed):
@@ -27,8 +35,8 @@ skip; nothing is downloaded.
   float64     float64 positions give the float32 result
   elements    Na (11), 0, 200 raise
 
-Prints the acetate reference (energy in eV, repr, float32 positions, charge -1,
-and the largest force component) for the Rust tests, then
+Prints the acetate reference of each model (energy in eV, repr, float32
+positions, charge -1, and the largest force component) for the Rust tests, then
 `check_aimnet2: N passed, M failed`; exits 1 if anything failed.
 """
 
@@ -45,7 +53,7 @@ from check_ani import Checker
 from deps import require
 from model_files import ROOT
 
-NAME = "aimnet2_wb97m"
+NAMES = ["aimnet2_wb97m", "aimnet2_wb97m_ens"]
 SYSTEMS = os.path.join(ROOT, "systems", "aimnet2")
 SEED = 20261126
 ELEMENTS = [1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 33, 34, 35, 53]
@@ -127,10 +135,13 @@ def energy_forces(model, z, x, b, charge):
 
 
 def reference(raw, z, x, q):
-    """The raw AIMNet2 model called as Auto3D calls it: energy (eV), forces [n, 3]."""
+    """The raw AIMNet2 model called as Auto3D calls it: energy (eV), forces [n, 3]
+    (autograd for the single network; the ensemble's own "forces" output)."""
     coord = x.detach().clone().unsqueeze(0).requires_grad_(True)
     out = raw(dict(coord=coord, numbers=z.unsqueeze(0),
                    charge=torch.tensor([q], dtype=torch.float32)))
+    if "forces" in out:
+        return out["energy"].detach().double()[0], out["forces"].detach()[0]
     (g,) = torch.autograd.grad(out["energy"].sum(), [coord])
     return out["energy"].detach().double()[0], -g[0]
 
@@ -140,7 +151,7 @@ def single(mol):
     return z, x, torch.zeros(len(z), dtype=torch.long), [q]
 
 
-def check_interface(model, path):
+def check_interface(name, model, path):
     assert model.takes_charge() is True, "takes_charge() is not True"
     assert model.supported_elements() == ELEMENTS, model.supported_elements()
     meta = json.loads(model.metadata())
@@ -148,10 +159,11 @@ def check_interface(model, path):
                 "reference"):
         assert key in meta, f"metadata lacks {key}"
     assert meta["energy_unit"] == "eV" and meta["length_unit"] == "angstrom", meta
-    with open(os.path.join(ROOT, "models", NAME + ".json")) as f:
-        assert json.load(f) == meta, f"metadata() differs from models/{NAME}.json"
+    assert meta["name"] == name, meta["name"]
+    with open(os.path.join(ROOT, "models", name + ".json")) as f:
+        assert json.load(f) == meta, f"metadata() differs from models/{name}.json"
     digest = model_files.sha256(path)
-    expected = model_files.read_sums().get(NAME + ".pt")
+    expected = model_files.read_sums().get(name + ".pt")
     assert digest == expected, (f"{model_files.show(path)} has sha256 {digest}, "
                                 f"models/SHA256SUMS lists {expected}")
     return f"sha256 {digest[:16]}..."
@@ -168,6 +180,29 @@ def check_reference(model, raw, mols):
         assert df <= 1e-5, f"{name}: forces differ by {df:.2e} of max |F|"
         worst_e, worst_f = max(worst_e, de), max(worst_f, df)
     return f"{len(mols)} molecules, worst |dE|/|E| {worst_e:.1e}, |dF|/max|F| {worst_f:.1e}"
+
+
+def check_ensemble_mean(raw, mols):
+    """The raw ensemble's energy and forces are the mean of its members'."""
+    members = export_aimnet2.ensemble_networks(raw)
+    worst_e = worst_f = spread = 0.0
+    for name, (z, x, q) in mols.items():
+        e_ens, f_ens = reference(raw, z, x, q)
+        es, fs = [], []
+        for net in members:
+            e, f = reference(net, z, x, q)
+            es.append(e)
+            fs.append(f)
+        e_mean = float(torch.stack(es).mean())
+        f_mean = torch.stack(fs).mean(0)
+        de = abs(float(e_ens) - e_mean) / abs(e_mean)
+        df = float((f_ens - f_mean).abs().max()) / float(f_mean.abs().max())
+        assert de <= 1e-6, f"{name}: ensemble energy {float(e_ens)!r} vs mean {e_mean!r}"
+        assert df <= 1e-5, f"{name}: ensemble forces differ from the mean by {df:.2e}"
+        worst_e, worst_f = max(worst_e, de), max(worst_f, df)
+        spread = max(spread, float(torch.stack(es).max() - torch.stack(es).min()))
+    return (f"{len(mols)} molecules, worst |dE|/|E| {worst_e:.1e}, |dF|/max|F| "
+            f"{worst_f:.1e}; largest member energy spread {spread:.3f} eV")
 
 
 def check_batch(model, mols):
@@ -232,6 +267,34 @@ def check_elements(model, mols):
         raise AssertionError(f"atomic number {bad} did not raise")
 
 
+def check_model(ck, name, mols):
+    """The checks of one exported model; returns it (None if it is missing)."""
+    path = os.path.join(ROOT, "models", name + ".pt")
+    if not os.path.isfile(path):
+        ck.fail(f"{name} load", f"{model_files.show(path)} does not exist "
+                "(python/export_ani.py writes it; `make test` runs it)")
+        return None
+    model = torch.jit.load(path).eval()
+    ck.run(f"{name} interface", check_interface, name, model, path)
+    ensemble = name.endswith("_ens")
+    load = export_aimnet2.load_ensemble if ensemble else export_aimnet2.load_jpt
+    try:
+        raw = load(download=False)
+    except Exception as exc:
+        raw = None
+        ck.fail(f"{name} reference", f"{type(exc).__name__}: {exc}")
+    if raw is not None:
+        if ensemble:
+            ck.run(f"{name} raw ensemble == mean of its 4 members", check_ensemble_mean,
+                   raw, mols)
+        ck.run(f"{name} reference (raw jpt, as Auto3D)", check_reference, model, raw, mols)
+    ck.run(f"{name} batch (mixed, shuffled) == single", check_batch, model, mols)
+    ck.run(f"{name} charge matters", check_charge, model, mols)
+    ck.run(f"{name} float64 input", check_float64, model, mols)
+    ck.run(f"{name} unsupported elements", check_elements, model, mols)
+    return model
+
+
 def main() -> int:
     torch.set_num_threads(1)
     t_start = time.perf_counter()
@@ -240,29 +303,15 @@ def main() -> int:
     mols = load_molecules()
     print("molecules: " + ", ".join(f"{k} ({len(v[0])} atoms, charge {v[2]:+g})"
                                     for k, v in mols.items()))
-    path = os.path.join(ROOT, "models", NAME + ".pt")
-    if not os.path.isfile(path):
-        ck.fail(f"{NAME} load", f"{model_files.show(path)} does not exist "
-                "(python/export_ani.py writes it; `make test` runs it)")
-        print(f"check_aimnet2: {ck.passed} passed, {ck.failed} failed")
-        return 1
-    model = torch.jit.load(path).eval()
-    ck.run(f"{NAME} interface", check_interface, model, path)
-    try:
-        raw = export_aimnet2.load_jpt(download=False)
-    except Exception as exc:
-        raw = None
-        ck.fail(f"{NAME} reference", f"{type(exc).__name__}: {exc}")
-    if raw is not None:
-        ck.run(f"{NAME} reference (raw jpt, as Auto3D)", check_reference, model, raw, mols)
-    ck.run(f"{NAME} batch (mixed, shuffled) == single", check_batch, model, mols)
-    ck.run(f"{NAME} charge matters", check_charge, model, mols)
-    ck.run(f"{NAME} float64 input", check_float64, model, mols)
-    ck.run(f"{NAME} unsupported elements", check_elements, model, mols)
+    models = {name: check_model(ck, name, mols) for name in NAMES}
     z, x, q = mols["acetate"]
-    e, f = energy_forces(model, z, x, torch.zeros(len(z), dtype=torch.long), [q])
-    print(f"acetate reference (systems/aimnet2/acetate.sdf, charge {q:+g}, float32 positions): "
-          f"energy_ev = {float(e[0])!r}, max_abs_force_ev_per_a = {float(f.abs().max())!r}")
+    for name, model in models.items():
+        if model is None:
+            continue
+        e, f = energy_forces(model, z, x, torch.zeros(len(z), dtype=torch.long), [q])
+        print(f"{name} acetate reference (systems/aimnet2/acetate.sdf, charge {q:+g}, "
+              f"float32 positions): energy_ev = {float(e[0])!r}, "
+              f"max_abs_force_ev_per_a = {float(f.abs().max())!r}")
     print(f"total time {time.perf_counter() - t_start:.1f} s")
     print(f"check_aimnet2: {ck.passed} passed, {ck.failed} failed")
     return 1 if ck.failed else 0

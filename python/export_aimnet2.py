@@ -1,7 +1,7 @@
-"""Export AIMNet2 wB97M-D3 (single network, charged molecules) as a v1 model
-that takes the total charge.
+"""Export AIMNet2 wB97M-D3 (single network, and the 4-network ensemble; charged
+molecules) as v1 models that take the total charge.
 
-    python python/export_aimnet2.py                  # models/aimnet2_wb97m.{pt,json}
+    python python/export_aimnet2.py                  # models/aimnet2_wb97m{,_ens}.{pt,json}
     python python/export_aimnet2.py --out DIR        # the same files into DIR
     python python/export_aimnet2.py --update-hashes  # accept a new export (models/SHA256SUMS)
 
@@ -31,12 +31,26 @@ Elements: the model's per-element energy shifts (outputs.atomic_shift) are
 non-zero for H, B, C, N, O, F, Si, P, S, Cl, As, Se, Br, I only: atomic
 numbers [1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 33, 34, 35, 53] (checked at export).
 
+The ensemble (models/aimnet2_wb97m_ens.{pt,json}): Auto3D/models/
+aimnet2_wb97m_ens_f.jpt of the same wheel, the model Auto3D optimises
+conformers with. Its top module (EnsembledModel) holds `models` "0".."3",
+each a Forces wrapper whose `module` is a plain AIMNet2 network like the one
+above (member 0 has the single network's weights). EnsembledModel.forward
+detaches its outputs, so it is not called: the four inner networks are held
+unchanged in AIMNet2Mean, each called on a fresh input dict as
+EnsembledModel calls them, and the energy is torch.stack(energies).mean(0),
+the ensemble's own averaging. The same wrapper class (the padding below)
+serves both files; the ensemble's is the subclass AIMNet2EnsembleCharged
+only so that its TorchScript type has a name of its own (a second scripting
+of AIMNet2Charged in one process would get a mangled name that depends on
+what was exported before it).
+
 Exported interface (models/README.md, "Charged models"):
     forward(atomic_numbers int64[N], positions float[N, 3] (Angstrom),
             batch int64[N], charge float32[S]) -> energies float64[S] (eV)
     takes_charge() -> True
     supported_elements() -> List[int]
-    metadata() -> str                   # JSON, also written to models/aimnet2_wb97m.json
+    metadata() -> str                   # JSON, also written to models/<name>.json
 
 forward pads the flat batch into AIMNet2's [S, n_max] layout (a stable sort by
 structure, then index_put; padding numbers 0 and coordinates 0, which AIMNet2
@@ -48,16 +62,19 @@ cost ~ S * n_max^2.
 import io
 import json
 import sys
-from typing import List
+from typing import Dict, List
 
 import torch
 
 import export_ani
 from auto3d_wheel import WHEEL_NAME, WHEEL_SHA256, read_member
 
-MODELS = export_ani.AIMNET2_MODELS  # {"aimnet2_wb97m": "aimnet2_wb97m-d3_0"}
+MODELS = export_ani.AIMNET2_MODELS  # {"aimnet2_wb97m": "aimnet2_wb97m-d3_0", "aimnet2_wb97m_ens": ...}
 JPT_MEMBER = "Auto3D/models/aimnet2_wb97m-d3_0.jpt"
 JPT_SHA256 = "a6d366b05c5997668f24a834584b4033d0cab67d13d2f8caf143b965018d3735"
+ENS_MEMBER = "Auto3D/models/aimnet2_wb97m_ens_f.jpt"
+ENS_SHA256 = "e34e147e3dd67bfe3e5ae8c2a2a097d59ff3a8260d98e42552004f710bb3a68b"
+ENS_SIZE = 4
 ELEMENTS = [1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 33, 34, 35, 53]
 SYMBOLS = ["H", "B", "C", "N", "O", "F", "Si", "P", "S", "Cl", "As", "Se", "Br", "I"]
 MAX_Z = 118
@@ -71,6 +88,13 @@ DESCRIPTION = (
     "(ASE/thermo.py) uses for Hessians. Gas phase, no periodic boundaries; spin not an input "
     "(closed-shell molecules)."
 )
+ENS_DESCRIPTION = DESCRIPTION.replace(
+    "Single network (ensemble member _0), the one Auto3D 2.3.1's thermochemistry "
+    "(ASE/thermo.py) uses for Hessians.",
+    "4-network ensemble (mean energy of the four AIMNet2 networks, forces from its "
+    "gradient), the ensemble Auto3D 2.3.1 optimises conformers with; about 4x the "
+    "cost of the single network.")
+assert ENS_DESCRIPTION != DESCRIPTION
 REFERENCE = (
     "D. M. Anstine, R. Zubatyuk, O. Isayev, 'AIMNet2: a neural network potential to meet "
     "your neutral, charged, organic, and elemental-organic needs', Chem. Sci. (2025), "
@@ -153,6 +177,29 @@ class AIMNet2Charged(torch.nn.Module):
         return out["energy"].to(torch.float64)
 
 
+class AIMNet2EnsembleCharged(AIMNet2Charged):
+    """AIMNet2Charged around an AIMNet2Mean: the same code under a TorchScript
+    type name of its own (see the module docstring)."""
+
+
+class AIMNet2Mean(torch.nn.Module):
+    """Mean energy of AIMNet2 networks (the inner `module`s of Auto3D's
+    EnsembledModel), each called on a fresh input dict, averaged as
+    EnsembledModel averages (torch.stack(...).mean(0)) but not detached."""
+
+    def __init__(self, networks: List[torch.jit.ScriptModule]):
+        super().__init__()
+        self.networks = torch.nn.ModuleList(networks)
+
+    def forward(self, data: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        energies: List[torch.Tensor] = []
+        for net in self.networks:
+            out = net({"coord": data["coord"], "numbers": data["numbers"],
+                       "charge": data["charge"]})
+            energies.append(out["energy"])
+        return {"energy": torch.stack(energies).mean(0)}
+
+
 def load_jpt(download: bool = True) -> torch.jit.ScriptModule:
     """The AIMNet2 TorchScript model from the wheel (hash-checked), on the CPU,
     in eval mode. download=False (python/check_aimnet2.py): a missing wheel raises."""
@@ -161,22 +208,76 @@ def load_jpt(download: bool = True) -> torch.jit.ScriptModule:
     return model.eval()
 
 
+def load_ensemble(download: bool = True) -> torch.jit.ScriptModule:
+    """The AIMNet2 ensemble (EnsembledModel) from the wheel (hash-checked), on
+    the CPU, in eval mode."""
+    data = read_member(ENS_MEMBER, ENS_SHA256, download)
+    model = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    return model.eval()
+
+
+def ensemble_networks(ens: torch.jit.ScriptModule) -> List[torch.jit.ScriptModule]:
+    """The plain AIMNet2 networks inside the ensemble's Forces wrappers."""
+    names = [name for name, _ in ens.models.named_children()]
+    if names != [str(i) for i in range(ENS_SIZE)]:
+        raise SystemExit(f"{ENS_MEMBER}: ensemble members {names}, expected 0..{ENS_SIZE - 1}")
+    return [getattr(ens.models, str(i)).module for i in range(ENS_SIZE)]
+
+
 def model_elements(model: torch.jit.ScriptModule) -> List[int]:
     """Atomic numbers with a non-zero per-element energy shift (the trained elements)."""
     shifts = model.outputs.atomic_shift.shifts.weight.detach()[:, 0]
     return [int(i) for i in torch.nonzero(shifts != 0).flatten().tolist()]
 
 
+def check_differentiable(net: torch.jit.ScriptModule, what: str) -> None:
+    """The network's energy has a non-zero gradient w.r.t. coord (water-like
+    C-O-H test molecule, charge 0)."""
+    coord = torch.tensor([[[0.0, 0.0, 0.0], [1.43, 0.0, 0.0], [1.75, 0.9, 0.0]]],
+                         requires_grad=True)
+    out = net({"coord": coord, "numbers": torch.tensor([[6, 8, 1]]),
+               "charge": torch.zeros(1)})
+    if not out["energy"].requires_grad:
+        raise SystemExit(f"{what}: energy does not depend on coord through autograd")
+    (g,) = torch.autograd.grad(out["energy"].sum(), [coord])
+    if not bool(torch.isfinite(g).all()) or float(g.abs().max()) == 0.0:
+        raise SystemExit(f"{what}: d energy / d coord is zero or not finite")
+
+
 def build(name: str, _torchani_version=None) -> AIMNet2Charged:
-    model = load_jpt()
-    elements = model_elements(model)
-    if elements != ELEMENTS:
-        raise SystemExit(f"{JPT_MEMBER}: trained elements {elements}, expected {ELEMENTS}")
-    for p in model.parameters():
-        p.requires_grad_(False)
+    ensemble = MODELS[name] == "aimnet2_wb97m_ens_f"
+    if ensemble:
+        networks = ensemble_networks(load_ensemble())
+        what = [f"{ENS_MEMBER} models.{i}.module" for i in range(ENS_SIZE)]
+    else:
+        networks = [load_jpt()]
+        what = [JPT_MEMBER]
+    for net, label in zip(networks, what):
+        elements = model_elements(net)
+        if elements != ELEMENTS:
+            raise SystemExit(f"{label}: trained elements {elements}, expected {ELEMENTS}")
+        check_differentiable(net, label)
+        for p in net.parameters():
+            p.requires_grad_(False)
+    if ensemble:
+        source = (
+            f"the four AIMNet2 networks models.0-3.module of {ENS_MEMBER} (sha256 "
+            f"{ENS_SHA256}; a TorchScript EnsembledModel of Forces wrappers) from the "
+            f"Auto3D 2.3.1 wheel on PyPI ({WHEEL_NAME}, sha256 {WHEEL_SHA256}), loaded "
+            f"with torch {torch.__version__.split('+')[0]}, held unchanged and their "
+            "energies averaged (torch.stack(...).mean(0), as the ensemble does, without "
+            "its detach) by python/export_aimnet2.py"
+        )
+    else:
+        source = (
+            f"{JPT_MEMBER} (sha256 {JPT_SHA256}) from the Auto3D 2.3.1 wheel on PyPI "
+            f"({WHEEL_NAME}, sha256 {WHEEL_SHA256}), a TorchScript AIMNet2 model loaded "
+            f"with torch {torch.__version__.split('+')[0]} and wrapped unchanged by "
+            "python/export_aimnet2.py"
+        )
     meta = {
         "name": name,
-        "description": DESCRIPTION,
+        "description": ENS_DESCRIPTION if ensemble else DESCRIPTION,
         "variant": "v1 with total charge (takes_charge)",
         "energy_unit": "eV",
         "length_unit": "angstrom",
@@ -197,12 +298,7 @@ def build(name: str, _torchani_version=None) -> AIMNet2Charged:
             "metadata() -> str (JSON)",
         ],
         "level_of_theory": "wB97M-D3/def2-TZVPP",
-        "source": (
-            f"{JPT_MEMBER} (sha256 {JPT_SHA256}) from the Auto3D 2.3.1 wheel on PyPI "
-            f"({WHEEL_NAME}, sha256 {WHEEL_SHA256}), a TorchScript AIMNet2 model loaded "
-            f"with torch {torch.__version__.split('+')[0]} and wrapped unchanged by "
-            "python/export_aimnet2.py"
-        ),
+        "source": source,
         "licence": (
             "MIT (the Auto3D wheel's METADATA classifier and LICENSE file, "
             "'Copyright (c) 2022 Isayev Lab @ Carnegie Mellon'; the wheel states no "
@@ -210,7 +306,13 @@ def build(name: str, _torchani_version=None) -> AIMNet2Charged:
         ),
         "reference": REFERENCE,
     }
-    wrapper = AIMNet2Charged(model, ELEMENTS, json.dumps(meta, indent=None, sort_keys=False))
+    if ensemble:
+        meta["ensemble"] = f"{ENS_SIZE} networks, mean energy"
+    text = json.dumps(meta, indent=None, sort_keys=False)
+    if ensemble:
+        wrapper = AIMNet2EnsembleCharged(AIMNet2Mean(networks), ELEMENTS, text)
+    else:
+        wrapper = AIMNet2Charged(networks[0], ELEMENTS, text)
     return wrapper.eval()
 
 

@@ -33,8 +33,9 @@ The static-shape variants (models/<name>_static.{pt,json}) are written by
 python/export_ani_static.py, the neighbour-list variants (model contract v2,
 models/<name>_nl.{pt,json}) by python/export_ani_nl.py, and ANI-2xt
 (models/ani2xt_nl.{pt,json}, weights from the Auto3D wheel) by
-python/export_ani2xt.py, and AIMNet2 wB97M-D3 (models/aimnet2_wb97m.{pt,json},
-a charged-model v1 file from the same wheel) by python/export_aimnet2.py; this
+python/export_ani2xt.py, and AIMNet2 wB97M-D3 (models/aimnet2_wb97m.{pt,json}
+and the 4-network ensemble models/aimnet2_wb97m_ens.{pt,json}, charged-model v1
+files from the same wheel) by python/export_aimnet2.py; this
 script runs each in a process of its own.
 
 Exported interface (see models/README.md):
@@ -118,7 +119,8 @@ NL_MODELS = {"ani1x_nl": "ani1x", "ani1ccx_nl": "ani1ccx"}
 # ANI-2xt from the Auto3D wheel, neighbour-list variant (python/export_ani2xt.py)
 ANI2XT_MODELS = {"ani2xt_nl": "ani2xt"}
 # AIMNet2 wB97M-D3 from the Auto3D wheel, contract v1 with charge (python/export_aimnet2.py)
-AIMNET2_MODELS = {"aimnet2_wb97m": "aimnet2_wb97m-d3_0"}
+AIMNET2_MODELS = {"aimnet2_wb97m": "aimnet2_wb97m-d3_0",
+                  "aimnet2_wb97m_ens": "aimnet2_wb97m_ens_f"}
 
 
 # --------------------------------------------------------------------------

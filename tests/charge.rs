@@ -140,30 +140,43 @@ fn system_charge_reaches_the_model_through_a_run() {
     );
 }
 
-/// AIMNet2 (models/aimnet2_wb97m.pt, exported by `make` from the Auto3D
-/// wheel) through the engine: acetate with the charge of its `M  CHG` line
-/// gives the energy and largest force python/check_aimnet2.py computes with
-/// the model file as Auto3D calls it (-6221.892684719748 eV, 6.20741081237793
-/// eV/Å), and runs under Langevin dynamics without `allow_charged`.
+/// AIMNet2 (models/aimnet2_wb97m.pt, the single network, and
+/// aimnet2_wb97m_ens.pt, the 4-network ensemble, exported by `make` from
+/// the Auto3D wheel) through the engine: acetate with the charge of its
+/// `M  CHG` line gives the energy and largest force python/check_aimnet2.py
+/// computes with the model files as Auto3D calls them, and the single
+/// network runs under Langevin dynamics without `allow_charged`.
 #[test]
 fn aimnet2_gives_acetate_its_reference_energy_and_runs() {
-    let path = root().join("models/aimnet2_wb97m.pt");
-    let model = TorchScriptModel::load(&path, Device::Cpu, Kind::Float).unwrap();
-    assert!(model.takes_charge());
     let mol = Molecule::load(&[root().join("systems/aimnet2/acetate.sdf")]).unwrap();
     assert_eq!(mol.total_charge(), -1);
     let state = BatchState::new(&mol, 2, Device::Cpu, Kind::Double);
-    let out = model.compute(&state).unwrap();
-    let e = host(&out.energies);
-    let f_max = host(&out.forces.abs().max())[0];
-    let (e_ref, f_ref) = (-6221.892684719748, 6.20741081237793);
-    eprintln!(
-        "AIMNet2 acetate: {e:?} eV (reference {e_ref}), largest force {f_max} (reference {f_ref})"
-    );
-    for v in &e {
-        assert!((v - e_ref).abs() < 1e-7 * e_ref.abs(), "{e:?} vs {e_ref}");
+    let e_ref = -6221.892684719748;
+    for (file, e_want, f_want) in [
+        ("models/aimnet2_wb97m.pt", e_ref, 6.20741081237793),
+        (
+            "models/aimnet2_wb97m_ens.pt",
+            -6221.898052793976,
+            6.171019077301025,
+        ),
+    ] {
+        let model = TorchScriptModel::load(&root().join(file), Device::Cpu, Kind::Float).unwrap();
+        assert!(model.takes_charge());
+        let out = model.compute(&state).unwrap();
+        let e = host(&out.energies);
+        let f_max = host(&out.forces.abs().max())[0];
+        eprintln!("{file}: acetate {e:?} eV (reference {e_want}), largest force {f_max} (reference {f_want})");
+        for v in &e {
+            assert!(
+                (v - e_want).abs() < 1e-7 * e_want.abs(),
+                "{file}: {e:?} vs {e_want}"
+            );
+        }
+        assert!(
+            (f_max - f_want).abs() < 1e-5 * f_want,
+            "{file}: {f_max} vs {f_want}"
+        );
     }
-    assert!((f_max - f_ref).abs() < 1e-5 * f_ref, "{f_max} vs {f_ref}");
 
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), "aimnet2", "models/aimnet2_wb97m.pt", "")
