@@ -683,14 +683,7 @@ impl NeighborList {
                     .max(),
             );
         }
-        let counts = Tensor::stack(&counts, 0);
-        let n_inner = self.shape.inner_capacities.len() as i64;
-        let mut s = self.seen.narrow(0, 0, 1);
-        s.copy_(&s.maximum(&counts.narrow(0, 0, 1)));
-        if n_inner > 0 {
-            let mut s = self.seen.narrow(0, 3, n_inner);
-            s.copy_(&s.maximum(&counts.narrow(0, 1, n_inner)));
-        }
+        self.raise_rows(&Tensor::stack(&counts, 0));
         // Integer image of each entry relative to the positions as given:
         // the bin offset's image plus the two atoms' wraps.
         let image = match &c.geometry {
@@ -736,19 +729,23 @@ impl NeighborList {
         let reverse = new_place
             .index_select(0, &p.reverse.gather(1, &perm, false).view([-1]))
             .view([n, ko]);
-        let needed = Tensor::stack(
-            &[
-                c.fullest_bin.shallow_clone(),
-                c.cell_shrank.to_kind(Kind::Int64),
-                within.sum_dim_intlist(1, false, Kind::Int64).max(),
-            ],
-            0,
+        self.raise_seen(
+            1,
+            &Tensor::stack(
+                &[
+                    c.fullest_bin.shallow_clone(),
+                    c.cell_shrank.to_kind(Kind::Int64),
+                ],
+                0,
+            ),
         );
-        let last = self.seen.size()[0] - 1;
-        for (slot, at) in [1, 2, last].into_iter().enumerate() {
-            let mut s = self.seen.narrow(0, at, 1);
-            s.copy_(&s.maximum(&needed.narrow(0, slot as i64, 1)));
-        }
+        self.raise_seen(
+            self.seen.size()[0] - 1,
+            &within
+                .sum_dim_intlist(1, false, Kind::Int64)
+                .max()
+                .unsqueeze(0),
+        );
         Some(Outer {
             neighbors: p.neighbors.gather(1, &perm, false),
             shift: match (image.as_ref().map(gather3), boundary) {
@@ -793,14 +790,7 @@ impl NeighborList {
         let (inner, inner_counts) = self.inner_lists(&d2, &p);
         let mut needed = vec![within.sum_dim_intlist(1, false, Kind::Int64).max()];
         needed.extend(inner_counts);
-        let needed = Tensor::stack(&needed, 0);
-        let mut s = self.seen.narrow(0, 0, 1);
-        s.copy_(&s.maximum(&needed.narrow(0, 0, 1)));
-        let n_inner = self.shape.inner_capacities.len() as i64;
-        if n_inner > 0 {
-            let mut s = self.seen.narrow(0, 3, n_inner);
-            s.copy_(&s.maximum(&needed.narrow(0, 1, n_inner)));
-        }
+        self.raise_rows(&Tensor::stack(&needed, 0));
         if let Some(o) = outer {
             let d = (&x - &o.reference)
                 .square()
@@ -880,6 +870,22 @@ impl NeighborList {
             return (None, moved);
         }
         (Some(what.join(", ")), moved)
+    }
+
+    /// Raise `seen[at ..]` to at least `values` ([k] int64), in place on
+    /// the device.
+    fn raise_seen(&self, at: i64, values: &Tensor) {
+        let mut s = self.seen.narrow(0, at, values.size()[0]);
+        s.copy_(&s.maximum(values));
+    }
+
+    /// Raise the recorded row counts: `counts` = [rows, inner rows...].
+    fn raise_rows(&self, counts: &Tensor) {
+        self.raise_seen(0, &counts.narrow(0, 0, 1));
+        let n_inner = counts.size()[0] - 1;
+        if n_inner > 0 {
+            self.raise_seen(3, &counts.narrow(0, 1, n_inner));
+        }
     }
 
     /// The largest displacement (Å) from a stored list's positions met

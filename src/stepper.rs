@@ -228,15 +228,24 @@ fn eager_step(
     let Some(u) = force.upkeep() else {
         return integrator.step(state, force);
     };
-    if u.due() {
-        u.rebuild(state)?;
-        u.rebuilt();
-    }
-    u.stepping(true);
-    let stepped = integrator.step(state, force);
-    u.stepping(false);
+    u.rebuild_if_due(state)?;
+    let stepped = as_step(force, || integrator.step(state, force));
     u.stepped();
     stepped
+}
+
+/// Run `step` as a step's force call: a stored neighbour list is read as
+/// it is, not rebuilt.
+fn as_step<T>(force: &dyn ForceProvider, step: impl FnOnce() -> T) -> T {
+    let upkeep = force.upkeep();
+    if let Some(u) = upkeep {
+        u.stepping(true);
+    }
+    let out = step();
+    if let Some(u) = upkeep {
+        u.stepping(false);
+    }
+    out
 }
 
 fn graph_error(e: cuda_graph::GraphError) -> Error {
@@ -283,10 +292,7 @@ fn record(
     // fresh for the steps replayed before its next rebuild.
     let rebuild = match force.upkeep() {
         Some(u) => {
-            if u.due() {
-                u.rebuild(state).map_err(|e| e.to_string())?;
-                u.rebuilt();
-            }
+            u.rebuild_if_due(state).map_err(|e| e.to_string())?;
             let mut graph = CudaGraph::new().map_err(|e| e.0)?;
             graph.capture_begin().map_err(|e| e.0)?;
             match u.rebuild(state) {
@@ -306,17 +312,11 @@ fn record(
     let energies = state.energies.shallow_clone();
     let mut graph = CudaGraph::new().map_err(|e| e.0)?;
     graph.capture_begin().map_err(|e| e.0)?;
-    if let Some(u) = force.upkeep() {
-        u.stepping(true);
-    }
-    let stepped = integrator.step(state, force).map(|()| {
+    let stepped = as_step(force, || integrator.step(state, force)).map(|()| {
         let (mut f, mut e) = (forces.shallow_clone(), energies.shallow_clone());
         f.copy_(&state.forces);
         e.copy_(&state.energies);
     });
-    if let Some(u) = force.upkeep() {
-        u.stepping(false);
-    }
     let ended = match stepped {
         Ok(()) => graph.capture_end().map_err(|e| e.0),
         Err(e) => {

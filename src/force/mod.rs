@@ -113,6 +113,15 @@ pub trait ListUpkeep {
     /// The tensors a captured step reads (their storage must not change
     /// between capture and replay).
     fn inputs(&self) -> Vec<Tensor>;
+
+    /// Rebuild now if due (eagerly), with the bookkeeping.
+    fn rebuild_if_due(&self, state: &BatchState) -> Result<()> {
+        if self.due() {
+            self.rebuild(state)?;
+            self.rebuilt();
+        }
+        Ok(())
+    }
 }
 
 /// Evaluate energies and forces and store them in the state.
