@@ -556,15 +556,7 @@ impl Config {
     /// Parse and validate config text; `path` is used for messages and to
     /// resolve relative paths.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config> {
-        let mut config: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-            Error::Config {
-                path: path.to_path_buf(),
-                line,
-                column,
-                message: e.message().trim().to_string(),
-            }
-        })?;
+        let mut config: Config = parse_toml(text, path)?;
         config.source = ConfigSource {
             path: normalize(path),
             text: text.to_string(),
@@ -651,11 +643,7 @@ impl Config {
 
     /// Resolve a path from the config file (normalised: `a/../b` is `b`).
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            normalize(p)
-        } else {
-            normalize(&self.base_dir().join(p))
-        }
+        self.source.resolve(p)
     }
 
     /// The structure files, resolved.
@@ -739,13 +727,7 @@ impl Config {
     }
 
     fn err(&self, key: &[&str], message: String) -> Error {
-        let (line, column) = locate_key(&self.source.text, key).unwrap_or((0, 0));
-        Error::Config {
-            path: self.source.path.clone(),
-            line,
-            column,
-            message: format!("{}: {message}", key.join(".")),
-        }
+        self.source.key_error(key, message)
     }
 
     /// Semantic checks that serde cannot express.
@@ -1132,6 +1114,41 @@ pub fn normalize(p: &Path) -> PathBuf {
         return PathBuf::from(".");
     }
     out.iter().collect()
+}
+
+/// Deserialise TOML text, errors naming `path`, line and column.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+        Error::Config {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
+    })
+}
+
+impl ConfigSource {
+    /// An error about `key` (dotted path), at its line in the file.
+    pub(crate) fn key_error(&self, key: &[&str], message: String) -> Error {
+        let (line, column) = locate_key(&self.text, key).unwrap_or((0, 0));
+        Error::Config {
+            path: self.path.clone(),
+            line,
+            column,
+            message: format!("{}: {message}", key.join(".")),
+        }
+    }
+
+    /// Resolve a path written in the file against the file's directory.
+    pub(crate) fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            normalize(p)
+        } else {
+            normalize(&self.path.parent().unwrap_or(Path::new("")).join(p))
+        }
+    }
 }
 
 /// 1-based line and column of a byte offset.

@@ -42,6 +42,7 @@ mod imp {
         fn mlff_cuda_empty_cache() -> c_int;
         fn mlff_cuda_memory(device: c_int, peak: *mut i64, reserved: *mut i64) -> c_int;
         fn mlff_cuda_reset_peak(device: c_int) -> c_int;
+        fn mlff_cuda_mem_info(device: c_int, free: *mut i64, total: *mut i64) -> c_int;
     }
 
     pub fn empty_cache() {
@@ -59,6 +60,13 @@ mod imp {
     pub fn reset_peak(device: usize) {
         // SAFETY: plain C call.
         let _ = unsafe { mlff_cuda_reset_peak(device as c_int) };
+    }
+
+    pub fn mem_info(device: usize) -> Option<(u64, u64)> {
+        let (mut free, mut total) = (0i64, 0i64);
+        // SAFETY: the shim writes two integers through valid pointers.
+        let rc = unsafe { mlff_cuda_mem_info(device as c_int, &mut free, &mut total) };
+        (rc == 0).then_some((free as u64, total as u64))
     }
 
     fn last_error(what: &str) -> GraphError {
@@ -188,6 +196,9 @@ mod imp {
     }
 
     pub fn reset_peak(_device: usize) {}
+    pub fn mem_info(_device: usize) -> Option<(u64, u64)> {
+        None
+    }
 
     pub struct Graph;
 
@@ -224,6 +235,12 @@ pub fn memory_stats(device: usize) -> Option<(u64, u64)> {
 
 pub fn reset_peak_memory(device: usize) {
     imp::reset_peak(device)
+}
+
+/// (bytes free, bytes in all) on CUDA device `device` as the driver sees
+/// it; None without CUDA.
+pub fn device_memory(device: usize) -> Option<(u64, u64)> {
+    imp::mem_info(device)
 }
 
 /// A pool stream made current on this thread until dropped (capture cannot

@@ -16,6 +16,7 @@
 #include <dlfcn.h>
 
 #include <exception>
+#include <stdexcept>
 #include <string>
 
 namespace {
@@ -134,6 +135,28 @@ int mlff_cuda_memory(int device, long long* peak_allocated, long long* reserved)
     auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
     *peak_allocated = stats.allocated_bytes[all].peak;
     *reserved = stats.reserved_bytes[all].current;
+  });
+}
+
+// Bytes the driver has free on `device`, and its total (cudaMemGetInfo,
+// looked up at run time like cudaGetLastError above).
+int mlff_cuda_mem_info(int device, long long* free_bytes, long long* total_bytes) {
+  return guarded([&] {
+    using MemGetInfo = int (*)(size_t*, size_t*);
+    auto f = reinterpret_cast<MemGetInfo>(dlsym(RTLD_DEFAULT, "cudaMemGetInfo"));
+    if (!f) {
+      throw std::runtime_error("cudaMemGetInfo is not loaded");
+    }
+    auto previous = c10::cuda::current_device();
+    c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
+    size_t free_now = 0, total = 0;
+    int rc = f(&free_now, &total);
+    c10::cuda::set_device(previous);
+    if (rc != 0) {
+      throw std::runtime_error("cudaMemGetInfo failed");
+    }
+    *free_bytes = static_cast<long long>(free_now);
+    *total_bytes = static_cast<long long>(total);
   });
 }
 

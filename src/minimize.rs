@@ -50,10 +50,10 @@ const F_DEC: f64 = 0.5;
 const ALPHA_START: f64 = 0.1;
 const F_ALPHA: f64 = 0.99;
 /// Iterations between convergence checks (each costs one [R] host copy).
-const CHECK_EVERY: u64 = 10;
+pub const CHECK_EVERY: u64 = 10;
 
-/// Largest atomic force norm of each member, [R].
-fn max_force(state: &BatchState) -> Tensor {
+/// Largest atomic force norm of each member, [R] float64 on the device.
+pub fn member_max_force(state: &BatchState) -> Tensor {
     let norms = state
         .forces
         .to_kind(Kind::Double)
@@ -84,6 +84,90 @@ pub fn fire(
     fire_with_progress(state, force, opts, |_| {})
 }
 
+/// FIRE's per-member variables: the search velocity of every atom and each
+/// member's time step, mixing parameter and count of downhill steps. Kept
+/// apart from the state so a batch can drop and take members between
+/// iterations (screening), each member going on exactly where it was.
+pub struct Fire {
+    /// [N, 3] float64.
+    v: Tensor,
+    /// [R] float64.
+    dt: Tensor,
+    alpha: Tensor,
+    count: Tensor,
+}
+
+impl Fire {
+    /// Fresh variables for every member of `state`.
+    pub fn new(state: &BatchState) -> Fire {
+        let opts = (Kind::Double, state.device);
+        let r = state.n_members as i64;
+        Fire {
+            v: Tensor::zeros([state.positions.size()[0], 3], opts),
+            dt: Tensor::full([r], DT_START, opts),
+            alpha: Tensor::full([r], ALPHA_START, opts),
+            count: Tensor::zeros([r], opts),
+        }
+    }
+
+    /// The variables of the members `keep` (slots, in order; `rows` their
+    /// atoms' rows), followed by fresh ones for `new_members` members of
+    /// `new_rows` atoms in all.
+    pub fn regroup(&self, keep: &Tensor, rows: &Tensor, new_members: i64, new_rows: i64) -> Fire {
+        let opts = (Kind::Double, self.dt.device());
+        let cat = |t: &Tensor, fresh: Tensor| Tensor::cat(&[t.index_select(0, keep), fresh], 0);
+        Fire {
+            v: Tensor::cat(
+                &[
+                    self.v.index_select(0, rows),
+                    Tensor::zeros([new_rows, 3], opts),
+                ],
+                0,
+            ),
+            dt: cat(&self.dt, Tensor::full([new_members], DT_START, opts)),
+            alpha: cat(&self.alpha, Tensor::full([new_members], ALPHA_START, opts)),
+            count: cat(&self.count, Tensor::zeros([new_members], opts)),
+        }
+    }
+
+    /// One FIRE iteration of every member whose `moving` ([R] bool) is
+    /// set, then the forces at the new positions. Semi-implicit Euler with
+    /// unit masses; each member's displacement is capped at `max_step` Å.
+    pub fn step(
+        &mut self,
+        state: &mut BatchState,
+        force: &dyn ForceProvider,
+        max_step: f64,
+        moving: &Tensor,
+    ) -> Result<()> {
+        let batch = state.batch.shallow_clone();
+        let per_atom = |t: &Tensor| t.index_select(0, &batch).unsqueeze(1);
+        let (v, dt, alpha, count) = (&self.v, &self.dt, &self.alpha, &self.count);
+        let f = state.forces.to_kind(Kind::Double);
+        let p = state.per_member_sum(&(&f * v));
+        let f_norm = state.per_member_sum(&f.square()).sqrt().clamp_min(1e-300);
+        let v_norm = state.per_member_sum(&v.square()).sqrt();
+        let uphill = p.le(0.0);
+        let mixed = v * per_atom(&(1.0 - alpha)) + &f * per_atom(&(alpha * &v_norm / &f_norm));
+        let v = v.zeros_like().where_self(&per_atom(&uphill), &mixed);
+        let accelerate = uphill.logical_not().logical_and(&count.gt(N_MIN));
+        self.dt = (dt * F_DEC).where_self(
+            &uphill,
+            &(dt * F_INC).clamp_max(DT_MAX).where_self(&accelerate, dt),
+        );
+        self.alpha = Tensor::full_like(alpha, ALPHA_START)
+            .where_self(&uphill, &(alpha * F_ALPHA).where_self(&accelerate, alpha));
+        self.count = count.zeros_like().where_self(&uphill, &(count + 1.0));
+        self.v = v + &f * per_atom(&self.dt);
+        let dr = &self.v * per_atom(&self.dt);
+        let dr_norm = state.per_member_sum(&dr.square()).sqrt().clamp_min(1e-300);
+        let scale = (max_step / dr_norm).clamp_max(1.0) * moving.to_kind(Kind::Double);
+        let step = (dr * per_atom(&scale)).to_kind(state.kind);
+        state.positions += step;
+        update_forces(state, force)
+    }
+}
+
 /// [`fire`], calling `progress` at every convergence check (every
 /// `CHECK_EVERY` iterations, where the per-member forces come to the host
 /// anyway).
@@ -93,17 +177,10 @@ pub fn fire_with_progress(
     opts: &FireOptions,
     mut progress: impl FnMut(FireProgress),
 ) -> Result<MinimizeReport> {
-    let r = state.n_members as i64;
-    let opts_d = (Kind::Double, state.device);
     update_forces(state, force)?;
     let energy_before = to_host_f64(&state.energies);
-    let batch = state.batch.shallow_clone();
-    let per_atom = |t: &Tensor| t.index_select(0, &batch).unsqueeze(1);
-    let mut v = Tensor::zeros([state.positions.size()[0], 3], opts_d);
-    let mut dt = Tensor::full([r], DT_START, opts_d);
-    let mut alpha = Tensor::full([r], ALPHA_START, opts_d);
-    let mut count = Tensor::zeros([r], opts_d);
-    let mut active = max_force(state).ge(opts.max_force);
+    let mut fire = Fire::new(state);
+    let mut active = member_max_force(state).ge(opts.max_force);
     let mut iterations = 0;
     while iterations < opts.max_steps {
         if iterations % CHECK_EVERY == 0 {
@@ -115,7 +192,7 @@ pub fn fire_with_progress(
                 force.grow(state)?;
                 update_forces(state, force)?;
             }
-            let fmax = max_force(state);
+            let fmax = member_max_force(state);
             active = fmax.ge(opts.max_force);
             let host = to_host_f64(&fmax);
             let still = host.iter().filter(|&&f| f >= opts.max_force).count();
@@ -131,35 +208,13 @@ pub fn fire_with_progress(
             }
         }
         iterations += 1;
-        let f = state.forces.to_kind(Kind::Double);
-        let p = state.per_member_sum(&(&f * &v));
-        let f_norm = state.per_member_sum(&f.square()).sqrt().clamp_min(1e-300);
-        let v_norm = state.per_member_sum(&v.square()).sqrt();
-        let uphill = p.le(0.0);
-        let mixed = &v * per_atom(&(1.0 - &alpha)) + &f * per_atom(&(&alpha * &v_norm / &f_norm));
-        v = v.zeros_like().where_self(&per_atom(&uphill), &mixed);
-        let accelerate = uphill.logical_not().logical_and(&count.gt(N_MIN));
-        dt = (&dt * F_DEC).where_self(
-            &uphill,
-            &(&dt * F_INC).clamp_max(DT_MAX).where_self(&accelerate, &dt),
-        );
-        alpha = Tensor::full_like(&alpha, ALPHA_START)
-            .where_self(&uphill, &(&alpha * F_ALPHA).where_self(&accelerate, &alpha));
-        count = count.zeros_like().where_self(&uphill, &(&count + 1.0));
-        // Semi-implicit Euler with unit masses, displacement capped per member.
-        v += &f * per_atom(&dt);
-        let dr = &v * per_atom(&dt);
-        let dr_norm = state.per_member_sum(&dr.square()).sqrt().clamp_min(1e-300);
-        let scale = (opts.max_step / dr_norm).clamp_max(1.0) * active.to_kind(Kind::Double);
-        let step = (dr * per_atom(&scale)).to_kind(state.kind);
-        state.positions += step;
-        update_forces(state, force)?;
+        fire.step(state, force, opts.max_step, &active)?;
     }
     if force.overflow().is_some() {
         force.grow(state)?;
         update_forces(state, force)?;
     }
-    let fmax = to_host_f64(&max_force(state));
+    let fmax = to_host_f64(&member_max_force(state));
     Ok(MinimizeReport {
         iterations,
         converged: fmax.iter().map(|&f| f < opts.max_force).collect(),

@@ -110,54 +110,13 @@ impl Simulation {
             state.set_cells(&one.repeat([state.n_members as i64, 1, 1]));
         }
 
-        let mut model_sha256 = None;
-        let force: Box<dyn ForceProvider> = match config.model.kind {
-            ModelKind::Torchscript => {
-                let path = config.resolve(config.model.path.as_deref().unwrap_or(Path::new("")));
-                let model = TorchScriptModel::load(&path, device, config.model.dtype.kind())?;
-                model_sha256 = model_file_sha256(config);
-                if model.takes_pairs() {
-                    Box::new(PairForces::with_skin(
-                        Box::new(model),
-                        &state,
-                        config.run.neighbor_skin,
-                    )?)
-                } else if cell.is_some() {
-                    return Err(Error::model(
-                        &path,
-                        "is a model of interface v1 (forward(atomic_numbers, positions, batch): isolated molecules), and this system is periodic; use a model of interface v2, which takes the engine's neighbour list (cutoffs() and forward_pairs(), see models/README.md), e.g. models/ani1x_nl.pt",
-                    ));
-                } else {
-                    Box::new(model)
-                }
-            }
-            ModelKind::Harmonic => Box::new(Harmonic::at_current_positions(
-                &state,
-                config.model.k.unwrap_or_default(),
-            )),
-            ModelKind::LennardJones => {
-                let (epsilon, sigma) = (
-                    config.model.epsilon.unwrap_or_default(),
-                    config.model.sigma.unwrap_or_default(),
-                );
-                match config.model.cutoff {
-                    Some(cutoff) => {
-                        let model = LennardJonesPairs {
-                            epsilon,
-                            sigma,
-                            cutoff,
-                            shifted: config.model.shift.unwrap_or(false),
-                        };
-                        Box::new(PairForces::with_skin(
-                            Box::new(model),
-                            &state,
-                            config.run.neighbor_skin,
-                        )?)
-                    }
-                    None => Box::new(LennardJones { epsilon, sigma }),
-                }
-            }
-        };
+        let (force, model_sha256) = force_provider(
+            &config.model,
+            &config.source,
+            &state,
+            cell.is_some(),
+            config.run.neighbor_skin,
+        )?;
         check_elements(&molecule, force.as_ref(), config)?;
         check_charge(&mut molecule, force.as_ref(), config)?;
 
@@ -737,6 +696,61 @@ impl Simulation {
 }
 
 /// SHA-256 of the config's model file (TorchScript models), as hex.
+/// The force provider `model` describes (paths resolved against `source`)
+/// for `state`'s batch, and the model file's SHA-256 when it is a file:
+/// TorchScript files of contract v2 and Lennard-Jones with a cutoff go
+/// through the engine's neighbour list (reaching `skin` Å beyond the cutoff
+/// between rebuilds in cell grids).
+pub fn force_provider(
+    model: &crate::config::ModelConfig,
+    source: &crate::config::ConfigSource,
+    state: &BatchState,
+    periodic: bool,
+    skin: f64,
+) -> Result<(Box<dyn ForceProvider>, Option<String>)> {
+    let mut sha256 = None;
+    let force: Box<dyn ForceProvider> = match model.kind {
+        ModelKind::Torchscript => {
+            let path = source.resolve(model.path.as_deref().unwrap_or(Path::new("")));
+            let loaded = TorchScriptModel::load(&path, state.device, model.dtype.kind())?;
+            sha256 = file_sha256(&path).ok();
+            if loaded.takes_pairs() {
+                Box::new(PairForces::with_skin(Box::new(loaded), state, skin)?)
+            } else if periodic {
+                return Err(Error::model(
+                        &path,
+                        "is a model of interface v1 (forward(atomic_numbers, positions, batch): isolated molecules), and this system is periodic; use a model of interface v2, which takes the engine's neighbour list (cutoffs() and forward_pairs(), see models/README.md), e.g. models/ani1x_nl.pt",
+                    ));
+            } else {
+                Box::new(loaded)
+            }
+        }
+        ModelKind::Harmonic => Box::new(Harmonic::at_current_positions(
+            state,
+            model.k.unwrap_or_default(),
+        )),
+        ModelKind::LennardJones => {
+            let (epsilon, sigma) = (
+                model.epsilon.unwrap_or_default(),
+                model.sigma.unwrap_or_default(),
+            );
+            match model.cutoff {
+                Some(cutoff) => {
+                    let pairs = LennardJonesPairs {
+                        epsilon,
+                        sigma,
+                        cutoff,
+                        shifted: model.shift.unwrap_or(false),
+                    };
+                    Box::new(PairForces::with_skin(Box::new(pairs), state, skin)?)
+                }
+                None => Box::new(LennardJones { epsilon, sigma }),
+            }
+        }
+    };
+    Ok((force, sha256))
+}
+
 pub fn model_file_sha256(config: &Config) -> Option<String> {
     if config.model.kind != ModelKind::Torchscript {
         return None;

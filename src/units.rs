@@ -19,6 +19,10 @@ pub const EV_PER_A_AMU_TO_A_PER_FS2: f64 = 1.0 / AMU_A2_PER_FS2_IN_EV;
 /// 1 Hartree in eV.
 pub const HARTREE_EV: f64 = 27.211_386_245_988;
 
+/// 1 eV per molecule in kcal/mol: N_A·e J/mol (both exact since 2019) over
+/// 4184 J per thermochemical kcal.
+pub const EV_IN_KCAL_PER_MOL: f64 = 6.022_140_76e23 * 1.602_176_634e-19 / 4184.0;
+
 /// 1 bar in eV/Å³: 10⁵ J/m³ = 10⁵ / e eV per 10³⁰ Å³.
 pub const BAR_IN_EV_PER_A3: f64 = 1.0e5 / 1.602_176_634e-19 / 1.0e30;
 

@@ -35,6 +35,12 @@ fn constants_are_codata_2018() {
         close(HARTREE_EV, HARTREE_J / ELEMENTARY_CHARGE_C),
         "{HARTREE_EV}"
     );
+    // 1 eV per molecule = 23.060 547 830 618 kcal/mol (CODATA 2018: the
+    // Faraday constant 96 485.332 12 C/mol over 4184 J/kcal).
+    assert!(
+        close(EV_IN_KCAL_PER_MOL, 96_485.332_123_310_0 / 4184.0),
+        "{EV_IN_KCAL_PER_MOL}"
+    );
     assert!(close(kt(300.0), 300.0 * kb_ev()));
     assert!(close(per_ps_to_per_fs(2.0), 0.002));
 }

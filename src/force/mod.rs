@@ -67,6 +67,14 @@ pub trait ForceProvider {
         Ok(())
     }
 
+    /// The batch's members changed (a screen let finished molecules leave
+    /// and new ones enter): size whatever depends on the composition (a
+    /// neighbour list) for `state`, whose positions are those of the next
+    /// evaluation.
+    fn rebatch(&self, _state: &BatchState) -> Result<()> {
+        Ok(())
+    }
+
     /// The shape of the provider's neighbour list, if it has one: part of
     /// the checkpoint, so a continued run builds the same lists.
     fn list_shape(&self) -> Option<ListShape> {

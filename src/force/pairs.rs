@@ -298,6 +298,22 @@ impl ForceProvider for PairForces {
         )
     }
 
+    fn rebatch(&self, state: &BatchState) -> Result<()> {
+        let skin = self.list.borrow().shape.skin;
+        *self.outer.borrow_mut() = None;
+        *self.list.borrow_mut() = NeighborList::allocate(
+            &state.positions,
+            &state.batch,
+            state.n_members,
+            state.layout.uniform_atoms(),
+            &state.boundary(),
+            &self.model.cutoffs(),
+            skin,
+        )?;
+        self.update_schedule(|s| s.stale = true);
+        Ok(())
+    }
+
     fn upkeep(&self) -> Option<&dyn ListUpkeep> {
         self.list
             .borrow()
