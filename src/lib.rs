@@ -20,6 +20,7 @@ pub mod reporters;
 pub mod rng;
 pub mod run;
 pub mod sampling;
+pub mod screen;
 pub mod simulation;
 pub mod state;
 pub mod stepper;

@@ -12,6 +12,8 @@ use mlff_md::device::{parse_device, resolve};
 use mlff_md::inspect::inspect;
 use mlff_md::io::checkpoint::Checkpoint;
 use mlff_md::run::{minimize, minimize_summary, run, validate, RunOptions, RunOutcome};
+use mlff_md::screen::config::ScreenConfig;
+use mlff_md::screen::{screen, ScreenOptions};
 
 /// Molecular dynamics of many replicas in lockstep, with one batched
 /// TorchScript force call per step for all of them.
@@ -24,7 +26,8 @@ use mlff_md::run::{minimize, minimize_summary, run, validate, RunOptions, RunOut
     mlff-md run configs/ensemble.toml --steps 100 --device cpu --output /tmp/try --overwrite\n  \
     mlff-md run configs/ensemble.toml --resume --steps 40000   continue (and extend) a stopped run\n  \
     mlff-md resume out/ensemble                      continue to the step count the run was started with\n  \
-    mlff-md resume out/ensemble --timestep 0.25      continue a run that blew up, with a smaller time step\n\n\
+    mlff-md resume out/ensemble --timestep 0.25      continue a run that blew up, with a smaller time step\n  \
+    mlff-md screen library.sdf --config configs/screen.toml   minimise every molecule of a library\n\n\
 A resumed run continues to the step count it was started with (--steps included) unless\n\
 --steps says otherwise; only --steps, --timestep, --on-blowup, --cuda-graphs and --device\n\
 (and, in the config, [run] max_force, max_temperature and [integrator] friction) may change.\n\
@@ -88,6 +91,45 @@ enum Command {
         #[arg(long)]
         device: Option<String>,
         /// Replace an existing minimized.pdb.
+        #[arg(long)]
+        overwrite: bool,
+        /// Print nothing but errors and the result.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Minimise every molecule of a library (SDF, .sdf.gz, other structure
+    /// files, folders) with batched FIRE, many different molecules per
+    /// force call; a molecule leaves the batch when it converges and the
+    /// next one enters. Writes minimized.sdf (final structures, energies as
+    /// SD data items) and results.csv (one row per record) to the output
+    /// directory.
+    #[command(after_help = "Examples:\n  \
+    mlff-md screen systems/screen/sample.sdf --config configs/screen.toml\n  \
+    mlff-md screen library.sdf.gz more/ --config configs/screen.toml --output out/lib --device cuda\n  \
+    mlff-md screen library.sdf.gz --config configs/screen.toml --resume   continue after Ctrl-C\n\n\
+Records the model cannot take (unknown or unsupported elements, charged molecules for a\n\
+model without a charge input, zero atoms, unreadable records) are skipped with one line\n\
+each and listed in results.csv with the reason. Every finished molecule is appended to\n\
+ledger.jsonl at once, so Ctrl-C (or a crash) loses nothing; --resume skips what is done.\n\
+SMILES: python/smiles_to_sdf.py makes 3D records with RDKit (pip install rdkit).\n\n\
+Exit status: 0 success, 2 bad input, 1 failure, 130/143 stopped by SIGINT/SIGTERM.")]
+    Screen {
+        /// Library files or folders, in order.
+        #[arg(required = true)]
+        library: Vec<PathBuf>,
+        /// The screen's TOML config ([model], [minimize], [batch], [output]).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Output directory, replacing [output] directory.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Device: auto, cpu, cuda or cuda:N (replaces [model] device).
+        #[arg(long)]
+        device: Option<String>,
+        /// Continue the screen in the output directory (done molecules are kept).
+        #[arg(long, conflicts_with = "overwrite")]
+        resume: bool,
+        /// Replace an earlier screen's results in the output directory.
         #[arg(long)]
         overwrite: bool,
         /// Print nothing but errors and the result.
@@ -549,6 +591,44 @@ fn main() -> ExitCode {
                 println!("wrote {}", path.display());
                 Ok(())
             }),
+        Command::Screen {
+            library,
+            config,
+            output,
+            device,
+            resume,
+            overwrite,
+            quiet,
+        } => ScreenConfig::from_file(&config).and_then(|c| {
+            let options = ScreenOptions {
+                inputs: library,
+                output,
+                device,
+                resume,
+                overwrite,
+                quiet,
+                stop: Some(install_signal_handlers()),
+            };
+            let s = screen(&c, &options)?;
+            println!(
+                "screened {} molecule(s) in {:.1} s ({:.2} molecules/s; {} done before): {} converged, {} not converged, {} of {} records skipped; {} force calls in batches of up to {} atoms",
+                s.screened,
+                s.wall_seconds,
+                s.molecules_per_second,
+                s.screened_before,
+                s.converged,
+                s.not_converged,
+                s.skipped,
+                s.records,
+                s.force_calls,
+                s.batch_atoms
+            );
+            println!(
+                "wrote {}/{{minimized.sdf,results.csv,summary.json}}",
+                s.output_directory.display()
+            );
+            Ok(())
+        }),
         Command::Bench { which } => run_bench(which),
         Command::Inspect {
             model,

@@ -589,13 +589,14 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
 const MAX_REGROWTHS: usize = 20;
 
 /// Name of the test-only environment switch that makes a run signal or kill
-/// itself right after a given step: `sigint@K`, `sigterm@K` or `kill@K`.
+/// itself right after a given step (a screen: after its K-th molecule):
+/// `sigint@K`, `sigterm@K` or `kill@K`.
 /// It lets tests stop a run at a known step instead of after a guessed
 /// delay, so they test the same thing on any machine.
 pub const FAULT_ENV: &str = "MLFF_MD_TEST_FAULT";
 
 /// A signal this process sends itself after step `step` ([`FAULT_ENV`]).
-struct FaultInjection {
+pub(crate) struct FaultInjection {
     signal: i32,
     /// How many times it is raised, back to back.
     times: usize,
@@ -603,7 +604,7 @@ struct FaultInjection {
 }
 
 impl FaultInjection {
-    fn from_env() -> Result<Option<FaultInjection>> {
+    pub(crate) fn from_env() -> Result<Option<FaultInjection>> {
         let Ok(spec) = std::env::var(FAULT_ENV) else {
             return Ok(None);
         };
@@ -628,7 +629,7 @@ impl FaultInjection {
         }))
     }
 
-    fn at(&self, step: u64) {
+    pub(crate) fn at(&self, step: u64) {
         if step == self.step {
             // SAFETY: raise only delivers a signal to this process; the
             // handlers installed by main (or the default action) take it.

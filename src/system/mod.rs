@@ -329,3 +329,84 @@ fn overlap_warnings(m: &Molecule) -> Vec<String> {
     }
     warnings
 }
+
+/// One frame of a structure file read as a screening-library record.
+pub struct LibraryFrame {
+    pub symbols: Vec<String>,
+    pub positions: Vec<[f64; 3]>,
+    /// (atom, atom, MDL bond type: 1, 2, 3, 4 aromatic), given or guessed.
+    pub bonds: Vec<(usize, usize, u8)>,
+    /// Total formal charge (the file's, as for `run`).
+    pub charge: i64,
+}
+
+/// Every frame of `path` as a library record, each a frame or the reason it
+/// cannot be used (a zero-atom frame, an unknown element, a frame chemfiles
+/// cannot read); Err only when the file cannot be opened at all.
+pub fn library_frames(path: &Path) -> Result<Vec<std::result::Result<LibraryFrame, String>>> {
+    capture_chemfiles_warnings();
+    let mut trajectory = Trajectory::open(path, 'r').map_err(|e| {
+        Error::structure(
+            path,
+            format!(
+                "cannot open ({}); expected SDF or a structure format chemfiles reads",
+                e.message
+            ),
+        )
+    })?;
+    let n = trajectory.nsteps();
+    let single = n == 1;
+    let mut out = Vec::with_capacity(n);
+    for step in 0..n {
+        let mut frame = Frame::new();
+        let read = trajectory
+            .read_step(step, &mut frame)
+            .map_err(|e| format!("cannot read this frame: {}", e.message))
+            .and_then(|()| {
+                if frame.size() == 0 {
+                    return Err("the frame has zero atoms".to_string());
+                }
+                atoms_of(&frame, path).map_err(|e| match e {
+                    Error::Structure { message, .. } => message,
+                    other => other.to_string(),
+                })?;
+                if frame.topology().bonds_count() == 0 {
+                    frame
+                        .guess_bonds()
+                        .map_err(|e| format!("cannot guess bonds: {}", e.message))?;
+                }
+                let topology = frame.topology();
+                let bonds = topology
+                    .bonds()
+                    .into_iter()
+                    .zip(topology.bond_orders())
+                    .map(|([i, j], order)| {
+                        let mdl = match order {
+                            chemfiles::BondOrder::Double => 2,
+                            chemfiles::BondOrder::Triple => 3,
+                            chemfiles::BondOrder::Aromatic => 4,
+                            _ => 1,
+                        };
+                        (i, j, mdl)
+                    })
+                    .collect();
+                let charge = if single {
+                    chemistry::formal_charge(path, &frame).map_or(0, |(q, _)| q)
+                } else {
+                    let sum: f64 = (0..frame.size()).map(|i| frame.atom(i).charge()).sum();
+                    sum.round() as i64
+                };
+                Ok(LibraryFrame {
+                    symbols: (0..frame.size())
+                        .map(|i| frame.atom(i).atomic_type())
+                        .collect(),
+                    positions: frame.positions().to_vec(),
+                    bonds,
+                    charge,
+                })
+            });
+        out.push(read);
+    }
+    let _ = take_chemfiles_warnings();
+    Ok(out)
+}

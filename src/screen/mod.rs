@@ -1,0 +1,707 @@
+//! `mlff-md screen`: minimise every molecule of a library with batched FIRE,
+//! many different molecules per force call, keeping the batch full: a
+//! molecule leaves as soon as it converges (or runs out of iterations) and
+//! the next one of the library takes its place (TorchSim's in-flight
+//! swapping). Each molecule's search depends on nothing but itself: it
+//! enters with fresh FIRE variables, is checked every
+//! [`CHECK_EVERY`] of its own iterations, and leaves at a check, so its
+//! result does not depend on the batch size, the library's order or which
+//! molecules it shared a batch with (up to the model's floating-point
+//! sums, which differ with the batch's composition).
+
+pub mod config;
+pub mod library;
+pub mod results;
+pub mod sdf;
+
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::device::{describe, parse_device, resolve};
+use crate::error::{Error, Result};
+use crate::force::{update_forces, ForceProvider};
+use crate::io::lock::OutputLock;
+use crate::minimize::{member_max_force, Fire, CHECK_EVERY};
+use crate::simulation::force_provider;
+use crate::state::{to_host_f64, BatchState};
+use crate::system::Molecule;
+use config::ScreenConfig;
+use library::{Entry, Record};
+
+use results::{Ledger, Outcome};
+
+/// Options of `mlff-md screen` that are not part of the config.
+#[derive(Debug, Clone, Default)]
+pub struct ScreenOptions {
+    /// Library inputs: SDF (.sdf, .sdf.gz), other structure files, folders.
+    pub inputs: Vec<PathBuf>,
+    /// Replaces [output] directory.
+    pub output: Option<PathBuf>,
+    /// Replaces [model] device.
+    pub device: Option<String>,
+    /// Continue the screen whose ledger is in the output directory.
+    pub resume: bool,
+    /// Replace an earlier screen's results.
+    pub overwrite: bool,
+    pub quiet: bool,
+    /// Set to a signal number to stop after the current block of iterations.
+    pub stop: Option<Arc<AtomicUsize>>,
+}
+
+/// Figures of a screen (also `summary.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ScreenSummary {
+    pub records: usize,
+    pub skipped: usize,
+    /// Molecules finished by this invocation, and by earlier ones (resume).
+    pub screened: usize,
+    pub screened_before: usize,
+    pub converged: usize,
+    pub not_converged: usize,
+    pub device: String,
+    pub model: String,
+    /// Atoms a batch may hold, and how that was decided.
+    pub batch_atoms: usize,
+    pub batch_sizing: String,
+    pub force_calls: u64,
+    pub wall_seconds: f64,
+    pub molecules_per_second: f64,
+    pub output_directory: PathBuf,
+}
+
+/// What identifies a screen, so a resume refuses a different one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct ScreenHeader {
+    inputs: Vec<PathBuf>,
+    records: usize,
+    model: String,
+    model_sha256: Option<String>,
+    dtype: String,
+    max_force: f64,
+    max_steps: u64,
+    max_step: f64,
+}
+
+const HEADER_FILE: &str = "screen.json";
+const SUMMARY_FILE: &str = "summary.json";
+
+/// Files a screen writes (removed by --overwrite).
+const OWNED: [&str; 5] = [
+    HEADER_FILE,
+    SUMMARY_FILE,
+    results::LEDGER_FILE,
+    results::CSV_FILE,
+    results::SDF_FILE,
+];
+
+/// A molecule in the batch.
+struct Slot {
+    /// Its record's index in the library.
+    entry: usize,
+    atoms: usize,
+    iterations: u64,
+    energy_start: Option<f64>,
+}
+
+/// Run a screen; Err(Interrupted) after a signal, with everything finished
+/// so far written.
+pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSummary> {
+    let device_text = opts.device.as_deref().unwrap_or(&config.model.device);
+    let device =
+        resolve(parse_device(device_text).map_err(Error::Invalid)?).map_err(Error::Invalid)?;
+    let out = opts.output.clone().unwrap_or_else(|| config.output_dir());
+    prepare_output_dir(&out, opts)?;
+    let _lock = OutputLock::acquire(&out)?;
+    if opts.overwrite {
+        for f in OWNED {
+            let p = out.join(f);
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(|e| Error::output_path(&p, e))?;
+            }
+        }
+    }
+
+    let mut entries = library::read(&opts.inputs)?;
+    let mut molecules = build_molecules(&mut entries);
+    let (first, probe_molecule) = molecules
+        .iter()
+        .enumerate()
+        .find_map(|(i, m)| m.as_ref().map(|m| (i, m)))
+        .ok_or_else(|| {
+            Error::Invalid(format!("no usable record in {}", list_paths(&opts.inputs)))
+        })?;
+    let kind = Kind::Double;
+    let probe = BatchState::from_members(&[(probe_molecule, first)], device, kind);
+    // Skin 0: every FIRE iteration is a fresh evaluation, so a stored list
+    // would be rebuilt at every call anyway.
+    let (force, sha) = force_provider(&config.model, &config.source, &probe, false, 0.0)?;
+    drop(probe);
+    admit(&mut entries, &mut molecules, force.as_ref());
+    let skipped = entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Bad(_)))
+        .count();
+
+    let header = ScreenHeader {
+        inputs: opts.inputs.clone(),
+        records: entries.len(),
+        model: force.describe(),
+        model_sha256: sha,
+        dtype: format!("{:?}", config.model.dtype),
+        max_force: config.minimize.max_force,
+        max_steps: config.minimize.max_steps,
+        max_step: config.minimize.max_step,
+    };
+    check_header(&out, &header, opts.resume)?;
+    let mut ledger = Ledger::open(&out)?;
+    let screened_before = ledger.done.len();
+    let mut pending: VecDeque<usize> = entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Good(_)) && !ledger.done.contains_key(&e.index()))
+        .map(Entry::index)
+        .collect();
+    let log = |line: String| {
+        if !opts.quiet {
+            eprintln!("{line}");
+        }
+    };
+    for e in &entries {
+        if let Entry::Bad(b) = e {
+            log(format!(
+                "skipped record {} ({}, {}): {}",
+                b.index + 1,
+                b.name,
+                b.source,
+                b.reason
+            ));
+        }
+    }
+    log(format!(
+        "screening {} of {} records ({} skipped, {} done before) with {} on {}",
+        pending.len(),
+        entries.len(),
+        skipped,
+        screened_before,
+        force.describe(),
+        describe(device)
+    ));
+
+    let (mut budget, sizing) = batch_budget(config, device, force.as_ref(), &molecules, &pending)?;
+    log(format!("batches of up to {budget} atoms ({sizing})"));
+    let fault = crate::run::FaultInjection::from_env()?;
+    let progress = Progress::new(pending.len(), opts.quiet);
+    let start = Instant::now();
+    let mut force_calls = 0u64;
+    let mut active: Vec<Slot> = Vec::new();
+    let mut state: Option<BatchState> = None;
+    let mut fire: Option<Fire> = None;
+    let mut unchecked: Vec<bool> = Vec::new();
+    let mut screened = 0usize;
+    let stop = || opts.stop.as_ref().map_or(0, |s| s.load(Ordering::SeqCst));
+    let mut interrupted;
+    loop {
+        // Checks: members whose own iteration count is a multiple of
+        // CHECK_EVERY (all after a block of steps, only the newcomers after
+        // a refill).
+        if let Some(st) = state.take() {
+            let fmax = to_host_f64(&member_max_force(&st));
+            let energies = to_host_f64(&st.energies);
+            let positions = st.positions_host();
+            let mut leaving = vec![false; active.len()];
+            for (k, slot) in active.iter_mut().enumerate() {
+                if !unchecked[k] {
+                    continue;
+                }
+                let energy_start = *slot.energy_start.get_or_insert(energies[k]);
+                let converged = fmax[k] < config.minimize.max_force;
+                if converged || slot.iterations >= config.minimize.max_steps {
+                    leaving[k] = true;
+                    let o = st.layout.offsets[k];
+                    ledger.record(Outcome {
+                        index: slot.entry,
+                        name: entries[slot.entry].name().to_string(),
+                        energy_start_ev: energy_start,
+                        energy_ev: energies[k],
+                        max_force: fmax[k],
+                        converged,
+                        iterations: slot.iterations,
+                        positions: (o..o + slot.atoms)
+                            .map(|a| [positions[3 * a], positions[3 * a + 1], positions[3 * a + 2]])
+                            .collect(),
+                    })?;
+                    screened += 1;
+                    progress.done(1);
+                    if let Some(f) = &fault {
+                        f.at(screened as u64);
+                    }
+                }
+            }
+            unchecked = vec![false; active.len()];
+            if leaving.iter().any(|&l| l) {
+                let (kept, rows) = kept_rows(&st, &leaving);
+                let mut k = 0;
+                active.retain(|_| {
+                    k += 1;
+                    !leaving[k - 1]
+                });
+                unchecked.truncate(active.len());
+                if !active.is_empty() {
+                    // The members that stay keep their positions, forces and
+                    // FIRE variables; only the layout changes.
+                    let kept = Tensor::from_slice(&kept).to_device(device);
+                    let mut next = regroup_state(
+                        &active,
+                        &molecules,
+                        &st.positions.index_select(0, &rows),
+                        device,
+                        kind,
+                    );
+                    next.forces = st.forces.index_select(0, &rows);
+                    next.energies = st.energies.index_select(0, &kept);
+                    force.rebatch(&next)?;
+                    fire = fire.map(|f| f.regroup(&kept, &rows, 0, 0));
+                    state = Some(next);
+                }
+            } else {
+                state = Some(st);
+            }
+        }
+        interrupted = stop();
+        if interrupted != 0 {
+            break;
+        }
+        // Refill: the next molecules of the library while the batch has room.
+        let mut atoms: usize = active.iter().map(|s| s.atoms).sum();
+        let r_old = active.len();
+        while let Some(&next) = pending.front() {
+            let n = molecules[next].as_ref().map_or(0, Molecule::n_atoms);
+            // A molecule larger than the budget goes alone.
+            let fits = atoms + n <= budget || active.is_empty();
+            if !fits || active.len() >= config.batch.max_molecules {
+                break;
+            }
+            pending.pop_front();
+            atoms += n;
+            active.push(Slot {
+                entry: next,
+                atoms: n,
+                iterations: 0,
+                energy_start: None,
+            });
+        }
+        if active.len() > r_old {
+            let n_new = (active.len() - r_old) as i64;
+            let kept_positions = match &state {
+                Some(st) => st.positions.shallow_clone(),
+                None => Tensor::zeros([0, 3], (kind, device)),
+            };
+            let rows_old = kept_positions.size()[0];
+            let mut st = regroup_state(&active, &molecules, &kept_positions, device, kind);
+            let new_rows = st.positions.size()[0] - rows_old;
+            let old = Tensor::arange(r_old as i64, (Kind::Int64, device));
+            let old_rows = Tensor::arange(rows_old, (Kind::Int64, device));
+            let grown = match &fire {
+                Some(f) => f.regroup(&old, &old_rows, n_new, new_rows),
+                None => Fire::new(&st),
+            };
+            match evaluate(force.as_ref(), &mut st) {
+                Ok(()) => {}
+                Err(e) if is_oom(&e) && active.len() > 1 => {
+                    // Too big for the device after all: the newcomers go
+                    // back to the queue (they have not moved), batches get
+                    // half the atoms from now on, and the members that stay
+                    // go on as they were.
+                    budget = (budget / 2).max(1);
+                    progress.note(&format!(
+                        "warning: a batch ran out of device memory; batches of up to {budget} atoms from now on"
+                    ));
+                    for s in active.drain(r_old..).rev() {
+                        pending.push_front(s.entry);
+                    }
+                    drop(st);
+                    crate::cuda_graph::release_cached_memory();
+                    if let Some(st) = &state {
+                        force.rebatch(st)?;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            force_calls += 1;
+            fire = Some(grown);
+            unchecked = (0..active.len()).map(|k| k >= r_old).collect();
+            state = Some(st);
+            continue;
+        }
+        let (Some(st), Some(f)) = (state.as_mut(), fire.as_mut()) else {
+            break;
+        };
+        let moving = Tensor::ones([active.len() as i64], (Kind::Bool, device));
+        for _ in 0..CHECK_EVERY {
+            f.step(st, force.as_ref(), config.minimize.max_step, &moving)?;
+        }
+        force_calls += CHECK_EVERY;
+        for s in active.iter_mut() {
+            s.iterations += CHECK_EVERY;
+        }
+        unchecked = vec![true; active.len()];
+    }
+    progress.finish();
+    let wall = start.elapsed().as_secs_f64();
+    let csv = results::write_csv(&out, &entries, &ledger.done)?;
+    let sdf_path = results::write_sdf(&out, &entries, &ledger.done)?;
+    let converged = ledger.done.values().filter(|o| o.converged).count();
+    let summary = ScreenSummary {
+        records: entries.len(),
+        skipped,
+        screened,
+        screened_before,
+        converged,
+        not_converged: ledger.done.len() - converged,
+        device: describe(device),
+        model: force.describe(),
+        batch_atoms: budget,
+        batch_sizing: sizing,
+        force_calls,
+        wall_seconds: wall,
+        molecules_per_second: screened as f64 / wall.max(1e-9),
+        output_directory: out.clone(),
+    };
+    results::write_atomically(
+        &out.join(SUMMARY_FILE),
+        serde_json::to_string_pretty(&summary)
+            .expect("summary serialises")
+            .as_bytes(),
+    )?;
+    if interrupted != 0 {
+        let left = entries.len() - skipped - ledger.done.len();
+        return Err(Error::Interrupted {
+            signal: interrupted as i32,
+            message: format!(
+                "stopped after {} of {} molecules ({left} left); results so far in {} and {}; continue with --resume",
+                ledger.done.len(),
+                entries.len() - skipped,
+                csv.display(),
+                sdf_path.display()
+            ),
+        });
+    }
+    Ok(summary)
+}
+
+/// Forces and energies of the whole batch.
+fn evaluate(force: &dyn ForceProvider, state: &mut BatchState) -> Result<()> {
+    force.rebatch(state)?;
+    update_forces(state, force)
+}
+
+fn is_oom(e: &Error) -> bool {
+    e.to_string().contains("out of memory")
+}
+
+fn list_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Refuse a directory holding another screen's results unless told what to
+/// do with them.
+fn prepare_output_dir(out: &Path, opts: &ScreenOptions) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(Error::output_path(
+            out,
+            "is a file, not a directory; choose another --output",
+        ));
+    }
+    let has_results = OWNED.iter().any(|f| out.join(f).exists());
+    if has_results && !opts.resume && !opts.overwrite {
+        return Err(Error::Invalid(format!(
+            "output directory {} holds an earlier screen; pass --resume to continue it, --overwrite to replace it, or --output to choose another",
+            out.display()
+        )));
+    }
+    if opts.resume && !out.join(HEADER_FILE).exists() {
+        return Err(Error::Invalid(format!(
+            "--resume: {} holds no screen to continue (no {HEADER_FILE})",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out)
+        .map_err(|e| Error::output_path(out, format!("cannot create the output directory: {e}")))?;
+    Ok(())
+}
+
+/// Write the header of a fresh screen, or check a resumed one's.
+fn check_header(out: &Path, header: &ScreenHeader, resume: bool) -> Result<()> {
+    let path = out.join(HEADER_FILE);
+    if resume {
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::output_path(&path, e))?;
+        let old: ScreenHeader = serde_json::from_str(&text)
+            .map_err(|e| Error::output_path(&path, format!("not a screen header: {e}")))?;
+        if &old != header {
+            return Err(Error::Invalid(format!(
+                "--resume: this screen differs from the one in {} (library, model file or [minimize] settings); its results would not belong together. Was: {}; now: {}",
+                out.display(),
+                serde_json::to_string(&old).unwrap_or_default(),
+                serde_json::to_string(header).unwrap_or_default()
+            )));
+        }
+        return Ok(());
+    }
+    results::write_atomically(
+        &path,
+        serde_json::to_string_pretty(header)
+            .expect("header serialises")
+            .as_bytes(),
+    )
+}
+
+/// The molecule of a record (its structure, masses from the elements, its
+/// charge); Err names what is wrong with it.
+fn molecule_of(r: &Record) -> Result<Molecule> {
+    let symbols: Vec<&str> = r.mol.symbols.iter().map(String::as_str).collect();
+    let mut m = Molecule::from_symbols(&symbols, &r.mol.positions)?;
+    if r.charge != 0 {
+        m.formal_charge = Some((r.charge, "the record's formal charges".into()));
+    }
+    Ok(m)
+}
+
+/// The molecule of every readable record (None for the others, which
+/// become skipped records with the reason, e.g. an unknown element).
+fn build_molecules(entries: &mut [Entry]) -> Vec<Option<Molecule>> {
+    entries
+        .iter_mut()
+        .map(|e| {
+            let Entry::Good(r) = e else { return None };
+            match molecule_of(r) {
+                Ok(m) => Some(m),
+                Err(Error::Structure { message, .. }) => {
+                    e.reject(message);
+                    None
+                }
+                Err(other) => {
+                    e.reject(other.to_string());
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// Skip the records the model cannot take: elements it does not know, a
+/// net charge when it takes none.
+fn admit(entries: &mut [Entry], molecules: &mut [Option<Molecule>], force: &dyn ForceProvider) {
+    let elements = force.supported_elements();
+    for (e, slot) in entries.iter_mut().zip(molecules.iter_mut()) {
+        let (Entry::Good(r), Some(m)) = (&*e, slot.as_ref()) else {
+            continue;
+        };
+        let mut unknown: Vec<&str> = match &elements {
+            Some(allowed) => m
+                .atomic_numbers
+                .iter()
+                .zip(&r.mol.symbols)
+                .filter(|(z, _)| !allowed.contains(z))
+                .map(|(_, s)| s.as_str())
+                .collect(),
+            None => Vec::new(),
+        };
+        unknown.sort();
+        unknown.dedup();
+        let reason = if !unknown.is_empty() {
+            Some(format!(
+                "the model does not know element(s) {}",
+                unknown.join(", ")
+            ))
+        } else if r.charge != 0 && !force.takes_charge() {
+            Some(format!(
+                "charged ({:+}) and the model takes no charge (it assumes neutral molecules)",
+                r.charge
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            e.reject(reason);
+            *slot = None;
+        }
+    }
+}
+
+/// Slots of the members that stay and their atoms' rows, as device tensors.
+fn kept_rows(state: &BatchState, leaving: &[bool]) -> (Vec<i64>, Tensor) {
+    let mut kept = Vec::new();
+    let mut rows = Vec::new();
+    for (k, &gone) in leaving.iter().enumerate() {
+        if !gone {
+            kept.push(k as i64);
+            let o = state.layout.offsets[k] as i64;
+            rows.extend(o..o + state.layout.counts[k] as i64);
+        }
+    }
+    (kept, Tensor::from_slice(&rows).to_device(state.device))
+}
+
+/// A state of `active`'s molecules: the first rows from `positions` (the
+/// members that stay, in order), the rest at their records' structures.
+fn regroup_state(
+    active: &[Slot],
+    molecules: &[Option<Molecule>],
+    positions: &Tensor,
+    device: Device,
+    kind: Kind,
+) -> BatchState {
+    let members: Vec<(&Molecule, usize)> = active
+        .iter()
+        .map(|s| {
+            let m = molecules[s.entry]
+                .as_ref()
+                .expect("only admitted records enter a batch");
+            (m, s.entry)
+        })
+        .collect();
+    let mut st = BatchState::from_members(&members, device, kind);
+    let kept = positions.size()[0];
+    if kept > 0 {
+        let total = st.positions.size()[0];
+        st.positions = Tensor::cat(
+            &[
+                positions.to_kind(kind),
+                st.positions.narrow(0, kept, total - kept),
+            ],
+            0,
+        );
+    }
+    st
+}
+
+/// Atoms per batch: the hard cap, or on a GPU what `memory_fraction` of
+/// the free device memory holds at the bytes per atom a probe call of
+/// the library's largest molecules measures (TorchSim's approach), if less.
+fn batch_budget(
+    config: &ScreenConfig,
+    device: Device,
+    force: &dyn ForceProvider,
+    molecules: &[Option<Molecule>],
+    pending: &VecDeque<usize>,
+) -> Result<(usize, String)> {
+    let cap = config.batch.max_atoms;
+    let Device::Cuda(ordinal) = device else {
+        return Ok((
+            cap,
+            "[batch] max_atoms; no device memory to measure on the CPU".into(),
+        ));
+    };
+    let Some(&largest) = pending
+        .iter()
+        .max_by_key(|&&i| molecules[i].as_ref().map_or(0, Molecule::n_atoms))
+    else {
+        return Ok((cap, "nothing to screen".into()));
+    };
+    let m = molecules[largest]
+        .as_ref()
+        .expect("pending records are admitted");
+    // About 8k atoms: large enough that the fixed cost of a call does not
+    // dominate the measured memory.
+    let copies = (8192 / m.n_atoms()).clamp(1, config.batch.max_molecules);
+    let members: Vec<(&Molecule, usize)> = (0..copies).map(|k| (m, k)).collect();
+    let mut probe = BatchState::from_members(&members, device, Kind::Double);
+    crate::cuda_graph::release_cached_memory();
+    crate::cuda_graph::reset_peak_memory(ordinal);
+    let (base, _) = crate::cuda_graph::memory_stats(ordinal).unwrap_or((0, 0));
+    evaluate(force, &mut probe)?;
+    let (peak, _) = crate::cuda_graph::memory_stats(ordinal).unwrap_or((0, 0));
+    drop(probe);
+    crate::cuda_graph::release_cached_memory();
+    let probe_atoms = copies * m.n_atoms();
+    let per_atom = (peak.saturating_sub(base) as f64 / probe_atoms as f64).max(1.0);
+    let Some((free, _)) = crate::cuda_graph::device_memory(ordinal) else {
+        return Ok((cap, "[batch] max_atoms; device memory not readable".into()));
+    };
+    let fits = (config.batch.memory_fraction * free as f64 / per_atom) as usize;
+    let note = format!(
+        "probe: {probe_atoms} atoms took {:.1} KiB per atom; {:.0} % of the {:.1} GiB free holds {fits} atoms; cap [batch] max_atoms = {cap}",
+        per_atom / 1024.0,
+        config.batch.memory_fraction * 100.0,
+        free as f64 / (1u64 << 30) as f64
+    );
+    Ok((fits.clamp(1, cap), note))
+}
+
+/// Molecules done: a bar on a terminal, a line every ~10 % otherwise, with
+/// molecules/s and the time left.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    lines: bool,
+    total: usize,
+    done: std::cell::Cell<usize>,
+    next_line: std::cell::Cell<usize>,
+    start: Instant,
+}
+
+impl Progress {
+    fn new(total: usize, quiet: bool) -> Progress {
+        let tty = std::io::stderr().is_terminal();
+        let bar = (!quiet && tty).then(|| {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{wide_bar}] {pos}/{len} molecules  {per_sec}  ETA {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            lines: !quiet && !tty,
+            total,
+            done: 0.into(),
+            next_line: total.div_ceil(10).max(1).into(),
+            start: Instant::now(),
+        }
+    }
+
+    fn done(&self, n: usize) {
+        let done = self.done.get() + n;
+        self.done.set(done);
+        if let Some(bar) = &self.bar {
+            bar.set_position(done as u64);
+        } else if self.lines && (done >= self.next_line.get() || done == self.total) {
+            self.next_line.set(done + self.total.div_ceil(10).max(1));
+            let secs = self.start.elapsed().as_secs_f64();
+            let rate = done as f64 / secs.max(1e-9);
+            let left = (self.total - done) as f64 / rate.max(1e-9);
+            eprintln!(
+                "{done}/{} molecules, {rate:.1} molecules/s, {:.0} s left",
+                self.total, left
+            );
+        }
+    }
+
+    fn note(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None if self.lines => eprintln!("{line}"),
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
