@@ -15,7 +15,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export CMAKE := $(VENV)/bin/cmake
 export LIBTORCH_USE_PYTORCH := 1
 
-.PHONY: setup ani-models build run test validate models systems fmt lint clean mutants
+.PHONY: setup ani-models build run test validate models systems screen-library fmt lint clean mutants
 
 setup: $(VENV)/.setup-done
 
@@ -79,6 +79,15 @@ systems: setup
 	# Peptides in TIP3P water, no ions (systems/solvated/; about 3 min each)
 	$(PY) python/solvate.py systems/peptides/chignolin_folded.pdb --padding 10 --out systems/solvated/chignolin_water.pdb
 	$(PY) python/solvate.py systems/peptides/trpcage_folded.pdb --padding 8 --out systems/solvated/trpcage_water.pdb
+
+# The `mlff-md screen` library: 12,000 MOSES molecules from the molsets 0.3.1
+# wheel (a 52 MB download into .cache/molsets), ETKDGv3 3D structures in
+# systems/screen/library.sdf.gz (git-ignored), ~3 min on 2 cores. Not part of
+# `make test`. systems/README.md, "Screening library". RDKit is installed if
+# missing, at the version library.json records (another may move coordinates).
+screen-library: setup
+	$(PY) -c 'import rdkit' 2>/dev/null || $(PY) -m pip install -q rdkit==2026.9.1
+	$(PY) python/build_screen_library.py
 
 # Mutation testing (cargo-mutants) of the modules that decide the physics; not
 # part of `make test`: each mutant costs a release rebuild and the physics
