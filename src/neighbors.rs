@@ -23,9 +23,10 @@
 //! capacities.
 //!
 //! Two ways to find candidates:
-//! * dense: every atom of the member (isolated molecules of equal size up
-//!   to [`DENSE_MAX_ATOMS`] atoms: n² candidates per member beat a cell list
-//!   at that size);
+//! * dense: every atom of the member (isolated molecules of up to
+//!   [`DENSE_MAX_ATOMS`] atoms, of one size or of several, as in a screen's
+//!   batch of different molecules: n² candidates per member, padded to the
+//!   largest, beat a cell list at that size);
 //! * cells: binning (an O(N) cell list). Periodic members bin their wrapped
 //!   fractional coordinates, with nb_k = floor(w_k / (1.1 cutoff)) bins (at least 1) along
 //!   lattice direction k (w_k the perpendicular width), so every image
@@ -203,27 +204,38 @@ struct Constants {
     /// [3] int64: weights of an image's components in a row's sort key.
     image_code: Tensor,
     /// Dense grids: the candidates of every row ([N, n] rows of its
-    /// member), which of them are not the row itself, and each row's index
-    /// within its member ([N]): the same at every update.
+    /// member, padded with N past the member's last atom), which of them
+    /// are real and not the row itself, and each row's index within its
+    /// member ([N]): the same at every update.
     dense: Option<(Tensor, Tensor, Tensor)>,
 }
 
 impl Constants {
-    fn new(shape: &ListShape, n_rows: i64, device: Device) -> Constants {
+    /// Tables of `shape` for the rows of `batch` ([N] int64, the member of
+    /// each row; members are contiguous blocks of rows).
+    fn new(shape: &ListShape, batch: &Tensor) -> Constants {
+        let device = batch.device();
         let bins = match shape.grid {
             Grid::Cells { bins, .. } => bins,
             Grid::Dense { .. } => [1; 3],
         };
         let dense = match shape.grid {
             Grid::Dense { atoms } => {
-                // Row i (member r, atom a) sees rows r·n .. r·n + n.
+                // Row i (member r, its atom a) sees the rows of member r:
+                // first_r .. first_r + count_r, then padding up to n.
                 let opts_i = (Kind::Int64, device);
+                let n_rows = batch.size()[0];
                 let rows = Tensor::arange(n_rows, opts_i);
-                let local = rows.remainder(atoms);
-                let first = &rows - &local;
-                let cols = Tensor::arange(atoms, opts_i);
-                let cand = first.unsqueeze(1) + cols.unsqueeze(0);
-                let valid = cols.unsqueeze(0).ne_tensor(&local.unsqueeze(1));
+                let counts =
+                    Tensor::zeros([n_rows.max(1)], opts_i).index_add(0, batch, &batch.ones_like());
+                let starts = counts.cumsum(0, Kind::Int64) - &counts;
+                let first = starts.index_select(0, batch);
+                let local = &rows - &first;
+                let cols = Tensor::arange(atoms, opts_i).unsqueeze(0);
+                let inside = cols.lt_tensor(&counts.index_select(0, batch).unsqueeze(1));
+                let cand = (first.unsqueeze(1) + &cols)
+                    .where_self(&inside, &Tensor::full([1], n_rows, opts_i));
+                let valid = cols.ne_tensor(&local.unsqueeze(1)).logical_and(&inside);
                 Some((cand, valid, local))
             }
             Grid::Cells { .. } => None,
@@ -416,16 +428,17 @@ struct Picked {
 
 impl NeighborList {
     /// Fix the grid and capacities for `positions` ([N, 3]) of `n_members`
-    /// members (`batch` [N] int64 member of each row; `uniform` = Some(n)
-    /// when members are contiguous blocks of n rows, which allows the dense
-    /// grid for free members), within `cutoffs` (Å, descending; the first
+    /// members (`batch` [N] int64 member of each row; members are
+    /// contiguous blocks of rows; `dense` = Some(n), n the largest member's
+    /// atoms, allows the dense grid for free members, None asks for cells),
+    /// within `cutoffs` (Å, descending; the first
     /// is the list's), with a stored list reaching `skin` Å further (cell
     /// grids). Copies a few numbers to the host.
     pub fn allocate(
         positions: &Tensor,
         batch: &Tensor,
         n_members: usize,
-        uniform: Option<usize>,
+        dense: Option<usize>,
         boundary: &Boundary,
         cutoffs: &[f64],
         skin: f64,
@@ -438,7 +451,7 @@ impl NeighborList {
             positions,
             batch,
             n_members,
-            uniform,
+            dense,
             boundary,
             cutoffs,
             skin,
@@ -446,14 +459,14 @@ impl NeighborList {
         )
     }
 
-    /// A list of a known shape (from a checkpoint).
+    /// A list of a known shape (from a checkpoint) for the rows of `batch`.
     pub fn with_shape(
         mut shape: ListShape,
-        n_rows: usize,
+        batch: &Tensor,
         n_members: usize,
         boundary: &Boundary,
-        device: Device,
     ) -> NeighborList {
+        let device = batch.device();
         if shape.outer_capacity == 0 {
             shape.outer_capacity = shape.capacity;
         }
@@ -461,7 +474,7 @@ impl NeighborList {
         NeighborList {
             periodic: matches!(boundary, Boundary::Periodic(_)),
             n_members: n_members as i64,
-            consts: Constants::new(&shape, n_rows as i64, device),
+            consts: Constants::new(&shape, batch),
             shape,
             seen: Tensor::zeros([n], (Kind::Int64, device)),
             moved: Tensor::zeros([], (Kind::Double, device)),
@@ -478,7 +491,7 @@ impl NeighborList {
         positions: &Tensor,
         batch: &Tensor,
         n_members: usize,
-        uniform: Option<usize>,
+        dense: Option<usize>,
         boundary: &Boundary,
     ) -> Result<()> {
         let cutoffs = self.shape.cutoffs.clone();
@@ -493,7 +506,7 @@ impl NeighborList {
                 .any(|(c, &cap)| seen[3 + c] > cap);
         let old = self.shape.clone();
         *self = Self::sized(
-            positions, batch, n_members, uniform, boundary, &cutoffs, old.skin, &self.seen,
+            positions, batch, n_members, dense, boundary, &cutoffs, old.skin, &self.seen,
         )?;
         if !rows_short {
             self.shape.capacity = old.capacity;
@@ -518,7 +531,7 @@ impl NeighborList {
         positions: &Tensor,
         batch: &Tensor,
         n_members: usize,
-        uniform: Option<usize>,
+        dense: Option<usize>,
         boundary: &Boundary,
         cutoffs: &[f64],
         skin: f64,
@@ -552,7 +565,7 @@ impl NeighborList {
         };
         let periodic = matches!(boundary, Boundary::Periodic(_));
         let mut skin = skin;
-        let grid = match (boundary, uniform) {
+        let grid = match (boundary, dense) {
             (Boundary::Free, Some(atoms)) if atoms <= DENSE_MAX_ATOMS => {
                 skin = 0.0;
                 Grid::Dense {
@@ -615,7 +628,7 @@ impl NeighborList {
             inner_capacities: vec![1; cutoffs.len() - 1],
         };
         let mut list = NeighborList {
-            consts: Constants::new(&shape, n, x.device()),
+            consts: Constants::new(&shape, batch),
             shape,
             periodic,
             n_members: r,

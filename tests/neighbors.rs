@@ -7,6 +7,8 @@
 //! brute force at their cutoff; exceeded capacities are reported and
 //! growing the list makes room.
 
+mod common;
+
 use std::collections::BTreeSet;
 
 use mlff_md::neighbors::{Boundary, Grid, NeighborList, Pairs};
@@ -216,6 +218,56 @@ fn free_members_match_brute_force() {
 }
 
 #[test]
+fn free_members_of_different_sizes_are_listed_densely() {
+    let mut rng = HostRng::new(11);
+    // Contiguous members of 10, 25, 1 and 7 atoms (a screen's batch of
+    // different molecules): the dense grid, padded to 25 candidates.
+    let sizes = [(10, 6.0), (25, 9.0), (1, 1.0), (7, 3.0)];
+    let mut x = Vec::new();
+    let mut member = Vec::new();
+    for (m, &(count, spread)) in sizes.iter().enumerate() {
+        for _ in 0..count {
+            x.push([0; 3].map(|_| rng.uniform() * spread + 25.0 * m as f64));
+            member.push(m as i64);
+        }
+    }
+    let (xt, bt) = tensors(&x, &member);
+    let cutoffs = [4.0, 2.5];
+    let dense =
+        NeighborList::allocate(&xt, &bt, 4, Some(25), &Boundary::Free, &cutoffs, 0.0).unwrap();
+    assert_eq!(dense.shape.grid, Grid::Dense { atoms: 25 });
+    let pairs = dense.update(&xt, &bt, &Boundary::Free);
+    assert_eq!(dense.overflow(), None);
+    let want = brute_force(&x, &member, None, cutoffs[0]);
+    assert!(want.len() > 100, "{}", want.len());
+    assert_eq!(from_list(&pairs, &x), want);
+    assert_eq!(
+        inner_set(&pairs, &x, 0),
+        brute_force(&x, &member, None, cutoffs[1])
+    );
+    // Forces assembled through the reverse entries: with every entry's
+    // −dE/dv set to its own vector, atom i gets Σ_j 2 (x_i − x_j) over its
+    // pairs (its entries and their reverses).
+    let f = common::host(&pairs.forces(&pairs.vectors(&xt)));
+    let all = brute_force(&x, &member, None, cutoffs[0]);
+    for (i, xi) in x.iter().enumerate() {
+        let mut want = [0.0; 3];
+        for &(_, j, _) in all.iter().filter(|p| p.0 == i as i64) {
+            for k in 0..3 {
+                want[k] += 2.0 * (xi[k] - x[j as usize][k]);
+            }
+        }
+        for k in 0..3 {
+            assert!(
+                (f[3 * i + k] - want[k]).abs() < 1e-9,
+                "atom {i}: {:?} vs {want:?}",
+                &f[3 * i..3 * i + 3]
+            );
+        }
+    }
+}
+
+#[test]
 fn equal_free_members_are_listed_densely_with_the_same_pairs() {
     let mut rng = HostRng::new(5);
     // Four members of 12 atoms, contiguous: the dense grid.
@@ -242,8 +294,7 @@ fn equal_free_members_are_listed_densely_with_the_same_pairs() {
     // A list made from a stored shape (a checkpoint's) builds the same
     // entries, bit for bit.
     for list in [&dense, &cells] {
-        let again =
-            NeighborList::with_shape(list.shape.clone(), 48, 4, &Boundary::Free, Device::Cpu);
+        let again = NeighborList::with_shape(list.shape.clone(), &bt, 4, &Boundary::Free);
         let (a, b) = (
             list.update(&xt, &bt, &Boundary::Free),
             again.update(&xt, &bt, &Boundary::Free),

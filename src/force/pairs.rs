@@ -141,7 +141,7 @@ impl PairForces {
             &state.positions,
             &state.batch,
             state.n_members,
-            state.layout.uniform_atoms(),
+            Some(state.n_atoms),
             &state.boundary(),
             &model.cutoffs(),
             skin,
@@ -293,7 +293,7 @@ impl ForceProvider for PairForces {
             &state.positions,
             &state.batch,
             state.n_members,
-            state.layout.uniform_atoms(),
+            Some(state.n_atoms),
             &state.boundary(),
         )
     }
@@ -305,7 +305,7 @@ impl ForceProvider for PairForces {
             &state.positions,
             &state.batch,
             state.n_members,
-            state.layout.uniform_atoms(),
+            Some(state.n_atoms),
             &state.boundary(),
             &self.model.cutoffs(),
             skin,
@@ -344,7 +344,7 @@ impl ForceProvider for PairForces {
                 &state.positions,
                 &state.batch,
                 state.n_members,
-                state.layout.uniform_atoms(),
+                Some(state.n_atoms),
                 &state.boundary(),
                 &shape.cutoffs,
                 current_skin,
@@ -353,13 +353,7 @@ impl ForceProvider for PairForces {
             list.shape.inner_capacities = shape.inner_capacities;
             list
         } else {
-            NeighborList::with_shape(
-                shape,
-                state.layout.n_rows(),
-                state.n_members,
-                &state.boundary(),
-                state.device,
-            )
+            NeighborList::with_shape(shape, &state.batch, state.n_members, &state.boundary())
         };
         *self.list.borrow_mut() = list;
         self.test_room.set(None);
