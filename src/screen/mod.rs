@@ -135,7 +135,16 @@ pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSumma
         .enumerate()
         .find_map(|(i, m)| m.as_ref().map(|m| (i, m)))
         .ok_or_else(|| {
-            Error::Invalid(format!("no usable record in {}", list_paths(&opts.inputs)))
+            let first_reason = entries.iter().find_map(|e| match e {
+                Entry::Bad(b) => Some(format!("; the first: {}: {}", b.source, b.reason)),
+                Entry::Good(_) => None,
+            });
+            Error::Invalid(format!(
+                "no usable record among the {} of {}{}",
+                entries.len(),
+                list_paths(&opts.inputs),
+                first_reason.unwrap_or_default()
+            ))
         })?;
     let kind = Kind::Double;
     let probe = BatchState::from_members(&[(probe_molecule, first)], device, kind);

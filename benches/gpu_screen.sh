@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# High-throughput screening on one GPU (issue 15), side by side in one
+# device session, FIRE to 0.05 eV/Å on the MOSES library
+# (systems/screen/library.sdf.gz, `make screen-library`):
+#   engine_ani2xt   mlff-md screen, the default model (ANI-2xt), whole library
+#   engine_ani1x    mlff-md screen with models/ani1x.pt (H C N O records)
+#   single_ani2xt   the first SINGLE_N records one molecule per force call
+#                   ([batch] max_molecules = 1: the one-at-a-time loop)
+#   single_ani1x    the same with models/ani1x.pt
+#   torchsim_ani1x  TorchSim's batched FIRE with in-flight autobatching on
+#                   the same models/ani1x.pt (benches/torchsim_screen.py;
+#                   wheels from .device/wheels, see that script)
+#   models          ms/step of ANI-2xt and AIMNet2 (issue 14): bench md on
+#                   alanine dipeptide and chignolin at R = 1, 64, 1024
+#
+#   OUT=/tmp/res PARTS=engine_ani2xt,... bash benches/gpu_screen.sh target/release/mlff-md - COMMIT
+# Carry target/release/mlff-md, systems/screen/library.sdf.gz, the models
+# the parts use and .device/wheels (torchsim). Results: $OUT/results.tgz.
+set -uo pipefail
+. "$(dirname "$0")/gpu_env.sh"
+parts engine_ani2xt,engine_ani1x,single_ani2xt,single_ani1x,torchsim_ani1x "$@"
+gpu_info "$OUT/gpu.txt"
+echo "$COMMIT" > "$OUT/commit.txt"
+LIB=systems/screen/library.sdf.gz
+SINGLE_N=${SINGLE_N:-100}
+sha256sum models/*.pt $LIB > "$OUT/inputs.sha256" 2>/dev/null
+
+# A screen config for MODEL with extra [batch] lines.
+config() {
+  local model=$1 name=$2; shift 2
+  printf '[model]\npath = "%s"\ndevice = "cuda"\n[batch]\n%s\n' "$ROOT/$model" "$*" > "$OUT/$name.toml"
+  echo "$OUT/$name.toml"
+}
+# The first N records of the library (benches/sdf_records.py keeps each
+# record's own text).
+PYTHONPATH=benches python3 - "$LIB" "$SINGLE_N" "$OUT/first.sdf" <<'PY'
+import sys
+import sdf_records
+lib, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(out, "w") as f:
+    for k, r in enumerate(sdf_records.read(lib)):
+        if k == n:
+            break
+        f.write(r.text)
+PY
+S="$BIN screen --quiet --overwrite"
+if part engine_ani2xt; then
+  t 300 engine_ani2xt $S $LIB --config "$(config models/ani2xt_nl.pt ani2xt)" --output "$OUT/screen_ani2xt"
+fi
+if part engine_ani1x; then
+  t 300 engine_ani1x $S $LIB --config "$(config models/ani1x.pt ani1x)" --output "$OUT/screen_ani1x"
+fi
+if part single_ani2xt; then
+  t 200 single_ani2xt $S "$OUT/first.sdf" --config "$(config models/ani2xt_nl.pt single2 max_molecules = 1)" --output "$OUT/single_ani2xt"
+fi
+if part single_ani1x; then
+  t 200 single_ani1x $S "$OUT/first.sdf" --config "$(config models/ani1x.pt single1 max_molecules = 1)" --output "$OUT/single_ani1x"
+fi
+if part torchsim_ani1x; then
+  t 30 torchsim_install python3 -m pip install --no-index --no-deps --find-links .device/wheels \
+    --target "$OUT/site" $(ls .device/wheels/*.whl)
+  t 300 torchsim_ani1x env PYTHONPATH="$OUT/site" python3 benches/torchsim_screen.py \
+    --library $LIB --model models/ani1x.pt --device cuda --out "$OUT/torchsim_ani1x.json"
+fi
+if part models; then
+  for m in ani2xt_nl aimnet2_wb97m; do
+    [ -f models/$m.pt ] || continue
+    t 150 models_$m $BIN bench md --device cuda --model models/$m.pt --replicas 1,64,1024 --steps 50 \
+      --structures systems/peptides/alanine_dipeptide.pdb,systems/peptides/chignolin_extended.pdb --out "$OUT/models_$m"
+  done
+fi
+rm -rf "$OUT/site"
+
+python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
+import glob, json, os, sys
+out = sys.argv[1]
+for f in sorted(glob.glob(os.path.join(out, "*", "summary.json"))):
+    s = json.load(open(f))
+    if "molecules_per_second" in s:
+        print(f"{os.path.basename(os.path.dirname(f)):16s} {s['screened']:6d} molecules  {s['wall_seconds']:8.1f} s  "
+              f"{s['molecules_per_second']:9.2f} molecules/s  {s['converged']} converged  {s['skipped']} skipped  "
+              f"batch {s['batch_atoms']} atoms  {s['force_calls']} force calls")
+for f in sorted(glob.glob(os.path.join(out, "torchsim_*.json"))):
+    s = json.load(open(f))
+    print(f"{os.path.basename(f):16s} {s.get('molecules')} molecules  {s.get('wall_seconds')} s  "
+          f"{s.get('molecules_per_second')} molecules/s (TorchSim)")
+for f in sorted(glob.glob(os.path.join(out, "models_*", "*.json"))):
+    for r in json.load(open(f)).get("rows", []):
+        print(f"{os.path.basename(os.path.dirname(f)):16s} {os.path.basename(r.get('structure', '')):28s} "
+              f"R={r['replicas']:5d}  {r['ms_per_step']:9.3f} ms/step  graph {r.get('cuda_graph')}")
+PY
+pack
