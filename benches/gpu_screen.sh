@@ -21,14 +21,15 @@ set -uo pipefail
 parts engine_ani2xt,engine_ani1x,single_ani2xt,single_ani1x,torchsim_ani1x "$@"
 gpu_info "$OUT/gpu.txt"
 echo "$COMMIT" > "$OUT/commit.txt"
-LIB=systems/screen/library.sdf.gz
+LIB=${LIB:-systems/screen/library.sdf.gz}
+DEV=${DEV:-cuda}
 SINGLE_N=${SINGLE_N:-100}
 sha256sum models/*.pt $LIB > "$OUT/inputs.sha256" 2>/dev/null
 
 # A screen config for MODEL with extra [batch] lines.
 config() {
   local model=$1 name=$2; shift 2
-  printf '[model]\npath = "%s"\ndevice = "cuda"\n[batch]\n%s\n' "$ROOT/$model" "$*" > "$OUT/$name.toml"
+  printf '[model]\npath = "%s"\ndevice = "%s"\n[batch]\n%s\n' "$ROOT/$model" "$DEV" "$*" > "$OUT/$name.toml"
   echo "$OUT/$name.toml"
 }
 # The first N records of the library (benches/sdf_records.py keeps each
@@ -38,7 +39,7 @@ import sys
 import sdf_records
 lib, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 with open(out, "w") as f:
-    for k, r in enumerate(sdf_records.read(lib)):
+    for k, r in enumerate(sdf_records.read_records(lib)):
         if k == n:
             break
         f.write(r.text)
@@ -46,6 +47,9 @@ PY
 S="$BIN screen --quiet --overwrite"
 if part engine_ani2xt; then
   t 300 engine_ani2xt $S $LIB --config "$(config models/ani2xt_nl.pt ani2xt)" --output "$OUT/screen_ani2xt"
+fi
+if part engine_ani2xt_nojit; then
+  t 300 engine_ani2xt_nojit env MLFF_MD_SCREEN_JIT_OPTIMIZE=0 $S $LIB --config "$(config models/ani2xt_nl.pt ani2xt_nojit)" --output "$OUT/screen_ani2xt_nojit"
 fi
 if part engine_ani1x; then
   t 300 engine_ani1x $S $LIB --config "$(config models/ani1x.pt ani1x)" --output "$OUT/screen_ani1x"
@@ -60,7 +64,7 @@ if part torchsim_ani1x; then
   t 30 torchsim_install python3 -m pip install --no-index --no-deps --find-links .device/wheels \
     --target "$OUT/site" $(ls .device/wheels/*.whl)
   t 300 torchsim_ani1x env PYTHONPATH="$OUT/site" python3 benches/torchsim_screen.py \
-    --library $LIB --model models/ani1x.pt --device cuda --out "$OUT/torchsim_ani1x.json"
+    --library $LIB --model models/ani1x.pt --device $DEV --out "$OUT/torchsim_ani1x.json"
 fi
 if part models; then
   for m in ani2xt_nl aimnet2_wb97m; do

@@ -1,6 +1,8 @@
-"""Shared helpers for the peer-engine benchmarks (ase_md.py, torchsim_md.py).
+"""Shared helpers for the peer-engine benchmarks (ase_md.py, torchsim_md.py,
+and stub_tables() also for ../torchsim_screen.py).
 
-Nothing here is engine specific: CLI, device handling, clocks, JSON output.
+Nothing here is engine specific: CLI, device handling, clocks, JSON output,
+and the PyTables stand-in that lets torch_sim import without PyTables.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import platform
 import sys
 import time
+import types
 
 import numpy as np
 import torch
@@ -19,6 +22,38 @@ TIMESTEP_FS = 0.5
 TEMPERATURE_K = 300.0
 FRICTION_PER_FS = 0.01  # = 10 / ps
 FRICTION_PER_PS = FRICTION_PER_FS * 1000.0
+
+
+def stub_tables() -> bool:
+    """Let `import torch_sim` (0.6.2) work without PyTables; call before importing it.
+
+    torch_sim.trajectory imports PyTables at import time, but only trajectory
+    files (TorchSimTrajectory / TrajectoryReporter) use it; the benchmarks never
+    write them. If `tables` cannot be imported, a stub module takes its place in
+    sys.modules: any attribute is a do-nothing class (torch_sim.trajectory
+    builds tables.Float32Atom() etc. at import time) and tables.open_file
+    raises. Returns True when the stub was installed (record it in the JSON),
+    False when a real PyTables is there (it is then used).
+    """
+    try:
+        import tables  # noqa: F401
+        return False
+    except ImportError:
+        pass
+    stub = types.ModuleType("tables")
+
+    def _placeholder(name: str) -> type:
+        if name.startswith("__"):  # __path__, __file__, ...: plain module lookups fail
+            raise AttributeError(name)
+        return type(name, (), {"__init__": lambda self, *a, **k: None})
+
+    def _open_file(*a, **k):
+        raise RuntimeError("PyTables is not installed (stubbed by benches/peers/_common.py)")
+
+    stub.open_file = _open_file
+    stub.__getattr__ = _placeholder  # module-level __getattr__ (PEP 562)
+    sys.modules["tables"] = stub
+    return True
 
 
 def parse_args(description: str, extra=None) -> argparse.Namespace:

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import os
 import sys
-import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,24 +61,9 @@ import torch  # noqa: E402
 import _common as C  # noqa: E402
 
 # torch_sim imports PyTables at import time (only for trajectory files, which
-# this benchmark never writes). If tables is not installed, put a stub module
-# in its place so the wheel set for the GPU machine can stay small.
-TABLES_STUBBED = False
-try:
-    import tables  # noqa: F401
-except ImportError:
-    _stub = types.ModuleType("tables")
-
-    def _placeholder(name: str) -> type:  # tables.Float32Atom() etc. at import time
-        return type(name, (), {"__init__": lambda self, *a, **k: None})
-
-    def _open_file(*a, **k):
-        raise RuntimeError("PyTables is not installed (stubbed by torchsim_md.py)")
-
-    _stub.open_file = _open_file
-    _stub.__getattr__ = _placeholder  # module-level __getattr__ (PEP 562)
-    sys.modules["tables"] = _stub
-    TABLES_STUBBED = True
+# this benchmark never writes). If tables is not installed, a stub module takes
+# its place so the wheel set for the GPU machine can stay small.
+TABLES_STUBBED = C.stub_tables()
 
 import ase  # noqa: E402
 import ase.io  # noqa: E402

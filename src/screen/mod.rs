@@ -89,6 +89,11 @@ struct ScreenHeader {
     max_step: f64,
 }
 
+/// Measurement switch: `0` turns TorchScript's graph optimisation off (its
+/// profiling executor specialises on input shapes, which change whenever
+/// molecules leave or enter the batch).
+pub const JIT_ENV: &str = "MLFF_MD_SCREEN_JIT_OPTIMIZE";
+
 const HEADER_FILE: &str = "screen.json";
 const SUMMARY_FILE: &str = "summary.json";
 
@@ -113,6 +118,9 @@ struct Slot {
 /// Run a screen; Err(Interrupted) after a signal, with everything finished
 /// so far written.
 pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSummary> {
+    if std::env::var(JIT_ENV).is_ok_and(|v| v == "0") {
+        tch::jit::set_graph_executor_optimize(false);
+    }
     let device_text = opts.device.as_deref().unwrap_or(&config.model.device);
     let device =
         resolve(parse_device(device_text).map_err(Error::Invalid)?).map_err(Error::Invalid)?;
