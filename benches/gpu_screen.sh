@@ -4,6 +4,8 @@
 # (systems/screen/library.sdf.gz, `make screen-library`):
 #   engine_ani2xt   mlff-md screen, the default model (ANI-2xt), whole library
 #   engine_ani1x    mlff-md screen with models/ani1x.pt (H C N O records)
+#   engine_ani2xt_jit  engine_ani2xt with TorchScript graph optimisation on
+#   engine_ani1x_400k  engine_ani1x with batches of up to 400,000 atoms
 #   single_ani2xt   the first SINGLE_N records one molecule per force call
 #                   ([batch] max_molecules = 1: the one-at-a-time loop)
 #   single_ani1x    the same with models/ani1x.pt
@@ -48,8 +50,11 @@ S="$BIN screen --quiet --overwrite"
 if part engine_ani2xt; then
   t 300 engine_ani2xt $S $LIB --config "$(config models/ani2xt_nl.pt ani2xt)" --output "$OUT/screen_ani2xt"
 fi
-if part engine_ani2xt_nojit; then
-  t 300 engine_ani2xt_nojit env MLFF_MD_SCREEN_JIT_OPTIMIZE=0 $S $LIB --config "$(config models/ani2xt_nl.pt ani2xt_nojit)" --output "$OUT/screen_ani2xt_nojit"
+if part engine_ani2xt_jit; then
+  t 300 engine_ani2xt_jit env MLFF_MD_SCREEN_JIT_OPTIMIZE=1 $S $LIB --config "$(config models/ani2xt_nl.pt ani2xt_jit)" --output "$OUT/screen_ani2xt_jit"
+fi
+if part engine_ani1x_400k; then
+  t 300 engine_ani1x_400k $S $LIB --config "$(config models/ani1x.pt ani1x_400k max_atoms = 400000)" --output "$OUT/screen_ani1x_400k"
 fi
 if part engine_ani1x; then
   t 300 engine_ani1x $S $LIB --config "$(config models/ani1x.pt ani1x)" --output "$OUT/screen_ani1x"
@@ -74,6 +79,10 @@ if part models; then
   done
 fi
 rm -rf "$OUT/site"
+# The final structures and ledgers of 12,000 molecules are too large to
+# bring back: keep the tables (gzipped) and summaries.
+rm -f "$OUT"/*/minimized.sdf "$OUT"/*/ledger.jsonl
+gzip -f "$OUT"/*/results.csv 2>/dev/null
 
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
 import glob, json, os, sys

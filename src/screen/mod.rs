@@ -89,9 +89,8 @@ struct ScreenHeader {
     max_step: f64,
 }
 
-/// Measurement switch: `0` turns TorchScript's graph optimisation off (its
-/// profiling executor specialises on input shapes, which change whenever
-/// molecules leave or enter the batch).
+/// Measurement switch: `1` keeps TorchScript's graph optimisation on in a
+/// screen (it is off by default there, see [`screen`]).
 pub const JIT_ENV: &str = "MLFF_MD_SCREEN_JIT_OPTIMIZE";
 
 const HEADER_FILE: &str = "screen.json";
@@ -118,9 +117,11 @@ struct Slot {
 /// Run a screen; Err(Interrupted) after a signal, with everything finished
 /// so far written.
 pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSummary> {
-    if std::env::var(JIT_ENV).is_ok_and(|v| v == "0") {
-        tch::jit::set_graph_executor_optimize(false);
-    }
+    // TorchScript's profiling executor specialises a model's graph on the
+    // input shapes, which change whenever molecules leave or enter the
+    // batch; on an H200 the ANI-2xt screen of the MOSES library ran 12 %
+    // faster without it (benches/results/screen_NVIDIA-H200_2026-12-03).
+    tch::jit::set_graph_executor_optimize(std::env::var(JIT_ENV).is_ok_and(|v| v == "1"));
     let device_text = opts.device.as_deref().unwrap_or(&config.model.device);
     let device =
         resolve(parse_device(device_text).map_err(Error::Invalid)?).map_err(Error::Invalid)?;
