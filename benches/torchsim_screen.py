@@ -121,7 +121,6 @@ What runs (torch-sim-atomistic 0.6.2, read from its source):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 import math
@@ -133,7 +132,7 @@ import warnings
 
 import torch
 
-from peers._common import clock, stub_tables
+from peers._common import clock, sha256, stub_tables
 from sdf_records import SYMBOL, read_records
 
 TS_VERSION = importlib.metadata.version("torch-sim-atomistic")
@@ -207,14 +206,6 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda but torch.cuda.is_available() is False")
     return torch.device(name)
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class TorchScriptModel(ModelInterface):

@@ -544,13 +544,7 @@ pub const MAX_MEMBERS: usize = 1 << 20;
 impl Config {
     /// Read and validate a config file.
     pub fn from_file(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read config file: {e}"),
-        })?;
-        Config::from_toml(&text, path)
+        Config::from_toml(&read_config_file(path)?, path)
     }
 
     /// Parse and validate config text; `path` is used for messages and to
@@ -1114,6 +1108,16 @@ pub fn normalize(p: &Path) -> PathBuf {
         return PathBuf::from(".");
     }
     out.iter().collect()
+}
+
+/// The text of a config file (an unreadable one is an error about the file).
+pub(crate) fn read_config_file(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read config file: {e}"),
+    })
 }
 
 /// Deserialise TOML text, errors naming `path`, line and column.

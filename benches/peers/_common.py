@@ -8,6 +8,7 @@ and the PyTables stand-in that lets torch_sim import without PyTables.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import sys
@@ -136,3 +137,12 @@ def finish(result: dict, args: argparse.Namespace, wall_s: float, temps_k) -> di
         with open(args.out, "w") as f:
             f.write(text + "\n")
     return result
+
+
+def sha256(path: str) -> str:
+    """SHA-256 of a file's contents, as hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

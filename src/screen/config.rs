@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::{parse_toml, ConfigSource, ModelConfig, ModelKind};
-use crate::error::{Error, Result};
+use crate::config::{parse_toml, read_config_file, ConfigSource, ModelConfig, ModelKind};
+use crate::error::Result;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,13 +116,7 @@ fn default_output_dir() -> PathBuf {
 
 impl ScreenConfig {
     pub fn from_file(path: &Path) -> Result<ScreenConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read config file: {e}"),
-        })?;
-        Self::from_toml(&text, path)
+        Self::from_toml(&read_config_file(path)?, path)
     }
 
     pub fn from_toml(text: &str, path: &Path) -> Result<ScreenConfig> {

@@ -115,22 +115,26 @@ pub fn parse(record: &RawRecord) -> Result<SdfMolecule, SdfError> {
     if n_atoms == 0 {
         return Err(at(3, "the record has zero atoms".into()));
     }
-    let mut symbols = Vec::with_capacity(n_atoms);
-    let mut positions = Vec::with_capacity(n_atoms);
-    let mut charges = Vec::with_capacity(n_atoms);
-    for a in 0..n_atoms {
-        let k = 4 + a;
-        let line = lines
+    // Line k of an atom or bond block (`done` lines of it read so far).
+    let block_line = |k: usize, (promised, what): (usize, &str), done: usize| {
+        lines
             .get(k)
             .filter(|l| !l.starts_with("M  "))
             .ok_or_else(|| {
                 at(
                     k.min(lines.len()),
                     format!(
-                        "the counts line promises {n_atoms} atoms, the atom block ends after {a}"
+                        "the counts line promises {promised} {what}s, the {what} block ends after {done}"
                     ),
                 )
-            })?;
+            })
+    };
+    let mut symbols = Vec::with_capacity(n_atoms);
+    let mut positions = Vec::with_capacity(n_atoms);
+    let mut charges = Vec::with_capacity(n_atoms);
+    for a in 0..n_atoms {
+        let k = 4 + a;
+        let line = block_line(k, (n_atoms, "atom"), a)?;
         let f: Vec<&str> = line.split_whitespace().collect();
         let xyz: Option<Vec<f64>> = f.iter().take(3).map(|v| v.parse().ok()).collect();
         match (xyz, f.get(3)) {
@@ -150,17 +154,7 @@ pub fn parse(record: &RawRecord) -> Result<SdfMolecule, SdfError> {
     let mut bonds = Vec::with_capacity(n_bonds);
     for b in 0..n_bonds {
         let k = 4 + n_atoms + b;
-        let line = lines
-            .get(k)
-            .filter(|l| !l.starts_with("M  "))
-            .ok_or_else(|| {
-                at(
-                    k.min(lines.len()),
-                    format!(
-                        "the counts line promises {n_bonds} bonds, the bond block ends after {b}"
-                    ),
-                )
-            })?;
+        let line = block_line(k, (n_bonds, "bond"), b)?;
         let parsed = (
             field(line, 0, 3).parse::<usize>(),
             field(line, 3, 6).parse::<usize>(),
