@@ -68,6 +68,8 @@ fn ledger(out: &Path) -> BTreeMap<String, Outcome> {
             let o: Outcome = serde_json::from_str(l).unwrap();
             (o.name.clone(), o)
         })
+        // (A molecule's final line comes after its first minimisation's.)
+        .filter(|(_, o)| o.is_final())
         .collect()
 }
 
@@ -399,4 +401,101 @@ fn a_stopped_screen_resumes_without_recomputing_or_losing_a_molecule() {
         "{:?}",
         o
     );
+}
+
+#[test]
+fn conformer_sampling_keeps_the_lowest_minimum_in_any_batching() {
+    let dir = tempfile::tempdir().unwrap();
+    let mols = molecules();
+    let conformers =
+        "[conformers]\nmembers = 3\nsteps = 60\nframes = 2\ntemperature = 600.0\nseed = 4\n";
+    let cfg = |batch: &str, extra: &str| {
+        let text = format!(
+            "[model]\npath = {:?}\ndtype = \"float64\"\ndevice = \"cpu\"\n[minimize]\nmax_force = 0.02\nmax_steps = 400\n{extra}[batch]\n{batch}\n",
+            root().join("models/morse_test.pt")
+        );
+        ScreenConfig::from_toml(&text, &dir.path().join("screen.toml")).unwrap()
+    };
+    let (_, plain) = run(dir.path(), "plain", &cfg("", ""), &mols);
+    let (s, whole) = run(dir.path(), "whole", &cfg("", conformers), &mols);
+    assert_eq!(s.screened, 17);
+    // Never above the molecule's own minimum (the same first search), and
+    // below it for most.
+    let mut lower = 0;
+    for (name, o) in &whole {
+        let p = &plain[name];
+        assert!(
+            o.energy_ev <= p.energy_ev + 1e-12,
+            "{name}: {} > {}",
+            o.energy_ev,
+            p.energy_ev
+        );
+        assert_eq!(o.energy_start_ev, p.energy_start_ev, "{name}");
+        match o.conformer {
+            Some(k) => {
+                assert!(k < 6, "{name}: frame {k}");
+                lower += 1;
+            }
+            None => assert_eq!(o.positions, p.positions, "{name}"),
+        }
+    }
+    assert!(lower >= 10, "{lower} of 17 improved by conformer sampling");
+    // MD batches of one molecule's copies, FIRE batches of three.
+    let (_, small) = run(
+        dir.path(),
+        "small",
+        &cfg("max_molecules = 3\nmax_atoms = 40", conformers),
+        &mols,
+    );
+    assert_same("conformers, small batches", &small, &whole, 1e-9);
+    for (name, o) in &small {
+        assert_eq!(o.conformer, whole[name].conformer, "{name}");
+    }
+}
+
+#[test]
+fn a_screen_stopped_during_conformer_sampling_resumes_to_the_same_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("screen.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\npath = {:?}\ndtype = \"float64\"\ndevice = \"cpu\"\n[conformers]\nmembers = 2\nsteps = 40\ntemperature = 500.0\n[batch]\nmax_molecules = 6\n",
+            root().join("models/morse_test.pt")
+        ),
+    )
+    .unwrap();
+    let mols = molecules();
+    let whole = dir.path().join("whole");
+    ok(screen_cmd(&mols, &cfg, &whole).output().unwrap());
+    let out = dir.path().join("stopped");
+    let o = screen_cmd(&mols, &cfg, &out)
+        .env("MLFF_MD_TEST_FAULT", "sigint@3")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let before = std::fs::read_to_string(out.join(LEDGER_FILE)).unwrap();
+    // Every first minimisation is in the ledger, and some finals.
+    assert_eq!(
+        before.matches("\"stage\":\"minimized\"").count(),
+        17,
+        "{before}"
+    );
+    let finals = before.matches("\"stage\":\"final\"").count();
+    assert!((3..17).contains(&finals), "{finals}");
+    ok(screen_cmd(&mols, &cfg, &out)
+        .arg("--resume")
+        .output()
+        .unwrap());
+    let after = std::fs::read_to_string(out.join(LEDGER_FILE)).unwrap();
+    assert!(after.starts_with(&before));
+    // No first minimisation again; every molecule final once.
+    assert_eq!(after.matches("\"stage\":\"minimized\"").count(), 17);
+    assert_eq!(after.matches("\"stage\":\"final\"").count(), 17);
+    assert_same("resumed conformers", &ledger(&out), &ledger(&whole), 1e-9);
 }

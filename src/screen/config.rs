@@ -16,6 +16,8 @@ pub struct ScreenConfig {
     pub model: ModelConfig,
     #[serde(default)]
     pub minimize: ScreenMinimize,
+    /// Conformer sampling after the first minimisation (optional).
+    pub conformers: Option<ConformerConfig>,
     #[serde(default)]
     pub batch: BatchConfig,
     #[serde(default)]
@@ -57,6 +59,39 @@ fn default_max_steps() -> u64 {
 }
 fn default_max_step() -> f64 {
     0.2
+}
+
+/// `[conformers]`: after its first minimisation, each molecule runs
+/// `members` copies of Langevin dynamics for `steps` steps; `frames`
+/// structures of each copy, evenly spaced, are minimised too, and the
+/// lowest energy of all is kept.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConformerConfig {
+    pub members: u64,
+    pub steps: u64,
+    #[serde(default = "one_frame")]
+    pub frames: u64,
+    /// K.
+    pub temperature: f64,
+    /// fs.
+    #[serde(default = "default_timestep")]
+    pub timestep: f64,
+    /// 1/ps.
+    #[serde(default = "default_friction")]
+    pub friction: f64,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn one_frame() -> u64 {
+    1
+}
+fn default_timestep() -> f64 {
+    0.5
+}
+fn default_friction() -> f64 {
+    10.0
 }
 
 /// `[batch]`: how many molecules are minimised at once.
@@ -163,6 +198,20 @@ impl ScreenConfig {
                 &["minimize", "max_steps"],
                 "expected at least 1 iteration".into(),
             );
+        }
+        if let Some(c) = &self.conformers {
+            if c.members == 0 || c.steps == 0 || c.frames == 0 || c.frames > c.steps {
+                return err(
+                    &["conformers"],
+                    format!(
+                        "expected members >= 1, steps >= 1 and 1 <= frames <= steps; got members = {}, steps = {}, frames = {}",
+                        c.members, c.steps, c.frames
+                    ),
+                );
+            }
+            positive(&["conformers", "temperature"], c.temperature, "K")?;
+            positive(&["conformers", "timestep"], c.timestep, "fs")?;
+            positive(&["conformers", "friction"], c.friction, "1/ps")?;
         }
         if self.batch.max_atoms == 0 || self.batch.max_molecules == 0 {
             return err(

@@ -1,38 +1,39 @@
 //! `mlff-md screen`: minimise every molecule of a library with batched FIRE,
-//! many different molecules per force call, keeping the batch full: a
-//! molecule leaves as soon as it converges (or runs out of iterations) and
-//! the next one of the library takes its place (TorchSim's in-flight
-//! swapping). Each molecule's search depends on nothing but itself: it
-//! enters with fresh FIRE variables, is checked every
-//! [`CHECK_EVERY`] of its own iterations, and leaves at a check, so its
-//! result does not depend on the batch size, the library's order or which
-//! molecules it shared a batch with (up to the model's floating-point
+//! many different molecules per force call, keeping the batch full
+//! ([`inflight`]: a molecule leaves as soon as it converges or runs out of
+//! iterations, and the next one of the library takes its place), then
+//! optionally sample conformers of each ([`conformers`]) and minimise those
+//! too, keeping the lowest energy. Outcomes go to a ledger as they come
+//! ([`results`]), so a stopped screen resumes where it was. Each molecule's
+//! result depends on nothing but itself (up to the model's floating-point
 //! sums, which differ with the batch's composition).
 
 pub mod config;
+pub mod conformers;
+pub mod inflight;
 pub mod library;
 pub mod results;
 pub mod sdf;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
 use crate::device::{describe, parse_device, resolve};
 use crate::error::{Error, Result};
-use crate::force::{update_forces, ForceProvider};
+use crate::force::ForceProvider;
 use crate::io::lock::OutputLock;
-use crate::minimize::{member_max_force, Fire, CHECK_EVERY};
 use crate::simulation::force_provider;
-use crate::state::{to_host_f64, BatchState};
+use crate::state::BatchState;
 use crate::system::Molecule;
 use config::ScreenConfig;
+use inflight::{evaluate, Finished, Runner, Task};
 use library::{Entry, Record};
 
 use results::{Ledger, Outcome};
@@ -87,6 +88,9 @@ struct ScreenHeader {
     max_force: f64,
     max_steps: u64,
     max_step: f64,
+    /// (Absent in headers of screens without conformer sampling.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    conformers: Option<config::ConformerConfig>,
 }
 
 /// Measurement switch: `1` keeps TorchScript's graph optimisation on in a
@@ -104,15 +108,6 @@ const OWNED: [&str; 5] = [
     results::CSV_FILE,
     results::SDF_FILE,
 ];
-
-/// A molecule in the batch.
-struct Slot {
-    /// Its record's index in the library.
-    entry: usize,
-    atoms: usize,
-    iterations: u64,
-    energy_start: Option<f64>,
-}
 
 /// Run a screen; Err(Interrupted) after a signal, with everything finished
 /// so far written.
@@ -176,13 +171,17 @@ pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSumma
         max_force: config.minimize.max_force,
         max_steps: config.minimize.max_steps,
         max_step: config.minimize.max_step,
+        conformers: config.conformers.clone(),
     };
     check_header(&out, &header, opts.resume)?;
     let mut ledger = Ledger::open(&out)?;
-    let screened_before = ledger.done.len();
-    let mut pending: VecDeque<usize> = entries
+    let screened_before = ledger.done.values().filter(|o| o.is_final()).count();
+    let pending: Vec<usize> = entries
         .iter()
-        .filter(|e| matches!(e, Entry::Good(_)) && !ledger.done.contains_key(&e.index()))
+        .filter(|e| {
+            matches!(e, Entry::Good(_))
+                && !ledger.done.get(&e.index()).is_some_and(Outcome::is_final)
+        })
         .map(Entry::index)
         .collect();
     let log = |line: String| {
@@ -211,183 +210,124 @@ pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSumma
         describe(device)
     ));
 
-    let (mut budget, sizing) = batch_budget(config, device, force.as_ref(), &molecules, &pending)?;
+    let (budget, sizing) = batch_budget(config, device, force.as_ref(), &molecules, &pending)?;
     log(format!("batches of up to {budget} atoms ({sizing})"));
     let fault = crate::run::FaultInjection::from_env()?;
-    let progress = Progress::new(pending.len(), opts.quiet);
     let start = Instant::now();
-    let mut force_calls = 0u64;
-    let mut active: Vec<Slot> = Vec::new();
-    let mut state: Option<BatchState> = None;
-    let mut fire: Option<Fire> = None;
-    let mut unchecked: Vec<bool> = Vec::new();
     let mut screened = 0usize;
-    let stop = || opts.stop.as_ref().map_or(0, |s| s.load(Ordering::SeqCst));
-    let mut interrupted;
-    loop {
-        // Checks: members whose own iteration count is a multiple of
-        // CHECK_EVERY (all after a block of steps, only the newcomers after
-        // a refill).
-        if let Some(st) = state.take() {
-            let fmax = to_host_f64(&member_max_force(&st));
-            let energies = to_host_f64(&st.energies);
-            let positions = st.positions_host();
-            let mut leaving = vec![false; active.len()];
-            for (k, slot) in active.iter_mut().enumerate() {
-                if !unchecked[k] {
-                    continue;
-                }
-                let energy_start = *slot.energy_start.get_or_insert(energies[k]);
-                let converged = fmax[k] < config.minimize.max_force;
-                if converged || slot.iterations >= config.minimize.max_steps {
-                    leaving[k] = true;
-                    let o = st.layout.offsets[k];
-                    ledger.record(Outcome {
-                        index: slot.entry,
-                        name: entries[slot.entry].name().to_string(),
-                        energy_start_ev: energy_start,
-                        energy_ev: energies[k],
-                        max_force: fmax[k],
-                        converged,
-                        iterations: slot.iterations,
-                        positions: (o..o + slot.atoms)
-                            .map(|a| [positions[3 * a], positions[3 * a + 1], positions[3 * a + 2]])
-                            .collect(),
-                    })?;
-                    screened += 1;
-                    progress.done(1);
-                    if let Some(f) = &fault {
-                        f.at(screened as u64);
-                    }
-                }
-            }
-            unchecked = vec![false; active.len()];
-            if leaving.iter().any(|&l| l) {
-                let (kept, rows) = kept_rows(&st, &leaving);
-                let mut k = 0;
-                active.retain(|_| {
-                    k += 1;
-                    !leaving[k - 1]
-                });
-                unchecked.truncate(active.len());
-                if !active.is_empty() {
-                    // The members that stay keep their positions, forces and
-                    // FIRE variables; only the layout changes.
-                    let kept = Tensor::from_slice(&kept).to_device(device);
-                    let mut next = regroup_state(
-                        &active,
-                        &molecules,
-                        &st.positions.index_select(0, &rows),
-                        device,
-                        kind,
-                    );
-                    next.forces = st.forces.index_select(0, &rows);
-                    next.energies = st.energies.index_select(0, &kept);
-                    force.rebatch(&next)?;
-                    fire = fire.map(|f| f.regroup(&kept, &rows, 0, 0));
-                    state = Some(next);
-                }
-            } else {
-                state = Some(st);
+    let progress = Progress::new(pending.len(), opts.quiet);
+    let note = |line: &str| progress.note(line);
+    let mut runner = Runner {
+        force: force.as_ref(),
+        molecules: &molecules,
+        device,
+        minimize: &config.minimize,
+        max_molecules: config.batch.max_molecules,
+        budget,
+        force_calls: 0,
+        stop: opts.stop.as_deref(),
+        note: &note,
+    };
+    // A molecule is done when its outcome is final: at once without
+    // conformer sampling, else after its frames are minimised too.
+    let mut finish = |ledger: &mut Ledger, outcome: Outcome| -> Result<()> {
+        let is_final = outcome.is_final();
+        ledger.record(outcome)?;
+        if is_final {
+            screened += 1;
+            progress.done(1);
+            if let Some(f) = &fault {
+                f.at(screened as u64);
             }
         }
-        interrupted = stop();
-        if interrupted != 0 {
-            break;
-        }
-        // Refill: the next molecules of the library while the batch has room.
-        let mut atoms: usize = active.iter().map(|s| s.atoms).sum();
-        let r_old = active.len();
-        while let Some(&next) = pending.front() {
-            let n = molecules[next].as_ref().map_or(0, Molecule::n_atoms);
-            // A molecule larger than the budget goes alone.
-            let fits = atoms + n <= budget || active.is_empty();
-            if !fits || active.len() >= config.batch.max_molecules {
-                break;
+        Ok(())
+    };
+    let stage = if config.conformers.is_some() {
+        results::MINIMIZED
+    } else {
+        results::FINAL
+    };
+    // First minimisation of every record without an outcome yet.
+    let first: VecDeque<Task> = pending
+        .iter()
+        .filter(|&&i| !ledger.done.contains_key(&i))
+        .map(|&record| Task {
+            record,
+            start: None,
+            frame: None,
+        })
+        .collect();
+    let mut interrupted = runner.run(first, &mut |f: Finished| {
+        let outcome = outcome_of(&f, &entries, stage, None);
+        finish(&mut ledger, outcome)
+    })?;
+    if let (Some(c), 0) = (&config.conformers, interrupted) {
+        // Conformers of the molecules minimised but not yet final.
+        let starts: Vec<(usize, Vec<[f64; 3]>)> = pending
+            .iter()
+            .filter_map(|i| ledger.done.get(i))
+            .filter(|o| !o.is_final())
+            .map(|o| (o.index, o.positions.clone()))
+            .collect();
+        let (tasks, calls) = conformers::sample(
+            c,
+            force.as_ref(),
+            &molecules,
+            &starts,
+            runner.budget,
+            device,
+        )?;
+        runner.force_calls += calls;
+        let per_record = (c.members * c.frames) as usize;
+        // Each record's best frame so far, and how many of its frames are done.
+        let mut best: BTreeMap<usize, Finished> = BTreeMap::new();
+        let mut done: BTreeMap<usize, usize> = BTreeMap::new();
+        interrupted = runner.run(tasks.into(), &mut |f: Finished| {
+            let record = f.task.record;
+            let n = done.entry(record).or_insert(0);
+            *n += 1;
+            let complete = *n == per_record;
+            let better =
+                f.energy.is_finite() && best.get(&record).is_none_or(|b| f.energy < b.energy);
+            if better {
+                best.insert(record, f);
             }
-            pending.pop_front();
-            atoms += n;
-            active.push(Slot {
-                entry: next,
-                atoms: n,
-                iterations: 0,
-                energy_start: None,
-            });
-        }
-        if active.len() > r_old {
-            let n_new = (active.len() - r_old) as i64;
-            let kept_positions = match &state {
-                Some(st) => st.positions.shallow_clone(),
-                None => Tensor::zeros([0, 3], (kind, device)),
-            };
-            let rows_old = kept_positions.size()[0];
-            let mut st = regroup_state(&active, &molecules, &kept_positions, device, kind);
-            let new_rows = st.positions.size()[0] - rows_old;
-            let old = Tensor::arange(r_old as i64, (Kind::Int64, device));
-            let old_rows = Tensor::arange(rows_old, (Kind::Int64, device));
-            let grown = match &fire {
-                Some(f) => f.regroup(&old, &old_rows, n_new, new_rows),
-                None => Fire::new(&st),
-            };
-            match evaluate(force.as_ref(), &mut st) {
-                Ok(()) => {}
-                Err(e) if is_oom(&e) && active.len() > 1 => {
-                    // Too big for the device after all: the newcomers go
-                    // back to the queue (they have not moved), batches get
-                    // half the atoms from now on, and the members that stay
-                    // go on as they were.
-                    budget = (budget / 2).max(1);
-                    progress.note(&format!(
-                        "warning: a batch ran out of device memory; batches of up to {budget} atoms from now on"
-                    ));
-                    for s in active.drain(r_old..).rev() {
-                        pending.push_front(s.entry);
-                    }
-                    drop(st);
-                    crate::cuda_graph::release_cached_memory();
-                    if let Some(st) = &state {
-                        force.rebatch(st)?;
-                    }
-                    continue;
-                }
-                Err(e) => return Err(e),
+            if complete {
+                // The lowest energy of the first minimisation and its frames.
+                let first = ledger.done[&record].clone();
+                let outcome = match best.remove(&record) {
+                    Some(b) if b.energy < first.energy_ev => Outcome {
+                        energy_start_ev: first.energy_start_ev,
+                        ..outcome_of(&b, &entries, results::FINAL, b.task.frame)
+                    },
+                    _ => Outcome {
+                        stage: results::FINAL.into(),
+                        ..first
+                    },
+                };
+                finish(&mut ledger, outcome)?;
             }
-            force_calls += 1;
-            fire = Some(grown);
-            unchecked = (0..active.len()).map(|k| k >= r_old).collect();
-            state = Some(st);
-            continue;
-        }
-        let (Some(st), Some(f)) = (state.as_mut(), fire.as_mut()) else {
-            break;
-        };
-        let moving = Tensor::ones([active.len() as i64], (Kind::Bool, device));
-        for _ in 0..CHECK_EVERY {
-            f.step(st, force.as_ref(), config.minimize.max_step, &moving)?;
-        }
-        force_calls += CHECK_EVERY;
-        for s in active.iter_mut() {
-            s.iterations += CHECK_EVERY;
-        }
-        unchecked = vec![true; active.len()];
+            Ok(())
+        })?;
     }
     progress.finish();
     let wall = start.elapsed().as_secs_f64();
     let csv = results::write_csv(&out, &entries, &ledger.done)?;
     let sdf_path = results::write_sdf(&out, &entries, &ledger.done)?;
-    let converged = ledger.done.values().filter(|o| o.converged).count();
+    let finals: Vec<&Outcome> = ledger.done.values().filter(|o| o.is_final()).collect();
+    let converged = finals.iter().filter(|o| o.converged).count();
     let summary = ScreenSummary {
         records: entries.len(),
         skipped,
         screened,
         screened_before,
         converged,
-        not_converged: ledger.done.len() - converged,
+        not_converged: finals.len() - converged,
         device: describe(device),
         model: force.describe(),
-        batch_atoms: budget,
+        batch_atoms: runner.budget,
         batch_sizing: sizing,
-        force_calls,
+        force_calls: runner.force_calls,
         wall_seconds: wall,
         molecules_per_second: screened as f64 / wall.max(1e-9),
         output_directory: out.clone(),
@@ -399,12 +339,12 @@ pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSumma
             .as_bytes(),
     )?;
     if interrupted != 0 {
-        let left = entries.len() - skipped - ledger.done.len();
+        let left = entries.len() - skipped - finals.len();
         return Err(Error::Interrupted {
             signal: interrupted as i32,
             message: format!(
                 "stopped after {} of {} molecules ({left} left); results so far in {} and {}; continue with --resume",
-                ledger.done.len(),
+                finals.len(),
                 entries.len() - skipped,
                 csv.display(),
                 sdf_path.display()
@@ -414,14 +354,20 @@ pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSumma
     Ok(summary)
 }
 
-/// Forces and energies of the whole batch.
-fn evaluate(force: &dyn ForceProvider, state: &mut BatchState) -> Result<()> {
-    force.rebatch(state)?;
-    update_forces(state, force)
-}
-
-fn is_oom(e: &Error) -> bool {
-    e.to_string().contains("out of memory")
+/// The ledger line of a finished minimisation.
+fn outcome_of(f: &Finished, entries: &[Entry], stage: &str, conformer: Option<usize>) -> Outcome {
+    Outcome {
+        index: f.task.record,
+        name: entries[f.task.record].name().to_string(),
+        energy_start_ev: f.energy_start,
+        energy_ev: f.energy,
+        max_force: f.max_force,
+        converged: f.converged,
+        iterations: f.iterations,
+        positions: f.positions.clone(),
+        stage: stage.to_string(),
+        conformer,
+    }
 }
 
 fn list_paths(paths: &[PathBuf]) -> String {
@@ -557,53 +503,6 @@ fn admit(entries: &mut [Entry], molecules: &mut [Option<Molecule>], force: &dyn 
     }
 }
 
-/// Slots of the members that stay and their atoms' rows, as device tensors.
-fn kept_rows(state: &BatchState, leaving: &[bool]) -> (Vec<i64>, Tensor) {
-    let mut kept = Vec::new();
-    let mut rows = Vec::new();
-    for (k, &gone) in leaving.iter().enumerate() {
-        if !gone {
-            kept.push(k as i64);
-            let o = state.layout.offsets[k] as i64;
-            rows.extend(o..o + state.layout.counts[k] as i64);
-        }
-    }
-    (kept, Tensor::from_slice(&rows).to_device(state.device))
-}
-
-/// A state of `active`'s molecules: the first rows from `positions` (the
-/// members that stay, in order), the rest at their records' structures.
-fn regroup_state(
-    active: &[Slot],
-    molecules: &[Option<Molecule>],
-    positions: &Tensor,
-    device: Device,
-    kind: Kind,
-) -> BatchState {
-    let members: Vec<(&Molecule, usize)> = active
-        .iter()
-        .map(|s| {
-            let m = molecules[s.entry]
-                .as_ref()
-                .expect("only admitted records enter a batch");
-            (m, s.entry)
-        })
-        .collect();
-    let mut st = BatchState::from_members(&members, device, kind);
-    let kept = positions.size()[0];
-    if kept > 0 {
-        let total = st.positions.size()[0];
-        st.positions = Tensor::cat(
-            &[
-                positions.to_kind(kind),
-                st.positions.narrow(0, kept, total - kept),
-            ],
-            0,
-        );
-    }
-    st
-}
-
 /// Atoms per batch: the hard cap, or on a GPU what `memory_fraction` of
 /// the free device memory holds at the bytes per atom a probe call of
 /// the library's largest molecules measures (TorchSim's approach), if less.
@@ -612,7 +511,7 @@ fn batch_budget(
     device: Device,
     force: &dyn ForceProvider,
     molecules: &[Option<Molecule>],
-    pending: &VecDeque<usize>,
+    pending: &[usize],
 ) -> Result<(usize, String)> {
     let cap = config.batch.max_atoms;
     let Device::Cuda(ordinal) = device else {

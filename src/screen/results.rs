@@ -35,6 +35,29 @@ pub struct Outcome {
     pub iterations: u64,
     /// Final positions (Å).
     pub positions: Vec<[f64; 3]>,
+    /// "final", or "minimized" for a first minimisation whose conformer
+    /// sampling is still to come.
+    #[serde(default = "final_stage")]
+    pub stage: String,
+    /// The sampled frame (copy · frames + frame) the kept structure was
+    /// minimised from; None for the molecule's own structure.
+    #[serde(default)]
+    pub conformer: Option<usize>,
+}
+
+fn final_stage() -> String {
+    FINAL.to_string()
+}
+
+/// [`Outcome::stage`] of a molecule that is done.
+pub const FINAL: &str = "final";
+/// [`Outcome::stage`] of a first minimisation before conformer sampling.
+pub const MINIMIZED: &str = "minimized";
+
+impl Outcome {
+    pub fn is_final(&self) -> bool {
+        self.stage == FINAL
+    }
 }
 
 /// The ledger of an output directory, open for appending.
@@ -125,7 +148,7 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-const CSV_HEADER: &str = "index,name,source,status,reason,atoms,charge,energy_ev,energy_kcal_mol,energy_start_ev,max_force_ev_per_a,converged,iterations";
+const CSV_HEADER: &str = "index,name,source,status,reason,atoms,charge,energy_ev,energy_kcal_mol,energy_start_ev,max_force_ev_per_a,converged,iterations,conformer";
 
 /// `results.csv`: every record of the library in input order; records not
 /// screened (yet) say why.
@@ -143,7 +166,7 @@ pub fn write_csv(
                 row.extend([csv_field(&b.source), "skipped".into(), csv_field(&b.reason)])
             }
             Entry::Good(r) => {
-                let status = match done.get(&r.index) {
+                let status = match done.get(&r.index).filter(|o| o.is_final()) {
                     Some(o) if o.converged => "converged",
                     Some(_) => "not converged",
                     None => "pending",
@@ -151,7 +174,7 @@ pub fn write_csv(
                 row.extend([csv_field(&r.source), status.into(), String::new()]);
             }
         }
-        match (e, done.get(&e.index())) {
+        match (e, done.get(&e.index()).filter(|o| o.is_final())) {
             (Entry::Good(r), Some(o)) => row.extend([
                 r.mol.symbols.len().to_string(),
                 r.charge.to_string(),
@@ -161,12 +184,13 @@ pub fn write_csv(
                 format!("{:.5}", o.max_force),
                 o.converged.to_string(),
                 o.iterations.to_string(),
+                o.conformer.map_or("input".to_string(), |c| c.to_string()),
             ]),
             (Entry::Good(r), None) => {
                 row.extend([r.mol.symbols.len().to_string(), r.charge.to_string()]);
-                row.extend(std::iter::repeat_n(String::new(), 6));
+                row.extend(std::iter::repeat_n(String::new(), 7));
             }
-            (Entry::Bad(_), _) => row.extend(std::iter::repeat_n(String::new(), 8)),
+            (Entry::Bad(_), _) => row.extend(std::iter::repeat_n(String::new(), 9)),
         }
         text.push_str(&row.join(","));
         text.push('\n');
@@ -185,7 +209,7 @@ pub fn write_sdf(
 ) -> Result<PathBuf> {
     let mut text = String::new();
     for e in entries {
-        let (Entry::Good(r), Some(o)) = (e, done.get(&e.index())) else {
+        let (Entry::Good(r), Some(o)) = (e, done.get(&e.index()).filter(|o| o.is_final())) else {
             continue;
         };
         let extra = [
@@ -197,6 +221,10 @@ pub fn write_sdf(
             ("mlff_md_max_force_ev_per_a", format!("{:.5}", o.max_force)),
             ("mlff_md_converged", o.converged.to_string()),
             ("mlff_md_iterations", o.iterations.to_string()),
+            (
+                "mlff_md_conformer",
+                o.conformer.map_or("input".to_string(), |c| c.to_string()),
+            ),
             ("mlff_md_record", r.index.to_string()),
         ]
         .map(|(k, v)| (k.to_string(), v));
@@ -221,6 +249,8 @@ mod tests {
             converged: true,
             iterations: 30,
             positions: vec![[0.0, 0.0, 0.0]],
+            stage: FINAL.into(),
+            conformer: None,
         }
     }
 
