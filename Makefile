@@ -45,11 +45,18 @@ run: build
 
 # Configs sized for a GPU (their whole batch would take tens of GB on a CPU)
 # are validated with one member; every other check still covers the config.
+# configs/screen.toml is a screen's config, not a run's: it screens the
+# reader-test records (one molecule is minimised) instead.
 ONE_MEMBER_CONFIGS := configs/peptide_folding_water.toml
+SCREEN_CONFIGS := configs/screen.toml
 validate: build
 	for c in configs/*.toml; do \
+	  case " $(SCREEN_CONFIGS) " in *" $$c "*) continue;; esac; \
 	  case " $(ONE_MEMBER_CONFIGS) " in *" $$c "*) one=--one-member;; *) one=;; esac; \
 	  $(BIN) validate $$c --device cpu $$one || exit 1; \
+	done
+	for c in $(SCREEN_CONFIGS); do \
+	  out=$$(mktemp -d) && $(BIN) screen systems/screen/bad_records.sdf --config $$c --device cpu --output $$out/screen --quiet && rm -rf $$out || exit 1; \
 	done
 
 # In-process tests get the allocator setting the binary makes for itself
