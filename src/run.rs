@@ -130,7 +130,7 @@ fn check_output_dir(dir: &Path, overwrite: bool) -> Result<()> {
 }
 
 /// An input error (exit 2) when `dir` exists but is not a directory.
-fn refuse_non_directory(dir: &Path) -> Result<()> {
+pub(crate) fn refuse_non_directory(dir: &Path) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
         return Err(Error::output_path(
             dir,

@@ -381,12 +381,7 @@ fn list_paths(paths: &[PathBuf]) -> String {
 /// Refuse a directory holding another screen's results unless told what to
 /// do with them.
 fn prepare_output_dir(out: &Path, opts: &ScreenOptions) -> Result<()> {
-    if out.exists() && !out.is_dir() {
-        return Err(Error::output_path(
-            out,
-            "is a file, not a directory; choose another --output",
-        ));
-    }
+    crate::run::refuse_non_directory(out)?;
     let has_results = OWNED.iter().any(|f| out.join(f).exists());
     if has_results && !opts.resume && !opts.overwrite {
         return Err(Error::Invalid(format!(
