@@ -70,6 +70,7 @@ test: setup ani-models
 	$(PY) python/check_outputs.py $(BIN)
 	$(PY) python/check_ani.py
 	$(PY) python/check_aimnet2.py
+	$(PY) python/check_report.py $(BIN)
 
 # Regenerate the committed test models (models/morse_test.pt, tests/data/*.pt);
 # not needed to build or test, and not run by them.

@@ -41,6 +41,9 @@ pub enum Error {
     /// The simulation itself went wrong (non-finite energies, ...).
     #[error("simulation: {0}")]
     Simulation(String),
+    /// A run's outputs that cannot be read (`mlff-md report`).
+    #[error("{}: {message}", path.display())]
+    Input { path: PathBuf, message: String },
     /// Stopped by a signal after saving everything.
     #[error("{message}")]
     Interrupted { signal: i32, message: String },
@@ -54,6 +57,7 @@ impl Error {
             | Error::Structure { .. }
             | Error::Model { .. }
             | Error::OutputPath { .. }
+            | Error::Input { .. }
             | Error::Invalid(_) => 2,
             Error::Output { .. } | Error::Torch { .. } | Error::Simulation(_) => 1,
             // Shell convention: 128 + signal number (130 for SIGINT).
@@ -78,6 +82,13 @@ impl Error {
     /// An unusable output location (exit 2).
     pub fn output_path(path: &Path, message: impl std::fmt::Display) -> Self {
         Error::OutputPath {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn input(path: &Path, message: impl std::fmt::Display) -> Self {
+        Error::Input {
             path: path.to_path_buf(),
             message: message.to_string(),
         }

@@ -11,6 +11,7 @@ use mlff_md::config::{BlowupPolicy, Config, GraphPolicy, Overrides};
 use mlff_md::device::{parse_device, resolve};
 use mlff_md::inspect::inspect;
 use mlff_md::io::checkpoint::Checkpoint;
+use mlff_md::report::{report, ReportOptions};
 use mlff_md::run::{minimize, minimize_summary, run, validate, RunOptions, RunOutcome};
 use mlff_md::screen::config::ScreenConfig;
 use mlff_md::screen::{screen, ScreenOptions};
@@ -27,7 +28,8 @@ use mlff_md::screen::{screen, ScreenOptions};
     mlff-md run configs/ensemble.toml --resume --steps 40000   continue (and extend) a stopped run\n  \
     mlff-md resume out/ensemble                      continue to the step count the run was started with\n  \
     mlff-md resume out/ensemble --timestep 0.25      continue a run that blew up, with a smaller time step\n  \
-    mlff-md screen library.sdf --config configs/screen.toml   minimise every molecule of a library\n\n\
+    mlff-md screen library.sdf --config configs/screen.toml   minimise every molecule of a library\n  \
+    mlff-md report out/replica_exchange              figures, acceptance and free energies of a run\n\n\
 A resumed run continues to the step count it was started with (--steps included) unless\n\
 --steps says otherwise; only --steps, --timestep, --on-blowup, --cuda-graphs and --device\n\
 (and, in the config, [run] max_force, max_temperature and [integrator] friction) may change.\n\
@@ -133,6 +135,29 @@ Exit status: 0 success, 2 bad input, 1 failure, 130/143 stopped by SIGINT/SIGTER
         #[arg(long)]
         overwrite: bool,
         /// Print nothing but errors and the result.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Tell a run in figures: energies and temperatures over time, and for
+    /// replica exchange the acceptance per neighbour pair, replica walks,
+    /// round trips, energy histograms per temperature, a suggested ladder,
+    /// and MBAR free energies and heat capacity over the ladder. Writes
+    /// DIR/report/index.html (self-contained: SVG figures inline, no
+    /// network), the figures as .svg and report.json; prints a summary.
+    #[command(after_help = "Examples:\n  \
+    mlff-md report out/replica_exchange            after (or during) a run\n  \
+    mlff-md report out/ensemble --output /tmp/rep   somewhere else\n\n\
+Works on finished, running (reads without locking; the writer is not disturbed) and\n\
+resumed runs. Free energies use the exchanges from [run] equilibration on, each\n\
+temperature's series thinned by its statistical inefficiency; they are reduced (kT).\n\n\
+Exit status: 0 success, 2 not a run directory or unreadable, 1 cannot write.")]
+    Report {
+        /// The run's output directory (holding observables.h5).
+        directory: PathBuf,
+        /// Where to write the report (default DIR/report).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Print only the path of the page.
         #[arg(long, short)]
         quiet: bool,
     },
@@ -630,6 +655,17 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Bench { which } => run_bench(which),
+        Command::Report {
+            directory,
+            output,
+            quiet,
+        } => report(&directory, &ReportOptions { output }).map(|s| {
+            if quiet {
+                println!("{}", s.directory.join("index.html").display());
+            } else {
+                print!("{}", s.text);
+            }
+        }),
         Command::Inspect {
             model,
             device,

@@ -590,7 +590,9 @@ const MAX_REGROWTHS: usize = 20;
 
 /// Name of the test-only environment switch that makes a run signal or kill
 /// itself right after a given step (a screen: after its K-th molecule):
-/// `sigint@K`, `sigterm@K` or `kill@K`.
+/// `sigint@K`, `sigterm@K`, `kill@K`, or `stop@K` (SIGSTOP: the run is
+/// suspended mid-run with its files open until a SIGCONT, so a reader can be
+/// tested against a live writer).
 /// It lets tests stop a run at a known step instead of after a guessed
 /// delay, so they test the same thing on any machine.
 pub const FAULT_ENV: &str = "MLFF_MD_TEST_FAULT";
@@ -610,7 +612,7 @@ impl FaultInjection {
         };
         let bad = || {
             Error::Invalid(format!(
-                "{FAULT_ENV}={spec:?}: expected sigint@STEP, sigint2@STEP, sigterm@STEP or kill@STEP"
+                "{FAULT_ENV}={spec:?}: expected sigint@STEP, sigint2@STEP, sigterm@STEP, kill@STEP or stop@STEP"
             ))
         };
         let (name, step) = spec.split_once('@').ok_or_else(bad)?;
@@ -619,6 +621,7 @@ impl FaultInjection {
             "sigint2" => (libc::SIGINT, 2),
             "sigterm" => (libc::SIGTERM, 1),
             "kill" => (libc::SIGKILL, 1),
+            "stop" => (libc::SIGSTOP, 1),
             _ => return Err(bad()),
         };
         let step = step.trim().parse().map_err(|_| bad())?;

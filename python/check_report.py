@@ -1,0 +1,192 @@
+"""Check `mlff-md report`'s free-energy analysis against pymbar on the same
+data, and its HTML page.
+
+    python python/check_report.py target/release/mlff-md
+    python python/check_report.py --h5 path/to/observables.h5
+
+Runs CONFIG (ethanol in harmonic wells, 6 temperatures x 4 ladders of replica
+exchange), then `mlff-md report`. The MBAR samples are rebuilt here from
+observables.h5 alone (series()): exchange rows at or after /parameters
+production_start_step; replica r's energy at row e was sampled in its state
+before exchange e (r % K at e = 0, else state_of_replica[e-1, r]); each
+(ladder, state) series is subsampled with pymbar.timeseries defaults and
+pooled state-major, ladder-minor; pymbar.MBAR (defaults) on U / (kB T_k).
+report/report.json must match: g 1e-9 relative, N_k exactly, f_k and df_k
+1e-6 absolute, mean energies 1e-6 relative. Exact answer for the wells:
+f_k - f_0 = -(27/2) ln(T_k / T_0), each state within 6 df_k. index.html must
+be self-contained (no <script src, no http(s) src/href) with an inline <svg>.
+--h5 runs only the analysis and the exact check on an existing file and prints
+the numbers. A missing dependency (h5py, numpy, pymbar) fails, never skips.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import tempfile
+
+from deps import require
+
+h5py = require("h5py", "check_report")
+np = require("numpy", "check_report")
+pymbar = require("pymbar", "check_report")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KB_EV_PER_K = 8.617333262e-5  # CODATA 2018, written here rather than taken from the engine
+DOF = 27  # ethanol: 9 atoms, each in its own 3-d harmonic well
+
+CONFIG = """
+[system]
+structure = "{root}/systems/ethanol.xyz"
+[model]
+kind = "harmonic"
+k = 1.0
+device = "cpu"
+[integrator]
+kind = "langevin"
+timestep = 0.5
+friction = 20.0
+[replica_exchange]
+t_min = 300.0
+t_max = 600.0
+n_replicas = 6
+exchange_interval = 20
+members_per_temperature = 4
+[ensemble]
+seed = 3
+[equilibration]
+steps = 1000
+[run]
+steps = 20000
+[output]
+directory = "{out}"
+observables_interval = 20
+trajectory_interval = 2000
+"""
+
+
+def fail(message: str):
+    raise SystemExit(f"check_report: FAIL: {message}")
+
+
+def series(path: str):
+    """Temperatures [K] and the production energies [L, K, E] (eV) of ladder l sampled in state s."""
+    with h5py.File(path, "r") as h5:
+        rx = h5["replica_exchange"]
+        temps, step = rx["temperatures"][()], rx["step"][()]
+        state, energy = rx["state_of_replica"][()], rx["potential_energy"][()]
+        start = int(h5["parameters"].attrs["production_start_step"])
+    k, r = len(temps), state.shape[1]
+    if r % k:
+        fail(f"{r} replicas is not a multiple of {k} temperatures")
+    before = np.vstack([np.arange(r) % k, state[:-1]])
+    keep = step >= start
+    before, energy = before[keep], energy[keep]
+    out = np.empty((r // k, k, len(energy)))
+    for l in range(r // k):
+        order = np.argsort(before[:, l * k:(l + 1) * k], axis=1, kind="stable")
+        if not (np.sort(before[:, l * k:(l + 1) * k], axis=1) == np.arange(k)).all():
+            fail(f"ladder {l}: states before an exchange are not a permutation of 0..{k}")
+        out[l] = np.take_along_axis(energy[:, l * k:(l + 1) * k], order, axis=1).T
+    return temps, out
+
+
+def analyse(temps, u_lse) -> dict:
+    """pymbar's MBAR on the subsampled, pooled series."""
+    n_l, k = u_lse.shape[:2]
+    g = np.empty((n_l, k))
+    pool, n_k = [], np.zeros(k, dtype=int)
+    for s in range(k):
+        for l in range(n_l):
+            g[l, s] = pymbar.timeseries.statistical_inefficiency(u_lse[l, s])
+            idx = pymbar.timeseries.subsample_correlated_data(u_lse[l, s], g=g[l, s])
+            pool.append(u_lse[l, s][idx])
+            n_k[s] += len(idx)
+    u_n = np.concatenate(pool)
+    mbar = pymbar.MBAR(u_n[None, :] / (KB_EV_PER_K * temps[:, None]), n_k)
+    return {"statistical_inefficiency": g.ravel(), "samples_per_state": n_k, "f_k": mbar.f_k,
+            "df_k": mbar.compute_free_energy_differences()["dDelta_f"][0],
+            "mean_potential_energy_ev": mbar.compute_expectations(u_n)["mu"]}
+
+
+def check_analytic(temps, res) -> float:
+    """Largest |f_k - f_0 - exact| / df_k over k > 0; fails beyond 6."""
+    exact = 0.5 * DOF * np.log(temps[0] / temps)
+    df = res["df_k"][1:]
+    if not (df > 0).all():
+        fail(f"df_k not positive: {res['df_k']}")
+    z = np.abs(res["f_k"] - res["f_k"][0] - exact)[1:] / df
+    if z.max() > 6:
+        fail(f"f_k - f_0 = {res['f_k'] - res['f_k'][0]} vs exact {exact}: {z.max():.2f} df off")
+    return float(z.max())
+
+
+def compare(report: dict, res: dict) -> None:
+    """report.json's replica_exchange.mbar against pymbar."""
+    rep = report["replica_exchange"]["mbar"]
+    if list(rep["samples_per_state"]) != res["samples_per_state"].tolist():
+        fail(f"samples_per_state {rep['samples_per_state']} != pymbar {res['samples_per_state'].tolist()}")
+    for key, rtol, atol in [("statistical_inefficiency", 1e-9, 0), ("f_k", 0, 1e-6),
+                            ("df_k", 0, 1e-6), ("mean_potential_energy_ev", 1e-6, 0)]:
+        got, want = np.asarray(rep[key], dtype=float), np.asarray(res[key])
+        if got.shape != want.shape or not np.allclose(got, want, rtol=rtol, atol=atol):
+            i = int(np.argmax(np.abs(got - want))) if got.shape == want.shape else None
+            fail(f"{key}: report {got.tolist()} != pymbar {want.tolist()} (worst index {i})")
+
+
+def check_html(path: str) -> None:
+    if not os.path.isfile(path):
+        fail(f"no {path}")
+    with open(path, encoding="utf-8") as f:
+        html = f.read()
+    if re.search(r"<script\b[^>]*\bsrc\s*=", html, re.I):
+        fail("index.html loads a script (<script src=...>)")
+    links = re.findall(r"\b(?:src|href)\s*=\s*[\"']?\s*(https?://[^\"'\s>]*)", html, re.I)
+    if links:
+        fail(f"index.html links outside itself: {links[:3]}")
+    if "<svg" not in html.lower():
+        fail("index.html has no inline <svg>")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("binary", nargs="?", help="path to mlff-md")
+    parser.add_argument("--h5", help="only analyse this observables.h5 and print the numbers")
+    args = parser.parse_args()
+    np.set_printoptions(precision=6, linewidth=120)
+    if args.h5:
+        temps, u = series(args.h5)
+        res = analyse(temps, u)
+        z = check_analytic(temps, res)
+        for key in ["f_k", "df_k", "samples_per_state", "mean_potential_energy_ev"]:
+            print(f"{key}: {np.asarray(res[key])}")
+        print(f"statistical_inefficiency [ladder, state]:\n{res['statistical_inefficiency'].reshape(u.shape[:2])}")
+        print(f"exact f_k - f_0: {0.5 * DOF * np.log(temps[0] / temps)}")
+        print(f"check_report: analysis only, largest deviation from exact {z:.2f} df")
+        return
+    if not args.binary or not os.path.isfile(args.binary):
+        fail(f"no binary at {args.binary} (`make build` builds it)")
+    binary = os.path.abspath(args.binary)
+    with tempfile.TemporaryDirectory() as tmp:
+        out, cfg = os.path.join(tmp, "out"), os.path.join(tmp, "run.toml")
+        with open(cfg, "w") as f:
+            f.write(CONFIG.format(root=ROOT, out=out))
+        for cmd in [[binary, "run", cfg, "--quiet"], [binary, "report", out, "--quiet"]]:
+            if subprocess.run(cmd).returncode != 0:
+                fail(f"`{' '.join(cmd[1:3])}` exited non-zero")
+        temps, u = series(os.path.join(out, "observables.h5"))
+        res = analyse(temps, u)
+        try:
+            with open(os.path.join(out, "report", "report.json")) as f:
+                compare(json.load(f), res)
+        except (OSError, KeyError, ValueError) as exc:
+            fail(f"report/report.json: {type(exc).__name__}: {exc}")
+        z = check_analytic(temps, res)
+        check_html(os.path.join(out, "report", "index.html"))
+    print(f"check_report: report matches pymbar (K={len(temps)}, N_k={res['samples_per_state'].tolist()}); "
+          f"largest deviation from exact {z:.2f} df; 1 passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,332 @@
+//! `mlff-md report`: figures and numbers of finished, running and resumed
+//! runs. The free energies are also held to pymbar on the same data by
+//! python/check_report.py (make test); here they are held to the exact
+//! answer for harmonic wells, and the replica-exchange statistics the report
+//! recomputes from the per-exchange records to the engine's own counts.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::root;
+use common::runs::{bin, ok, stderr};
+use mlff_md::report::data::RunData;
+use mlff_md::report::remd;
+use serde_json::Value;
+
+/// Ethanol in harmonic wells (k = 1 eV/Å²: 27 coordinates), 6 temperatures
+/// 300-600 K, 4 ladders, exchanges every 20 steps, 0.5 ps equilibration.
+fn harmonic_rex(dir: &Path, steps: u64) -> (PathBuf, PathBuf) {
+    let out = dir.join("out");
+    let config = dir.join("rex.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[system]
+structure = "{}"
+[model]
+kind = "harmonic"
+k = 1.0
+device = "cpu"
+[integrator]
+kind = "langevin"
+timestep = 0.5
+friction = 20.0
+[replica_exchange]
+t_min = 300.0
+t_max = 600.0
+n_replicas = 6
+exchange_interval = 20
+members_per_temperature = 4
+[ensemble]
+seed = 3
+[equilibration]
+steps = 1000
+[run]
+steps = {steps}
+[output]
+directory = "{}"
+observables_interval = 20
+trajectory_interval = 2000
+checkpoint_interval = 2000
+"#,
+            root().join("systems/ethanol.xyz").display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    (config, out)
+}
+
+fn report_json(out: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("report/report.json")).unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn run_report(out: &Path) -> String {
+    let o = ok(bin()
+        .args(["report", out.to_str().unwrap()])
+        .output()
+        .unwrap());
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn harmonic_replica_exchange_report_has_the_exact_free_energies_and_heat_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, out) = harmonic_rex(dir.path(), 20_000);
+    ok(bin()
+        .args(["run", config.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap());
+    let text = run_report(&out);
+    assert!(text.contains("MBAR over"), "{text}");
+    assert!(text.contains("temperatures = ["), "{text}");
+    let json = report_json(&out);
+    let rex = &json["replica_exchange"];
+    let temps = floats(&rex["temperatures_k"]);
+    let mbar = &rex["mbar"];
+    let (f, df) = (floats(&mbar["f_k"]), floats(&mbar["df_k"]));
+    // Z_k ∝ T_k^{27/2}: f_k − f_0 = −(27/2) ln(T_k/T_0).
+    for k in 1..temps.len() {
+        let exact = -13.5 * (temps[k] / temps[0]).ln();
+        assert!(df[k] > 0.0 && df[k] < 0.05, "{df:?}");
+        assert!(
+            (f[k] - exact).abs() < 6.0 * df[k],
+            "f_{k} = {} vs exact {exact} ± {}",
+            f[k],
+            df[k]
+        );
+    }
+    // Configurational C_v = 27/2 kB at every temperature, rungs or between.
+    let cv = &mbar["heat_capacity"];
+    let (values, errors) = (floats(&cv["cv_kb"]), floats(&cv["cv_kb_se"]));
+    assert_eq!(values.len(), 41);
+    for (c, se) in values.iter().zip(&errors) {
+        assert!(*se > 0.0 && *se < 1.0, "{errors:?}");
+        assert!((c - 13.5).abs() < 6.0 * se, "C_v {c} ± {se} vs 13.5");
+    }
+    // ⟨U⟩_k = (27/2) kB T_k.
+    let kb = common::kb_ev();
+    for (u, t) in floats(&mbar["mean_potential_energy_ev"]).iter().zip(&temps) {
+        assert!((u / (13.5 * kb * t) - 1.0).abs() < 0.03, "{u} at {t} K");
+    }
+    // σ_U ∝ T for harmonic wells: the even-acceptance ladder is geometric,
+    // which is the ladder this run used.
+    for (s, t) in floats(&rex["suggested_temperatures_k"]).iter().zip(&temps) {
+        assert!((s / t - 1.0).abs() < 0.02, "suggested {s} for {t}");
+    }
+
+    // The statistics recomputed from the records equal the engine's counts.
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let engine = &summary["replica_exchange"];
+    assert_eq!(
+        rex["round_trips_per_replica"],
+        engine["round_trips_per_replica"]
+    );
+    let (a, b) = (
+        rex["mean_round_trip_ps"].as_f64().unwrap(),
+        engine["mean_round_trip_ps"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-12 * b, "{a} vs {b}");
+    let mut data = RunData::read(&out).unwrap();
+    let records = data.exchange.as_mut().unwrap();
+    let from_matrices = remd::acceptance(records).unwrap();
+    assert_eq!(from_matrices.source, "final matrices");
+    records.matrices = None;
+    let from_records = remd::acceptance(records).unwrap();
+    assert_eq!(from_records.source, "exchange records");
+    assert_eq!(from_records.attempts, from_matrices.attempts);
+    assert_eq!(from_records.rate, from_matrices.rate);
+    for (rate, engine_rate) in from_records
+        .rate
+        .iter()
+        .zip(floats(&engine["neighbor_acceptance"]))
+    {
+        assert_eq!(rate.unwrap(), engine_rate);
+    }
+
+    // The page: self-contained, every figure inline and beside it.
+    let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
+    for figure in [
+        "potential_energy",
+        "temperature",
+        "exchange_acceptance",
+        "replica_walks",
+        "energy_histograms",
+        "free_energy",
+        "heat_capacity",
+    ] {
+        assert!(html.contains(&format!("id=\"{figure}\"")), "{figure}");
+        let svg = std::fs::read_to_string(out.join(format!("report/{figure}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    }
+    assert_eq!(
+        html.matches("<svg").count(),
+        html.matches("<figure").count()
+    );
+    assert!(!html.contains("<script") && !html.contains("src=\"http"));
+}
+
+/// A child process killed when the test ends, passed or not (a stopped run
+/// left behind would hold the test's pipes open).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether process `pid` is stopped (state T in /proc/PID/stat).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('T'))
+        })
+        .unwrap_or(false)
+}
+
+/// A report taken while the run is suspended mid-run (SIGSTOP after step
+/// 3000, observables.h5 open for writing) reads the rows written so far;
+/// the run then finishes untouched, and is reported again after a resume
+/// that extends it, with the round trips still equal to the engine's.
+#[test]
+fn report_reads_a_running_run_without_disturbing_it_and_a_resumed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, out) = harmonic_rex(dir.path(), 6000);
+    let mut child = Killed(
+        bin()
+            .args(["run", config.to_str().unwrap(), "--quiet"])
+            .env(mlff_md::run::FAULT_ENV, "stop@3000")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
+    let started = Instant::now();
+    while !is_stopped(child.id()) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before step 3000"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "step 3000 never came"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = run_report(&out);
+    assert!(
+        text.contains("running, or ended without its summary"),
+        "{text}"
+    );
+    let json = report_json(&out);
+    assert_eq!(json["run"]["finished"], Value::Bool(false));
+    // Stopped right after step 3000, before its reporters: observables
+    // every 20 steps from 0 to 2980, exchanges every 20 from 1020.
+    assert_eq!(json["run"]["observable_rows"], 150);
+    assert_eq!(json["replica_exchange"]["exchanges"], 99);
+    assert_eq!(
+        json["replica_exchange"]["acceptance"]["source"],
+        "exchange records"
+    );
+    // SAFETY: kill only sends SIGCONT to the child we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGCONT);
+    }
+    assert!(child.wait().unwrap().success());
+    let data = RunData::read(&out).unwrap();
+    assert!(data.finished);
+    assert_eq!(data.series("potential_energy").unwrap().time_fs.len(), 301);
+    assert_eq!(data.exchange.as_ref().unwrap().n_exchanges(), 250);
+
+    ok(bin()
+        .args([
+            "run",
+            config.to_str().unwrap(),
+            "--quiet",
+            "--resume",
+            "--steps",
+            "8000",
+        ])
+        .output()
+        .unwrap());
+    run_report(&out);
+    let json = report_json(&out);
+    assert_eq!(json["replica_exchange"]["exchanges"], 350);
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        json["replica_exchange"]["round_trips_per_replica"],
+        summary["replica_exchange"]["round_trips_per_replica"]
+    );
+}
+
+#[test]
+fn report_of_an_ensemble_and_bad_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ens");
+    let config = dir.path().join("ens.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[system]\nstructure = \"{}\"\n[model]\nkind = \"harmonic\"\nk = 1.0\ndevice = \"cpu\"\n[integrator]\nkind = \"langevin\"\ntimestep = 0.5\ntemperature = 300.0\n[ensemble]\nmembers = 12\nseed = 1\n[run]\nsteps = 200\n[output]\ndirectory = \"{}\"\nobservables_interval = 10\n",
+            root().join("systems/ethanol.xyz").display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    ok(bin()
+        .args(["run", config.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap());
+    let text = run_report(&out);
+    assert!(text.contains("12 member(s), 21 observable rows"), "{text}");
+    let json = report_json(&out);
+    assert!(json.get("replica_exchange").is_none());
+    let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
+    assert!(html.contains("8 of 12 members"));
+    assert!(!html.contains("exchange_acceptance"));
+
+    // Not a run directory, no observables.h5, an unreadable one: exit 2.
+    let missing = dir.path().join("nothing");
+    let o = bin()
+        .args(["report", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a directory"), "{}", stderr(&o));
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = bin()
+        .args(["report", empty.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("observables.h5: missing"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(empty.join("observables.h5"), b"not hdf5").unwrap();
+    let o = bin()
+        .args(["report", empty.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot be read"), "{}", stderr(&o));
+}
