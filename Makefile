@@ -26,6 +26,10 @@ $(VENV)/.setup-done: python/requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r python/requirements.txt
 	# torchani only to export/check the ANI models; its other dependencies are not needed.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps torchani==2.9.0
+	# Chromium renders the `mlff-md report` page in python/check_report.py
+	# (that check is skipped, with a message, where it cannot be installed).
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; } \
+	  || echo "chromium not installed: the report screenshot check will be skipped"
 	touch $@
 
 # The ANI models (models/ani1x.pt, ani1x_static.pt, ani1x_nl.pt, the ani1ccx

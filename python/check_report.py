@@ -23,8 +23,10 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
+import xml.etree.ElementTree as ET
 
 from deps import require
 
@@ -147,12 +149,56 @@ def check_html(path: str) -> None:
         fail(f"index.html links outside itself: {links[:3]}")
     if "<svg" not in html.lower():
         fail("index.html has no inline <svg>")
+    # Every figure is also a file beside the page, and a valid SVG document.
+    figures = re.findall(r'<figure id="([^"]+)"', html)
+    if not figures:
+        fail("index.html has no figures")
+    for name in figures:
+        svg = os.path.join(os.path.dirname(path), name + ".svg")
+        try:
+            root = ET.parse(svg).getroot()
+        except (OSError, ET.ParseError) as exc:
+            fail(f"{svg}: not a valid SVG file ({exc})")
+        if root.tag != "{http://www.w3.org/2000/svg}svg":
+            fail(f"{svg}: root element {root.tag}, expected svg")
+    return figures
+
+
+def check_summary_numbers(h5_path: str, report: dict) -> None:
+    """The summary's observables equal the HDF5 data: for each member the mean
+    of its second half of rows, then the mean over members."""
+    with h5py.File(h5_path, "r") as h5:
+        for name, entry in report["observables"].items():
+            value = h5[f"observables/{name}/value"][()]
+            want = value[value.shape[0] // 2:].mean(axis=0).mean()
+            if not np.isclose(entry["second_half_mean"], want, rtol=1e-12, atol=0):
+                fail(f"summary {name}: {entry['second_half_mean']} != {want} from observables.h5")
+
+
+def screenshot(page: str, png: str) -> bool:
+    """Render the page in headless Chromium (system package chromium) and check
+    the PNG; False (with a message) when Chromium is not installed."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        print("check_report: SKIP screenshot: chromium is not installed (apt-get install chromium)")
+        return False
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+           f"--screenshot={png}", "--window-size=900,2400", "file://" + os.path.abspath(page)]
+    done = subprocess.run(cmd, capture_output=True, timeout=120)
+    if done.returncode != 0 or not os.path.isfile(png):
+        fail(f"chromium could not render {page}: {done.stderr.decode(errors='replace')[-400:]}")
+    with open(png, "rb") as f:
+        data = f.read()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or len(data) < 20_000:
+        fail(f"{png}: not a PNG of a rendered page ({len(data)} bytes)")
+    return True
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("binary", nargs="?", help="path to mlff-md")
     parser.add_argument("--h5", help="only analyse this observables.h5 and print the numbers")
+    parser.add_argument("--screenshot", help="keep the Chromium screenshot in this folder")
     args = parser.parse_args()
     np.set_printoptions(precision=6, linewidth=120)
     if args.h5:
@@ -183,9 +229,15 @@ def main() -> None:
         except (OSError, KeyError, ValueError) as exc:
             fail(f"report/report.json: {type(exc).__name__}: {exc}")
         z = check_analytic(temps, res)
-        check_html(os.path.join(out, "report", "index.html"))
+        page = os.path.join(out, "report", "index.html")
+        figures = check_html(page)
+        with open(os.path.join(out, "report", "report.json")) as f:
+            check_summary_numbers(os.path.join(out, "observables.h5"), json.load(f))
+        shot = os.path.join(args.screenshot or tmp, "report_screenshot.png")
+        rendered = screenshot(page, shot)
     print(f"check_report: report matches pymbar (K={len(temps)}, N_k={res['samples_per_state'].tolist()}); "
-          f"largest deviation from exact {z:.2f} df; 1 passed, 0 failed")
+          f"largest deviation from exact {z:.2f} df; {len(figures)} valid SVG figures; summary equals observables.h5; "
+          f"{'rendered in Chromium' if rendered else 'not rendered (no Chromium)'}; 1 passed, 0 failed")
 
 
 if __name__ == "__main__":

@@ -146,7 +146,10 @@ Exit status: 0 success, 2 bad input, 1 failure, 130/143 stopped by SIGINT/SIGTER
     /// network), the figures as .svg and report.json; prints a summary.
     #[command(after_help = "Examples:\n  \
     mlff-md report out/replica_exchange            after (or during) a run\n  \
-    mlff-md report out/ensemble --output /tmp/rep   somewhere else\n\n\
+    mlff-md report out/ensemble --output /tmp/rep   somewhere else\n  \
+    mlff-md report out/peptide_folding --reference systems/peptides/chignolin_folded.pdb --folded-below 2.0\n\n\
+Peptides (a topology with backbone N, CA, C names) also get the Ramachandran map and the\n\
+free energy along phi at the lowest temperature, from the trajectories.\n\
 Works on finished, running (reads without locking; the writer is not disturbed) and\n\
 resumed runs. Free energies use the exchanges from [run] equilibration on, each\n\
 temperature's series thinned by its statistical inefficiency; they are reduced (kT).\n\n\
@@ -157,6 +160,14 @@ Exit status: 0 success, 2 not a run directory or unreadable, 1 cannot write.")]
         /// Where to write the report (default DIR/report).
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// A reference structure (PDB, ...; e.g. the folded peptide): RMSD
+        /// per temperature over time, its distributions and the fraction
+        /// folded, from the trajectories (CA atoms when both have them).
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        /// RMSD to the reference (Å) below which a frame counts as folded.
+        #[arg(long, default_value_t = 2.0)]
+        folded_below: f64,
         /// Print only the path of the page.
         #[arg(long, short)]
         quiet: bool,
@@ -658,8 +669,18 @@ fn main() -> ExitCode {
         Command::Report {
             directory,
             output,
+            reference,
+            folded_below,
             quiet,
-        } => report(&directory, &ReportOptions { output }).map(|s| {
+        } => report(
+            &directory,
+            &ReportOptions {
+                output,
+                reference,
+                folded_below,
+            },
+        )
+        .map(|s| {
             if quiet {
                 println!("{}", s.directory.join("index.html").display());
             } else {

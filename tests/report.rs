@@ -330,3 +330,96 @@ fn report_of_an_ensemble_and_bad_directories() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("cannot be read"), "{}", stderr(&o));
 }
+
+/// Alanine dipeptide in harmonic wells (k = 1 eV/Å², 22 atoms) under
+/// replica exchange, reported against its own starting structure: the
+/// superposed mean-square RMSD is (3N − 6)/N · kT/k (the wells' 3N degrees
+/// of freedom less the 6 rigid motions the superposition removes), φ stays
+/// in the start's well, and the fraction folded falls with temperature.
+#[test]
+fn peptide_report_has_the_backbone_and_the_expected_rmsd() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let config = dir.path().join("ad.toml");
+    let start = root().join("systems/peptides/alanine_dipeptide.pdb");
+    std::fs::write(
+        &config,
+        format!(
+            "[system]\nstructure = \"{}\"\n[model]\nkind = \"harmonic\"\nk = 1.0\ndevice = \"cpu\"\n[integrator]\nkind = \"langevin\"\ntimestep = 0.5\nfriction = 20.0\n[replica_exchange]\nt_min = 300.0\nt_max = 600.0\nn_replicas = 4\nexchange_interval = 20\nmembers_per_temperature = 2\n[ensemble]\nseed = 4\n[equilibration]\nsteps = 1000\n[run]\nsteps = 11000\n[output]\ndirectory = \"{}\"\nobservables_interval = 20\ntrajectory_interval = 20\n",
+            start.display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    ok(bin()
+        .args(["run", config.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap());
+    ok(bin()
+        .args([
+            "report",
+            out.to_str().unwrap(),
+            "--reference",
+            start.to_str().unwrap(),
+            "--folded-below",
+            "0.3",
+        ])
+        .output()
+        .unwrap());
+    let json = report_json(&out);
+    let structure = &json["structure"];
+    let rmsd = &structure["rmsd"];
+    assert_eq!(rmsd["selection"], "all atoms");
+    let kb = common::kb_ev();
+    let temps = floats(&rmsd["temperatures_k"]);
+    assert_eq!(temps.len(), 4);
+    // ~200 independent frames per temperature of a χ² with 60 degrees of
+    // freedom: 1.3 % standard error of the mean square; 8 % is 6 SE.
+    for (msd, t) in floats(&rmsd["mean_square_a2"]).iter().zip(&temps) {
+        let exact = (3.0 * 22.0 - 6.0) / 22.0 * kb * t;
+        assert!(
+            (msd / exact - 1.0).abs() < 0.08,
+            "{msd} vs {exact} at {t} K"
+        );
+    }
+    let folded = floats(&rmsd["fraction_folded"]);
+    assert!(folded.windows(2).all(|w| w[0] > w[1]), "{folded:?}");
+
+    let backbone = &structure["backbone"];
+    assert_eq!(backbone["residues"], serde_json::json!(["ALA2"]));
+    // 2 ladders × 501 production frames (steps 1000-11000) at 300 K.
+    assert_eq!(backbone["frames"], 1002);
+    let mut frame = chemfiles::Frame::new();
+    chemfiles::Trajectory::open(&start, 'r')
+        .unwrap()
+        .read(&mut frame)
+        .unwrap();
+    // ACE C, ALA N, CA, C (0-based indices in the PDB).
+    let phi0 = mlff_md::report::structure::dihedral_deg(frame.positions(), [1, 6, 7, 9]);
+    let f: Vec<Option<f64>> = backbone["phi_free_energy"]["ALA2"]["f_kt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(Value::as_f64)
+        .collect();
+    let centres = floats(&backbone["phi_bin_centres_deg"]);
+    let lowest = (0..f.len())
+        .filter(|&b| f[b].is_some())
+        .min_by(|&a, &b| f[a].partial_cmp(&f[b]).unwrap())
+        .unwrap();
+    assert!(
+        (centres[lowest] - phi0).abs() <= 15.0,
+        "F(φ) lowest at {} vs start φ {phi0}",
+        centres[lowest]
+    );
+    let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
+    for figure in [
+        "ramachandran",
+        "phi_free_energy",
+        "rmsd_time",
+        "rmsd_histograms",
+        "fraction_folded",
+    ] {
+        assert!(html.contains(&format!("id=\"{figure}\"")), "{figure}");
+    }
+}

@@ -237,3 +237,69 @@ pub fn histogram(values: &[f64], lo: f64, hi: f64, bins: usize) -> (Vec<f64>, Ve
     }
     (xs, ys)
 }
+
+/// A heat map of `values` (row-major, `ny` rows of `nx` cells over the
+/// x and y ranges): low values dark blue, `vmax` and above yellow, None
+/// (no data) left white. For free-energy surfaces: 0 = most probable.
+pub fn heat_map(
+    axes: &Axes,
+    (nx, ny): (usize, usize),
+    (x0, x1, y0, y1): (f64, f64, f64, f64),
+    values: &[Option<f64>],
+    vmax: f64,
+) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, 600)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(axes.title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc(axes.x)
+            .y_desc(axes.y)
+            .disable_mesh()
+            .draw()
+            .map_err(plot_err)?;
+        let (dx, dy) = ((x1 - x0) / nx as f64, (y1 - y0) / ny as f64);
+        chart
+            .draw_series(
+                (0..ny)
+                    .flat_map(|j| (0..nx).map(move |i| (i, j)))
+                    .filter_map(|(i, j)| {
+                        values[j * nx + i].map(|v| {
+                            let x = x0 + i as f64 * dx;
+                            let y = y0 + j as f64 * dy;
+                            Rectangle::new(
+                                [(x, y), (x + dx, y + dy)],
+                                ramp((v / vmax).clamp(0.0, 1.0)).filled(),
+                            )
+                        })
+                    }),
+            )
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+
+/// Dark blue (0) through teal to yellow (1), as viridis' three anchors.
+fn ramp(t: f64) -> RGBColor {
+    let anchors = [
+        (68.0, 1.0, 84.0),
+        (33.0, 145.0, 140.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let (a, b, f) = if t < 0.5 {
+        (anchors[0], anchors[1], t * 2.0)
+    } else {
+        (anchors[1], anchors[2], (t - 0.5) * 2.0)
+    };
+    let mix = |p: f64, q: f64| (p + (q - p) * f).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}

@@ -8,10 +8,12 @@
 //! energy histograms per temperature, a suggested ladder, and MBAR free
 //! energies and heat capacities over the ladder ([`mbar`]).
 
+mod conformations;
 pub mod data;
 pub mod figures;
 pub mod mbar;
 pub mod remd;
+pub mod structure;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -24,7 +26,7 @@ use figures::{Axes, Line};
 use mbar::Mbar;
 
 /// How many members' curves a time-series figure draws (besides the mean).
-const MAX_MEMBER_LINES: usize = 8;
+pub(crate) const MAX_MEMBER_LINES: usize = 8;
 /// Exchanges shown in the replica-walk figure.
 const MAX_WALK_EXCHANGES: usize = 200;
 /// Bootstrap resamples behind the heat-capacity errors, and their seed.
@@ -33,10 +35,24 @@ const BOOTSTRAP_SEED: u64 = 2026;
 /// Temperatures at which the heat capacity is drawn.
 const HEAT_CAPACITY_POINTS: usize = 41;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReportOptions {
     /// Where to write (default DIR/report).
     pub output: Option<PathBuf>,
+    /// A reference structure (e.g. the folded peptide) for RMSD figures.
+    pub reference: Option<PathBuf>,
+    /// RMSD (Å) below which a frame counts as folded.
+    pub folded_below: f64,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            output: None,
+            reference: None,
+            folded_below: 2.0,
+        }
+    }
 }
 
 /// What `report` wrote and the text summary to print.
@@ -47,7 +63,7 @@ pub struct ReportSummary {
     pub text: String,
 }
 
-struct Figure {
+pub(crate) struct Figure {
     file: String,
     title: String,
     note: String,
@@ -141,6 +157,18 @@ pub fn report(run_dir: &Path, options: &ReportOptions) -> Result<ReportSummary> 
         let (remd_json, remd_text) = replica_exchange_section(&data, rec, &mut figures)?;
         json.insert("replica_exchange".into(), remd_json);
         text.push_str(&remd_text);
+    }
+
+    if let Some((structure_json, structure_text)) =
+        conformations::section(&data, options, &mut figures)?
+    {
+        json.insert("structure".into(), structure_json);
+        text.push_str(&structure_text);
+    } else if options.reference.is_some() {
+        return Err(Error::Invalid(format!(
+            "--reference: the run in {} has no topology.pdb or trajectory frames to compare",
+            run_dir.display()
+        )));
     }
 
     for f in &figures {
