@@ -12,8 +12,9 @@ before exchange e (r % K at e = 0, else state_of_replica[e-1, r]); each
 (ladder, state) series is subsampled with pymbar.timeseries defaults and
 pooled state-major, ladder-minor; pymbar.MBAR (defaults) on U / (kB T_k).
 report/report.json must match: g 1e-9 relative, N_k exactly, f_k and df_k
-1e-6 absolute, mean energies 1e-6 relative. Exact answer for the wells:
-f_k - f_0 = -(27/2) ln(T_k / T_0), each state within 6 df_k. index.html must
+1e-6 absolute, mean energies 1e-6 relative. Energies count from U0, the
+lowest production energy, as in the report. Exact answer for the wells:
+f_k - f_0 = -(27/2) ln(T_k / T_0) - (beta_k - beta_0) U0, each state within 6 df_k. index.html must
 be self-contained (no <script src, no http(s) src/href) with an inline <svg>.
 --h5 runs only the analysis and the exact check on an existing file and prints
 the numbers. A missing dependency (h5py, numpy, pymbar) fails, never skips.
@@ -106,15 +107,18 @@ def analyse(temps, u_lse) -> dict:
             pool.append(u_lse[l, s][idx])
             n_k[s] += len(idx)
     u_n = np.concatenate(pool)
-    mbar = pymbar.MBAR(u_n[None, :] / (KB_EV_PER_K * temps[:, None]), n_k)
+    # Energies from the lowest production energy (before thinning), as the report.
+    u0 = u_lse.min()
+    mbar = pymbar.MBAR((u_n - u0)[None, :] / (KB_EV_PER_K * temps[:, None]), n_k)
     return {"statistical_inefficiency": g.ravel(), "samples_per_state": n_k, "f_k": mbar.f_k,
             "df_k": mbar.compute_free_energy_differences()["dDelta_f"][0],
-            "mean_potential_energy_ev": mbar.compute_expectations(u_n)["mu"]}
+            "mean_potential_energy_ev": mbar.compute_expectations(u_n - u0)["mu"] + u0, "energy_zero_ev": u0}
 
 
 def check_analytic(temps, res) -> float:
     """Largest |f_k - f_0 - exact| / df_k over k > 0; fails beyond 6."""
-    exact = 0.5 * DOF * np.log(temps[0] / temps)
+    # Z_k of U - U0 is e^{beta_k U0} Z_k: f_k shifts by -beta_k U0.
+    exact = 0.5 * DOF * np.log(temps[0] / temps) - res["energy_zero_ev"] / KB_EV_PER_K * (1 / temps - 1 / temps[0])
     df = res["df_k"][1:]
     if not (df > 0).all():
         fail(f"df_k not positive: {res['df_k']}")
@@ -129,7 +133,7 @@ def compare(report: dict, res: dict) -> None:
     rep = report["replica_exchange"]["mbar"]
     if list(rep["samples_per_state"]) != res["samples_per_state"].tolist():
         fail(f"samples_per_state {rep['samples_per_state']} != pymbar {res['samples_per_state'].tolist()}")
-    for key, rtol, atol in [("statistical_inefficiency", 1e-9, 0), ("f_k", 0, 1e-6),
+    for key, rtol, atol in [("energy_zero_ev", 0, 0), ("statistical_inefficiency", 1e-9, 0), ("f_k", 0, 1e-6),
                             ("df_k", 0, 1e-6), ("mean_potential_energy_ev", 1e-6, 0)]:
         got, want = np.asarray(rep[key], dtype=float), np.asarray(res[key])
         if got.shape != want.shape or not np.allclose(got, want, rtol=rtol, atol=atol):
@@ -208,7 +212,7 @@ def main() -> None:
         for key in ["f_k", "df_k", "samples_per_state", "mean_potential_energy_ev"]:
             print(f"{key}: {np.asarray(res[key])}")
         print(f"statistical_inefficiency [ladder, state]:\n{res['statistical_inefficiency'].reshape(u.shape[:2])}")
-        print(f"exact f_k - f_0: {0.5 * DOF * np.log(temps[0] / temps)}")
+        print(f"energy zero U0: {res['energy_zero_ev']} eV; the exact values shift by -(beta_k - beta_0) U0")
         print(f"check_report: analysis only, largest deviation from exact {z:.2f} df")
         return
     if not args.binary or not os.path.isfile(args.binary):

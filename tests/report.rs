@@ -95,9 +95,13 @@ fn harmonic_replica_exchange_report_has_the_exact_free_energies_and_heat_capacit
     let temps = floats(&rex["temperatures_k"]);
     let mbar = &rex["mbar"];
     let (f, df) = (floats(&mbar["f_k"]), floats(&mbar["df_k"]));
-    // Z_k ∝ T_k^{27/2}: f_k − f_0 = −(27/2) ln(T_k/T_0).
+    // Z_k ∝ T_k^{27/2}: f_k − f_0 = −(27/2) ln(T_k/T_0), for U − U0:
+    // less (β_k − β_0) U0.
+    let u0 = mbar["energy_zero_ev"].as_f64().unwrap();
+    assert!((0.0..0.2).contains(&u0), "{u0}");
+    let beta = |t: f64| 1.0 / (common::kb_ev() * t);
     for k in 1..temps.len() {
-        let exact = -13.5 * (temps[k] / temps[0]).ln();
+        let exact = -13.5 * (temps[k] / temps[0]).ln() - (beta(temps[k]) - beta(temps[0])) * u0;
         assert!(df[k] > 0.0 && df[k] < 0.05, "{df:?}");
         assert!(
             (f[k] - exact).abs() < 6.0 * df[k],

@@ -79,7 +79,10 @@ pub fn report(run_dir: &Path, options: &ReportOptions) -> Result<ReportSummary> 
         .unwrap_or_else(|| run_dir.join("report"));
     std::fs::create_dir_all(&out).map_err(|e| Error::output_path(&out, e))?;
 
+    // Time series go last on the page: replica exchange and structure,
+    // what a user opens the report for, first.
     let mut figures = Vec::new();
+    let mut time_series = Vec::new();
     let mut text = String::new();
     let mut json = serde_json::Map::new();
     let rows = data.observables.first().map_or(0, |s| s.time_fs.len());
@@ -137,7 +140,7 @@ pub fn report(run_dir: &Path, options: &ReportOptions) -> Result<ReportSummary> 
             name.into(),
             json!({"unit": series.unit, "second_half_mean": mean, "member_spread": spread}),
         );
-        figures.push(Figure {
+        time_series.push(Figure {
             file: format!("{name}.svg"),
             title: title.into(),
             note: member_note(series.value.ncols()),
@@ -171,6 +174,7 @@ pub fn report(run_dir: &Path, options: &ReportOptions) -> Result<ReportSummary> 
         )));
     }
 
+    figures.append(&mut time_series);
     for f in &figures {
         let path = out.join(&f.file);
         std::fs::write(&path, &f.svg).map_err(|e| Error::output(&path, e))?;
@@ -349,12 +353,19 @@ fn replica_exchange_section(
     out.insert("suggested_temperatures_k".into(), json!(suggested));
 
     let inefficiency = samples.inefficiency.clone();
-    let mbar = Mbar::solve(samples.samples.clone())?;
+    // Energies from the lowest production energy U0: a model's absolute
+    // energies (−13,000 eV for a dipeptide) would put every f_k at
+    // −β_k·U ≈ 10⁵ kT. The reduced free energies are those of U − U0,
+    // f'_k = f_k − β_k U0.
+    let energy_zero = lo;
+    let mut shifted = samples.samples.clone();
+    shifted.energies.iter_mut().for_each(|u| *u -= energy_zero);
+    let mbar = Mbar::solve(shifted)?;
     let mean_energy: Vec<f64> = samples
         .samples
         .betas
         .iter()
-        .map(|&b| mbar.mean_energy(b))
+        .map(|&b| mbar.mean_energy(b) + energy_zero)
         .collect();
     let grid_t: Vec<f64> = (0..HEAT_CAPACITY_POINTS)
         .map(|i| {
@@ -373,7 +384,7 @@ fn replica_exchange_section(
     );
     let _ = writeln!(
         text,
-        "  MBAR over {} independent samples (statistical inefficiency {:.1}-{:.1}): f_k - f_0 = {} kT",
+        "  MBAR over {} independent samples (statistical inefficiency {:.1}-{:.1}), energies from U0 = {energy_zero:.4} eV: f_k - f_0 = {} kT",
         samples.samples.counts.iter().sum::<usize>(),
         inefficiency.iter().copied().fold(f64::INFINITY, f64::min),
         inefficiency.iter().copied().fold(f64::NEG_INFINITY, f64::max),
@@ -392,7 +403,7 @@ fn replica_exchange_section(
     figures.push(Figure {
         file: "free_energy.svg".into(),
         title: "Free energy over the ladder (MBAR)".into(),
-        note: "Reduced free energy f = -ln Z relative to the lowest temperature, with asymptotic standard errors.".into(),
+        note: format!("Reduced free energy f = −ln Z of U − U0 (U0 = {energy_zero:.4} eV, the lowest production energy) relative to the lowest temperature, with asymptotic standard errors."),
         svg: figures::line_chart(
             &Axes {
                 title: "Reduced free energy f_k - f_0",
@@ -421,6 +432,7 @@ fn replica_exchange_section(
         "mbar".into(),
         json!({
             "production_start_step": data.production_start_step,
+            "energy_zero_ev": energy_zero,
             "samples_per_state": samples.samples.counts,
             "statistical_inefficiency": inefficiency,
             "f_k": mbar.f,
@@ -508,7 +520,7 @@ fn html_page(run_dir: &Path, text: &str, figures: &[Figure]) -> String {
     let title = escape(&format!("mlff-md report: {}", run_dir.display()));
     let _ = write!(
         page,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\n<style>body{{font-family:sans-serif;max-width:800px;margin:2em auto;color:#222}}pre{{background:#f4f4f4;padding:1em;overflow-x:auto}}figure{{margin:2em 0}}figcaption{{color:#555;font-size:90%}}</style></head><body>\n<h1>{title}</h1>\n<h2>Summary</h2>\n<pre>{}</pre>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\n<style>body{{font-family:sans-serif;max-width:800px;margin:2em auto;color:#222}}pre{{background:#f4f4f4;padding:1em;white-space:pre-wrap}}figure{{margin:2em 0}}figcaption{{color:#555;font-size:90%}}</style></head><body>\n<h1>{title}</h1>\n<h2>Summary</h2>\n<pre>{}</pre>\n",
         escape(text)
     );
     for f in figures {
