@@ -427,3 +427,94 @@ fn peptide_report_has_the_backbone_and_the_expected_rmsd() {
         assert!(html.contains(&format!("id=\"{figure}\"")), "{figure}");
     }
 }
+
+/// A screen's directory (results.csv, no observables.h5) gets the screen's
+/// report: outcome counts equal to results.csv, one line per skip reason.
+#[test]
+fn report_of_a_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("screen");
+    ok(bin()
+        .args([
+            "screen",
+            root()
+                .join("systems/screen/bad_records.sdf")
+                .to_str()
+                .unwrap(),
+            root().join("systems/molecules").to_str().unwrap(),
+            "--config",
+            root().join("configs/screen.toml").to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--output",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap());
+    let text = run_report(&out);
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let status = |s: &str| {
+        csv.lines()
+            .skip(1)
+            .filter(|l| l.contains(&format!(",{s},")))
+            .count()
+    };
+    let (converged, skipped) = (status("converged"), status("skipped"));
+    assert!(converged > 10 && skipped == 5, "{csv}");
+    let json = report_json(&out);
+    let screen = &json["screen"];
+    assert_eq!(screen["records"], csv.lines().count() - 1);
+    assert_eq!(screen["counts"]["converged"], converged);
+    assert_eq!(screen["counts"]["skipped"], skipped);
+    assert_eq!(screen["skipped_reasons"].as_object().unwrap().len(), 5);
+    assert!(
+        text.contains("skipped 1: the record has zero atoms"),
+        "{text}"
+    );
+    for figure in ["screen_outcomes", "screen_iterations", "screen_relaxation"] {
+        assert!(
+            out.join(format!("report/{figure}.svg")).is_file(),
+            "{figure}"
+        );
+    }
+}
+
+/// Under a barostat the report draws volume and density, and its summary
+/// gives their second-half means.
+#[test]
+fn report_of_an_npt_run_has_volume_and_density() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("npt");
+    let config = dir.path().join("npt.toml");
+    let a: f64 = 25.496988292785097;
+    std::fs::write(
+        &config,
+        format!(
+            "[system]\nstructure = \"{}\"\ncell = [{a}, {a}, {a}]\n[model]\nkind = \"lennard-jones\"\nepsilon = 0.0104\nsigma = 3.4\ncutoff = 8.5\ndevice = \"cpu\"\n[integrator]\nkind = \"langevin\"\ntimestep = 20.0\ntemperature = 181.0\nfriction = 1.0\n[ensemble]\nmembers = 2\nseed = 1\n[barostat]\npressure = 424.0\ninterval = 5\n[run]\nsteps = 200\n[output]\ndirectory = \"{}\"\nobservables_interval = 5\n",
+            root().join("tests/data/lj_npt_start.xyz").display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    ok(bin()
+        .args(["run", config.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap());
+    let text = run_report(&out);
+    assert!(
+        text.contains("Volume:") && text.contains("Density:"),
+        "{text}"
+    );
+    let json = report_json(&out);
+    let volume = json["observables"]["volume"]["second_half_mean"]
+        .as_f64()
+        .unwrap();
+    assert!((volume / a.powi(3) - 1.0).abs() < 0.2, "{volume}");
+    for figure in ["volume", "density"] {
+        assert!(
+            out.join(format!("report/{figure}.svg")).is_file(),
+            "{figure}"
+        );
+    }
+}

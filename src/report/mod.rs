@@ -4,6 +4,9 @@
 //! scripts), each figure as an .svg beside it, report.json with every
 //! number the page shows, and returns a short text summary.
 //!
+//! A screen's output directory (results.csv) gets its outcome counts, skip
+//! reasons, FIRE iterations and relaxation energies instead.
+//!
 //! Replica-exchange runs also get acceptance, replica walks, round trips,
 //! energy histograms per temperature, a suggested ladder, and MBAR free
 //! energies and heat capacities over the ladder ([`mbar`]).
@@ -13,6 +16,7 @@ pub mod data;
 pub mod figures;
 pub mod mbar;
 pub mod remd;
+mod screening;
 pub mod structure;
 
 use std::fmt::Write as _;
@@ -72,12 +76,18 @@ pub(crate) struct Figure {
 
 /// Write the report of the run in `run_dir`.
 pub fn report(run_dir: &Path, options: &ReportOptions) -> Result<ReportSummary> {
-    let data = RunData::read(run_dir)?;
     let out = options
         .output
         .clone()
         .unwrap_or_else(|| run_dir.join("report"));
-    std::fs::create_dir_all(&out).map_err(|e| Error::output_path(&out, e))?;
+    if screening::is_screen(run_dir) {
+        let mut figures = Vec::new();
+        let (screen_json, text) = screening::section(run_dir, &mut figures)?;
+        let mut json = serde_json::Map::new();
+        json.insert("screen".into(), screen_json);
+        return write_report(run_dir, &out, text, json, figures);
+    }
+    let data = RunData::read(run_dir)?;
 
     // Time series go last on the page: replica exchange and structure,
     // what a user opens the report for, first.
@@ -175,6 +185,18 @@ pub fn report(run_dir: &Path, options: &ReportOptions) -> Result<ReportSummary> 
     }
 
     figures.append(&mut time_series);
+    write_report(run_dir, &out, text, json, figures)
+}
+
+/// Write the figures, report.json and the page to `out`.
+fn write_report(
+    run_dir: &Path,
+    out: &Path,
+    mut text: String,
+    json: serde_json::Map<String, serde_json::Value>,
+    figures: Vec<Figure>,
+) -> Result<ReportSummary> {
+    std::fs::create_dir_all(out).map_err(|e| Error::output_path(out, e))?;
     for f in &figures {
         let path = out.join(&f.file);
         std::fs::write(&path, &f.svg).map_err(|e| Error::output(&path, e))?;
@@ -188,7 +210,7 @@ pub fn report(run_dir: &Path, options: &ReportOptions) -> Result<ReportSummary> 
         .map_err(|e| Error::output(&html_path, e))?;
     let _ = writeln!(text, "report: {}", html_path.display());
     Ok(ReportSummary {
-        directory: out,
+        directory: out.to_path_buf(),
         figures: figures.iter().map(|f| f.file.clone()).collect(),
         text,
     })
