@@ -166,6 +166,7 @@ fn harmonic_replica_exchange_report_has_the_exact_free_energies_and_heat_capacit
         "temperature",
         "exchange_acceptance",
         "replica_walks",
+        "round_trips",
         "energy_histograms",
         "free_energy",
         "heat_capacity",

@@ -272,9 +272,32 @@ fn replica_exchange_section(
         );
     }
 
-    let (trips, trip_steps) = remd::round_trips(rec);
+    let (trips, lengths) = remd::round_trips(rec);
     let total: u64 = trips.iter().sum();
+    let trip_steps: u64 = lengths.iter().sum();
     let mean_trip_ps = (total > 0).then(|| trip_steps as f64 / total as f64 * dt_ps);
+    if lengths.len() >= 2 {
+        let times: Vec<f64> = lengths.iter().map(|&l| l as f64 * dt_ps).collect();
+        let hi = times.iter().copied().fold(0.0, f64::max);
+        let (xs, ys) = figures::histogram(&times, 0.0, hi, 30);
+        figures.push(Figure {
+            file: "round_trips.svg".into(),
+            title: "Round-trip times".into(),
+            note: format!(
+                "Times of the {} completed T_min → T_max → T_min trips of all replicas (mean {:.3} ps); short trips mean a well-mixed ladder.",
+                lengths.len(),
+                mean_trip_ps.unwrap_or(0.0)
+            ),
+            svg: figures::line_chart(
+                &Axes {
+                    title: "Round-trip times",
+                    x: "round-trip time (ps)",
+                    y: "probability density (1/ps)",
+                },
+                &[Line::new(xs, ys)],
+            )?,
+        });
+    }
     let _ = writeln!(
         text,
         "  round trips T_min -> T_max -> T_min: {total} over {} replicas{}",

@@ -69,20 +69,20 @@ pub fn acceptance(rec: &ExchangeRecords) -> Option<Acceptance> {
     })
 }
 
-/// Round trips T_min → T_max → T_min per replica and their total length in
-/// steps, counted as the engine counts them (a trip runs from an arrival at
-/// T_min to the next arrival there after visiting T_max).
-pub fn round_trips(rec: &ExchangeRecords) -> (Vec<u64>, u64) {
+/// Round trips T_min → T_max → T_min per replica and the length of every
+/// trip in steps, counted as the engine counts them (a trip runs from an
+/// arrival at T_min to the next arrival there after visiting T_max).
+pub fn round_trips(rec: &ExchangeRecords) -> (Vec<u64>, Vec<u64>) {
     let (r_count, top) = (rec.n_replicas(), rec.n_states() - 1);
     let mut trips = vec![0u64; r_count];
-    let mut total_steps = 0u64;
+    let mut lengths = Vec::new();
     let mut start: Vec<Option<u64>> = vec![None; r_count];
     let mut reached_top = vec![false; r_count];
     let mut visit = |r: usize, state: usize, step: u64, trips: &mut Vec<u64>| match state {
         0 => match start[r] {
             Some(s) if reached_top[r] => {
                 trips[r] += 1;
-                total_steps += step - s;
+                lengths.push(step - s);
                 start[r] = Some(step);
                 reached_top[r] = false;
             }
@@ -105,7 +105,7 @@ pub fn round_trips(rec: &ExchangeRecords) -> (Vec<u64>, u64) {
             );
         }
     }
-    (trips, total_steps)
+    (trips, lengths)
 }
 
 /// The MBAR input of a replica-exchange run and how it was thinned.
