@@ -39,34 +39,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KB_EV_PER_K = 8.617333262e-5  # CODATA 2018, written here rather than taken from the engine
 DOF = 27  # ethanol: 9 atoms, each in its own 3-d harmonic well
 
-CONFIG = """
-[system]
-structure = "{root}/systems/ethanol.xyz"
-[model]
-kind = "harmonic"
-k = 1.0
-device = "cpu"
-[integrator]
-kind = "langevin"
-timestep = 0.5
-friction = 20.0
-[replica_exchange]
-t_min = 300.0
-t_max = 600.0
-n_replicas = 6
-exchange_interval = 20
-members_per_temperature = 4
-[ensemble]
-seed = 3
-[equilibration]
-steps = 1000
-[run]
-steps = 20000
-[output]
-directory = "{out}"
-observables_interval = 20
-trajectory_interval = 2000
-"""
+# The run: shared with tests/report.rs ({root}, {out} and {steps} filled in).
+CONFIG = os.path.join(ROOT, "tests", "data", "report_harmonic_rex.toml")
+STEPS = 20000
 
 
 def fail(message: str):
@@ -220,8 +195,10 @@ def main() -> None:
     binary = os.path.abspath(args.binary)
     with tempfile.TemporaryDirectory() as tmp:
         out, cfg = os.path.join(tmp, "out"), os.path.join(tmp, "run.toml")
+        with open(CONFIG) as f:
+            template = f.read()
         with open(cfg, "w") as f:
-            f.write(CONFIG.format(root=ROOT, out=out))
+            f.write(template.replace("{root}", ROOT).replace("{out}", out).replace("{steps}", str(STEPS)))
         for cmd in [[binary, "run", cfg, "--quiet"], [binary, "report", out, "--quiet"]]:
             if subprocess.run(cmd).returncode != 0:
                 fail(f"`{' '.join(cmd[1:3])}` exited non-zero")

@@ -15,48 +15,35 @@ use mlff_md::report::data::RunData;
 use mlff_md::report::remd;
 use serde_json::Value;
 
-/// Ethanol in harmonic wells (k = 1 eV/Å²: 27 coordinates), 6 temperatures
-/// 300-600 K, 4 ladders, exchanges every 20 steps, 0.5 ps equilibration.
+/// tests/data/report_harmonic_rex.toml (ethanol in harmonic wells under
+/// replica exchange) for `steps` steps, as DIR/rex.toml writing to DIR/out.
 fn harmonic_rex(dir: &Path, steps: u64) -> (PathBuf, PathBuf) {
     let out = dir.join("out");
     let config = dir.join("rex.toml");
+    let template =
+        std::fs::read_to_string(root().join("tests/data/report_harmonic_rex.toml")).unwrap();
     std::fs::write(
         &config,
-        format!(
-            r#"[system]
-structure = "{}"
-[model]
-kind = "harmonic"
-k = 1.0
-device = "cpu"
-[integrator]
-kind = "langevin"
-timestep = 0.5
-friction = 20.0
-[replica_exchange]
-t_min = 300.0
-t_max = 600.0
-n_replicas = 6
-exchange_interval = 20
-members_per_temperature = 4
-[ensemble]
-seed = 3
-[equilibration]
-steps = 1000
-[run]
-steps = {steps}
-[output]
-directory = "{}"
-observables_interval = 20
-trajectory_interval = 2000
-checkpoint_interval = 2000
-"#,
-            root().join("systems/ethanol.xyz").display(),
-            out.display()
-        ),
+        template
+            .replace("{root}", root().to_str().unwrap())
+            .replace("{out}", out.to_str().unwrap())
+            .replace("{steps}", &steps.to_string()),
     )
     .unwrap();
     (config, out)
+}
+
+/// Write `text` (its "{OUT}" replaced by DIR/name) as DIR/name.toml, run
+/// it, and return the output directory.
+fn run_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let out = dir.join(name);
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, text.replace("{OUT}", out.to_str().unwrap())).unwrap();
+    ok(bin()
+        .args(["run", config.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap());
+    out
 }
 
 fn report_json(out: &Path) -> Value {
@@ -284,21 +271,14 @@ fn report_reads_a_running_run_without_disturbing_it_and_a_resumed_one() {
 #[test]
 fn report_of_an_ensemble_and_bad_directories() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("ens");
-    let config = dir.path().join("ens.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[system]\nstructure = \"{}\"\n[model]\nkind = \"harmonic\"\nk = 1.0\ndevice = \"cpu\"\n[integrator]\nkind = \"langevin\"\ntimestep = 0.5\ntemperature = 300.0\n[ensemble]\nmembers = 12\nseed = 1\n[run]\nsteps = 200\n[output]\ndirectory = \"{}\"\nobservables_interval = 10\n",
-            root().join("systems/ethanol.xyz").display(),
-            out.display()
+    let out = run_config(
+        dir.path(),
+        "ens",
+        &format!(
+            "[system]\nstructure = \"{}\"\n[model]\nkind = \"harmonic\"\nk = 1.0\ndevice = \"cpu\"\n[integrator]\nkind = \"langevin\"\ntimestep = 0.5\ntemperature = 300.0\n[ensemble]\nmembers = 12\nseed = 1\n[run]\nsteps = 200\n[output]\ndirectory = \"{{OUT}}\"\nobservables_interval = 10\n",
+            root().join("systems/ethanol.xyz").display()
         ),
-    )
-    .unwrap();
-    ok(bin()
-        .args(["run", config.to_str().unwrap(), "--quiet"])
-        .output()
-        .unwrap());
+    );
     let text = run_report(&out);
     assert!(text.contains("12 member(s), 21 observable rows"), "{text}");
     let json = report_json(&out);
@@ -344,22 +324,15 @@ fn report_of_an_ensemble_and_bad_directories() {
 #[test]
 fn peptide_report_has_the_backbone_and_the_expected_rmsd() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let config = dir.path().join("ad.toml");
     let start = root().join("systems/peptides/alanine_dipeptide.pdb");
-    std::fs::write(
-        &config,
-        format!(
-            "[system]\nstructure = \"{}\"\n[model]\nkind = \"harmonic\"\nk = 1.0\ndevice = \"cpu\"\n[integrator]\nkind = \"langevin\"\ntimestep = 0.5\nfriction = 20.0\n[replica_exchange]\nt_min = 300.0\nt_max = 600.0\nn_replicas = 4\nexchange_interval = 20\nmembers_per_temperature = 2\n[ensemble]\nseed = 4\n[equilibration]\nsteps = 1000\n[run]\nsteps = 11000\n[output]\ndirectory = \"{}\"\nobservables_interval = 20\ntrajectory_interval = 20\n",
-            start.display(),
-            out.display()
+    let out = run_config(
+        dir.path(),
+        "out",
+        &format!(
+            "[system]\nstructure = \"{}\"\n[model]\nkind = \"harmonic\"\nk = 1.0\ndevice = \"cpu\"\n[integrator]\nkind = \"langevin\"\ntimestep = 0.5\nfriction = 20.0\n[replica_exchange]\nt_min = 300.0\nt_max = 600.0\nn_replicas = 4\nexchange_interval = 20\nmembers_per_temperature = 2\n[ensemble]\nseed = 4\n[equilibration]\nsteps = 1000\n[run]\nsteps = 11000\n[output]\ndirectory = \"{{OUT}}\"\nobservables_interval = 20\ntrajectory_interval = 20\n",
+            start.display()
         ),
-    )
-    .unwrap();
-    ok(bin()
-        .args(["run", config.to_str().unwrap(), "--quiet"])
-        .output()
-        .unwrap());
+    );
     ok(bin()
         .args([
             "report",
@@ -486,22 +459,15 @@ fn report_of_a_screen() {
 #[test]
 fn report_of_an_npt_run_has_volume_and_density() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("npt");
-    let config = dir.path().join("npt.toml");
     let a: f64 = 25.496988292785097;
-    std::fs::write(
-        &config,
-        format!(
-            "[system]\nstructure = \"{}\"\ncell = [{a}, {a}, {a}]\n[model]\nkind = \"lennard-jones\"\nepsilon = 0.0104\nsigma = 3.4\ncutoff = 8.5\ndevice = \"cpu\"\n[integrator]\nkind = \"langevin\"\ntimestep = 20.0\ntemperature = 181.0\nfriction = 1.0\n[ensemble]\nmembers = 2\nseed = 1\n[barostat]\npressure = 424.0\ninterval = 5\n[run]\nsteps = 200\n[output]\ndirectory = \"{}\"\nobservables_interval = 5\n",
-            root().join("tests/data/lj_npt_start.xyz").display(),
-            out.display()
+    let out = run_config(
+        dir.path(),
+        "npt",
+        &format!(
+            "[system]\nstructure = \"{}\"\ncell = [{a}, {a}, {a}]\n[model]\nkind = \"lennard-jones\"\nepsilon = 0.0104\nsigma = 3.4\ncutoff = 8.5\ndevice = \"cpu\"\n[integrator]\nkind = \"langevin\"\ntimestep = 20.0\ntemperature = 181.0\nfriction = 1.0\n[ensemble]\nmembers = 2\nseed = 1\n[barostat]\npressure = 424.0\ninterval = 5\n[run]\nsteps = 200\n[output]\ndirectory = \"{{OUT}}\"\nobservables_interval = 5\n",
+            root().join("tests/data/lj_npt_start.xyz").display()
         ),
-    )
-    .unwrap();
-    ok(bin()
-        .args(["run", config.to_str().unwrap(), "--quiet"])
-        .output()
-        .unwrap());
+    );
     let text = run_report(&out);
     assert!(
         text.contains("Volume:") && text.contains("Density:"),

@@ -1,6 +1,7 @@
 //! SVG figures with plotters' SVG backend: text stays text (no font files or
 //! fontconfig needed), and the page embeds each figure inline.
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
@@ -83,6 +84,21 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// A white canvas and a captioned chart frame with room for axis labels.
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    axes: &Axes,
+) -> Result<ChartBuilder<'a, 'b, SVGBackend<'b>>> {
+    root.fill(&WHITE).map_err(plot_err)?;
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(axes.title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(45)
+        .y_label_area_size(70);
+    Ok(builder)
+}
+
 /// Lines (with optional error bars) on shared axes, as an SVG document.
 pub fn line_chart(axes: &Axes, lines: &[Line]) -> Result<String> {
     let (x0, x1) = range(lines.iter().flat_map(|l| l.xs.iter().copied()));
@@ -95,12 +111,7 @@ pub fn line_chart(axes: &Axes, lines: &[Line]) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(axes.title, ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
+        let mut chart = frame(&root, axes)?
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(plot_err)?;
         chart
@@ -175,12 +186,7 @@ pub fn bar_chart(axes: &Axes, labels: &[String], values: &[Option<f64>]) -> Resu
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(axes.title, ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(50)
-            .y_label_area_size(60)
+        let mut chart = frame(&root, axes)?
             .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..1.0)
             .map_err(plot_err)?;
         chart
@@ -251,12 +257,7 @@ pub fn heat_map(
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, 600)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(axes.title, ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
+        let mut chart = frame(&root, axes)?
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(plot_err)?;
         chart
