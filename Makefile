@@ -8,6 +8,8 @@ RUN_CONFIG ?= configs/replica_exchange.toml
 # `make run` is a short version of the config (2 ps, a few minutes on 2 CPU
 # cores); run the config directly for its full length.
 RUN_ARGS ?= --steps 4000
+# ... and then reported (`mlff-md report`: open RUN_OUTPUT/report/index.html).
+RUN_OUTPUT ?= out/replica_exchange
 
 # torch-sys asks the venv's python for libtorch; the bundled HDF5 needs its cmake.
 export VIRTUAL_ENV := $(VENV)
@@ -45,7 +47,8 @@ build: setup ani-models
 	cargo build --release
 
 run: build
-	$(BIN) run $(RUN_CONFIG) --overwrite $(RUN_ARGS)
+	$(BIN) run $(RUN_CONFIG) --overwrite --output $(RUN_OUTPUT) $(RUN_ARGS)
+	$(BIN) report $(RUN_OUTPUT)
 
 # Configs sized for a GPU (their whole batch would take tens of GB on a CPU)
 # are validated with one member; every other check still covers the config.
