@@ -151,11 +151,13 @@ Exit status: 0 success, 2 bad input, 1 failure, 130/143 stopped by SIGINT/SIGTER
 Peptides (a topology with backbone N, CA, C names) also get the Ramachandran map and the\n\
 free energy along phi at the lowest temperature, from the trajectories.\n\
 Works on finished, running (reads without locking; the writer is not disturbed) and\n\
-resumed runs. Free energies use the exchanges from [run] equilibration on, each\n\
-temperature's series thinned by its statistical inefficiency; they are reduced (kT).\n\n\
+resumed runs, and on a screen's output directory (results.csv). Free energies use the\n\
+exchanges from the end of [equilibration] on, each temperature's series thinned by its\n\
+statistical inefficiency; they are reduced (kT), of U - U0 (U0 the lowest energy sampled).\n\n\
 Exit status: 0 success, 2 not a run directory or unreadable, 1 cannot write.")]
     Report {
-        /// The run's output directory (holding observables.h5).
+        /// The run's output directory (holding observables.h5), or a screen's
+        /// (holding results.csv).
         directory: PathBuf,
         /// Where to write the report (default DIR/report).
         #[arg(long, short)]
