@@ -28,6 +28,11 @@ $(VENV)/.setup-done: python/requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r python/requirements.txt
 	# torchani only to export/check the ANI models; its other dependencies are not needed.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps torchani==2.9.0
+	# torch_geometric (pure Python) for the model-wrapping example python/wrap_schnet_example.py;
+	# --no-deps: of its dependencies only these are imported (aiohttp, pyparsing are not).
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps torch-geometric==2.8.1 \
+	  xxhash==4.1.0 psutil==7.2.2 requests==2.34.2 urllib3==2.8.0 certifi==2026.10.19.post1 \
+	  charset-normalizer==3.5.3
 	# Chromium renders the `mlff-md report` page in python/check_report.py
 	# (that check is skipped, with a message, where it cannot be installed).
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; } \
@@ -78,6 +83,7 @@ test: setup ani-models
 	$(PY) python/check_ani.py
 	$(PY) python/check_aimnet2.py
 	$(PY) python/check_report.py $(BIN)
+	$(PY) python/wrap_schnet_example.py $(BIN)
 
 # Regenerate the committed test models (models/morse_test.pt, tests/data/*.pt);
 # not needed to build or test, and not run by them.
