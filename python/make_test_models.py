@@ -331,6 +331,41 @@ class LennardJonesPairsV2(torch.nn.Module):
                                   inner_slots, inner_masks)
 
 
+class OutOfMemoryPairsAbove(LennardJonesPairsV2):
+    """The v2 Lennard-Jones test model, failing as the CUDA caching
+    allocator does (same message) whenever one call holds more than
+    `max_atoms` atoms. A model of pairs is evaluated whole (no chunks), so
+    this drives the callers' own out-of-memory handling (the screen halves
+    its batches)."""
+
+    def __init__(self, max_atoms: int = 80):
+        super().__init__()
+        self.max_atoms = max_atoms
+
+    def _check(self, n: int):
+        if n > self.max_atoms:
+            raise RuntimeError(
+                "CUDA out of memory. Tried to allocate 20.00 GiB (test model: OutOfMemoryPairsAbove)"
+            )
+
+    @torch.jit.export
+    def forward_pairs(self, atomic_numbers: torch.Tensor, batch: torch.Tensor,
+                      neighbors: torch.Tensor, vectors: torch.Tensor, mask: torch.Tensor,
+                      inner_slots: List[torch.Tensor],
+                      inner_masks: List[torch.Tensor]) -> torch.Tensor:
+        self._check(atomic_numbers.size(0))
+        n_struct = int(batch.max().item()) + 1
+        return self._energies(batch, n_struct, vectors, mask, inner_slots, inner_masks)
+
+    @torch.jit.export
+    def forward_pairs_prepared(self, neighbors: torch.Tensor, vectors: torch.Tensor,
+                               mask: torch.Tensor, inner_slots: List[torch.Tensor],
+                               inner_masks: List[torch.Tensor]) -> torch.Tensor:
+        self._check(self.prepared_batch.size(0))
+        return self._energies(self.prepared_batch, self.n_prepared, vectors, mask,
+                              inner_slots, inner_masks)
+
+
 def save(module: torch.nn.Module, path: str) -> None:
     scripted = torch.jit.script(module)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -376,6 +411,7 @@ def main() -> int:
     save(OutOfMemoryAbove(), os.path.join(data, "oom_above_3.pt"))
     save(NanAfter(), os.path.join(data, "nan_after_20_calls.pt"))
     save(LennardJonesPairsV2(), os.path.join(data, "lj_pairs_v2.pt"))
+    save(OutOfMemoryPairsAbove(), os.path.join(data, "oom_pairs_above_80.pt"))
     save(ChargedMorse(), os.path.join(data, "charged_morse.pt"))
     with open(os.path.join(data, "not_torchscript.pt"), "w") as f:
         f.write("this is not a TorchScript archive\n")

@@ -499,3 +499,32 @@ fn a_screen_stopped_during_conformer_sampling_resumes_to_the_same_results() {
     assert_eq!(after.matches("\"stage\":\"final\"").count(), 17);
     assert_same("resumed conformers", &ledger(&out), &ledger(&whole), 1e-9);
 }
+
+/// A batch too big for the device (tests/data/oom_pairs_above_80.pt raises
+/// the CUDA allocator's out-of-memory error whenever one call holds more
+/// than 80 atoms; a pair model is evaluated whole, so the screen itself
+/// must react): the screen halves its batches until they fit (400 → 200 →
+/// 100 → 50 atoms), loses no molecule, and gets the results of a screen
+/// whose batches fit from the start.
+#[test]
+fn a_batch_that_runs_out_of_memory_is_halved_without_changing_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let mols = molecules();
+    let cfg = |model: &str, batch: &str| config(dir.path(), model, "float64", batch);
+    let (s, halved) = run(
+        dir.path(),
+        "oom",
+        &cfg("tests/data/oom_pairs_above_80.pt", "max_atoms = 400"),
+        &mols,
+    );
+    assert_eq!((s.screened, s.skipped), (17, 0));
+    // Only an out-of-memory error shrinks the budget below the 400 asked for.
+    assert_eq!(s.batch_atoms, 50);
+    let (_, fitting) = run(
+        dir.path(),
+        "fitting",
+        &cfg("tests/data/lj_pairs_v2.pt", "max_atoms = 50"),
+        &mols,
+    );
+    assert_same("halved vs fitting", &halved, &fitting, 1e-9);
+}
