@@ -12,6 +12,8 @@
 #   torchsim_ani1x  TorchSim's batched FIRE with in-flight autobatching on
 #                   the same models/ani1x.pt (benches/torchsim_screen.py;
 #                   wheels from .device/wheels, see that script)
+#   plain_first, conformers_ani2xt  the first SINGLE_N records minimised, and
+#                   with conformer sampling (see there)
 #   models          ms/step of ANI-2xt and AIMNet2 (issue 14): bench md on
 #                   alanine dipeptide and chignolin at R = 1, 64, 1024
 #
@@ -70,6 +72,17 @@ if part torchsim_ani1x; then
     --target "$OUT/site" $(ls .device/wheels/*.whl)
   t 300 torchsim_ani1x env PYTHONPATH="$OUT/site" python3 benches/torchsim_screen.py \
     --library $LIB --model models/ani1x.pt --device $DEV --out "$OUT/torchsim_ani1x.json"
+fi
+# Conformer sampling (issue 15 item 3) against plain minimisation on the same
+# first SINGLE_N records (run with SINGLE_N=2000 PARTS=plain_first,conformers_ani2xt):
+# [conformers] members CONF_MEMBERS (4), steps CONF_STEPS (200), frames CONF_FRAMES (2).
+if part plain_first; then
+  t 200 plain_first $S "$OUT/first.sdf" --config "$(config models/ani2xt_nl.pt plain_first)" --output "$OUT/plain_first"
+fi
+if part conformers_ani2xt; then
+  printf '[model]\npath = "%s"\ndevice = "%s"\n[conformers]\nmembers = %s\nsteps = %s\nframes = %s\n' \
+    "$ROOT/models/ani2xt_nl.pt" "$DEV" "${CONF_MEMBERS:-4}" "${CONF_STEPS:-200}" "${CONF_FRAMES:-2}" > "$OUT/conformers.toml"
+  t 400 conformers_ani2xt $S "$OUT/first.sdf" --config "$OUT/conformers.toml" --output "$OUT/conformers_ani2xt"
 fi
 if part models; then
   for m in ani2xt_nl aimnet2_wb97m; do
