@@ -75,13 +75,14 @@ if part torchsim_ani1x; then
 fi
 # Conformer sampling (issue 15 item 3) against plain minimisation on the same
 # first SINGLE_N records (run with SINGLE_N=2000 PARTS=plain_first,conformers_ani2xt):
-# [conformers] members CONF_MEMBERS (4), steps CONF_STEPS (200), frames CONF_FRAMES (2).
+# [conformers] members CONF_MEMBERS (4), steps CONF_STEPS (200), frames CONF_FRAMES (2),
+# temperature CONF_TEMPERATURE (300 K).
 if part plain_first; then
   t 200 plain_first $S "$OUT/first.sdf" --config "$(config models/ani2xt_nl.pt plain_first)" --output "$OUT/plain_first"
 fi
 if part conformers_ani2xt; then
-  printf '[model]\npath = "%s"\ndevice = "%s"\n[conformers]\nmembers = %s\nsteps = %s\nframes = %s\n' \
-    "$ROOT/models/ani2xt_nl.pt" "$DEV" "${CONF_MEMBERS:-4}" "${CONF_STEPS:-200}" "${CONF_FRAMES:-2}" > "$OUT/conformers.toml"
+  printf '[model]\npath = "%s"\ndevice = "%s"\n[conformers]\nmembers = %s\nsteps = %s\nframes = %s\ntemperature = %s\n' \
+    "$ROOT/models/ani2xt_nl.pt" "$DEV" "${CONF_MEMBERS:-4}" "${CONF_STEPS:-200}" "${CONF_FRAMES:-2}" "${CONF_TEMPERATURE:-300.0}" > "$OUT/conformers.toml"
   t 400 conformers_ani2xt $S "$OUT/first.sdf" --config "$OUT/conformers.toml" --output "$OUT/conformers_ani2xt"
 fi
 if part models; then
