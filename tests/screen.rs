@@ -528,3 +528,63 @@ fn a_batch_that_runs_out_of_memory_is_halved_without_changing_results() {
     );
     assert_same("halved vs fitting", &halved, &fitting, 1e-9);
 }
+
+/// Ctrl-C during conformer sampling is obeyed before the next MD step, not
+/// after the whole sampling of every molecule: with the stop flag raised,
+/// sampling returns at once with the signal and no frames; without it, the
+/// same call gives every frame.
+#[test]
+fn conformer_sampling_stops_between_steps() {
+    use mlff_md::screen::config::ConformerConfig;
+    use mlff_md::screen::conformers::sample;
+    use std::sync::atomic::AtomicUsize;
+
+    let model = TorchScriptModel::load(
+        &root().join("models/morse_test.pt"),
+        Device::Cpu,
+        Kind::Double,
+    )
+    .unwrap();
+    let mols: Vec<Option<Molecule>> = molecules()[..3]
+        .iter()
+        .map(|p| Some(Molecule::load(std::slice::from_ref(p)).unwrap()))
+        .collect();
+    let starts: Vec<(usize, Vec<[f64; 3]>)> = mols
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (i, m.as_ref().unwrap().structures[0].clone()))
+        .collect();
+    let c = ConformerConfig {
+        members: 2,
+        steps: 1000,
+        frames: 2,
+        temperature: 500.0,
+        timestep: 0.5,
+        friction: 10.0,
+        seed: 1,
+    };
+    let raised = AtomicUsize::new(2);
+    let s = sample(
+        &c,
+        &model,
+        &mols,
+        &starts,
+        (100_000, Device::Cpu),
+        Some(&raised),
+    )
+    .unwrap();
+    assert_eq!((s.stopped_by, s.tasks.len()), (2, 0));
+    assert_eq!(s.force_calls, 1, "no MD step after the stop");
+    let c = ConformerConfig { steps: 20, ..c };
+    let calm = AtomicUsize::new(0);
+    let s = sample(
+        &c,
+        &model,
+        &mols,
+        &starts,
+        (100_000, Device::Cpu),
+        Some(&calm),
+    )
+    .unwrap();
+    assert_eq!((s.stopped_by, s.tasks.len()), (0, 3 * 2 * 2));
+}

@@ -5,6 +5,8 @@
 //! force call. Each copy's random numbers are keyed by (record, copy), so a
 //! molecule samples the same frames in any batch.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tch::{Device, Kind, Tensor};
 
 use super::config::ConformerConfig;
@@ -23,17 +25,31 @@ pub fn sample_steps(c: &ConformerConfig) -> Vec<u64> {
         .collect()
 }
 
+/// What [`sample`] gives back.
+pub struct Sampled {
+    /// The frames as minimisation tasks (none when stopped).
+    pub tasks: Vec<Task>,
+    pub force_calls: u64,
+    /// The signal that stopped the sampling between two steps, or 0.
+    pub stopped_by: usize,
+}
+
 /// The frames of every molecule of `starts` ((record, minimised positions)),
 /// as minimisation tasks in record order, copy by copy; batches hold at
-/// most `budget` atoms (a molecule's copies stay together).
+/// most `budget` atoms (a molecule's copies stay together). A nonzero
+/// `stop` (a signal number) is obeyed before the next step, so Ctrl-C
+/// during a long sampling stops within one force call; nothing sampled is
+/// kept (a resumed screen samples those molecules again, with the same
+/// random numbers).
 pub fn sample(
     c: &ConformerConfig,
     force: &dyn ForceProvider,
     molecules: &[Option<Molecule>],
     starts: &[(usize, Vec<[f64; 3]>)],
-    budget: usize,
-    device: Device,
-) -> Result<(Vec<Task>, u64)> {
+    (budget, device): (usize, Device),
+    stop: Option<&AtomicUsize>,
+) -> Result<Sampled> {
+    let signal = || stop.map_or(0, |s| s.load(Ordering::SeqCst));
     let m = c.members as usize;
     let at = sample_steps(c);
     let mut tasks = Vec::new();
@@ -75,6 +91,14 @@ pub fn sample(
         force_calls += 1;
         let mut frames: Vec<Vec<f64>> = Vec::with_capacity(at.len());
         for step in 1..=c.steps {
+            let stopped_by = signal();
+            if stopped_by != 0 {
+                return Ok(Sampled {
+                    tasks: Vec::new(),
+                    force_calls,
+                    stopped_by,
+                });
+            }
             integrator.step(&mut state, force)?;
             force_calls += 1;
             if at.contains(&step) {
@@ -100,5 +124,9 @@ pub fn sample(
         }
         i = j;
     }
-    Ok((tasks, force_calls))
+    Ok(Sampled {
+        tasks,
+        force_calls,
+        stopped_by: 0,
+    })
 }

@@ -269,46 +269,51 @@ pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSumma
             .filter(|o| !o.is_final())
             .map(|o| (o.index, o.positions.clone()))
             .collect();
-        let (tasks, calls) = conformers::sample(
+        let sampled = conformers::sample(
             c,
             force.as_ref(),
             &molecules,
             &starts,
-            runner.budget,
-            device,
+            (runner.budget, device),
+            opts.stop.as_deref(),
         )?;
-        runner.force_calls += calls;
+        runner.force_calls += sampled.force_calls;
+        let tasks = sampled.tasks;
         let per_record = (c.members * c.frames) as usize;
         // Each record's best frame so far, and how many of its frames are done.
         let mut best: BTreeMap<usize, Finished> = BTreeMap::new();
         let mut done: BTreeMap<usize, usize> = BTreeMap::new();
-        interrupted = runner.run(tasks.into(), &mut |f: Finished| {
-            let record = f.task.record;
-            let n = done.entry(record).or_insert(0);
-            *n += 1;
-            let complete = *n == per_record;
-            let better =
-                f.energy.is_finite() && best.get(&record).is_none_or(|b| f.energy < b.energy);
-            if better {
-                best.insert(record, f);
-            }
-            if complete {
-                // The lowest energy of the first minimisation and its frames.
-                let first = ledger.done[&record].clone();
-                let outcome = match best.remove(&record) {
-                    Some(b) if b.energy < first.energy_ev => Outcome {
-                        energy_start_ev: first.energy_start_ev,
-                        ..outcome_of(&b, &entries, results::FINAL, b.task.frame)
-                    },
-                    _ => Outcome {
-                        stage: results::FINAL.into(),
-                        ..first
-                    },
-                };
-                finish(&mut ledger, outcome)?;
-            }
-            Ok(())
-        })?;
+        interrupted = if sampled.stopped_by != 0 {
+            sampled.stopped_by
+        } else {
+            runner.run(tasks.into(), &mut |f: Finished| {
+                let record = f.task.record;
+                let n = done.entry(record).or_insert(0);
+                *n += 1;
+                let complete = *n == per_record;
+                let better =
+                    f.energy.is_finite() && best.get(&record).is_none_or(|b| f.energy < b.energy);
+                if better {
+                    best.insert(record, f);
+                }
+                if complete {
+                    // The lowest energy of the first minimisation and its frames.
+                    let first = ledger.done[&record].clone();
+                    let outcome = match best.remove(&record) {
+                        Some(b) if b.energy < first.energy_ev => Outcome {
+                            energy_start_ev: first.energy_start_ev,
+                            ..outcome_of(&b, &entries, results::FINAL, b.task.frame)
+                        },
+                        _ => Outcome {
+                            stage: results::FINAL.into(),
+                            ..first
+                        },
+                    };
+                    finish(&mut ledger, outcome)?;
+                }
+                Ok(())
+            })?
+        };
     }
     progress.finish();
     let wall = start.elapsed().as_secs_f64();
