@@ -39,6 +39,20 @@ pub struct PairInputs<'a> {
     pub vectors: &'a Tensor,
 }
 
+/// A neighbour list sized for `state` (its layout, boundaries and members'
+/// atom counts) at these cutoffs and skin.
+fn list_for(state: &BatchState, cutoffs: &[f64], skin: f64) -> Result<NeighborList> {
+    NeighborList::allocate(
+        &state.positions,
+        &state.batch,
+        state.n_members,
+        Some(state.n_atoms),
+        &state.boundary(),
+        cutoffs,
+        skin,
+    )
+}
+
 /// A model of contract v2: energies from pair vectors.
 pub trait PairModel {
     /// One line for logs and metadata.
@@ -137,15 +151,7 @@ impl PairForces {
         state: &BatchState,
         skin: f64,
     ) -> Result<PairForces> {
-        let list = NeighborList::allocate(
-            &state.positions,
-            &state.batch,
-            state.n_members,
-            Some(state.n_atoms),
-            &state.boundary(),
-            &model.cutoffs(),
-            skin,
-        )?;
+        let list = list_for(state, &model.cutoffs(), skin)?;
         let every = std::env::var(REBUILD_ENV)
             .ok()
             .and_then(|v| v.parse().ok())
@@ -301,15 +307,7 @@ impl ForceProvider for PairForces {
     fn rebatch(&self, state: &BatchState) -> Result<()> {
         let skin = self.list.borrow().shape.skin;
         *self.outer.borrow_mut() = None;
-        *self.list.borrow_mut() = NeighborList::allocate(
-            &state.positions,
-            &state.batch,
-            state.n_members,
-            Some(state.n_atoms),
-            &state.boundary(),
-            &self.model.cutoffs(),
-            skin,
-        )?;
+        *self.list.borrow_mut() = list_for(state, &self.model.cutoffs(), skin)?;
         self.update_schedule(|s| s.stale = true);
         Ok(())
     }
@@ -340,15 +338,7 @@ impl ForceProvider for PairForces {
             // the stored list's reach, bins and room change no result,
             // only the row capacities do, so those are kept and the rest
             // sized for this skin.
-            let mut list = NeighborList::allocate(
-                &state.positions,
-                &state.batch,
-                state.n_members,
-                Some(state.n_atoms),
-                &state.boundary(),
-                &shape.cutoffs,
-                current_skin,
-            )?;
+            let mut list = list_for(state, &shape.cutoffs, current_skin)?;
             list.shape.capacity = shape.capacity;
             list.shape.inner_capacities = shape.inner_capacities;
             list
