@@ -192,14 +192,21 @@ impl Mbar {
             }
             previous = change;
         }
-        let norm = grad_norm(&samples, &f, &log_den);
+        // One pass over the samples serves the convergence check and the
+        // uncertainties (WᵀW is the Hessian's outer-product sum).
+        let (colsum, wtw) = weight_sums(&samples, &f, &log_den);
+        let norm = gradient(&samples, &colsum)
+            .iter()
+            .map(|g| g * g)
+            .sum::<f64>()
+            .sqrt();
         if norm.is_nan() || norm >= 1e-6 * samples.n() as f64 {
             return Err(Error::Invalid(format!(
                 "MBAR did not converge in {MAX_ITERATIONS} iterations (gradient {norm:e}; the temperatures' energy distributions may not overlap)"
             )));
         }
         let df = if errors {
-            uncertainties(&samples, &f, &log_den)
+            uncertainties(&samples, wtw)
         } else {
             Vec::new()
         };
@@ -305,11 +312,6 @@ fn objective(samples: &Samples, f: &[f64], log_den: &[f64]) -> f64 {
             .sum::<f64>()
 }
 
-fn grad_norm(samples: &Samples, f: &[f64], log_den: &[f64]) -> f64 {
-    let (grad, _) = gradient_hessian(samples, f, log_den);
-    grad.iter().map(|g| g * g).sum::<f64>().sqrt()
-}
-
 fn max_abs_difference(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
 }
@@ -319,12 +321,10 @@ fn weight(samples: &Samples, f: &[f64], log_den: &[f64], n: usize, k: usize) -> 
     (f[k] - samples.betas[k] * samples.energies[n] - log_den[n]).exp()
 }
 
-/// Gradient and Hessian of pymbar's objective
-/// Σ_n ln Σ_k N_k e^{f_k − u_kn} − Σ_k N_k f_k:
-/// g_k = N_k (Σ_n W_nk − 1), H_kl = δ_kl N_k Σ_n W_nk − N_k N_l Σ_n W_nk W_nl.
-fn gradient_hessian(samples: &Samples, f: &[f64], log_den: &[f64]) -> (Vec<f64>, DMatrix<f64>) {
+/// Σ_n W_nk (per state) and Σ_n W_nk W_nl (= WᵀW) in one pass.
+fn weight_sums(samples: &Samples, f: &[f64], log_den: &[f64]) -> (Vec<f64>, DMatrix<f64>) {
     let k = samples.k();
-    let (colsum, outer) = (0..samples.n())
+    (0..samples.n())
         .into_par_iter()
         .fold(
             || (vec![0.0; k], DMatrix::<f64>::zeros(k, k)),
@@ -342,14 +342,31 @@ fn gradient_hessian(samples: &Samples, f: &[f64], log_den: &[f64]) -> (Vec<f64>,
         .reduce(
             || (vec![0.0; k], DMatrix::<f64>::zeros(k, k)),
             |(a1, m1), (a2, m2)| (a1.iter().zip(&a2).map(|(x, y)| x + y).collect(), m1 + m2),
-        );
+        )
+}
+
+/// Gradient of pymbar's objective Σ_n ln Σ_k N_k e^{f_k − u_kn} − Σ_k N_k f_k:
+/// g_k = N_k (Σ_n W_nk − 1).
+fn gradient(samples: &Samples, colsum: &[f64]) -> Vec<f64> {
+    samples
+        .counts
+        .iter()
+        .zip(colsum)
+        .map(|(&c, s)| c as f64 * (s - 1.0))
+        .collect()
+}
+
+/// Gradient and Hessian of that objective:
+/// H_kl = δ_kl N_k Σ_n W_nk − N_k N_l Σ_n W_nk W_nl.
+fn gradient_hessian(samples: &Samples, f: &[f64], log_den: &[f64]) -> (Vec<f64>, DMatrix<f64>) {
+    let k = samples.k();
+    let (colsum, outer) = weight_sums(samples, f, log_den);
     let n_k: Vec<f64> = samples.counts.iter().map(|&c| c as f64).collect();
-    let grad = (0..k).map(|a| n_k[a] * (colsum[a] - 1.0)).collect();
     let hess = DMatrix::from_fn(k, k, |a, b| {
         let diag = if a == b { n_k[a] * colsum[a] } else { 0.0 };
         diag - n_k[a] * n_k[b] * outer[(a, b)]
     });
-    (grad, hess)
+    (gradient(samples, &colsum), hess)
 }
 
 /// Newton step for states 1..K (state 0 fixed); None if singular.
@@ -386,23 +403,8 @@ fn self_consistent(samples: &Samples, log_den: &[f64]) -> Vec<f64> {
 /// pseudo-inverse cut at 1e-10 of the largest singular value, as numpy's
 /// pinv with rcond = 1e-10: for this symmetric matrix, its eigenvalues'
 /// magnitudes).
-fn uncertainties(samples: &Samples, f: &[f64], log_den: &[f64]) -> Vec<f64> {
+fn uncertainties(samples: &Samples, wtw: DMatrix<f64>) -> Vec<f64> {
     let k = samples.k();
-    let wtw = (0..samples.n())
-        .into_par_iter()
-        .fold(
-            || DMatrix::<f64>::zeros(k, k),
-            |mut m, n| {
-                let w: Vec<f64> = (0..k).map(|j| weight(samples, f, log_den, n, j)).collect();
-                for a in 0..k {
-                    for b in 0..k {
-                        m[(a, b)] += w[a] * w[b];
-                    }
-                }
-                m
-            },
-        )
-        .reduce(|| DMatrix::<f64>::zeros(k, k), |a, b| a + b);
     let eig = wtw.symmetric_eigen();
     let v = eig.eigenvectors;
     let sigma = DMatrix::from_diagonal(&eig.eigenvalues.map(|s| s.max(0.0).sqrt()));

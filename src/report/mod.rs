@@ -417,10 +417,7 @@ fn replica_exchange_section(
             temps[0] + (temps[k - 1] - temps[0]) * i as f64 / (HEAT_CAPACITY_POINTS - 1) as f64
         })
         .collect();
-    let grid_b: Vec<f64> = grid_t
-        .iter()
-        .map(|t| 1.0 / (crate::units::KB_EV_PER_K * t))
-        .collect();
+    let grid_b: Vec<f64> = grid_t.iter().map(|&t| 1.0 / crate::units::kt(t)).collect();
     let cv: Vec<f64> = grid_b.iter().map(|&b| mbar.heat_capacity(b)).collect();
     let cv_se = mbar.heat_capacity_errors(&grid_b, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)?;
     let peak = cv.iter().enumerate().fold(

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::data::ExchangeRecords;
 use super::mbar::{statistical_inefficiency, subsample, Samples};
-use crate::units::KB_EV_PER_K;
+use crate::units::kt;
 
 /// Acceptance of swaps between temperatures a and a + 1, for each a.
 #[derive(Debug, Clone, Serialize)]
@@ -157,11 +157,7 @@ pub fn samples(rec: &ExchangeRecords, production_start: u64) -> RemdSamples {
     RemdSamples {
         samples: Samples {
             energies,
-            betas: rec
-                .temperatures
-                .iter()
-                .map(|t| 1.0 / (KB_EV_PER_K * t))
-                .collect(),
+            betas: rec.temperatures.iter().map(|&t| 1.0 / kt(t)).collect(),
             counts,
         },
         inefficiency,
