@@ -41,7 +41,7 @@ steps = 200
         // The moves due at this step (here: an exchange every 20 steps).
         sim.attempt_moves(true)?;
     }
-    let observables = sim.observables();
+    let observables = sim.observables()?;
     println!("potential energies (eV): {:?}", observables[0]);
     println!("kinetic temperatures (K): {:?}", observables[3]);
     if let Some(rex) = sim.replica_exchange() {

@@ -28,7 +28,7 @@ use crate::sampling::{ReplicaExchange, ReplicaExchangeMove};
 use crate::simulation::Simulation;
 use crate::state::to_host_f64;
 use crate::system::cell::Cell;
-use crate::units::{FS_PER_NS, KB_EV_PER_K};
+use crate::units::{BAR_IN_EV_PER_A3, FS_PER_NS, KB_EV_PER_K};
 
 /// What to copy to the host besides the per-member energies and cells.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -36,13 +36,17 @@ pub struct Wants {
     pub positions: bool,
     /// Velocities and forces (a checkpoint).
     pub dynamics: bool,
+    /// Each member's virial, for the pressure: one more force evaluation
+    /// (only where the run records pressure).
+    pub virial: bool,
 }
 
 impl Wants {
-    fn or(self, other: Wants) -> Wants {
+    pub fn or(self, other: Wants) -> Wants {
         Wants {
             positions: self.positions || other.positions,
             dynamics: self.dynamics || other.dynamics,
+            virial: self.virial || other.virial,
         }
     }
 }
@@ -62,6 +66,9 @@ pub struct HostFrame {
     /// [rows · 3] (with `Wants::dynamics`).
     pub velocities: Option<Vec<f64>>,
     pub forces: Option<Vec<f64>>,
+    /// [R] eV: each member's virial (with `Wants::virial`, where the run
+    /// records pressure).
+    pub virial: Option<Vec<f64>>,
 }
 
 impl HostFrame {
@@ -74,14 +81,33 @@ impl HostFrame {
             .collect()
     }
 
+    /// Each member's pressure (bar), (2 K + W)/(3 V) from the kinetic
+    /// energy K, the virial W and the cell volume V; None without a virial.
+    pub fn pressures_bar(&self) -> Option<Vec<f64>> {
+        let (virial, cells) = (self.virial.as_ref()?, self.cells.as_ref()?);
+        Some(
+            self.kinetic
+                .iter()
+                .zip(virial)
+                .zip(cells)
+                .map(|((k, w), c)| (2.0 * k + w) / (3.0 * c.volume()) / BAR_IN_EV_PER_A3)
+                .collect(),
+        )
+    }
+
     /// One copy of energies, kinetic energies, cells and what `wants` asks
-    /// for, all as float64 (exact for float32 state).
-    pub fn pull(sim: &Simulation, wants: Wants) -> HostFrame {
+    /// for, all as float64 (exact for float32 state). The virial, when
+    /// asked for and recorded, costs one more force evaluation first.
+    pub fn pull(sim: &Simulation, wants: Wants) -> Result<HostFrame> {
         let state = &sim.state;
         let flat = |t: &Tensor| t.to_kind(Kind::Double).reshape([-1]);
         let mut parts = vec![flat(&state.energies), flat(&state.kinetic_energy())];
         if let Some(c) = &state.cells {
             parts.push(flat(c));
+        }
+        let with_virial = wants.virial && sim.records_pressure();
+        if with_virial {
+            parts.push(flat(&sim.force.virial(state)?));
         }
         for (wanted, t) in [
             (wants.positions, &state.positions),
@@ -107,10 +133,11 @@ impl HostFrame {
             .cells
             .as_ref()
             .map(|_| Cell::all_from_rows(&take(9 * r)));
+        let virial = with_virial.then(|| take(r));
         let positions = wants.positions.then(|| take(rows));
         let velocities = wants.dynamics.then(|| take(rows));
         let forces = wants.dynamics.then(|| take(rows));
-        HostFrame {
+        Ok(HostFrame {
             step: state.step,
             time_fs: sim.time_fs(),
             potential,
@@ -119,7 +146,8 @@ impl HostFrame {
             positions,
             velocities,
             forces,
-        }
+            virial,
+        })
     }
 }
 
@@ -210,7 +238,7 @@ impl ReporterSet {
             .iter()
             .map(|r| r.wants())
             .fold(Wants::default(), Wants::or);
-        let frame = HostFrame::pull(sim, wants);
+        let frame = HostFrame::pull(sim, wants)?;
         for r in &mut self.reporters {
             r.start(&frame, sim)?;
         }
@@ -277,16 +305,39 @@ macro_rules! any_impls {
 }
 
 /// observables.h5: energies, temperatures (and the thermostat temperatures,
-/// volumes, densities where they exist) every `observables_interval` steps.
+/// volumes, densities and pressures where they exist) every
+/// `observables_interval` steps.
 pub struct ObservablesReporter {
     pub writer: ObservablesWriter,
     every: u64,
+    /// Per observable of the run: whether the file records it (a file
+    /// written before pressure was recorded goes on without it).
+    recorded: Vec<bool>,
 }
 
 impl ObservablesReporter {
     fn open(sim: &Simulation, out: &Path, resume_at: Option<&ReporterPositions>) -> Result<Self> {
         let path = out.join("observables.h5");
-        let names = sim.observable_names();
+        let all = sim.observable_names();
+        let mut names = all.clone();
+        if resume_at.is_some() {
+            let present = ObservablesWriter::series_present(&path, &all)?;
+            for ((name, _), here) in all.iter().zip(&present) {
+                if !here && ADDED_LATER.contains(name) {
+                    eprintln!(
+                        "note: {} was written before {name} was recorded; the continued run does not add it",
+                        path.display()
+                    );
+                }
+            }
+            names = all
+                .iter()
+                .zip(&present)
+                .filter(|((name, _), here)| **here || !ADDED_LATER.contains(name))
+                .map(|(n, _)| *n)
+                .collect();
+        }
+        let recorded = all.iter().map(|n| names.contains(n)).collect();
         let writer = match resume_at {
             None => ObservablesWriter::create(
                 &path,
@@ -305,18 +356,35 @@ impl ObservablesReporter {
         Ok(ObservablesReporter {
             writer,
             every: sim.config.output.observables_interval,
+            recorded,
         })
     }
 }
+
+/// Observables added after files were first written: a continued run whose
+/// file lacks one goes on without it (any other missing series is an error).
+const ADDED_LATER: [&str; 1] = ["pressure"];
 
 impl Reporter for ObservablesReporter {
     fn due(&self, sim: &Simulation) -> bool {
         sim.state.step % self.every == 0
     }
 
+    fn wants(&self) -> Wants {
+        Wants {
+            virial: true,
+            ..Wants::default()
+        }
+    }
+
     fn report(&mut self, frame: &HostFrame, sim: &Simulation) -> Result<()> {
         let values = sim.observables_from(frame);
-        let refs: Vec<&[f64]> = values.iter().map(Vec::as_slice).collect();
+        let refs: Vec<&[f64]> = values
+            .iter()
+            .zip(&self.recorded)
+            .filter(|(_, kept)| **kept)
+            .map(|(v, _)| v.as_slice())
+            .collect();
         self.writer.append(frame.step, frame.time_fs, &refs)?;
         self.writer.flush()
     }
@@ -468,7 +536,7 @@ impl Reporter for TrajectoryReporter {
     fn wants(&self) -> Wants {
         Wants {
             positions: true,
-            dynamics: false,
+            ..Wants::default()
         }
     }
 

@@ -484,15 +484,17 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         }
         // One host copy serves every reporter due now and the checkpoint
         // (the moves have acted: an exchange is now due for its record).
+        let due = reporters.wants(&sim);
         let wants = match ck_due {
-            true => Some(Wants {
+            true => Some(due.unwrap_or_default().or(Wants {
                 positions: true,
                 dynamics: true,
-            }),
-            false => reporters.wants(&sim),
+                virial: false,
+            })),
+            false => due,
         };
         if let Some(wants) = wants {
-            let frame = HostFrame::pull(&sim, wants);
+            let frame = HostFrame::pull(&sim, wants)?;
             reporters.report(&frame, &sim)?;
             if ck_due {
                 let at = reporters.sync()?;

@@ -92,6 +92,10 @@ pub const THERMOSTAT_TEMPERATURE: (&str, &str) = ("thermostat_temperature", "K")
 /// and density.
 pub const CELL_OBSERVABLES: [(&str, &str); 2] = [("volume", "Å^3"), ("density", "g/cm^3")];
 
+/// Recorded in addition for periodic members of a pair model: each
+/// member's pressure from the virial, (2 K + W)/(3 V).
+pub const PRESSURE: (&str, &str) = ("pressure", "bar");
+
 impl Simulation {
     /// Load the system and model, place R members on the device, draw initial
     /// velocities and evaluate the initial forces.
@@ -193,13 +197,22 @@ impl Simulation {
     /// The observables recorded for this run, (name, unit) in record order.
     pub fn observable_names(&self) -> Vec<(&'static str, &'static str)> {
         let mut names = OBSERVABLES.to_vec();
-        if self.moves.temperatures().is_some() {
+        if self.per_member_temperatures().is_some() {
             names.push(THERMOSTAT_TEMPERATURE);
         }
         if self.state.cells.is_some() {
             names.extend(CELL_OBSERVABLES);
         }
+        if self.records_pressure() {
+            names.push(PRESSURE);
+        }
         names
+    }
+
+    /// Whether the observables include the pressure: periodic members and
+    /// a force provider that gives the virial.
+    pub fn records_pressure(&self) -> bool {
+        self.state.cells.is_some() && self.force.gives_virial()
     }
 
     /// Each member's cell on the host, for periodic members (one copy).
@@ -221,9 +234,15 @@ impl Simulation {
     /// Each member's thermostat temperature (K): its rung under replica
     /// exchange, else the configured temperature.
     pub fn thermostat_temperatures(&self) -> Vec<f64> {
-        self.moves.temperatures().unwrap_or_else(|| {
+        self.per_member_temperatures().unwrap_or_else(|| {
             vec![self.config.integrator.temperature.unwrap_or_default(); self.state.n_members]
         })
+    }
+
+    /// Thermostat temperatures that differ between members: the rungs under
+    /// replica exchange.
+    fn per_member_temperatures(&self) -> Option<Vec<f64>> {
+        self.moves.temperatures()
     }
 
     /// Attempt every move due at the current step (call at a check step;
@@ -278,8 +297,12 @@ impl Simulation {
 
     /// Host copies of the observables ([R] each, in `observable_names` order),
     /// from one device→host transfer.
-    pub fn observables(&self) -> Vec<Vec<f64>> {
-        self.observables_from(&HostFrame::pull(self, Wants::default()))
+    pub fn observables(&self) -> Result<Vec<Vec<f64>>> {
+        let wants = Wants {
+            virial: true,
+            ..Wants::default()
+        };
+        Ok(self.observables_from(&HostFrame::pull(self, wants)?))
     }
 
     /// The observables ([R] each, in `observable_names` order) of `frame`.
@@ -292,7 +315,7 @@ impl Simulation {
             total,
             frame.temperatures(self.dof),
         ];
-        if let Some(t) = self.moves.temperatures() {
+        if let Some(t) = self.per_member_temperatures() {
             values.push(t);
         }
         if let Some(cells) = &frame.cells {
@@ -303,6 +326,13 @@ impl Simulation {
                 .collect();
             values.push(v);
             values.push(density);
+        }
+        if self.records_pressure() {
+            values.push(
+                frame
+                    .pressures_bar()
+                    .expect("frames for the observables hold the virial"),
+            );
         }
         values
     }
@@ -491,7 +521,7 @@ impl Simulation {
             .gt(0.5)
             .unsqueeze(1);
         let temps: Vec<f64> = match (
-            self.moves.temperatures(),
+            self.per_member_temperatures(),
             self.config.integrator.temperature,
             self.config.initial_temperature(),
         ) {
@@ -533,15 +563,20 @@ impl Simulation {
     }
 
     /// A checkpoint of the current state (one device→host copy).
-    pub fn checkpoint(&self, reporters: ReporterPositions, elapsed_seconds: f64) -> Checkpoint {
+    pub fn checkpoint(
+        &self,
+        reporters: ReporterPositions,
+        elapsed_seconds: f64,
+    ) -> Result<Checkpoint> {
         let frame = HostFrame::pull(
             self,
             Wants {
                 positions: true,
                 dynamics: true,
+                virial: false,
             },
-        );
-        self.checkpoint_from(&frame, reporters, elapsed_seconds)
+        )?;
+        Ok(self.checkpoint_from(&frame, reporters, elapsed_seconds))
     }
 
     /// A checkpoint of the state in `frame`, pulled with positions and

@@ -68,9 +68,9 @@ fn a_move_of_ones_own_runs_at_its_interval_and_is_checkpointed() {
             .step(&mut sim.state, sim.force.as_ref())
             .unwrap();
         let producing = sim.state.step > 14;
-        let before = sim.observables()[1].iter().sum::<f64>();
+        let before = sim.observables().unwrap()[1].iter().sum::<f64>();
         sim.attempt_moves(producing).unwrap();
-        let after = sim.observables()[1].iter().sum::<f64>();
+        let after = sim.observables().unwrap()[1].iter().sum::<f64>();
         kinetic_drop.push(after / before);
     }
     let halving = sim.moves.get::<Halving>().unwrap();
@@ -89,14 +89,16 @@ fn a_move_of_ones_own_runs_at_its_interval_and_is_checkpointed() {
     // The replica exchange acted too, at its own interval (20 and 30).
     assert_eq!(sim.replica_exchange().unwrap().n_exchanges, 2);
 
-    let ck = sim.checkpoint(
-        ReporterPositions {
-            observables_rows: 0,
-            exchange_rows: 0,
-            trajectory_bytes: vec![],
-        },
-        0.0,
-    );
+    let ck = sim
+        .checkpoint(
+            ReporterPositions {
+                observables_rows: 0,
+                exchange_rows: 0,
+                trajectory_bytes: vec![],
+            },
+            0.0,
+        )
+        .unwrap();
     assert_eq!(ck.header.moves["halving"], serde_json::json!([21, 28]));
     assert!(ck.header.moves.contains_key("replica_exchange"));
 

@@ -32,6 +32,24 @@ pub trait ForceProvider {
     /// happen where observables are pulled.
     fn compute(&self, state: &BatchState) -> Result<ForceOutput>;
 
+    /// Whether [`ForceProvider::virial`] gives each member's virial.
+    fn gives_virial(&self) -> bool {
+        false
+    }
+
+    /// Each member's virial W = −Σ v·∂E/∂v over the pair vectors v the
+    /// energy depends on ([R] float64, eV), at `state.positions`, from one
+    /// more evaluation: −∂E/∂V under a homogeneous scaling of positions
+    /// and cell is W/(3V), so the pressure is (2 K + W)/(3 V). Only
+    /// providers that see pair vectors (interface v2) can give it; the
+    /// others say so.
+    fn virial(&self, _state: &BatchState) -> Result<Tensor> {
+        Err(crate::error::Error::Invalid(format!(
+            "{} gives no virial (pressure needs a pair model, interface v2)",
+            self.describe()
+        )))
+    }
+
     /// Elements the provider can handle, if it says (None = any).
     fn supported_elements(&self) -> Option<Vec<i64>> {
         None

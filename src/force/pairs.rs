@@ -208,6 +208,16 @@ impl PairForces {
 
     /// The list and the evaluation; `prepare_static`'s warm-up calls too.
     fn evaluate(&self, state: &BatchState) -> Result<ForceOutput> {
+        self.evaluate_with_virial(state, false).map(|(out, _)| out)
+    }
+
+    /// [`PairForces::evaluate`], and with `virial` each member's
+    /// W = Σ v·(−∂E/∂v) over the used entries ([R] float64, eV).
+    fn evaluate_with_virial(
+        &self,
+        state: &BatchState,
+        virial: bool,
+    ) -> Result<(ForceOutput, Option<Tensor>)> {
         let list = self.list.borrow();
         if list.stores() && !self.schedule.get().stepping {
             // Not a step's call: the list must be right for these positions
@@ -234,11 +244,21 @@ impl PairForces {
                 vectors: v,
             })
         })?;
-        let forces = pairs.forces(&minus_grad.to_kind(Kind::Double));
-        Ok(ForceOutput {
+        let minus_grad = minus_grad.to_kind(Kind::Double);
+        let w = virial.then(|| {
+            let used = pairs.mask.unsqueeze(2);
+            let terms = (vectors.to_kind(Kind::Double) * &minus_grad)
+                .where_self(&used, &Tensor::zeros([1], (Kind::Double, vectors.device())));
+            state
+                .layout
+                .sum(&terms.sum_dim_intlist([1, 2].as_slice(), false, Kind::Double))
+        });
+        let forces = pairs.forces(&minus_grad);
+        let out = ForceOutput {
             energies: energies.to_kind(Kind::Double),
             forces: forces.to_kind(state.kind),
-        })
+        };
+        Ok((out, w))
     }
 }
 
@@ -257,6 +277,15 @@ impl ForceProvider for PairForces {
 
     fn supported_elements(&self) -> Option<Vec<i64>> {
         self.model.supported_elements()
+    }
+
+    fn gives_virial(&self) -> bool {
+        true
+    }
+
+    fn virial(&self, state: &BatchState) -> Result<Tensor> {
+        let (_, w) = self.evaluate_with_virial(state, true)?;
+        Ok(w.expect("asked for the virial"))
     }
 
     fn prepare_static(&self, state: &BatchState) -> std::result::Result<(), String> {

@@ -192,6 +192,19 @@ impl ObservablesWriter {
         })
     }
 
+    /// Which of `observables` an existing file records (a file written
+    /// before an observable was added lacks its series).
+    pub fn series_present(path: &Path, observables: &[(&str, &str)]) -> Result<Vec<bool>> {
+        let file = File::open(path).map_err(|err| {
+            Error::output(path, format!("cannot reopen observables to resume ({err}); the file may have been damaged by a crash"))
+        })?;
+        let obs = file.group("observables").map_err(h5err(path))?;
+        Ok(observables
+            .iter()
+            .map(|(name, _)| obs.link_exists(name))
+            .collect())
+    }
+
     /// Reopen a file written by [`ObservablesWriter::create`] to append to
     /// it, cutting every series to its first `rows` records (those a
     /// checkpoint vouches for).

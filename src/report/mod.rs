@@ -133,6 +133,7 @@ pub fn report(run_dir: &Path, options: &ReportOptions) -> Result<ReportSummary> 
         ("temperature", "Temperature (kinetic)"),
         ("volume", "Volume"),
         ("density", "Density"),
+        ("pressure", "Pressure (virial)"),
     ] {
         let Some(series) = data.series(name) else {
             continue;
