@@ -193,6 +193,11 @@ pub struct EnsembleConfig {
     pub velocities: VelocityInit,
     /// Temperature of the initial velocities in K (default: the integrator's).
     pub initial_temperature: Option<f64>,
+    /// A thermostat temperature per group of members (K), instead of
+    /// [integrator] temperature: a temperature scan without exchanges. The
+    /// members are split into equal contiguous groups, one per temperature
+    /// (default members: one per temperature).
+    pub temperatures: Option<Vec<f64>>,
 }
 
 fn one() -> usize {
@@ -697,6 +702,9 @@ impl Config {
         if let Some(rex) = c.replica_exchange.take() {
             c.integrator.temperature = rex.ladder().first().copied();
         }
+        if let Some(t) = c.ensemble.temperatures.take() {
+            c.integrator.temperature = t.first().copied();
+        }
         c.ensemble.members = Some(1);
         c
     }
@@ -705,8 +713,20 @@ impl Config {
         match (&self.replica_exchange, self.ensemble.members) {
             (Some(rex), _) => rex.ladder().len() * rex.members_per_temperature,
             (None, Some(m)) => m,
-            (None, None) => 1,
+            (None, None) => self.ensemble.temperatures.as_ref().map_or(1, Vec::len),
         }
+    }
+
+    /// Each member's thermostat temperature from [ensemble] temperatures
+    /// (contiguous equal groups), if given.
+    pub fn member_temperatures(&self) -> Option<Vec<f64>> {
+        let t = self.ensemble.temperatures.as_ref()?;
+        let per = (self.n_members() / t.len().max(1)).max(1);
+        Some(
+            t.iter()
+                .flat_map(|&x| std::iter::repeat_n(x, per))
+                .collect(),
+        )
     }
 
     /// Temperature of the initial velocities, if any.
@@ -717,6 +737,37 @@ impl Config {
                 .ensemble
                 .initial_temperature
                 .or(self.integrator.temperature),
+        }
+    }
+
+    /// [ensemble] temperatures: a Langevin run without replica exchange or
+    /// [integrator] temperature, positive values, members a multiple of them.
+    fn validate_member_temperatures(&self, t: &[f64], members: usize) -> Result<()> {
+        let key = ["ensemble", "temperatures"];
+        let problem = if t.is_empty() {
+            Some("expected at least one temperature in K".to_string())
+        } else if t.iter().any(|x| !x.is_finite() || *x <= 0.0) {
+            Some("expected positive temperatures in K".into())
+        } else if self.replica_exchange.is_some() {
+            Some("with replica exchange the temperatures come from [replica_exchange]; remove this key".into())
+        } else if self.integrator.temperature.is_some() {
+            Some("give either [integrator] temperature (every member) or [ensemble] temperatures (one per member group), not both".into())
+        } else if self.integrator.kind != IntegratorKind::Langevin {
+            Some(
+                "per-member temperatures need a thermostat: [integrator] kind = \"langevin\""
+                    .into(),
+            )
+        } else if members % t.len() != 0 {
+            Some(format!(
+                "{members} members cannot be split evenly over {} temperatures (members must be a multiple of them)",
+                t.len()
+            ))
+        } else {
+            None
+        };
+        match problem {
+            Some(message) => Err(self.err(&key, message)),
+            None => Ok(()),
         }
     }
 
@@ -847,10 +898,11 @@ impl Config {
         if i.kind == IntegratorKind::Langevin
             && i.temperature.is_none()
             && self.replica_exchange.is_none()
+            && self.ensemble.temperatures.is_none()
         {
             return Err(self.err(
                 &["integrator"],
-                "the Langevin integrator needs `temperature` (K)".into(),
+                "the Langevin integrator needs `temperature` (K), or one per member group in [ensemble] temperatures".into(),
             ));
         }
         if !i.friction.is_finite() || i.friction < 0.0 {
@@ -898,6 +950,9 @@ impl Config {
                 format!("expected 1 to {MAX_MEMBERS} members, got {members}"),
             ));
         }
+        if let Some(t) = &e.temperatures {
+            self.validate_member_temperatures(t, members)?;
+        }
         positive(
             self,
             &["ensemble", "initial_temperature"],
@@ -908,6 +963,7 @@ impl Config {
         if e.velocities == VelocityInit::MaxwellBoltzmann
             && self.initial_temperature().is_none()
             && self.replica_exchange.is_none()
+            && e.temperatures.is_none()
         {
             return Err(self.err(
                 &["ensemble", "velocities"],

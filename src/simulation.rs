@@ -84,8 +84,8 @@ pub const OBSERVABLES: [(&str, &str); 4] = [
     ("temperature", "K"),
 ];
 
-/// Recorded in addition under replica exchange: each replica's current
-/// thermostat temperature.
+/// Recorded in addition under replica exchange (each replica's current
+/// thermostat temperature) and with [ensemble] temperatures.
 pub const THERMOSTAT_TEMPERATURE: (&str, &str) = ("thermostat_temperature", "K");
 
 /// Recorded in addition for periodic members: each member's cell volume
@@ -131,8 +131,11 @@ impl Simulation {
             state: &state,
             cell: cell.as_ref(),
         })?;
-        // Thermostat temperature of each member: its rung of the ladder, or the one temperature.
-        let set_by_moves = moves.temperatures();
+        // Thermostat temperature of each member: its rung of the ladder, its
+        // group's temperature, or the one temperature.
+        let set_by_moves = moves
+            .temperatures()
+            .or_else(|| config.member_temperatures());
         let temperatures = match &set_by_moves {
             Some(t) => Tensor::from_slice(t).to_device(device),
             None => Tensor::full(
@@ -240,9 +243,11 @@ impl Simulation {
     }
 
     /// Thermostat temperatures that differ between members: the rungs under
-    /// replica exchange.
+    /// replica exchange, or [ensemble] temperatures.
     fn per_member_temperatures(&self) -> Option<Vec<f64>> {
-        self.moves.temperatures()
+        self.moves
+            .temperatures()
+            .or_else(|| self.config.member_temperatures())
     }
 
     /// Attempt every move due at the current step (call at a check step;
