@@ -33,6 +33,12 @@ $(VENV)/.setup-done: python/requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps torch-geometric==2.8.1 \
 	  xxhash==4.1.0 psutil==7.2.2 requests==2.34.2 urllib3==2.8.0 certifi==2026.10.19.post1 \
 	  charset-normalizer==3.5.3
+	# sevenn (SevenNet-0) only to export/check models/sevennet_0.pt; --no-deps: of its
+	# dependencies only these are imported (matscipy, ninja, matplotlib are not).
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps sevenn==0.13.0 \
+	  e3nn==0.6.0 opt-einsum==3.4.0 opt-einsum-fx==0.1.4 ase==3.29.0 braceexpand==0.1.7 \
+	  scikit-learn==1.9.1 joblib==1.6.0 threadpoolctl==3.8.0 cloudpickle==3.1.2 \
+	  narwhals==2.29.0 pandas==3.1.1 python-dateutil==4.0.0 six==1.17.0
 	# Chromium renders the `mlff-md report` page in python/check_report.py
 	# (that check is skipped, with a message, where it cannot be installed).
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; } \
@@ -59,7 +65,7 @@ run: build
 # are validated with one member; every other check still covers the config.
 # configs/screen.toml is a screen's config, not a run's: it screens the
 # reader-test records (one molecule is minimised) instead.
-ONE_MEMBER_CONFIGS := configs/peptide_folding_water.toml
+ONE_MEMBER_CONFIGS := configs/peptide_folding_water.toml configs/materials_nvt.toml configs/materials_npt.toml
 SCREEN_CONFIGS := configs/screen.toml
 validate: build
 	for c in configs/*.toml; do \
@@ -82,6 +88,7 @@ test: setup ani-models
 	$(PY) python/check_outputs.py $(BIN)
 	$(PY) python/check_ani.py
 	$(PY) python/check_aimnet2.py
+	$(TEST_MALLOC) $(PY) python/check_sevenn.py
 	$(PY) python/check_report.py $(BIN)
 	$(PY) python/wrap_schnet_example.py $(BIN)
 
@@ -97,6 +104,7 @@ systems: setup
 	# OpenMM for the water boxes (it does not depend on torch)
 	$(PY) -m pip install -q --no-deps openmm==8.6.1
 	$(PY) python/build_water.py
+	$(PY) python/build_crystals.py
 	# Peptides in TIP3P water, no ions (systems/solvated/; about 3 min each)
 	$(PY) python/solvate.py systems/peptides/chignolin_folded.pdb --padding 10 --out systems/solvated/chignolin_water.pdb
 	$(PY) python/solvate.py systems/peptides/trpcage_folded.pdb --padding 8 --out systems/solvated/trpcage_water.pdb

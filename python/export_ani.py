@@ -35,8 +35,9 @@ models/<name>_nl.{pt,json}) by python/export_ani_nl.py, and ANI-2xt
 (models/ani2xt_nl.{pt,json}, weights from the Auto3D wheel) by
 python/export_ani2xt.py, and AIMNet2 wB97M-D3 (models/aimnet2_wb97m.{pt,json}
 and the 4-network ensemble models/aimnet2_wb97m_ens.{pt,json}, charged-model v1
-files from the same wheel) by python/export_aimnet2.py; this
-script runs each in a process of its own.
+files from the same wheel) by python/export_aimnet2.py, and SevenNet-0
+(models/sevennet_0.{pt,json}, contract v2, from the sevenn wheel) by
+python/export_sevenn.py; this script runs each in a process of its own.
 
 Exported interface (see models/README.md):
     forward(atomic_numbers int64[N], positions float[N, 3] (Angstrom),
@@ -121,6 +122,8 @@ ANI2XT_MODELS = {"ani2xt_nl": "ani2xt"}
 # AIMNet2 wB97M-D3 from the Auto3D wheel, contract v1 with charge (python/export_aimnet2.py)
 AIMNET2_MODELS = {"aimnet2_wb97m": "aimnet2_wb97m-d3_0",
                   "aimnet2_wb97m_ens": "aimnet2_wb97m_ens_f"}
+# SevenNet-0 from the sevenn 0.13.0 wheel, contract v2 (python/export_sevenn.py)
+SEVENN_MODELS = {"sevennet_0": "SevenNet_0__11Jul2024"}
 
 
 # --------------------------------------------------------------------------
@@ -467,7 +470,8 @@ def main(argv: List[str]) -> int:
     variants = [(os.path.join(here, "export_ani_static.py"), STATIC_MODELS),
                 (os.path.join(here, "export_ani_nl.py"), NL_MODELS),
                 (os.path.join(here, "export_ani2xt.py"), ANI2XT_MODELS),
-                (os.path.join(here, "export_aimnet2.py"), AIMNET2_MODELS)]
+                (os.path.join(here, "export_aimnet2.py"), AIMNET2_MODELS),
+                (os.path.join(here, "export_sevenn.py"), SEVENN_MODELS)]
     todo = stale(list(MODELS), out_dir, sums, args.update_hashes)
     todo_variants = [script for script, names in variants
                      if stale(list(names), out_dir, sums, args.update_hashes)]
