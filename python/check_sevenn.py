@@ -64,6 +64,7 @@ import torch
 import export_sevenn
 import model_files
 import pair_list
+import pdb_box
 from check_ani import Checker
 from deps import require
 from model_files import ROOT
@@ -161,26 +162,8 @@ def read_xyz(rel):
 
 
 def read_pdb_box(rel):
-    """Atoms and CRYST1 cell (rows a, b, c) of a PDB file."""
-    symbols = {"H": 1, "O": 8, "Si": 14}
-    z, x, par = [], [], None
-    with open(os.path.join(ROOT, "systems", rel)) as f:
-        for line in f:
-            if line.startswith("CRYST1"):
-                par = [float(line[i:i + w]) for i, w in
-                       [(6, 9), (15, 9), (24, 9), (33, 7), (40, 7), (47, 7)]]
-            elif line.startswith(("ATOM", "HETATM")):
-                x.append([float(line[30:38]), float(line[38:46]), float(line[46:54])])
-                z.append(symbols[line[76:78].strip()])
-    if par is None:
-        raise AssertionError(f"systems/{rel} has no CRYST1 record")
-    a, b, c = par[:3]
-    al, be, ga = (math.radians(v) for v in par[3:])
-    cx = c * math.cos(be)
-    cy = c * (math.cos(al) - math.cos(be) * math.cos(ga)) / math.sin(ga)
-    cell = torch.tensor([[a, 0.0, 0.0], [b * math.cos(ga), b * math.sin(ga), 0.0],
-                         [cx, cy, math.sqrt(c * c - cx * cx - cy * cy)]], dtype=torch.float64)
-    return z, x, cell
+    """Atoms and cell of systems/<rel> (python/pdb_box.py)."""
+    return pdb_box.read_pdb_box(os.path.join(ROOT, "systems", rel), {"H": 1, "O": 8, "Si": 14})
 
 
 def systems():

@@ -1,0 +1,35 @@
+"""Atoms and periodic cell of a PDB file with a CRYST1 record, for the checks
+that call models on periodic boxes (python/check_ani.py, python/check_sevenn.py).
+
+    z, x, cell = read_pdb_box(path, {"H": 1, "O": 8})
+"""
+
+import math
+from typing import Dict, List, Tuple
+
+import torch
+
+
+def read_pdb_box(path: str, symbols: Dict[str, int]) -> Tuple[List[int], List[List[float]], torch.Tensor]:
+    """Atomic numbers (the element columns 77-78 through `symbols`),
+    positions (A) and the cell: rows a, b, c in the lower-triangular form
+    (a along x, b in the xy plane), float64 [3, 3], from a, b, c, alpha,
+    beta, gamma of CRYST1. A file without CRYST1 is an error."""
+    z, x, par = [], [], None
+    with open(path) as f:
+        for line in f:
+            if line.startswith("CRYST1"):
+                par = [float(line[i:i + w]) for i, w in
+                       [(6, 9), (15, 9), (24, 9), (33, 7), (40, 7), (47, 7)]]
+            elif line.startswith(("ATOM", "HETATM")):
+                x.append([float(line[30:38]), float(line[38:46]), float(line[46:54])])
+                z.append(symbols[line[76:78].strip()])
+    if par is None:
+        raise AssertionError(f"{path} has no CRYST1 record")
+    a, b, c = par[:3]
+    al, be, ga = (math.radians(v) for v in par[3:])
+    cx = c * math.cos(be)
+    cy = c * (math.cos(al) - math.cos(be) * math.cos(ga)) / math.sin(ga)
+    cell = torch.tensor([[a, 0.0, 0.0], [b * math.cos(ga), b * math.sin(ga), 0.0],
+                         [cx, cy, math.sqrt(c * c - cx * cx - cy * cy)]], dtype=torch.float64)
+    return z, x, cell
