@@ -52,6 +52,14 @@ parts() {
 
 part() { [[ $PARTS == *",$1,"* ]]; }
 
+# gpu_tests_part: the GPU tests (benches/gpu_tests.sh) into $OUT/gpu_tests,
+# when the part `tests` was picked and a test binary given.
+gpu_tests_part() {
+  part tests && [ -n "$TESTBIN" ] || return 0
+  mkdir -p "$OUT/gpu_tests"
+  t 300 gpu_tests env OUT="$OUT/gpu_tests" bash benches/gpu_tests.sh "$TESTBIN" "$COMMIT"
+}
+
 pack() {
   echo "total $SECONDS s"
   tar czf "$FINAL/results.tgz" -C "$OUT" .

@@ -32,10 +32,7 @@ for f in $NL $ALA $CHIG $WATER; do [ -e "$f" ] || { echo "missing $f (carry it)"
 sha256sum models/*.pt > "$OUT/models.sha256"
 echo "$COMMIT" > "$OUT/commit.txt"
 
-if part tests && [ -n "$TESTBIN" ]; then
-  mkdir -p "$OUT/gpu_tests"
-  t 300 gpu_tests env OUT="$OUT/gpu_tests" bash benches/gpu_tests.sh "$TESTBIN" "$COMMIT"
-fi
+gpu_tests_part
 
 if part engine; then
   E="$BIN bench md --device cuda --warmup 10"

@@ -68,10 +68,7 @@ if part solvated && [ -e "$SOLV" ]; then
 fi
 
 # last: the first to go when the budget runs out
-if part tests && [ -n "$TESTBIN" ]; then
-  mkdir -p "$OUT/gpu_tests"
-  t 300 gpu_tests env OUT="$OUT/gpu_tests" bash benches/gpu_tests.sh "$TESTBIN" "$COMMIT"
-fi
+gpu_tests_part
 
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
 import glob, json, os, sys

@@ -61,10 +61,7 @@ if part water; then
     --output "$OUT/water_npt" --overwrite --quiet
   rm -f "$OUT"/water_npt/*.xtc "$OUT"/water_npt/checkpoint*
 fi
-if part tests && [ -n "$TESTBIN" ]; then
-  mkdir -p "$OUT/gpu_tests"
-  t 300 gpu_tests env OUT="$OUT/gpu_tests" bash benches/gpu_tests.sh "$TESTBIN" "$COMMIT"
-fi
+gpu_tests_part
 
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
 import glob, json, os, sys

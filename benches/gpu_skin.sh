@@ -37,10 +37,7 @@ if part reference; then
   t 45 ref_water3k $REF --structure $WATER --replicas 8 --steps 100 --out "$OUT/ref_water3k.json"
   t 90 ref_chigwater $REF --structure $SOLV --replicas ${SOLV_R:-32} --steps 50 --out "$OUT/ref_chigwater.json"
 fi
-if part tests && [ -n "$TESTBIN" ]; then
-  mkdir -p "$OUT/gpu_tests"
-  t 300 gpu_tests env OUT="$OUT/gpu_tests" bash benches/gpu_tests.sh "$TESTBIN" "$COMMIT"
-fi
+gpu_tests_part
 
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
 import glob, json, os, sys
