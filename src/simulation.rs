@@ -212,10 +212,10 @@ impl Simulation {
         names
     }
 
-    /// Whether the observables include the pressure: periodic members and
-    /// a force provider that gives the virial.
+    /// Whether the observables include the pressure: periodic members, a
+    /// force provider that gives the virial, and [output] pressure on.
     pub fn records_pressure(&self) -> bool {
-        self.state.cells.is_some() && self.force.gives_virial()
+        self.config.output.pressure && self.state.cells.is_some() && self.force.gives_virial()
     }
 
     /// Each member's cell on the host, for periodic members (one copy).

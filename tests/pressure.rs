@@ -165,7 +165,8 @@ fn the_pressure_is_the_volume_derivative_of_the_energy_plus_the_kinetic_term() {
 
 /// A continued NPT run whose observables.h5 was written before the
 /// pressure was recorded (its series removed here) goes on, says so, and
-/// keeps the file consistent; a free (non-periodic) run records no pressure.
+/// keeps the file consistent; a free (non-periodic) run records no pressure,
+/// and neither does a periodic one with [output] pressure = false.
 #[test]
 fn a_file_from_before_the_pressure_continues_without_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -215,4 +216,19 @@ fn a_file_from_before_the_pressure_continues_without_it() {
     let sim = Simulation::from_config(&Config::from_file(&free).unwrap()).unwrap();
     assert!(sim.state.cells.is_none());
     assert_eq!(index_of(&sim, "pressure"), None);
+
+    // [output] pressure = false turns it off for a periodic run.
+    let off_dir = tmp.path().join("off");
+    std::fs::create_dir_all(&off_dir).unwrap();
+    let off = lj_config(&off_dir, cubic, 2, "", 10);
+    let text = std::fs::read_to_string(&off).unwrap();
+    std::fs::write(
+        &off,
+        text.replace("[output]\n", "[output]\npressure = false\n"),
+    )
+    .unwrap();
+    let sim = Simulation::from_config(&Config::from_file(&off).unwrap()).unwrap();
+    assert!(sim.state.cells.is_some());
+    assert_eq!(index_of(&sim, "pressure"), None);
+    assert!(sim.observable_names().iter().any(|(n, _)| *n == "volume"));
 }
