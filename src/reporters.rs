@@ -310,34 +310,12 @@ macro_rules! any_impls {
 pub struct ObservablesReporter {
     pub writer: ObservablesWriter,
     every: u64,
-    /// Per observable of the run: whether the file records it (a file
-    /// written before pressure was recorded goes on without it).
-    recorded: Vec<bool>,
 }
 
 impl ObservablesReporter {
     fn open(sim: &Simulation, out: &Path, resume_at: Option<&ReporterPositions>) -> Result<Self> {
         let path = out.join("observables.h5");
-        let all = sim.observable_names();
-        let mut names = all.clone();
-        if resume_at.is_some() {
-            let present = ObservablesWriter::series_present(&path, &all)?;
-            for ((name, _), here) in all.iter().zip(&present) {
-                if !here && ADDED_LATER.contains(name) {
-                    eprintln!(
-                        "note: {} was written before {name} was recorded; the continued run does not add it",
-                        path.display()
-                    );
-                }
-            }
-            names = all
-                .iter()
-                .zip(&present)
-                .filter(|((name, _), here)| **here || !ADDED_LATER.contains(name))
-                .map(|(n, _)| *n)
-                .collect();
-        }
-        let recorded = all.iter().map(|n| names.contains(n)).collect();
+        let names = sim.observable_names();
         let writer = match resume_at {
             None => ObservablesWriter::create(
                 &path,
@@ -351,12 +329,18 @@ impl ObservablesReporter {
                 sim.state.n_members,
                 &names,
                 at.observables_rows,
+                &ADDED_LATER,
             )?,
         };
+        for name in writer.lacking() {
+            eprintln!(
+                "note: {} was written before {name} was recorded; the continued run does not add it",
+                path.display()
+            );
+        }
         Ok(ObservablesReporter {
             writer,
             every: sim.config.output.observables_interval,
-            recorded,
         })
     }
 }
@@ -379,12 +363,7 @@ impl Reporter for ObservablesReporter {
 
     fn report(&mut self, frame: &HostFrame, sim: &Simulation) -> Result<()> {
         let values = sim.observables_from(frame);
-        let refs: Vec<&[f64]> = values
-            .iter()
-            .zip(&self.recorded)
-            .filter(|(_, kept)| **kept)
-            .map(|(v, _)| v.as_slice())
-            .collect();
+        let refs: Vec<&[f64]> = values.iter().map(Vec::as_slice).collect();
         self.writer.append(frame.step, frame.time_fs, &refs)?;
         self.writer.flush()
     }

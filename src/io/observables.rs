@@ -129,7 +129,9 @@ pub struct ObservablesWriter {
     file: File,
     path: PathBuf,
     names: Vec<String>,
-    series: Vec<Series>,
+    /// One per name; None for a series an existing file lacks (an
+    /// observable added after it was written), which appends skip.
+    series: Vec<Option<Series>>,
     n_members: usize,
 }
 
@@ -176,12 +178,12 @@ impl ObservablesWriter {
         let mut series = Vec::new();
         for (name, unit) in observables {
             let g = obs.create_group(name).map_err(&e)?;
-            series.push(Series {
+            series.push(Some(Series {
                 step: Table::create::<i64>(&g, "step", None, None).map_err(&e)?,
                 time: Table::create::<f64>(&g, "time", None, Some("fs")).map_err(&e)?,
                 value: Table::create::<f64>(&g, "value", Some(n_members), Some(unit))
                     .map_err(&e)?,
-            });
+            }));
         }
         Ok(ObservablesWriter {
             file,
@@ -192,27 +194,18 @@ impl ObservablesWriter {
         })
     }
 
-    /// Which of `observables` an existing file records (a file written
-    /// before an observable was added lacks its series).
-    pub fn series_present(path: &Path, observables: &[(&str, &str)]) -> Result<Vec<bool>> {
-        let file = File::open(path).map_err(|err| {
-            Error::output(path, format!("cannot reopen observables to resume ({err}); the file may have been damaged by a crash"))
-        })?;
-        let obs = file.group("observables").map_err(h5err(path))?;
-        Ok(observables
-            .iter()
-            .map(|(name, _)| obs.link_exists(name))
-            .collect())
-    }
-
     /// Reopen a file written by [`ObservablesWriter::create`] to append to
     /// it, cutting every series to its first `rows` records (those a
-    /// checkpoint vouches for).
+    /// checkpoint vouches for). A series named in `may_lack` that the file
+    /// does not have (it was written before that observable existed) is
+    /// left out of every append ([`ObservablesWriter::lacking`]); any other
+    /// missing series is an error.
     pub fn open_existing(
         path: &Path,
         n_members: usize,
         observables: &[(&str, &str)],
         rows: usize,
+        may_lack: &[&str],
     ) -> Result<Self> {
         let e = h5err(path);
         let file = File::open_rw(path).map_err(|err| {
@@ -221,12 +214,16 @@ impl ObservablesWriter {
         let obs = file.group("observables").map_err(&e)?;
         let mut series = Vec::new();
         for (name, _) in observables {
+            if may_lack.contains(name) && !obs.link_exists(name) {
+                series.push(None);
+                continue;
+            }
             let g = obs.group(name).map_err(&e)?;
-            series.push(Series {
+            series.push(Some(Series {
                 step: Table::open(&g, "step", rows).map_err(&e)?,
                 time: Table::open(&g, "time", rows).map_err(&e)?,
                 value: Table::open(&g, "value", rows).map_err(&e)?,
-            });
+            }));
         }
         Ok(ObservablesWriter {
             file,
@@ -239,7 +236,20 @@ impl ObservablesWriter {
 
     /// Records written so far.
     pub fn rows(&self) -> usize {
-        self.series.first().map_or(0, |s| s.step.rows())
+        self.series
+            .iter()
+            .flatten()
+            .next()
+            .map_or(0, |s| s.step.rows())
+    }
+
+    /// The observables this (existing) file has no series for.
+    pub fn lacking(&self) -> impl Iterator<Item = &str> {
+        self.names
+            .iter()
+            .zip(&self.series)
+            .filter(|(_, s)| s.is_none())
+            .map(|(n, _)| n.as_str())
     }
 
     /// An existing top-level group.
@@ -247,7 +257,8 @@ impl ObservablesWriter {
         self.file.group(name).map_err(h5err(&self.path))
     }
 
-    /// Append one record: `values[i]` (length R) for observable `i`.
+    /// Append one record: `values[i]` (length R) for observable `i` (those
+    /// the file lacks are checked and skipped).
     pub fn append(&mut self, step: u64, time_fs: f64, values: &[&[f64]]) -> Result<()> {
         let e = h5err(&self.path);
         assert_eq!(
@@ -266,6 +277,9 @@ impl ObservablesWriter {
                     ),
                 ));
             }
+            let Some(series) = series else {
+                continue;
+            };
             series.step.append(&[step as i64]).map_err(&e)?;
             series.time.append(&[time_fs]).map_err(&e)?;
             series.value.append(vals).map_err(&e)?;
