@@ -453,8 +453,8 @@ pub struct OutputConfig {
     #[serde(default)]
     pub wrap: WrapMode,
     /// Record the virial pressure of periodic members (pair models): one
-    /// more force evaluation per observables record (about 1-2 % of a
-    /// water run with records every 100 steps); false saves it.
+    /// more force evaluation per observables record (about 2 % of the
+    /// ANI-1x water run recording every 100 steps); false saves it.
     #[serde(default = "yes")]
     pub pressure: bool,
 }
