@@ -64,3 +64,27 @@ pack() {
   echo "total $SECONDS s"
   tar czf "$FINAL/results.tgz" -C "$OUT" .
 }
+
+# chunk_run NAME CONFIG RUN: one device call's share of a run too long for
+# one call. CONFIG (in the scratch tree $W, whose out/ holds the run, so the
+# paths stored in its checkpoint are the same in every call) is started, or
+# resumed from RUN (the run directory the caller carried) when that holds a
+# checkpoint; it steps until 25 s before DEADLINE, is stopped by SIGINT (the
+# engine writes a checkpoint and exits 130) and comes back as $FINAL/NAME,
+# to be carried into the next call. The log is $FINAL/run_NAME.log.
+chunk_run() {
+  local name=$1 cfg=$2 run=$3 how=--overwrite
+  if [ -e "$run/checkpoint.bin" ]; then
+    cp -r "$run" "$W/out/$name" && chmod -R u+w "$W/out/$name"
+    rm -f "$W/out/$name/.mlff-md.lock"
+    how=--resume
+  fi
+  local left=$((DEADLINE - SECONDS - 25))
+  echo "== run $name $how for at most ${left}s"
+  timeout -s INT "$left" "$BIN" run "$cfg" $how --output "$W/out/$name" > "$FINAL/run_$name.log" 2>&1
+  echo "   rc $? (124: stopped at the time limit by SIGINT, checkpoint written), $SECONDS s"
+  tail -n 5 "$FINAL/run_$name.log" | cut -c1-220
+  rm -f "$W/out/$name/.mlff-md.lock"
+  cp -r "$W/out/$name" "$FINAL/$name"
+  ls -la "$FINAL/$name"
+}

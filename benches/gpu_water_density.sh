@@ -2,7 +2,7 @@
 # The equilibrium density of ANI-1x water (issue 13): configs/water_npt.toml
 # (NPT, 300 K, 1 bar) with MEMBERS (default 8) members and no trajectory,
 # run towards TARGET_STEPS (default 200,000 = 100 ps) in chunks, one per
-# device call. Each call starts the run, or resumes it from the run
+# device call (chunk_run in gpu_env.sh). Each call starts the run, or resumes it from the run
 # directory the caller carried (RUNDIR, default out/water_density), steps
 # until BUDGET_S (default 570) is nearly spent, stops it with SIGINT (the
 # engine writes a checkpoint and exits 130) and returns the run directory
@@ -28,19 +28,4 @@ cp models/ani1x_nl.pt "$W/models/" && cp systems/water/water_1k.pdb "$W/systems/
 sha256sum "$W/models/ani1x_nl.pt" > "$FINAL/models.sha256"
 sed -e "s/^members = 16/members = ${MEMBERS:-8}/" -e 's/^trajectory_interval = 1000/trajectory_interval = 0/' \
   -e "s/^steps = 100000 .*/steps = ${TARGET_STEPS:-200000}/" configs/water_npt.toml > "$W/configs/water_npt.toml"
-if [ -e "$RUN/checkpoint.bin" ]; then
-  cp -r "$RUN" "$W/out/water_density" && chmod -R u+w "$W/out/water_density"
-  rm -f "$W/out/water_density/.mlff-md.lock"
-  how=--resume
-else
-  how=--overwrite
-fi
-left=$((DEADLINE - SECONDS - 25))
-echo "== run $how for at most ${left}s"
-timeout -s INT "$left" "$BIN" run "$W/configs/water_npt.toml" $how --output "$W/out/water_density" \
-  > "$FINAL/run_water_density.log" 2>&1
-echo "   rc $? (124: stopped at the time limit by SIGINT, checkpoint written), $SECONDS s"
-tail -n 5 "$FINAL/run_water_density.log" | cut -c1-220
-rm -f "$W/out/water_density/.mlff-md.lock"
-cp -r "$W/out/water_density" "$FINAL/water_density"
-ls -la "$FINAL/water_density"
+chunk_run water_density "$W/configs/water_npt.toml" "$RUN"
