@@ -218,12 +218,18 @@ fn resume_target(config: &Config, options: &RunOptions, ck: &Checkpoint) -> u64 
 /// The stepper for the simulation as it is now: at the start, and after
 /// anything that changed the shapes a captured step reads (a grown list).
 fn stepper_for(config: &Config, sim: &mut Simulation) -> Result<Stepper> {
-    Stepper::new(
+    let mut stepper = Stepper::new(
         config.run.cuda_graphs,
         &sim.state,
         sim.force.as_ref(),
         sim.integrator.as_mut(),
-    )
+    )?;
+    // The barostat's trial volumes and the pressure evaluate forces
+    // outside the captured step.
+    if sim.barostat().is_some() || sim.records_pressure() {
+        stepper.keep_room_for_eager_forces();
+    }
+    Ok(stepper)
 }
 
 pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
@@ -412,6 +418,11 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         if check_due {
             if let (Some(what), Some(snapshot)) = (sim.force.overflow(), last_check.as_ref()) {
                 let from = snapshot.step;
+                // The captured graphs go first, and their memory pools with
+                // them: the larger list and the eager steps after it must not
+                // find the GPU still holding the old step's pool.
+                drop(stepper);
+                crate::cuda_graph::release_cached_memory();
                 sim.rewind(snapshot);
                 sim.force.grow(&sim.state)?;
                 regrown += 1;
@@ -420,7 +431,6 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
                         "the neighbour list ran out of room {regrown} times ({what}); the system keeps compressing (a blow-up?)"
                     )));
                 }
-                drop(stepper);
                 stepper = stepper_for(config, &mut sim)?;
                 if !options.quiet {
                     let done = if what.starts_with("an atom moved") {

@@ -65,6 +65,14 @@ pub struct Stepper {
     /// Why steps run eagerly, or that they are graphed.
     status: String,
     captures: usize,
+    /// Set by [`Stepper::keep_room_for_eager_forces`]: the device whose
+    /// memory must leave room, beside the captured step, for one eager
+    /// force evaluation, and that evaluation's peak (measured in the last
+    /// warm-up step).
+    eager_room: Option<usize>,
+    eager_peak: Option<u64>,
+    /// The CUDA device of a stepper that may capture.
+    cuda_index: Option<usize>,
     // Dropped last: the graph must go before the stream it was captured on.
     _stream: Option<SideStream>,
 }
@@ -91,6 +99,9 @@ impl Stepper {
                 policy,
                 status: format!("{why}; steps run eagerly"),
                 captures: 0,
+                eager_room: None,
+                eager_peak: None,
+                cuda_index: None,
                 _stream: None,
             })
         };
@@ -121,8 +132,22 @@ impl Stepper {
                 "CUDA graphs: capturing one step after {WARMUP_STEPS} eager warm-up steps"
             ),
             captures: 0,
+            eager_room: None,
+            eager_peak: None,
+            cuda_index: Some(index),
             _stream: Some(stream),
         })
+    }
+
+    /// Force evaluations will also run outside the captured step (a
+    /// barostat's trial volumes, the pressure): they cannot use the
+    /// graph's private memory pool, so under policy Auto a graph that
+    /// leaves too little room for one of them is dropped and steps run
+    /// eagerly (chignolin in water x 32 on an H200: an 87 GiB pool and a
+    /// 65 GiB eager evaluation do not fit in 140 GiB). Under policy On
+    /// the graph is kept, with a warning.
+    pub fn keep_room_for_eager_forces(&mut self) {
+        self.eager_room = self.cuda_index;
     }
 
     /// One line for the log: graphed or why not.
@@ -159,9 +184,16 @@ impl Stepper {
         match &mut self.mode {
             Mode::Eager => eager_step(state, force, integrator),
             Mode::Warmup { left } => {
+                let last = *left <= 1;
+                if let (true, Some(index)) = (last, self.eager_room) {
+                    cuda_graph::reset_peak_memory(index);
+                }
                 eager_step(state, force, integrator)?;
                 *left = left.saturating_sub(1);
-                if *left == 0 {
+                if last {
+                    if let Some(index) = self.eager_room {
+                        self.eager_peak = cuda_graph::memory_stats(index).map(|(peak, _)| peak);
+                    }
                     self.capture(state, force, integrator)?;
                 }
                 Ok(())
@@ -199,8 +231,25 @@ impl Stepper {
         // neighbour-list regrowth fail for lack of 12 GB).
         self.mode = Mode::Eager;
         cuda_graph::release_cached_memory();
-        match record(state, force, integrator) {
+        let before = self.eager_room.and_then(|i| {
+            Some((
+                cuda_graph::memory_stats(i)?.1,
+                cuda_graph::device_memory(i)?.0,
+            ))
+        });
+        let recorded = record(state, force, integrator);
+        match recorded {
             Ok(captured) => {
+                if let Some(why) = self.too_little_room(before) {
+                    if self.policy != GraphPolicy::On {
+                        drop(captured);
+                        cuda_graph::release_cached_memory();
+                        self.status = format!("CUDA graphs: off ({why}); steps run eagerly");
+                        eprintln!("note: {}", self.status);
+                        return Ok(());
+                    }
+                    eprintln!("warning: {why}; kept because CUDA graphs are \"on\"");
+                }
                 self.captures += 1;
                 self.mode = Mode::Replay(captured);
                 self.status = "CUDA graphs: on (one captured step replayed per step)".into();
@@ -246,6 +295,72 @@ fn as_step<T>(force: &dyn ForceProvider, step: impl FnOnce() -> T) -> T {
         u.stepping(false);
     }
     out
+}
+
+impl Stepper {
+    /// Why the graph just captured leaves too little free memory for one
+    /// eager force evaluation, if it does. `before`: (bytes reserved by
+    /// the allocator, bytes free on the device) before the capture.
+    fn too_little_room(&self, before: Option<(u64, u64)>) -> Option<String> {
+        let (index, peak, (held, free_before)) = (self.eager_room?, self.eager_peak?, before?);
+        let (free, _) = cuda_graph::device_memory(index)?;
+        room_verdict(peak, held, free_before, free)
+    }
+}
+
+/// The rule of [`Stepper::keep_room_for_eager_forces`]: an eager force
+/// evaluation needs its measured peak less what was already held when it
+/// was measured (`peak - held`, bytes), and a tenth more (the allocator
+/// rounds and fragments); None when the `free` bytes left after capture
+/// (`free_before` before it) are enough, else why not.
+pub fn room_verdict(peak: u64, held: u64, free_before: u64, free: u64) -> Option<String> {
+    let need = peak.saturating_sub(held);
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    ((free as f64) < 1.1 * need as f64).then(|| {
+        format!(
+            "the captured step holds {:.1} GiB of GPU memory, and a force evaluation outside it (barostat, pressure) needs about {:.1} GiB more, with {:.1} GiB free",
+            gib(free_before.saturating_sub(free)),
+            gib(need),
+            gib(free)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::room_verdict;
+
+    const GIB: f64 = (1u64 << 30) as f64;
+
+    fn bytes(gib: f64) -> u64 {
+        (gib * GIB) as u64
+    }
+
+    /// The two captures of chignolin in water x 32 on an H200 (memory
+    /// read by the engine, 2026-12-04): with 34 inner neighbours the
+    /// graph fitted beside an eager evaluation (it ran for thousands of
+    /// steps); with 35 the eager barostat evaluation ran out of memory.
+    #[test]
+    fn room_verdict_matches_what_the_h200_allowed() {
+        assert_eq!(
+            room_verdict(bytes(48.79), bytes(1.625), bytes(137.37), bytes(60.49)),
+            None
+        );
+        let why = room_verdict(bytes(60.13), bytes(1.82), bytes(137.17), bytes(51.72))
+            .expect("too little room");
+        assert!(
+            why.contains("holds 85.5 GiB")
+                && why.contains("58.3 GiB more")
+                && why.contains("51.7 GiB free"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn room_verdict_keeps_a_tenth_in_reserve() {
+        assert!(room_verdict(bytes(11.0), bytes(1.0), bytes(100.0), bytes(10.5)).is_some());
+        assert!(room_verdict(bytes(11.0), bytes(1.0), bytes(100.0), bytes(11.5)).is_none());
+    }
 }
 
 fn graph_error(e: cuda_graph::GraphError) -> Error {
