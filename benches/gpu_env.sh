@@ -71,12 +71,18 @@ pack() {
 # resumed from RUN (the run directory the caller carried) when that holds a
 # checkpoint; it steps until 25 s before DEADLINE, is stopped by SIGINT (the
 # engine writes a checkpoint and exits 130) and comes back as $FINAL/NAME,
-# to be carried into the next call. The log is $FINAL/run_NAME.log.
+# to be carried into the next call: its trajectories and topology packed in
+# NAME/trajectories.tgz (the device returns a limited number of files),
+# unpacked again when carried back, and without checkpoint.prev.bin (the
+# device returns files of limited size). The log is $FINAL/run_NAME.log.
 chunk_run() {
   local name=$1 cfg=$2 run=$3 how=--overwrite
   if [ -e "$run/checkpoint.bin" ]; then
     cp -r "$run" "$W/out/$name" && chmod -R u+w "$W/out/$name"
     rm -f "$W/out/$name/.mlff-md.lock"
+    if [ -e "$W/out/$name/trajectories.tgz" ]; then
+      tar -C "$W/out/$name" -xzf "$W/out/$name/trajectories.tgz" && rm "$W/out/$name/trajectories.tgz"
+    fi
     how=--resume
   fi
   local left=$((DEADLINE - SECONDS - 25))
@@ -85,6 +91,15 @@ chunk_run() {
   echo "   rc $? (124: stopped at the time limit by SIGINT, checkpoint written), $SECONDS s"
   tail -n 5 "$FINAL/run_$name.log" | cut -c1-220
   rm -f "$W/out/$name/.mlff-md.lock"
-  cp -r "$W/out/$name" "$FINAL/$name"
+  mkdir -p "$FINAL/$name"
+  local f frames=()
+  for f in "$W/out/$name"/*; do
+    case "$f" in
+      *.xtc | *.dcd | *.trr | *.nc | *.xyz | *.pdb) frames+=("$(basename "$f")") ;;
+      */checkpoint.prev.bin) ;;
+      *) cp -r "$f" "$FINAL/$name/" ;;
+    esac
+  done
+  [ ${#frames[@]} -gt 0 ] && tar -C "$W/out/$name" -czf "$FINAL/$name/trajectories.tgz" "${frames[@]}"
   ls -la "$FINAL/$name"
 }
