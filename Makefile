@@ -91,6 +91,7 @@ test: setup ani-models
 	$(TEST_MALLOC) $(PY) python/check_sevenn.py
 	$(PY) python/check_report.py $(BIN)
 	$(PY) python/wrap_schnet_example.py $(BIN)
+	$(PY) python/check_pt2.py $(BIN)
 
 # Regenerate the committed test models (models/morse_test.pt, tests/data/*.pt);
 # not needed to build or test, and not run by them.

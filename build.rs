@@ -13,12 +13,20 @@
 //! depends on) and their `crt/` part (the nvidia-cuda-crt wheel, installed by
 //! `make setup`). Otherwise the crate is built without the `mlff_cuda_graphs`
 //! cfg and CUDA graphs report themselves unavailable at run time.
+//!
+//! src/aoti_shim.cpp does the same for AOTInductor packages (.pt2) through
+//! libtorch's AOTIModelPackageLoader (cfg `mlff_aoti`), built with the
+//! CUDA-graph shim. A package's wrapper.so names libtorch.so, which the
+//! binary must then load itself (dlopen does not search the binary's
+//! rpath for a library's dependencies), so it is linked in as well.
 use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=src/cuda_graph_shim.cpp");
+    println!("cargo:rerun-if-changed=src/aoti_shim.cpp");
     println!("cargo::rustc-check-cfg=cfg(mlff_cuda_graphs)");
+    println!("cargo::rustc-check-cfg=cfg(mlff_aoti)");
     let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
     };
@@ -38,12 +46,24 @@ fn main() {
                 .std("c++17")
                 .file("src/cuda_graph_shim.cpp")
                 .warnings(false);
+            let aoti = includes[0]
+                .join("torch/csrc/inductor/aoti_package/model_package_loader.h")
+                .exists();
+            if aoti {
+                build.file("src/aoti_shim.cpp");
+            } else {
+                println!("cargo:warning=.pt2 packages disabled: AOTIModelPackageLoader's header not found");
+            }
             for inc in includes {
                 build.include(inc);
             }
             build.compile("mlff_cuda_graph_shim");
             println!("cargo:rustc-link-arg=-lc10_cuda");
             println!("cargo:rustc-cfg=mlff_cuda_graphs");
+            if aoti {
+                println!("cargo:rustc-link-arg=-ltorch");
+                println!("cargo:rustc-cfg=mlff_aoti");
+            }
         }
         Err(missing) => println!("cargo:warning=CUDA graphs disabled: {missing} not found"),
     }

@@ -77,6 +77,12 @@ pub struct ModelReport {
 /// Load `path` on `device` and evaluate it on a probe molecule; every
 /// reason the file cannot be used is an input error (exit 2) naming it.
 pub fn inspect(path: &Path, device: Device, dtype: Kind) -> Result<ModelReport> {
+    if crate::force::aoti::is_package(path) {
+        return Err(Error::model(
+            path,
+            "is an AOTInductor package (.pt2): compiled for one molecule and member count (python/export_pt2.py), it cannot be probed on another molecule; `mlff-md inspect` reads TorchScript models, and a run with this file as [model] path checks it against its system",
+        ));
+    }
     let model = TorchScriptModel::load(path, device, dtype)?;
     let cannot_read = |e: std::io::Error| Error::model(path, format!("cannot read: {e}"));
     let sha256 = file_sha256(path).map_err(cannot_read)?;

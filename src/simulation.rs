@@ -752,6 +752,16 @@ pub fn force_provider(
     let force: Box<dyn ForceProvider> = match model.kind {
         ModelKind::Torchscript => {
             let path = source.resolve(model.path.as_deref().unwrap_or(Path::new("")));
+            if crate::force::aoti::is_package(&path) {
+                if periodic {
+                    return Err(Error::model(
+                        &path,
+                        "is an AOTInductor package of contract pt2-v1 (isolated molecules), and this system is periodic",
+                    ));
+                }
+                let loaded = crate::force::AotiForces::load(&path, state)?;
+                return Ok((Box::new(loaded), file_sha256(&path).ok()));
+            }
             let loaded = TorchScriptModel::load(&path, state.device, model.dtype.kind())?;
             sha256 = file_sha256(&path).ok();
             if loaded.takes_pairs() {

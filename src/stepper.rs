@@ -326,43 +326,6 @@ pub fn room_verdict(peak: u64, held: u64, free_before: u64, free: u64) -> Option
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::room_verdict;
-
-    const GIB: f64 = (1u64 << 30) as f64;
-
-    fn bytes(gib: f64) -> u64 {
-        (gib * GIB) as u64
-    }
-
-    /// The two captures of chignolin in water x 32 on an H200 (memory
-    /// read by the engine, 2026-12-04): with 34 inner neighbours the
-    /// graph fitted beside an eager evaluation (it ran for thousands of
-    /// steps); with 35 the eager barostat evaluation ran out of memory.
-    #[test]
-    fn room_verdict_matches_what_the_h200_allowed() {
-        assert_eq!(
-            room_verdict(bytes(48.79), bytes(1.625), bytes(137.37), bytes(60.49)),
-            None
-        );
-        let why = room_verdict(bytes(60.13), bytes(1.82), bytes(137.17), bytes(51.72))
-            .expect("too little room");
-        assert!(
-            why.contains("holds 85.5 GiB")
-                && why.contains("58.3 GiB more")
-                && why.contains("51.7 GiB free"),
-            "{why}"
-        );
-    }
-
-    #[test]
-    fn room_verdict_keeps_a_tenth_in_reserve() {
-        assert!(room_verdict(bytes(11.0), bytes(1.0), bytes(100.0), bytes(10.5)).is_some());
-        assert!(room_verdict(bytes(11.0), bytes(1.0), bytes(100.0), bytes(11.5)).is_none());
-    }
-}
-
 fn graph_error(e: cuda_graph::GraphError) -> Error {
     Error::Simulation(format!("CUDA graph: {e}"))
 }
@@ -452,4 +415,41 @@ fn record(
         rebuild,
         inputs: input_addresses(state, force, integrator),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::room_verdict;
+
+    const GIB: f64 = (1u64 << 30) as f64;
+
+    fn bytes(gib: f64) -> u64 {
+        (gib * GIB) as u64
+    }
+
+    /// The two captures of chignolin in water x 32 on an H200 (memory
+    /// read by the engine, 2026-12-04): with 34 inner neighbours the
+    /// graph fitted beside an eager evaluation (it ran for thousands of
+    /// steps); with 35 the eager barostat evaluation ran out of memory.
+    #[test]
+    fn room_verdict_matches_what_the_h200_allowed() {
+        assert_eq!(
+            room_verdict(bytes(48.79), bytes(1.625), bytes(137.37), bytes(60.49)),
+            None
+        );
+        let why = room_verdict(bytes(60.13), bytes(1.82), bytes(137.17), bytes(51.72))
+            .expect("too little room");
+        assert!(
+            why.contains("holds 85.5 GiB")
+                && why.contains("58.3 GiB more")
+                && why.contains("51.7 GiB free"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn room_verdict_keeps_a_tenth_in_reserve() {
+        assert!(room_verdict(bytes(11.0), bytes(1.0), bytes(100.0), bytes(10.5)).is_some());
+        assert!(room_verdict(bytes(11.0), bytes(1.0), bytes(100.0), bytes(11.5)).is_none());
+    }
 }

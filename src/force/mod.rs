@@ -8,10 +8,12 @@ use crate::neighbors::ListShape;
 use crate::state::BatchState;
 
 pub mod analytic;
+pub mod aoti;
 pub mod pairs;
 pub mod torchscript;
 
 pub use analytic::{Harmonic, LennardJones};
+pub use aoti::AotiForces;
 pub use pairs::{LennardJonesPairs, PairForces, PairInputs, PairModel};
 pub use torchscript::TorchScriptModel;
 

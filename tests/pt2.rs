@@ -1,0 +1,75 @@
+//! AOTInductor packages (.pt2): what the engine refuses, by exit status and
+//! message. A real package is compiled and run against its TorchScript
+//! model by python/check_pt2.py (make test), since compiling one needs
+//! torch._inductor and a C++ compiler.
+
+mod common;
+
+use common::runs::{bin, config_with_model, stderr};
+
+const INTEGRATOR: &str = "[integrator]\nkind = \"langevin\"\ntimestep = 0.5\ntemperature = 300.0\n";
+
+#[test]
+fn a_file_that_is_not_a_package_is_refused_by_run_and_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("not_a_package.pt2");
+    std::fs::write(&fake, b"PK\x03\x04 not a zip archive").unwrap();
+
+    let cfg = config_with_model(
+        dir.path(),
+        "run.toml",
+        &dir.path().join("out"),
+        (&fake, "float32"),
+        INTEGRATOR,
+        5,
+        "",
+    );
+    let o = bin()
+        .args(["run", cfg.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not_a_package.pt2") && err.contains("is not a loadable AOTInductor package"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    let o = bin()
+        .args(["inspect", fake.to_str().unwrap(), "--device", "cpu"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is an AOTInductor package (.pt2)") && err.contains("export_pt2.py"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn a_missing_package_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pt2");
+    let cfg = config_with_model(
+        dir.path(),
+        "run.toml",
+        &dir.path().join("out"),
+        (&missing, "float32"),
+        INTEGRATOR,
+        5,
+        "",
+    );
+    let o = bin()
+        .args(["run", cfg.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("missing.pt2") && err.contains("no such file"),
+        "{err}"
+    );
+}
