@@ -25,6 +25,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=src/cuda_graph_shim.cpp");
     println!("cargo:rerun-if-changed=src/aoti_shim.cpp");
+    println!("cargo:rerun-if-changed=src/shim_guard.h");
     println!("cargo::rustc-check-cfg=cfg(mlff_cuda_graphs)");
     println!("cargo::rustc-check-cfg=cfg(mlff_aoti)");
     let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {

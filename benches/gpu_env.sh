@@ -65,6 +65,22 @@ pack() {
   tar czf "$FINAL/results.tgz" -C "$OUT" .
 }
 
+# chunk_tree NAME MODEL STRUCTURE: start a device call's share of a chunked
+# run (chunk_run below): DEADLINE from BUDGET_S (default 570), the GPU in
+# $FINAL/gpu.txt, the commit and the model's SHA-256 in
+# $FINAL/provenance.txt, and a fresh scratch tree W=/tmp/mlff_md_NAME with
+# MODEL and STRUCTURE at their repository paths, out/ and an empty configs/
+# for the caller's edited config (so its relative paths still resolve).
+chunk_tree() {
+  BUDGET_S=${BUDGET_S:-570}
+  DEADLINE=$((SECONDS + BUDGET_S))
+  gpu_info "$FINAL/gpu.txt"
+  W=/tmp/mlff_md_$1
+  rm -rf "$W" && mkdir -p "$W/configs" "$W/out" "$W/$(dirname "$2")" "$W/$(dirname "$3")"
+  cp "$2" "$W/$2" && cp "$3" "$W/$3"
+  { echo "$COMMIT"; sha256sum "$W/$2"; } > "$FINAL/provenance.txt"
+}
+
 # chunk_run NAME CONFIG RUN: one device call's share of a run too long for
 # one call. CONFIG (in the scratch tree $W, whose out/ holds the run, so the
 # paths stored in its checkpoint are the same in every call) is started, or

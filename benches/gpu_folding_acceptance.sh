@@ -14,14 +14,7 @@
 set -uo pipefail
 . "$(dirname "$0")/gpu_env.sh"
 parts acceptance "$@"
-BUDGET_S=${BUDGET_S:-570}
-DEADLINE=$((SECONDS + BUDGET_S))
-gpu_info "$FINAL/gpu.txt"
-echo "$COMMIT" > "$FINAL/commit.txt"
-W=/tmp/mlff_md_folding_acceptance
-rm -rf "$W" && mkdir -p "$W/configs" "$W/models" "$W/systems/solvated" "$W/out"
-cp models/ani1x_nl.pt "$W/models/" && cp systems/solvated/chignolin_water.pdb "$W/systems/solvated/"
-sha256sum "$W/models/ani1x_nl.pt" > "$FINAL/models.sha256"
+chunk_tree folding_acceptance models/ani1x_nl.pt systems/solvated/chignolin_water.pdb
 sed -e "s/^steps = 2000000 .*/steps = ${EQUIL_STEPS:-2000}/" \
   -e 's/^observables_interval = 200$/observables_interval = 50/' \
   -e 's/^checkpoint_interval = 200000$/checkpoint_interval = 2000/' \

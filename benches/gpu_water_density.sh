@@ -17,15 +17,8 @@
 set -uo pipefail
 . "$(dirname "$0")/gpu_env.sh"
 parts water "$@"
-BUDGET_S=${BUDGET_S:-570}
-DEADLINE=$((SECONDS + BUDGET_S))
-gpu_info "$FINAL/gpu.txt"
-echo "$COMMIT" > "$FINAL/commit.txt"
 RUN=${RUNDIR:-out/water_density}
-W=/tmp/mlff_md_water_density
-rm -rf "$W" && mkdir -p "$W/configs" "$W/models" "$W/systems/water" "$W/out"
-cp models/ani1x_nl.pt "$W/models/" && cp systems/water/water_1k.pdb "$W/systems/water/"
-sha256sum "$W/models/ani1x_nl.pt" > "$FINAL/models.sha256"
+chunk_tree water_density models/ani1x_nl.pt systems/water/water_1k.pdb
 sed -e "s/^members = 16/members = ${MEMBERS:-8}/" -e 's/^trajectory_interval = 1000/trajectory_interval = 0/' \
   -e "s/^steps = 100000 .*/steps = ${TARGET_STEPS:-200000}/" configs/water_npt.toml > "$W/configs/water_npt.toml"
 chunk_run water_density "$W/configs/water_npt.toml" "$RUN"

@@ -19,22 +19,9 @@
 #include <string>
 #include <vector>
 
+#include "shim_guard.h"
+
 namespace {
-
-thread_local std::string last_error;
-
-template <typename F>
-int guarded(F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return 1;
-}
 
 using Loader = torch::inductor::AOTIModelPackageLoader;
 

@@ -504,10 +504,17 @@ enum RowModel {
     Positions(TorchScriptModel),
     /// Interface v2: the engine's neighbour list in.
     Pairs(PairForces),
+    /// An AOTInductor package (compiled for this row's molecule and R).
+    Package(crate::force::AotiForces),
 }
 
 impl RowModel {
     fn load(path: &Path, state: &BatchState, skin: f64) -> Result<RowModel> {
+        if crate::force::aoti::is_package(path) {
+            return Ok(RowModel::Package(crate::force::AotiForces::load(
+                path, state,
+            )?));
+        }
         let model = TorchScriptModel::load(path, state.device, Kind::Float)?;
         Ok(if model.takes_pairs() {
             RowModel::Pairs(PairForces::with_skin(Box::new(model), state, skin)?)
@@ -520,6 +527,7 @@ impl RowModel {
         match self {
             RowModel::Positions(m) => m,
             RowModel::Pairs(p) => p,
+            RowModel::Package(p) => p,
         }
     }
 }
@@ -639,7 +647,7 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
                     synchronize(opts.device);
                     Some(start.elapsed().as_secs_f64() / opts.steps.max(1) as f64)
                 }
-                RowModel::Positions(_) => None,
+                RowModel::Positions(_) | RowModel::Package(_) => None,
             };
             // The same build captured in a CUDA graph, as it runs inside the
             // captured step.
@@ -671,11 +679,11 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
                 ms_per_list_build_graphed: list_graphed.map(|l| l * 1e3),
                 neighbor_list: match &row_model {
                     RowModel::Pairs(p) => p.list_shape(),
-                    RowModel::Positions(_) => None,
+                    RowModel::Positions(_) | RowModel::Package(_) => None,
                 },
                 list_rebuild_every: match &row_model {
                     RowModel::Pairs(p) => p.upkeep().map(|_| p.rebuild_every()),
-                    RowModel::Positions(_) => None,
+                    RowModel::Positions(_) | RowModel::Package(_) => None,
                 },
                 engine_overhead_ratio: md / ff,
                 peak_memory_mib: peak_memory_mib(opts.device),
@@ -686,7 +694,7 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
                 },
                 chunk_size: match &row_model {
                     RowModel::Positions(m) => m.chunk_size(),
-                    RowModel::Pairs(_) => 0,
+                    RowModel::Pairs(_) | RowModel::Package(_) => 0,
                 },
             });
         }

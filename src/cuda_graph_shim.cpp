@@ -19,22 +19,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "shim_guard.h"
+
 namespace {
-
-thread_local std::string last_error;
-
-template <typename F>
-int guarded(F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return 1;
-}
 
 // A pool stream made current for this thread: capture must not run on the
 // default (legacy) stream, and the eager warm-up steps run on the same stream

@@ -5,9 +5,25 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::runs::{bin, config_with_model, stderr};
 
-const INTEGRATOR: &str = "[integrator]\nkind = \"langevin\"\ntimestep = 0.5\ntemperature = 300.0\n";
+/// `mlff-md run` of 5 Langevin steps of ethanol with `model`: it must exit
+/// 2 without a panic; returns its stderr.
+fn refused_run(dir: &Path, model: &Path) -> String {
+    let integrator = "[integrator]\nkind = \"langevin\"\ntimestep = 0.5\ntemperature = 300.0\n";
+    let out = dir.join("out");
+    let cfg = config_with_model(dir, "run.toml", &out, (model, "float32"), integrator, 5, "");
+    let o = bin()
+        .args(["run", cfg.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
 
 #[test]
 fn a_file_that_is_not_a_package_is_refused_by_run_and_inspect() {
@@ -15,26 +31,11 @@ fn a_file_that_is_not_a_package_is_refused_by_run_and_inspect() {
     let fake = dir.path().join("not_a_package.pt2");
     std::fs::write(&fake, b"PK\x03\x04 not a zip archive").unwrap();
 
-    let cfg = config_with_model(
-        dir.path(),
-        "run.toml",
-        &dir.path().join("out"),
-        (&fake, "float32"),
-        INTEGRATOR,
-        5,
-        "",
-    );
-    let o = bin()
-        .args(["run", cfg.to_str().unwrap(), "--quiet"])
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = refused_run(dir.path(), &fake);
     assert!(
         err.contains("not_a_package.pt2") && err.contains("is not a loadable AOTInductor package"),
         "{err}"
     );
-    assert!(!err.contains("panicked"), "{err}");
 
     let o = bin()
         .args(["inspect", fake.to_str().unwrap(), "--device", "cpu"])
@@ -52,22 +53,7 @@ fn a_file_that_is_not_a_package_is_refused_by_run_and_inspect() {
 #[test]
 fn a_missing_package_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("missing.pt2");
-    let cfg = config_with_model(
-        dir.path(),
-        "run.toml",
-        &dir.path().join("out"),
-        (&missing, "float32"),
-        INTEGRATOR,
-        5,
-        "",
-    );
-    let o = bin()
-        .args(["run", cfg.to_str().unwrap(), "--quiet"])
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = refused_run(dir.path(), &dir.path().join("missing.pt2"));
     assert!(
         err.contains("missing.pt2") && err.contains("no such file"),
         "{err}"
