@@ -127,12 +127,7 @@ fn system_charge_reaches_the_model_through_a_run() {
         assert!((p - z - 2.0).abs() < 1e-9, "{p} vs {z}");
     }
     let cfg = config(tmp.path(), "refused", "models/morse_test.pt", "charge = -1");
-    let o = bin()
-        .args(["run", cfg.to_str().unwrap(), "--quiet"])
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = run_exiting(&cfg, 2);
     assert!(
         err.contains("total formal charge of -1 ([system] charge)")
             && err.contains("takes no charge"),

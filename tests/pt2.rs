@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::runs::{bin, config_with_model, stderr};
+use common::runs::{bin, config_with_model, run_exiting, stderr};
 
 /// `mlff-md run` of 5 Langevin steps of ethanol with `model`: it must exit
 /// 2 without a panic; returns its stderr.
@@ -15,14 +15,7 @@ fn refused_run(dir: &Path, model: &Path) -> String {
     let integrator = "[integrator]\nkind = \"langevin\"\ntimestep = 0.5\ntemperature = 300.0\n";
     let out = dir.join("out");
     let cfg = config_with_model(dir, "run.toml", &out, (model, "float32"), integrator, 5, "");
-    let o = bin()
-        .args(["run", cfg.to_str().unwrap(), "--quiet"])
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
+    run_exiting(&cfg, 2)
 }
 
 #[test]

@@ -124,12 +124,18 @@ pub fn run_with_fault(args: &[&str], fault: &str) -> Output {
 
 /// `run CONFIG --quiet`, which must stop with a blow-up (exit 1); its stderr.
 pub fn run_until_blowup(config: &Path) -> String {
+    run_exiting(config, 1)
+}
+
+/// `run CONFIG --quiet`, which must exit with `code` and not panic; its stderr.
+pub fn run_exiting(config: &Path, code: i32) -> String {
     let o = bin()
         .args(["run", config.to_str().unwrap(), "--quiet"])
         .output()
         .unwrap();
     let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
     err
 }
 
