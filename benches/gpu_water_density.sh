@@ -2,8 +2,9 @@
 # The equilibrium density of ANI-1x water (issue 13): configs/water_npt.toml
 # (NPT, 300 K, 1 bar) with MEMBERS (default 8) members and no trajectory,
 # run towards TARGET_STEPS (default 200,000 = 100 ps) in chunks, one per
-# device call (chunk_run in gpu_env.sh). Each call starts the run, or resumes it from the run
-# directory the caller carried (RUNDIR, default out/water_density), steps
+# device call (chunk_tree and chunk_run in gpu_env.sh). Each call starts the
+# run, or resumes it from the run directory the caller carried (RUNDIR,
+# default out/water_density), steps
 # until BUDGET_S (default 570) is nearly spent, stops it with SIGINT (the
 # engine writes a checkpoint and exits 130) and returns the run directory
 # as $OUT/water_density, to be carried into the next call.

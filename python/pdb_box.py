@@ -17,13 +17,7 @@ def read_pdb_box(path: str, symbols: Dict[str, int]) -> Tuple[List[int], List[Li
     positions (A) and the cell: rows a, b, c in the lower-triangular form
     (a along x, b in the xy plane), float64 [3, 3], from a, b, c, alpha,
     beta, gamma of CRYST1. A file without CRYST1 is an error."""
-    z, x = read_pdb_atoms(path, symbols)
-    par = None
-    with open(path) as f:
-        for line in f:
-            if line.startswith("CRYST1"):
-                par = [float(line[i:i + w]) for i, w in
-                       [(6, 9), (15, 9), (24, 9), (33, 7), (40, 7), (47, 7)]]
+    z, x, par = _read_pdb(path, symbols)
     if par is None:
         raise AssertionError(f"{path} has no CRYST1 record")
     a, b, c = par[:3]
@@ -39,13 +33,23 @@ def read_pdb_atoms(path: str, symbols: Dict[str, int]) -> Tuple[List[int], List[
     """Atomic numbers (the element columns 77-78 through `symbols`; an
     element not in it is an error naming it) and positions (A) of the ATOM
     and HETATM records."""
-    z, x = [], []
+    z, x, _ = _read_pdb(path, symbols)
+    return z, x
+
+
+def _read_pdb(path: str, symbols: Dict[str, int]):
+    """Atomic numbers, positions and the CRYST1 parameters (a, b, c, alpha,
+    beta, gamma; None without the record), in one pass over the file."""
+    z, x, par = [], [], None
     with open(path) as f:
         for n, line in enumerate(f, 1):
-            if line.startswith(("ATOM", "HETATM")):
+            if line.startswith("CRYST1"):
+                par = [float(line[i:i + w]) for i, w in
+                       [(6, 9), (15, 9), (24, 9), (33, 7), (40, 7), (47, 7)]]
+            elif line.startswith(("ATOM", "HETATM")):
                 x.append([float(line[30:38]), float(line[38:46]), float(line[46:54])])
                 symbol = line[76:78].strip()
                 if symbol not in symbols:
                     raise SystemExit(f"{path}:{n}: element {symbol!r} (columns 77-78) is not one of {sorted(symbols)}")
                 z.append(symbols[symbol])
-    return z, x
+    return z, x, par

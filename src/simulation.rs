@@ -752,28 +752,29 @@ pub fn force_provider(
     let force: Box<dyn ForceProvider> = match model.kind {
         ModelKind::Torchscript => {
             let path = source.resolve(model.path.as_deref().unwrap_or(Path::new("")));
-            if crate::force::aoti::is_package(&path) {
-                if periodic {
-                    return Err(Error::model(
-                        &path,
-                        "is an AOTInductor package of contract pt2-v1 (isolated molecules), and this system is periodic",
-                    ));
-                }
-                let loaded = crate::force::AotiForces::load(&path, state)?;
-                return Ok((Box::new(loaded), file_sha256(&path).ok()));
-            }
-            let loaded = TorchScriptModel::load(&path, state.device, model.dtype.kind())?;
-            sha256 = file_sha256(&path).ok();
-            if loaded.takes_pairs() {
-                Box::new(PairForces::with_skin(Box::new(loaded), state, skin)?)
-            } else if periodic {
+            let package = crate::force::aoti::is_package(&path);
+            let force: Box<dyn ForceProvider> = if package && periodic {
                 return Err(Error::model(
+                    &path,
+                    "is an AOTInductor package of contract pt2-v1 (isolated molecules), and this system is periodic",
+                ));
+            } else if package {
+                Box::new(crate::force::AotiForces::load(&path, state)?)
+            } else {
+                let loaded = TorchScriptModel::load(&path, state.device, model.dtype.kind())?;
+                if loaded.takes_pairs() {
+                    Box::new(PairForces::with_skin(Box::new(loaded), state, skin)?)
+                } else if periodic {
+                    return Err(Error::model(
                         &path,
                         "is a model of interface v1 (forward(atomic_numbers, positions, batch): isolated molecules), and this system is periodic; use a model of interface v2, which takes the engine's neighbour list (cutoffs() and forward_pairs(), see models/README.md), e.g. models/ani1x_nl.pt",
                     ));
-            } else {
-                Box::new(loaded)
-            }
+                } else {
+                    Box::new(loaded)
+                }
+            };
+            sha256 = file_sha256(&path).ok();
+            force
         }
         ModelKind::Harmonic => Box::new(Harmonic::at_current_positions(
             state,

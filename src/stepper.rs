@@ -65,11 +65,10 @@ pub struct Stepper {
     /// Why steps run eagerly, or that they are graphed.
     status: String,
     captures: usize,
-    /// Set by [`Stepper::keep_room_for_eager_forces`]: the device whose
-    /// memory must leave room, beside the captured step, for one eager
-    /// force evaluation, and that evaluation's peak (measured in the last
-    /// warm-up step).
-    eager_room: Option<usize>,
+    /// Set by [`Stepper::keep_room_for_eager_forces`]: the captured step
+    /// must leave room for one eager force evaluation, whose peak is
+    /// measured in the last warm-up step.
+    keep_room: bool,
     eager_peak: Option<u64>,
     /// The CUDA device of a stepper that may capture.
     cuda_index: Option<usize>,
@@ -99,7 +98,7 @@ impl Stepper {
                 policy,
                 status: format!("{why}; steps run eagerly"),
                 captures: 0,
-                eager_room: None,
+                keep_room: false,
                 eager_peak: None,
                 cuda_index: None,
                 _stream: None,
@@ -132,7 +131,7 @@ impl Stepper {
                 "CUDA graphs: capturing one step after {WARMUP_STEPS} eager warm-up steps"
             ),
             captures: 0,
-            eager_room: None,
+            keep_room: false,
             eager_peak: None,
             cuda_index: Some(index),
             _stream: Some(stream),
@@ -143,11 +142,25 @@ impl Stepper {
     /// barostat's trial volumes, the pressure): they cannot use the
     /// graph's private memory pool, so under policy Auto a graph that
     /// leaves too little room for one of them is dropped and steps run
-    /// eagerly (chignolin in water x 32 on an H200: an 87 GiB pool and a
-    /// 65 GiB eager evaluation do not fit in 140 GiB). Under policy On
-    /// the graph is kept, with a warning.
+    /// eagerly (chignolin in water x 32 on an H200 after a list regrowth:
+    /// an 85.5 GiB pool and a 58.3 GiB eager evaluation do not fit in
+    /// 140 GiB). Under policy On the graph is kept, with a warning.
     pub fn keep_room_for_eager_forces(&mut self) {
-        self.eager_room = self.cuda_index;
+        self.keep_room = true;
+    }
+
+    /// The device whose memory must keep that room, when it must.
+    fn room_device(&self) -> Option<usize> {
+        self.cuda_index.filter(|_| self.keep_room)
+    }
+
+    /// Why the graph just captured leaves too little free memory for one
+    /// eager force evaluation, if it does. `before`: (bytes reserved by
+    /// the allocator, bytes free on the device) before the capture.
+    fn too_little_room(&self, before: Option<(u64, u64)>) -> Option<String> {
+        let (index, peak, (held, free_before)) = (self.room_device()?, self.eager_peak?, before?);
+        let (free, _) = cuda_graph::device_memory(index)?;
+        room_verdict(peak, held, free_before, free)
     }
 
     /// One line for the log: graphed or why not.
@@ -181,17 +194,18 @@ impl Stepper {
             }
         }
         let upkeep = force.upkeep();
+        let room = self.room_device();
         match &mut self.mode {
             Mode::Eager => eager_step(state, force, integrator),
             Mode::Warmup { left } => {
                 let last = *left <= 1;
-                if let (true, Some(index)) = (last, self.eager_room) {
+                if let (true, Some(index)) = (last, room) {
                     cuda_graph::reset_peak_memory(index);
                 }
                 eager_step(state, force, integrator)?;
                 *left = left.saturating_sub(1);
                 if last {
-                    if let Some(index) = self.eager_room {
+                    if let Some(index) = room {
                         self.eager_peak = cuda_graph::memory_stats(index).map(|(peak, _)| peak);
                     }
                     self.capture(state, force, integrator)?;
@@ -231,14 +245,13 @@ impl Stepper {
         // neighbour-list regrowth fail for lack of 12 GB).
         self.mode = Mode::Eager;
         cuda_graph::release_cached_memory();
-        let before = self.eager_room.and_then(|i| {
+        let before = self.room_device().and_then(|i| {
             Some((
                 cuda_graph::memory_stats(i)?.1,
                 cuda_graph::device_memory(i)?.0,
             ))
         });
-        let recorded = record(state, force, integrator);
-        match recorded {
+        match record(state, force, integrator) {
             Ok(captured) => {
                 if let Some(why) = self.too_little_room(before) {
                     if self.policy != GraphPolicy::On {
@@ -295,17 +308,6 @@ fn as_step<T>(force: &dyn ForceProvider, step: impl FnOnce() -> T) -> T {
         u.stepping(false);
     }
     out
-}
-
-impl Stepper {
-    /// Why the graph just captured leaves too little free memory for one
-    /// eager force evaluation, if it does. `before`: (bytes reserved by
-    /// the allocator, bytes free on the device) before the capture.
-    fn too_little_room(&self, before: Option<(u64, u64)>) -> Option<String> {
-        let (index, peak, (held, free_before)) = (self.eager_room?, self.eager_peak?, before?);
-        let (free, _) = cuda_graph::device_memory(index)?;
-        room_verdict(peak, held, free_before, free)
-    }
 }
 
 /// The rule of [`Stepper::keep_room_for_eager_forces`]: an eager force

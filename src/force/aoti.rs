@@ -187,10 +187,10 @@ impl AotiForces {
                 ))
             })
         };
-        if get("mlff_md.interface")? != INTERFACE {
+        let interface = get("mlff_md.interface")?;
+        if interface != INTERFACE {
             return Err(bad(format!(
-                "names contract {:?}; this engine reads {INTERFACE}",
-                meta["mlff_md.interface"]
+                "names contract {interface:?}; this engine reads {INTERFACE}"
             )));
         }
         let numbers: Vec<i64> = get("mlff_md.atomic_numbers")?
