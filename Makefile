@@ -10,6 +10,11 @@ RUN_CONFIG ?= configs/replica_exchange.toml
 RUN_ARGS ?= --steps 4000
 # ... and then reported (`mlff-md report`: open RUN_OUTPUT/report/index.html).
 RUN_OUTPUT ?= out/replica_exchange
+# Cargo features of the build and the tests: `mpi` runs a config across MPI
+# ranks (`mpirun -np K mlff-md run ...`; Open MPI is installed by setup).
+# FEATURES= builds without MPI.
+FEATURES ?= mpi
+CARGO_FEATURES := $(if $(FEATURES),--features $(FEATURES),)
 
 # torch-sys asks the venv's python for libtorch; the bundled HDF5 needs its cmake.
 export VIRTUAL_ENV := $(VENV)
@@ -24,6 +29,9 @@ setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: python/requirements.txt
 	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
 	@command -v c++ >/dev/null || { apt-get update -qq && apt-get install -y -qq g++ make; }
+	# Open MPI and libclang (the mpi crate's bindings) for the `mpi` feature.
+	{ command -v mpicc && ls /usr/lib/llvm-*/lib/libclang.so; } >/dev/null 2>&1 \
+	  || { apt-get update -qq && apt-get install -y -qq --no-install-recommends libopenmpi-dev openmpi-bin libclang-dev; }
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r python/requirements.txt
 	# torchani only to export/check the ANI models; its other dependencies are not needed.
@@ -55,7 +63,7 @@ ani-models: setup
 	PYTHONHASHSEED=0 $(PY) python/export_ani.py
 
 build: setup ani-models
-	cargo build --release
+	cargo build --release $(CARGO_FEATURES)
 
 run: build
 	$(BIN) run $(RUN_CONFIG) --overwrite --output $(RUN_OUTPUT) $(RUN_ARGS)
@@ -83,7 +91,7 @@ validate: build
 TEST_MALLOC := MALLOC_MMAP_THRESHOLD_=2147483647 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_TOP_PAD_=268435456
 
 test: setup ani-models
-	$(TEST_MALLOC) cargo test --release
+	$(TEST_MALLOC) cargo test --release $(CARGO_FEATURES)
 	$(MAKE) --no-print-directory validate
 	$(PY) python/check_outputs.py $(BIN)
 	$(PY) python/check_ani.py
@@ -141,7 +149,7 @@ fmt:
 
 lint: setup
 	cargo fmt --all -- --check
-	cargo clippy --release --all-targets -- -D warnings
+	cargo clippy --release --all-targets $(CARGO_FEATURES) -- -D warnings
 
 clean:
 	cargo clean

@@ -16,6 +16,7 @@ pub mod integrate;
 pub mod io;
 pub mod minimize;
 pub mod neighbors;
+pub mod parallel;
 pub mod report;
 pub mod reporters;
 pub mod rng;

@@ -3,16 +3,19 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use mlff_md::config::{BlowupPolicy, Config, GraphPolicy, Overrides};
 use mlff_md::device::{parse_device, resolve};
+use mlff_md::error::Error;
 use mlff_md::inspect::inspect;
 use mlff_md::io::checkpoint::Checkpoint;
+use mlff_md::parallel::{self, Communicator, Solo};
 use mlff_md::report::{report, ReportOptions};
-use mlff_md::run::{minimize, minimize_summary, run, validate, RunOptions, RunOutcome};
+use mlff_md::run::{minimize, minimize_summary, run_on, validate, RunOptions, RunOutcome};
 use mlff_md::screen::config::ScreenConfig;
 use mlff_md::screen::{screen, ScreenOptions};
 
@@ -562,6 +565,17 @@ fn main() -> ExitCode {
     expandable_cuda_segments();
     let cli = Cli::parse();
     raise_open_file_limit();
+    // Runs started by mpirun/srun are ranks of one job (src/parallel).
+    let comm: Rc<dyn Communicator> = match &cli.command {
+        Command::Run { .. } | Command::Resume { .. } => match parallel::world() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(e.exit_code().clamp(1, 255) as u8);
+            }
+        },
+        _ => Rc::new(Solo),
+    };
     let result = match cli.command {
         Command::Run {
             config,
@@ -585,7 +599,7 @@ fn main() -> ExitCode {
                     allow_model_change,
                     stop: Some(install_signal_handlers()),
                 };
-                run(&c, &options).map(|o| report_outcome(&o, common.quiet))
+                run_on(&c, &options, Rc::clone(&comm)).map(|o| report_outcome(&o, common.quiet))
             }),
         Command::Resume {
             directory,
@@ -606,7 +620,7 @@ fn main() -> ExitCode {
                     allow_model_change,
                     stop: Some(install_signal_handlers()),
                 };
-                run(&c, &options).map(|o| report_outcome(&o, common.quiet))
+                run_on(&c, &options, Rc::clone(&comm)).map(|o| report_outcome(&o, common.quiet))
             }),
         Command::Minimize {
             config,
@@ -759,6 +773,20 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if comm.size() > 1 => {
+            // Ranks stopped by a signal stop together (rank 0 says so); a
+            // rank that failed ends the job rather than leave the others
+            // waiting for it.
+            let code = e.exit_code().clamp(1, 255);
+            let together = matches!(e, Error::Interrupted { .. });
+            if comm.rank() == 0 || !together {
+                eprintln!("error (rank {}): {e}", comm.rank());
+            }
+            if !together {
+                comm.abort(code);
+            }
+            ExitCode::from(code as u8)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code().clamp(1, 255) as u8)

@@ -231,16 +231,19 @@ impl ReporterSet {
         Ok(())
     }
 
-    /// The starting state of a fresh run.
-    pub fn start(&mut self, sim: &Simulation) -> Result<()> {
-        let wants = self
-            .reporters
+    /// What [`ReporterSet::start`] reads: what any reporter reads.
+    pub fn start_wants(&self) -> Wants {
+        self.reporters
             .iter()
             .map(|r| r.wants())
-            .fold(Wants::default(), Wants::or);
-        let frame = HostFrame::pull(sim, wants)?;
+            .fold(Wants::default(), Wants::or)
+    }
+
+    /// The starting state of a fresh run, `frame` pulled with
+    /// [`ReporterSet::start_wants`].
+    pub fn start(&mut self, frame: &HostFrame, sim: &Simulation) -> Result<()> {
         for r in &mut self.reporters {
-            r.start(&frame, sim)?;
+            r.start(frame, sim)?;
         }
         Ok(())
     }
@@ -319,14 +322,14 @@ impl ObservablesReporter {
         let writer = match resume_at {
             None => ObservablesWriter::create(
                 &path,
-                sim.state.n_members,
+                sim.team.total,
                 &names,
                 &sim.metadata(),
                 &sim.config.author(),
             )?,
             Some(at) => ObservablesWriter::open_existing(
                 &path,
-                sim.state.n_members,
+                sim.team.total,
                 &names,
                 at.observables_rows,
                 &ADDED_LATER,
@@ -482,10 +485,8 @@ impl TrajectoryReporter {
                 TrajectoryWriter::append(out, format, stems, template, &at.trajectory_bytes)
             }
         };
-        let stems: Vec<String> = slots
-            .iter()
-            .map(|&s| member_file_stem(sim.state.member_ids[s]))
-            .collect();
+        // Frames hold every member of the run, slot s being member s.
+        let stems: Vec<String> = slots.iter().map(|&s| member_file_stem(s)).collect();
         let members = open(&stems)?;
         let temperatures = sim
             .replica_exchange()

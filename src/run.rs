@@ -5,6 +5,7 @@
 //! steps; nothing in between synchronises.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use crate::io::checkpoint::{Checkpoint, CHECKPOINT_FILE, PREVIOUS_FILE};
 use crate::io::lock::{OutputLock, LOCK_FILE};
 use crate::io::TrajectoryWriter;
 use crate::minimize::MinimizeReport;
+use crate::parallel::{Communicator, Solo};
 use crate::reporters::{HostFrame, ReporterSet, Wants};
 use crate::sampling::ReplicaExchangeSummary;
 use crate::simulation::{check_resume_setup, list, model_file_sha256, Simulation};
@@ -233,6 +235,21 @@ fn stepper_for(config: &Config, sim: &mut Simulation) -> Result<Stepper> {
 }
 
 pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
+    run_on(config, options, Rc::new(Solo))
+}
+
+/// [`run`] as one rank of `comm` (mpirun): every rank steps its share of
+/// the members; rank 0 alone writes the outputs and checkpoints, from
+/// frames gathered at the steps they are due, so they are the files one
+/// process writes. Ranks agree once per step on signals and on what is
+/// due, and move together when a neighbour list must be rebuilt.
+pub fn run_on(
+    config: &Config,
+    options: &RunOptions,
+    comm: Rc<dyn Communicator>,
+) -> Result<RunOutcome> {
+    let leads = comm.rank() == 0;
+    let quiet = options.quiet || !leads;
     if options.resume && options.overwrite {
         return Err(Error::Invalid(
             "--resume and --overwrite exclude each other".into(),
@@ -249,7 +266,9 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
                 out.display()
             )));
         }
-        lock = Some(OutputLock::acquire(&out)?);
+        if leads {
+            lock = Some(OutputLock::acquire(&out)?);
+        }
         let (ck, path, note) = Checkpoint::read_latest_noting(&out)?;
         // A different setup is refused before anything else, even for a
         // finished run.
@@ -276,15 +295,16 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         resumed = Some((ck, path, note));
     }
     let config = &config;
-    let mut sim = Simulation::from_config(config)?;
-    if !options.quiet {
+    let mut sim = Simulation::for_rank(config, comm)?;
+    let team = sim.team.clone();
+    if !quiet {
         for w in &sim.molecule.warnings {
             eprintln!("warning: {w}");
         }
     }
     let slots: Vec<usize> = match &config.output.trajectory_members {
         Some(m) => m.clone(),
-        None => (0..sim.state.n_members).collect(),
+        None => (0..team.total).collect(),
     };
     let mut elapsed_before = 0.0;
     // Step of the checkpoint the run can go back to, if any.
@@ -294,51 +314,66 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
     }
     // Built on the restored state: prepare() sees the batch it will step.
     let mut stepper = stepper_for(config, &mut sim)?;
+    // Rank 0's; the other ranks write nothing.
     let mut reporters = if let Some((ck, path, note)) = resumed {
         elapsed_before = ck.header.elapsed_seconds;
         last_checkpoint = Some(ck.header.step);
-        if !options.quiet {
-            if let Some(note) = note {
-                eprintln!("warning: {note}");
-            }
-            eprintln!(
-                "resuming from {} at step {}",
-                path.display(),
-                ck.header.step
-            );
-        }
-        let r = ReporterSet::open(&sim, &out, slots, Some(&ck.header.reporters), options.quiet)?;
-        if let (Some(then), Some(now)) = (&ck.header.model_sha256, &sim.model_sha256) {
-            if then != now {
+        if !leads {
+            None
+        } else {
+            if !quiet {
+                if let Some(note) = note {
+                    eprintln!("warning: {note}");
+                }
                 eprintln!(
+                    "resuming from {} at step {}",
+                    path.display(),
+                    ck.header.step
+                );
+            }
+            let r = ReporterSet::open(&sim, &out, slots, Some(&ck.header.reporters), quiet)?;
+            if let (Some(then), Some(now)) = (&ck.header.model_sha256, &sim.model_sha256) {
+                if then != now {
+                    eprintln!(
                     "warning: continuing with a changed model file (SHA-256 {then} until step {}, {now} from then on; --allow-model-change)",
                     ck.header.step
                 );
-                let history = format!("{then} until step {}; {now} after", ck.header.step);
-                r.observables().set_parameter("model_sha256", now)?;
-                r.observables()
-                    .set_parameter("model_sha256_history", &history)?;
+                    let history = format!("{then} until step {}; {now} after", ck.header.step);
+                    r.observables().set_parameter("model_sha256", now)?;
+                    r.observables()
+                        .set_parameter("model_sha256_history", &history)?;
+                }
             }
+            Some(r)
         }
-        r
     } else {
-        check_output_dir(&out, options.overwrite)?;
-        lock = Some(lock_output_dir(&out)?);
+        if leads {
+            check_output_dir(&out, options.overwrite)?;
+            lock = Some(lock_output_dir(&out)?);
+        }
         if config.minimize.is_some() {
-            let report = sim.minimize(!options.quiet)?;
-            if !options.quiet {
+            let report = sim.minimize(!quiet)?;
+            if !quiet {
                 eprintln!("{}", minimize_summary(&report));
             }
         }
-        remove_owned_outputs(&out)?;
-        std::fs::write(out.join("config.toml"), &config.source.text)
-            .map_err(|e| Error::output(&out.join("config.toml"), e))?;
-        let mut r = ReporterSet::open(&sim, &out, slots, None, options.quiet)?;
-        r.observables().set_parameter(
-            "production_start_step",
-            &config.production_start().to_string(),
-        )?;
-        r.start(&sim)?;
+        let mut r = None;
+        if leads {
+            remove_owned_outputs(&out)?;
+            std::fs::write(out.join("config.toml"), &config.source.text)
+                .map_err(|e| Error::output(&out.join("config.toml"), e))?;
+            let opened = ReporterSet::open(&sim, &out, slots, None, quiet)?;
+            opened.observables().set_parameter(
+                "production_start_step",
+                &config.production_start().to_string(),
+            )?;
+            r = Some(opened);
+        }
+        let wants = team.agree_wants(r.as_ref().map(ReporterSet::start_wants));
+        let frame = HostFrame::pull(&sim, wants.unwrap_or_default())?;
+        if let (Some(frame), Some(r)) = (team.gather_frame(frame, sim.state.n_atoms), r.as_mut()) {
+            r.start(&frame, &sim)?;
+        }
         r
     };
     let _lock = lock;
@@ -354,10 +389,14 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         .map(|m| Duration::from_secs_f64(m * 60.0));
     let production_start = config.production_start();
 
-    if !options.quiet {
+    if !quiet {
+        let ranks = match team.comm.size() {
+            1 => String::new(),
+            k => format!(" (rank 0 of {k}: {} of them)", sim.state.n_members),
+        };
         eprintln!(
-            "mlff-md: {} member(s) × {} atoms on {} | {} | {} | steps {first}..{steps} ({} at the end)",
-            sim.state.n_members,
+            "mlff-md: {} member(s) × {} atoms{ranks} on {} | {} | {} | steps {first}..{steps} ({} at the end)",
+            team.total,
             sim.state.n_atoms,
             describe(sim.device),
             sim.force.describe(),
@@ -369,15 +408,14 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         }
     }
 
-    if !options.quiet && production_start > first {
+    if !quiet && production_start > first {
         eprintln!(
             "equilibration: steps {first}..{production_start} without exchanges or trajectory frames (observables recorded)"
         );
     }
     let mut announced_production = false;
 
-    if !options.quiet && (sim.device != Device::Cpu || config.run.cuda_graphs != GraphPolicy::Auto)
-    {
+    if !quiet && (sim.device != Device::Cpu || config.run.cuda_graphs != GraphPolicy::Auto) {
         eprintln!("{}", stepper.status());
     }
 
@@ -389,7 +427,9 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
     let mut regrown = 0usize;
     let mut reinitialized = Vec::new();
     let mut last_checkpoint_time = Instant::now();
-    reporters.progress().restart_clock();
+    if let Some(r) = reporters.as_mut() {
+        r.progress().restart_clock();
+    }
     let start = Instant::now();
     let fault = FaultInjection::from_env()?;
     while sim.state.step < steps {
@@ -403,20 +443,27 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
             .as_ref()
             .map_or(0, |s| s.load(Ordering::SeqCst));
         let wall_due = ck_wall.is_some_and(|w| last_checkpoint_time.elapsed() >= w);
+        let reporting = reporters.as_ref().and_then(|r| r.wants(&sim));
+        // Across ranks: a signal or the wall clock on any rank, and what
+        // rank 0's reporters read, hold for all.
+        let (stop, wall_due, reporting) = team.agree_step(stop, wall_due, reporting);
         let ck_due =
             (ck_every > 0 && step % ck_every == 0) || wall_due || step == steps || stop != 0;
         // Equilibration: no exchanges, no frames; production's first frame
         // is the state it starts from.
         let producing = step > production_start;
         let moves_due = sim.moves.any_due(step, producing);
-        let reporting = reporters.wants(&sim);
         let check_due = step % obs_every == 0 || ck_due || moves_due || reporting.is_some();
 
         // Before anything reads the state: a neighbour list that ran out of
         // room since the last check may have dropped pairs, so every step
         // since then is run again with a larger list.
-        if check_due {
-            if let (Some(what), Some(snapshot)) = (sim.force.overflow(), last_check.as_ref()) {
+        // Every rank goes back when any rank's list did (their steps stay
+        // in line); only those whose list did grow it.
+        let overflow = check_due.then(|| sim.force.overflow()).flatten();
+        if check_due && team.any(overflow.is_some()) {
+            if let Some(snapshot) = last_check.as_ref() {
+                let what = overflow.clone().unwrap_or_else(|| "on another rank".into());
                 let from = snapshot.step;
                 // The captured graphs go first, and their memory pools with
                 // them: the larger list and the eager steps after it must not
@@ -424,7 +471,9 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
                 drop(stepper);
                 crate::cuda_graph::release_cached_memory();
                 sim.rewind(snapshot);
-                sim.force.grow(&sim.state)?;
+                if overflow.is_some() {
+                    sim.force.grow(&sim.state)?;
+                }
                 regrown += 1;
                 if regrown > MAX_REGROWTHS {
                     return Err(Error::Simulation(format!(
@@ -432,7 +481,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
                     )));
                 }
                 stepper = stepper_for(config, &mut sim)?;
-                if !options.quiet {
+                if !quiet {
                     let done = if what.starts_with("an atom moved") {
                         format!("went stale between steps {from} and {step} ({what}); rebuilding it more often")
                     } else {
@@ -462,7 +511,9 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
                         reinitialized.extend(bad.iter().map(|&s| (sim.state.member_ids[s], step)));
                     }
                     None => {
-                        reporters.progress().finish();
+                        if let Some(r) = reporters.as_mut() {
+                            r.progress().finish();
+                        }
                         return Err(Error::Simulation(format!(
                             "{}; stopped. {}",
                             sim.describe_blowup(&bad),
@@ -485,8 +536,8 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         }
         if step == production_start && production_start > 0 && !announced_production {
             announced_production = true;
-            if !options.quiet {
-                reporters.progress().note(&format!(
+            if let (false, Some(r)) = (quiet, reporters.as_mut()) {
+                r.progress().note(&format!(
                     "equilibration done at step {step} ({}): replica exchange and trajectory frames from here on",
                     format_time_fs(step as f64 * dt)
                 ));
@@ -494,7 +545,11 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         }
         // One host copy serves every reporter due now and the checkpoint
         // (the moves have acted: an exchange is now due for its record).
-        let due = reporters.wants(&sim);
+        // Reporters are due only at check steps, the steps ranks agree at.
+        let due = match check_due {
+            true => team.agree_wants(reporters.as_ref().and_then(|r| r.wants(&sim))),
+            false => None,
+        };
         let wants = match ck_due {
             true => Some(due.unwrap_or_default().or(Wants {
                 positions: true,
@@ -504,12 +559,18 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
             false => due,
         };
         if let Some(wants) = wants {
-            let frame = HostFrame::pull(&sim, wants)?;
-            reporters.report(&frame, &sim)?;
+            let mine = HostFrame::pull(&sim, wants)?;
+            let frame = team.gather_frame(mine, sim.state.n_atoms);
+            if let (Some(frame), Some(r)) = (frame, reporters.as_mut()) {
+                r.report(&frame, &sim)?;
+                if ck_due {
+                    let at = r.sync()?;
+                    let elapsed = elapsed_before + start.elapsed().as_secs_f64();
+                    sim.checkpoint_from(&frame, at, elapsed)
+                        .write_atomic(&out)?;
+                }
+            }
             if ck_due {
-                let at = reporters.sync()?;
-                sim.checkpoint_from(&frame, at, elapsed_before + start.elapsed().as_secs_f64())
-                    .write_atomic(&out)?;
                 last_checkpoint = Some(step);
                 last_checkpoint_time = Instant::now();
             }
@@ -518,7 +579,9 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
             last_check = Some(sim.snapshot());
         }
         if stop != 0 {
-            reporters.progress().finish();
+            if let Some(r) = reporters.as_mut() {
+                r.progress().finish();
+            }
             let resume_hint = format!("mlff-md resume {}", out.display());
             return Err(Error::Interrupted {
                 signal: stop as i32,
@@ -532,17 +595,24 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
     }
     // The last checkpoint pulled data to the host, so the clock is honest.
     let wall = start.elapsed().as_secs_f64();
-    reporters.progress().finish();
-    let temps = reporters.progress().temperatures.clone();
+    let temps = match reporters.as_mut() {
+        Some(r) => {
+            r.progress().finish();
+            r.progress().temperatures.clone()
+        }
+        None => Vec::new(),
+    };
+    let final_energies = team.all_members(&to_host_f64(&sim.state.energies), 1);
+    let final_volumes = sim.volumes()?.map(|v| team.all_members(&v, 1));
 
     let rex_summary = sim.replica_exchange().map(|r| r.summary(dt));
     let done = (steps - first) as f64;
     let sps = done / wall.max(1e-12);
-    let r = sim.state.n_members as f64;
+    let r = team.total as f64;
     let summary = RunSummary {
         steps,
         started_at_step: first,
-        members: sim.state.n_members,
+        members: team.total,
         atoms_per_member: sim.state.n_atoms,
         device: describe(sim.device),
         timestep_fs: dt,
@@ -552,20 +622,22 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<RunOutcome> {
         ns_per_day: sps * dt * 86_400.0 / FS_PER_NS,
         aggregate_ns_per_day: sps * dt * 86_400.0 / FS_PER_NS * r,
         mean_temperature_k: mean(&temps),
-        final_potential_energy_ev: to_host_f64(&sim.state.energies),
+        final_potential_energy_ev: final_energies,
         exchange_seconds: sim.moves.seconds("replica_exchange"),
         replica_exchange: rex_summary.clone(),
         reinitialized,
         cuda_graphs: stepper.status().to_string(),
         barostat_acceptance: sim.barostat().map(|b| b.acceptance()),
-        final_volume_a3: sim.volumes()?,
+        final_volume_a3: final_volumes,
         output_directory: out.clone(),
     };
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
-    reporters.finish(&sim, &json)?;
-    std::fs::write(out.join("summary.json"), &json)
-        .map_err(|e| Error::output(&out.join("summary.json"), e))?;
-    if !options.quiet {
+    if let Some(r) = reporters.as_mut() {
+        r.finish(&sim, &json)?;
+        std::fs::write(out.join("summary.json"), &json)
+            .map_err(|e| Error::output(&out.join("summary.json"), e))?;
+    }
+    if !quiet {
         let mean_t = if temps.is_empty() {
             "n/a (no observables interval reached)".to_string()
         } else {

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{Config, IntegratorKind, ModelKind, VelocityInit, RESUMABLE_KEYS};
-use crate::device::{describe, parse_device, resolve};
+use crate::device::{describe, parse_device, resolve, DeviceSpec};
 use crate::error::{Error, Result};
 use crate::force::{
     update_forces, ForceProvider, Harmonic, LennardJones, LennardJonesPairs, PairForces,
@@ -17,6 +17,7 @@ use crate::force::{
 use crate::integrate::{degrees_of_freedom, Integrator, Langevin, VelocityVerlet};
 use crate::io::checkpoint::{Checkpoint, CheckpointHeader, ReporterPositions};
 use crate::minimize::{fire_with_progress, FireOptions, MinimizeReport};
+use crate::parallel::{not_across_ranks, Communicator, Team};
 use crate::reporters::{HostFrame, Wants};
 use crate::rng::{splitmix64, CounterRng};
 use crate::sampling::moves::{MoveSetup, Pick};
@@ -50,6 +51,9 @@ pub struct Simulation {
     pub time_origin: (u64, f64),
     /// Mass of one member (amu), for densities.
     pub member_mass: f64,
+    /// The processes of the run: `state` holds this one's share of the
+    /// members (all of them without mpirun).
+    pub team: Team,
 }
 
 /// What a blow-up check looks at, per member ([R] device tensors).
@@ -100,15 +104,39 @@ impl Simulation {
     /// Load the system and model, place R members on the device, draw initial
     /// velocities and evaluate the initial forces.
     pub fn from_config(config: &Config) -> Result<Simulation> {
+        Self::for_rank(config, std::rc::Rc::new(crate::parallel::Solo))
+    }
+
+    /// The share of the members that this rank of `comm` steps (all of them
+    /// for a process on its own), on this rank's device: the configured
+    /// one, except that "auto" and "cuda" (no index) under mpirun mean
+    /// `cuda:<local rank mod visible devices>`.
+    pub fn for_rank(config: &Config, comm: std::rc::Rc<dyn Communicator>) -> Result<Simulation> {
+        let team = Team {
+            comm,
+            total: config.n_members(),
+        };
+        let ranks = team.comm.size();
+        if ranks > team.total {
+            return Err(Error::Invalid(format!(
+                "{ranks} MPI ranks for {} member(s): every rank needs at least one member; start at most {} rank(s)",
+                team.total, team.total
+            )));
+        }
+        if ranks > 1 && config.barostat.is_some() {
+            return Err(not_across_ranks("the [barostat]", ranks));
+        }
         let mut molecule = Molecule::load(&config.structure_paths())?;
         if let Some(q) = config.system.charge {
             molecule.formal_charge = Some((q, "[system] charge".into()));
         }
         let cell = run_cell(&mut molecule, config)?;
         let spec = parse_device(&config.model.device).map_err(Error::Invalid)?;
+        let spec = per_rank_device(spec, &config.model.device, team.comm.as_ref());
         let device = resolve(spec).map_err(Error::Invalid)?;
         let kind = config.integrator.precision.kind();
-        let mut state = BatchState::new(&molecule, config.n_members(), device, kind);
+        let mine: Vec<usize> = team.mine().collect();
+        let mut state = BatchState::with_members(&molecule, &mine, device, kind);
         if let Some(c) = &cell {
             let one = Tensor::from_slice(&c.to_array()).view([1, 3, 3]);
             state.set_cells(&one.repeat([state.n_members as i64, 1, 1]));
@@ -137,7 +165,7 @@ impl Simulation {
             .temperatures()
             .or_else(|| config.member_temperatures());
         let temperatures = match &set_by_moves {
-            Some(t) => Tensor::from_slice(t).to_device(device),
+            Some(t) => Tensor::from_slice(&state.mine(t)).to_device(device),
             None => Tensor::full(
                 [state.n_members as i64],
                 config.integrator.temperature.unwrap_or_default(),
@@ -185,6 +213,7 @@ impl Simulation {
             moves,
             time_origin: (0, 0.0),
             member_mass,
+            team,
         };
         sim.check_start()?;
         Ok(sim)
@@ -267,6 +296,7 @@ impl Simulation {
                 self.force.as_ref(),
                 self.integrator.as_mut(),
             ),
+            &self.team,
             &temperatures,
         )?;
         // A move may have changed positions or cells without a force call
@@ -530,7 +560,7 @@ impl Simulation {
             self.config.integrator.temperature,
             self.config.initial_temperature(),
         ) {
-            (Some(t), _, _) => t,
+            (Some(t), _, _) => self.state.mine(&t),
             (None, Some(t), _) | (None, None, Some(t)) => vec![t; r],
             (None, None, None) => vec![0.0; r],
         };
@@ -598,7 +628,7 @@ impl Simulation {
         Checkpoint {
             header: CheckpointHeader {
                 step: self.state.step,
-                n_members: self.state.n_members,
+                n_members: self.team.total,
                 n_atoms: self.state.n_atoms,
                 config_path,
                 config_text: self.config.source.text.clone(),
@@ -639,25 +669,31 @@ impl Simulation {
             self.model_sha256.as_deref(),
             allow_model_change,
         )?;
-        if h.n_members != self.state.n_members || h.n_atoms != self.state.n_atoms {
+        if h.n_members != self.team.total || h.n_atoms != self.state.n_atoms {
             return Err(Error::Invalid(format!(
                 "cannot resume: the checkpoint holds {} members of {} atoms, the config {} of {}",
-                h.n_members, h.n_atoms, self.state.n_members, self.state.n_atoms
+                h.n_members, h.n_atoms, self.team.total, self.state.n_atoms
             )));
         }
+        // A checkpoint holds every member; this rank takes its own.
         let (rows, kind, device) = (self.state.positions.size(), self.state.kind, self.device);
+        let per_atom = 3 * self.state.n_atoms;
+        let state = &self.state;
         let load = |v: &[f64]| {
-            Tensor::from_slice(v)
+            Tensor::from_slice(&state.mine_rows(v, per_atom))
                 .view(rows.as_slice())
                 .to_kind(kind)
                 .to_device(device)
         };
-        self.state.positions = load(&ck.positions);
-        self.state.velocities = load(&ck.velocities);
-        self.state.forces = load(&ck.forces);
-        self.state.energies = Tensor::from_slice(&ck.energies).to_device(device);
+        let (positions, velocities, forces) =
+            (load(&ck.positions), load(&ck.velocities), load(&ck.forces));
+        self.state.positions = positions;
+        self.state.velocities = velocities;
+        self.state.forces = forces;
+        self.state.energies = Tensor::from_slice(&self.state.mine(&ck.energies)).to_device(device);
         if let Some(cells) = &h.cells {
             let r = self.state.n_members as i64;
+            let cells = &self.state.mine_rows(cells, 9);
             if cells.len() != 9 * r as usize || self.state.cells.is_none() {
                 return Err(Error::Invalid(format!(
                     "cannot resume: the checkpoint holds {} cell numbers for a system that is {}",
@@ -691,7 +727,7 @@ impl Simulation {
             self.integrator.set_rng_counter(counter);
         }
         if let Some(t) = self.moves.temperatures() {
-            let temps = Tensor::from_slice(&t).to_device(device);
+            let temps = Tensor::from_slice(&self.state.mine(&t)).to_device(device);
             self.integrator.set_temperatures(&self.state, &temps);
         }
         Ok(())
@@ -710,7 +746,7 @@ impl Simulation {
             ),
             ("integrator", self.integrator.describe()),
             ("device", describe(self.device)),
-            ("members", self.state.n_members.to_string()),
+            ("members", self.team.total.to_string()),
             ("atoms_per_member", self.state.n_atoms.to_string()),
             ("degrees_of_freedom_per_member", self.dof.to_string()),
             ("timestep_fs", self.integrator.timestep().to_string()),
@@ -875,6 +911,20 @@ fn same_setup(a: &str, b: &str) -> bool {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Under mpirun, "auto" and "cuda" without an index pick this rank's GPU,
+/// `cuda:<local rank mod visible devices>`; anything else is kept.
+fn per_rank_device(spec: DeviceSpec, written: &str, comm: &dyn Communicator) -> DeviceSpec {
+    let unpinned = matches!(
+        written.trim().to_ascii_lowercase().as_str(),
+        "auto" | "cuda" | "gpu"
+    );
+    if comm.size() == 1 || !unpinned || !tch::Cuda::is_available() {
+        return spec;
+    }
+    let visible = tch::Cuda::device_count().max(1) as usize;
+    DeviceSpec::Cuda(comm.local_rank() % visible)
 }
 
 pub(crate) fn list(v: &[usize]) -> String {

@@ -188,6 +188,23 @@ pub struct BatchState {
 }
 
 impl BatchState {
+    /// This batch's share of one number per member of the whole run (the
+    /// numbers indexed by member id): all of them for a run in one process.
+    pub fn mine(&self, all: &[f64]) -> Vec<f64> {
+        self.mine_rows(all, 1)
+    }
+
+    /// The same for `per_member` numbers per member; members beyond `all`
+    /// give none (a caller checks the length).
+    pub fn mine_rows(&self, all: &[f64], per_member: usize) -> Vec<f64> {
+        self.member_ids
+            .iter()
+            .filter_map(|&m| all.get(m * per_member..(m + 1) * per_member))
+            .flatten()
+            .copied()
+            .collect()
+    }
+
     /// Members 0..n_members.
     pub fn new(molecule: &Molecule, n_members: usize, device: Device, kind: Kind) -> Self {
         let ids: Vec<usize> = (0..n_members).collect();

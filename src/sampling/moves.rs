@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::force::ForceProvider;
 use crate::integrate::Integrator;
+use crate::parallel::Team;
 use crate::state::BatchState;
 use crate::system::cell::Cell;
 use crate::system::Molecule;
@@ -43,6 +44,9 @@ pub struct MoveContext<'a> {
     pub temperatures: Vec<f64>,
     /// The pressure a move keeps (bar), if one does.
     pub pressure_bar: Option<f64>,
+    /// The run's processes: `state` is this one's share of the members, and
+    /// a move that decides for all of them gathers what it needs.
+    pub team: &'a Team,
 }
 
 /// What a move did that the run must act on.
@@ -169,6 +173,7 @@ impl MoveSet {
         &mut self,
         pick: Pick,
         (state, force, integrator): (&mut BatchState, &dyn ForceProvider, &mut dyn Integrator),
+        team: &Team,
         default_temperatures: &[f64],
     ) -> Result<Option<MoveReport>> {
         let step = state.step;
@@ -191,6 +196,7 @@ impl MoveSet {
                 state: &mut *state,
                 force,
                 integrator: &mut *integrator,
+                team,
             };
             let r = self.moves[i].attempt(&mut cx)?;
             self.seconds[i] += t0.elapsed().as_secs_f64();

@@ -9,7 +9,7 @@
 //! Layout: replica slot `r = l * K + k` belongs to ladder `l` and starts at
 //! temperature index `k`; swaps happen only within a ladder.
 
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 use crate::config::ExchangeScheme;
 use crate::error::{Error, Result};
@@ -109,11 +109,6 @@ impl ReplicaExchange {
             .collect()
     }
 
-    /// Thermostat temperature of each replica slot as a float64 tensor on `device`.
-    pub fn replica_temperatures_tensor(&self, device: Device) -> Tensor {
-        Tensor::from_slice(&self.replica_temperatures()).to_device(device)
-    }
-
     /// Replica slot currently at state `k` of ladder `l`.
     pub fn replica_at(&self, ladder: usize, k: usize) -> usize {
         self.replica_at[ladder * self.n_states() + k]
@@ -196,7 +191,9 @@ impl ReplicaExchange {
     }
 
     /// Push the replica temperatures to the integrator and rescale the
-    /// velocities of replicas whose temperature changed by sqrt(T_new/T_old).
+    /// velocities of replicas whose temperature changed by sqrt(T_new/T_old)
+    /// (`old_temperatures` of every replica; `state` may hold a share of
+    /// them: its member ids are replica slots).
     pub fn apply(
         &self,
         old_temperatures: &[f64],
@@ -209,7 +206,9 @@ impl ReplicaExchange {
             .zip(old_temperatures)
             .map(|(n, o)| (n / o).sqrt())
             .collect();
-        let temps = self.replica_temperatures_tensor(state.device);
+        let scale = state.mine(&scale);
+        let temps =
+            Tensor::from_slice(&state.mine(&self.replica_temperatures())).to_device(state.device);
         if !integrator.set_temperatures(state, &temps) {
             return Err(Error::Invalid(format!(
                 "replica exchange needs a thermostatted integrator, not {}",
