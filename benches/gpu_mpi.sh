@@ -14,7 +14,7 @@
 set -uo pipefail
 . "$(dirname "$0")/gpu_env.sh"
 parts runs "$@"
-BUNDLE=${5:-}
+BUNDLE=${4:-}
 gpu_info "$OUT/gpu.txt"
 echo "$COMMIT" > "$OUT/commit.txt"
 sha256sum models/ani1x_static.pt > "$OUT/models.sha256"
