@@ -32,10 +32,14 @@ extern "C" {
 const char* mlff_aoti_last_error() { return last_error.c_str(); }
 
 // Load the package's model "model"; device_index -1 for a CPU package.
+// Single-threaded: the engine calls a package from one thread, and the
+// thread-safe runner queries CUDA events between runs, which a stream being
+// captured in a CUDA graph refuses ("operation not permitted when stream is
+// capturing", seen on an H200).
 void* mlff_aoti_load(const char* path, int device_index) {
   Loader* loader = nullptr;
   if (guarded([&] {
-        loader = new Loader(path, "model", /*run_single_threaded=*/false,
+        loader = new Loader(path, "model", /*run_single_threaded=*/true,
                             /*num_runners=*/1,
                             static_cast<c10::DeviceIndex>(device_index));
       }) != 0) {
