@@ -4,9 +4,9 @@
 # fault handler on), (2) the package against its TorchScript source in the
 # engine (64 x alanine dipeptide, Langevin, 400 steps: the step-0 energies,
 # the same positions), (3) the package's step captured in a CUDA graph
-# ($TRY_CAPTURE, see src/force/aoti.rs) against the same run eager, bit for
-# bit (observables and DCD frames), and (4) bench md of the package eager and
-# graphed, at R = 1, 64 and 1024.
+# against the same run eager, bit for bit (observables and DCD frames), and
+# (4) bench md of the package eager and graphed, at R = 1, 64 and 1024,
+# beside ani1x_static.pt eager and graphed.
 #
 #   OUT=/tmp/res bash benches/gpu_pt2_check.sh .device/mlff-md "" COMMIT
 # Carry the engine and models/ani1x_static.pt; results: $OUT/results.tgz.
@@ -17,7 +17,6 @@ gpu_info "$OUT/gpu.txt"
 echo "$COMMIT" > "$OUT/commit.txt"
 STATIC=models/ani1x_static.pt
 sha256sum $STATIC > "$OUT/models.sha256"
-TRY_CAPTURE=MLFF_MD_TRY_PT2_CAPTURE
 PK=/tmp/mlff_md_pt2 && mkdir -p $PK
 ALA=systems/peptides/alanine_dipeptide.pdb
 if part export; then
@@ -61,7 +60,7 @@ if part engine; then
   config pt2_graph $PK/ala_x64.pt2 on
   t 60 run_ts_eager $BIN run $W/ts_eager.toml
   t 60 run_pt2_eager $BIN run $W/pt2_eager.toml
-  t 60 run_pt2_graph env $TRY_CAPTURE=1 $BIN run $W/pt2_graph.toml
+  t 60 run_pt2_graph $BIN run $W/pt2_graph.toml
   python3 - $W <<'PY' | tee "$OUT/engine_check.txt"
 import sys, os, h5py, numpy as np
 w = sys.argv[1]
@@ -96,7 +95,7 @@ fi
 if part bench; then
   B="$BIN bench md --device cuda --warmup 10 --steps 200 --structures $ALA"
   for r in 1 64 1024; do
-    [ -e $PK/ala_x$r.pt2 ] && t 60 "bench_pt2_$r" env $TRY_CAPTURE=1 $B --cuda-graphs off,on \
+    [ -e $PK/ala_x$r.pt2 ] && t 60 "bench_pt2_$r" $B --cuda-graphs off,on \
       --model $PK/ala_x$r.pt2 --replicas $r --out "$OUT/bench_pt2_$r"
     t 60 "bench_ts_$r" $B --cuda-graphs off,on --model $STATIC --replicas $r --out "$OUT/bench_ts_$r"
   done
