@@ -17,7 +17,7 @@ use crate::force::{
 use crate::integrate::{degrees_of_freedom, Integrator, Langevin, VelocityVerlet};
 use crate::io::checkpoint::{Checkpoint, CheckpointHeader, ReporterPositions};
 use crate::minimize::{fire_with_progress, FireOptions, MinimizeReport};
-use crate::parallel::{not_across_ranks, Communicator, Team};
+use crate::parallel::{Communicator, Team};
 use crate::reporters::{HostFrame, Wants};
 use crate::rng::{splitmix64, CounterRng};
 use crate::sampling::moves::{MoveSetup, Pick};
@@ -122,9 +122,6 @@ impl Simulation {
                 "{ranks} MPI ranks for {} member(s): every rank needs at least one member; start at most {} rank(s)",
                 team.total, team.total
             )));
-        }
-        if ranks > 1 && config.barostat.is_some() {
-            return Err(not_across_ranks("the [barostat]", ranks));
         }
         let mut molecule = Molecule::load(&config.structure_paths())?;
         if let Some(q) = config.system.charge {
@@ -264,10 +261,11 @@ impl Simulation {
     }
 
     /// Each member's thermostat temperature (K): its rung under replica
-    /// exchange, else the configured temperature.
+    /// exchange, else the configured temperature; every member of the run
+    /// (under mpirun too).
     pub fn thermostat_temperatures(&self) -> Vec<f64> {
         self.per_member_temperatures().unwrap_or_else(|| {
-            vec![self.config.integrator.temperature.unwrap_or_default(); self.state.n_members]
+            vec![self.config.integrator.temperature.unwrap_or_default(); self.team.total]
         })
     }
 

@@ -231,3 +231,84 @@ fn the_shipped_replica_exchange_config_runs_across_ranks_as_in_one_process() {
     );
     assert_same_files(&one, &two);
 }
+
+/// Replica exchange under the Monte Carlo barostat: a Lennard-Jones gas,
+/// 4 rungs, volume moves every 5 steps.
+fn npt_config(dir: &Path, name: &str, out: &Path) -> PathBuf {
+    let text = format!(
+        r#"[system]
+structure = "{}"
+cell = [19.0, 19.0, 19.0]
+[model]
+kind = "lennard-jones"
+epsilon = 0.0104
+sigma = 3.4
+cutoff = 8.5
+shift = true
+device = "cpu"
+[integrator]
+kind = "langevin"
+timestep = 2.0
+friction = 20.0
+precision = "float64"
+[barostat]
+pressure = 200.0
+interval = 5
+[replica_exchange]
+temperatures = [300.0, 360.0, 432.0, 518.4]
+members_per_temperature = 1
+exchange_interval = 10
+[ensemble]
+seed = 4
+[run]
+steps = 200
+[output]
+directory = "{}"
+trajectory_format = "xtc"
+trajectory_interval = 10
+observables_interval = 5
+checkpoint_interval = 50
+"#,
+        common::argon_gas(dir).display(),
+        out.display()
+    );
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn the_barostat_across_ranks_moves_every_volume_as_one_process_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let volumes = |out: &Path| {
+        let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
+        common::runs::read_f64(&h5, "observables/volume/value")
+    };
+    let one = dir.path().join("one");
+    ok(alone(&[
+        "run",
+        s(&npt_config(dir.path(), "one.toml", &one)),
+        "--quiet",
+    ]));
+    let reference = (fingerprint(&one, true), volumes(&one));
+    let first = reference.1[..4].to_vec();
+    assert!(
+        reference.1[reference.1.len() - 4..] != first[..],
+        "the volumes never moved: the test would not see a difference"
+    );
+    for k in [2, 3] {
+        let out = dir.path().join(format!("k{k}"));
+        let c = npt_config(dir.path(), &format!("k{k}.toml"), &out);
+        ok(mpirun(k, &["run", s(&c), "--quiet"]));
+        let what = format!("NPT replica exchange on {k} ranks");
+        assert_bit_identical(&reference.0, &fingerprint(&out, true), &what);
+        let v = volumes(&out);
+        assert!(
+            v.iter()
+                .zip(&reference.1)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{what}: volumes differ"
+        );
+        assert_same_files(&one, &out);
+    }
+}

@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use mlff_md::config::Config;
@@ -24,22 +24,6 @@ const FIRST_STEP: i64 = 400;
 
 /// 32 argon-like atoms: every 8th of tests/data/lj_fluid.xyz (23.2 Å box)
 /// mapped by fractional coordinates into a 19 Å box.
-fn gas(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(root().join("tests/data/lj_fluid.xyz")).unwrap();
-    let mut lines = vec!["32".to_string(), "argon-like gas".to_string()];
-    for line in text.lines().skip(2).step_by(8).take(32) {
-        let x: Vec<f64> = line
-            .split_whitespace()
-            .skip(1)
-            .map(|v| (v.parse::<f64>().unwrap() / 23.2).rem_euclid(1.0) * 19.0)
-            .collect();
-        lines.push(format!("Ar {:.6} {:.6} {:.6}", x[0], x[1], x[2]));
-    }
-    let p = dir.join("gas.xyz");
-    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
-    p
-}
-
 /// Observables of one in-process run ([records][members] per name).
 struct Records {
     volume: Vec<Vec<f64>>,
@@ -80,7 +64,7 @@ steps = 1000
 directory = "{}"
 pressure = false
 "#,
-        gas(dir).display(),
+        argon_gas(dir).display(),
         dir.join("out").display()
     );
     let cfg = dir.join("run.toml");

@@ -14,7 +14,7 @@ mod mpi;
 use std::ops::Range;
 use std::rc::Rc;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::reporters::{HostFrame, Wants};
 use crate::system::cell::Cell;
 
@@ -95,7 +95,7 @@ fn connect(_n: usize) -> Result<Rc<dyn Communicator>> {
 
 #[cfg(not(feature = "mpi"))]
 fn connect(n: usize) -> Result<Rc<dyn Communicator>> {
-    Err(Error::Invalid(format!(
+    Err(crate::error::Error::Invalid(format!(
         "started as one of {n} processes (mpirun/srun), but this mlff-md was built without MPI support; build it with `cargo build --release --features mpi` (needs an MPI library such as Open MPI), or start it without mpirun"
     )))
 }
@@ -259,13 +259,6 @@ fn wants_from(v: &[u64]) -> Option<Wants> {
         dynamics: v[2] != 0,
         virial: v[3] != 0,
     })
-}
-
-/// An error for a feature that does not run across ranks yet.
-pub fn not_across_ranks(what: &str, ranks: usize) -> Error {
-    Error::Invalid(format!(
-        "{what} does not run across MPI ranks yet; run it as one process (without mpirun), not {ranks}"
-    ))
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::force::ForceProvider;
+use crate::parallel::Team;
 use crate::rng::HostRng;
 use crate::state::{to_host_f64, BatchState};
 use crate::system::cell::Cell;
@@ -158,14 +159,23 @@ impl MonteCarloBarostat {
 
     /// One volume move for every member; `kt` is each member's kT (eV).
     /// Pulls the cells and energies to the host (a check step).
+    ///
+    /// The barostat's state and `kt` cover every member of the run; `state`
+    /// holds `team`'s share of them (all of them in one process). Every rank
+    /// draws the whole run's random numbers, decides for its own members and
+    /// gathers the outcomes, so all ranks keep the same state, the one a
+    /// single process keeps.
     pub fn attempt(
         &mut self,
         state: &mut BatchState,
         force: &dyn ForceProvider,
         kt: &[f64],
         molecules: &MoleculeScaling,
+        team: &Team,
     ) -> Result<BarostatMove> {
         let r = state.n_members;
+        let total = self.max_change.len();
+        let ids = &state.member_ids;
         let Some(cells) = state.cells.as_ref().map(Tensor::shallow_clone) else {
             return Err(Error::Invalid("a barostat needs periodic members".into()));
         };
@@ -176,28 +186,32 @@ impl MonteCarloBarostat {
         // Two draws per member and move (three when anisotropic: the
         // axis), in member order, used or not: the stream does not depend
         // on the outcomes.
-        let draws: Vec<[f64; 2]> = (0..r)
+        let draws: Vec<[f64; 2]> = (0..total)
             .map(|_| [self.rng.uniform(), self.rng.uniform()])
             .collect();
-        let axes: Vec<usize> = (0..r)
+        let axes: Vec<usize> = (0..total)
             .map(|_| match self.anisotropic {
                 true => ((3.0 * self.rng.uniform()) as usize).min(2),
                 false => 0,
             })
             .collect();
+        // Slot i holds member ids[i].
         let new_volumes: Vec<f64> = (0..r)
-            .map(|m| volumes[m] + self.max_change[m][axes[m]] * 2.0 * (draws[m][0] - 0.5))
+            .map(|i| {
+                let m = ids[i];
+                volumes[i] + self.max_change[m][axes[m]] * 2.0 * (draws[m][0] - 0.5)
+            })
             .collect();
-        // Scale of each coordinate, per member.
+        // Scale of each coordinate, per slot.
         let scales: Vec<[f64; 3]> = (0..r)
-            .map(|m| {
-                let ratio = new_volumes[m] / volumes[m];
-                match (new_volumes[m] > 0.0, self.anisotropic) {
+            .map(|i| {
+                let ratio = new_volumes[i] / volumes[i];
+                match (new_volumes[i] > 0.0, self.anisotropic) {
                     (false, _) => [1.0; 3],
                     (true, false) => [ratio.cbrt(); 3],
                     (true, true) => {
                         let mut s = [1.0; 3];
-                        s[axes[m]] = ratio;
+                        s[axes[ids[i]]] = ratio;
                         s
                     }
                 }
@@ -237,13 +251,14 @@ impl MonteCarloBarostat {
         let e_new = to_host_f64(&out.energies);
         let pressure = self.pressure_bar * BAR_IN_EV_PER_A3;
         let accepted: Vec<bool> = (0..r)
-            .map(|m| {
-                if new_volumes[m] <= 0.0 || !wide_enough[m] {
+            .map(|i| {
+                let m = ids[i];
+                if new_volumes[i] <= 0.0 || !wide_enough[i] {
                     return false;
                 }
-                let dv = new_volumes[m] - volumes[m];
-                let w = (e_new[m] - e_old[m]) + pressure * dv
-                    - molecules.count as f64 * kt[m] * (new_volumes[m] / volumes[m]).ln();
+                let dv = new_volumes[i] - volumes[i];
+                let w = (e_new[i] - e_old[i]) + pressure * dv
+                    - molecules.count as f64 * kt[m] * (new_volumes[i] / volumes[i]).ln();
                 w <= 0.0 || draws[m][1] < (-w / kt[m]).exp()
             })
             .collect();
@@ -260,6 +275,13 @@ impl MonteCarloBarostat {
         state.energies.copy_(&energies);
         let restored = cells_now.where_self(&keep.view([-1, 1, 1]), &old.1);
         cells_now.copy_(&restored);
+        // Every member's outcome, on every rank.
+        let flags: Vec<f64> = accepted.iter().map(|&a| f64::from(u8::from(a))).collect();
+        let accepted: Vec<bool> = team
+            .all_members(&flags, 1)
+            .iter()
+            .map(|&a| a != 0.0)
+            .collect();
         for (m, &a) in accepted.iter().enumerate() {
             let k = axes[m];
             self.attempted[m][k] += 1;

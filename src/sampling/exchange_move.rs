@@ -71,14 +71,19 @@ impl Move for ReplicaExchangeMove {
     /// Pulls the [R] energies (and, under a barostat, the cells) to the
     /// host, decides, and pushes temperatures and velocity scales back only
     /// if a swap was accepted. Across MPI ranks, every rank gathers all
-    /// energies and makes the same decision from the same random stream.
+    /// energies (and volumes) and makes the same decision from the same
+    /// random stream.
     fn attempt(&mut self, cx: &mut MoveContext) -> Result<MoveReport> {
         let energies = cx.team.all_members(&to_host_f64(&cx.state.energies), 1);
         let mut weighed = energies.clone();
         if let (Some(bar), Some(cells)) = (cx.pressure_bar, cx.state.cells.as_ref()) {
             let pressure = bar * BAR_IN_EV_PER_A3;
-            for (e, cell) in weighed.iter_mut().zip(Cell::all_as_stored(cells)?) {
-                *e += pressure * cell.volume();
+            let mine: Vec<f64> = Cell::all_as_stored(cells)?
+                .iter()
+                .map(Cell::volume)
+                .collect();
+            for (e, v) in weighed.iter_mut().zip(cx.team.all_members(&mine, 1)) {
+                *e += pressure * v;
             }
         }
         let old = self.rex.replica_temperatures();

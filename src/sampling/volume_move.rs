@@ -30,7 +30,8 @@ impl VolumeMove {
                 b.pressure,
                 b.interval,
                 b.anisotropic,
-                &vec![cell.volume(); setup.state.n_members],
+                // Every member of the run (a rank's state holds a share).
+                &vec![cell.volume(); setup.config.n_members()],
                 setup.config.ensemble.seed,
             ),
             molecules: MoleculeScaling::new(
@@ -64,7 +65,7 @@ impl Move for VolumeMove {
             .collect();
         let moved = self
             .barostat
-            .attempt(cx.state, cx.force, &kt, &self.molecules)?;
+            .attempt(cx.state, cx.force, &kt, &self.molecules, cx.team)?;
         let report = MoveReport {
             new_list_shape: moved.grew_list,
         };

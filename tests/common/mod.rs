@@ -50,3 +50,21 @@ pub fn kb_ev() -> f64 {
 pub fn amu_a2_fs2_ev() -> f64 {
     ATOMIC_MASS_UNIT_KG * 1.0e10 / ELEMENTARY_CHARGE_C
 }
+
+/// 32 argon-like atoms from tests/data/lj_fluid.xyz spread over a 19 Å
+/// box (a gas for Lennard-Jones NPT runs), written to DIR/gas.xyz.
+pub fn argon_gas(dir: &std::path::Path) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("tests/data/lj_fluid.xyz")).unwrap();
+    let mut lines = vec!["32".to_string(), "argon-like gas".to_string()];
+    for line in text.lines().skip(2).step_by(8).take(32) {
+        let x: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|v| (v.parse::<f64>().unwrap() / 23.2).rem_euclid(1.0) * 19.0)
+            .collect();
+        lines.push(format!("Ar {:.6} {:.6} {:.6}", x[0], x[1], x[2]));
+    }
+    let p = dir.join("gas.xyz");
+    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+    p
+}
