@@ -235,45 +235,13 @@ fn the_shipped_replica_exchange_config_runs_across_ranks_as_in_one_process() {
 /// Replica exchange under the Monte Carlo barostat: a Lennard-Jones gas,
 /// 4 rungs, volume moves every 5 steps.
 fn npt_config(dir: &Path, name: &str, out: &Path) -> PathBuf {
-    let text = format!(
-        r#"[system]
-structure = "{}"
-cell = [19.0, 19.0, 19.0]
-[model]
-kind = "lennard-jones"
-epsilon = 0.0104
-sigma = 3.4
-cutoff = 8.5
-shift = true
-device = "cpu"
-[integrator]
-kind = "langevin"
-timestep = 2.0
-friction = 20.0
-precision = "float64"
-[barostat]
-pressure = 200.0
-interval = 5
-[replica_exchange]
-temperatures = [300.0, 360.0, 432.0, 518.4]
-members_per_temperature = 1
-exchange_interval = 10
-[ensemble]
-seed = 4
-[run]
-steps = 200
-[output]
-directory = "{}"
-trajectory_format = "xtc"
-trajectory_interval = 10
-observables_interval = 5
-checkpoint_interval = 50
-"#,
-        common::argon_gas(dir).display(),
+    let sampling = "[replica_exchange]\ntemperatures = [300.0, 360.0, 432.0, 518.4]\nmembers_per_temperature = 1\nexchange_interval = 10\n[ensemble]\nseed = 4";
+    let output = format!(
+        "directory = \"{}\"\ntrajectory_format = \"xtc\"\ntrajectory_interval = 10\nobservables_interval = 5\ncheckpoint_interval = 50",
         out.display()
     );
     let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
+    std::fs::write(&p, common::argon_npt_config(dir, sampling, 200, &output)).unwrap();
     p
 }
 

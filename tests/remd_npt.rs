@@ -38,34 +38,14 @@ struct Records {
 /// adapting from 1 % for hundreds of moves: the distribution sampled does
 /// not depend on the step.
 fn run(dir: &Path, sampling: &str) -> Records {
-    let text = format!(
-        r#"[system]
-structure = "{}"
-cell = [19.0, 19.0, 19.0]
-[model]
-kind = "lennard-jones"
-epsilon = 0.0104
-sigma = 3.4
-cutoff = 8.5
-shift = true
-device = "cpu"
-[integrator]
-kind = "langevin"
-timestep = 2.0
-friction = 20.0
-precision = "float64"
-[barostat]
-pressure = 200.0
-interval = 5
-{sampling}
-[run]
-steps = 1000
-[output]
-directory = "{}"
-pressure = false
-"#,
-        argon_gas(dir).display(),
-        dir.join("out").display()
+    let text = argon_npt_config(
+        dir,
+        sampling,
+        1000,
+        &format!(
+            "directory = \"{}\"\npressure = false",
+            dir.join("out").display()
+        ),
     );
     let cfg = dir.join("run.toml");
     std::fs::write(&cfg, text).unwrap();

@@ -68,3 +68,37 @@ pub fn argon_gas(dir: &std::path::Path) -> PathBuf {
     std::fs::write(&p, lines.join("\n") + "\n").unwrap();
     p
 }
+
+/// A config of the [`argon_gas`] as a shifted Lennard-Jones fluid under the
+/// Monte Carlo barostat (200 bar, a move every 5 steps), Langevin at 2 fs:
+/// `sampling` adds sections ([replica_exchange], [ensemble]), `output` the
+/// [output] keys.
+pub fn argon_npt_config(dir: &std::path::Path, sampling: &str, steps: u64, output: &str) -> String {
+    format!(
+        r#"[system]
+structure = "{}"
+cell = [19.0, 19.0, 19.0]
+[model]
+kind = "lennard-jones"
+epsilon = 0.0104
+sigma = 3.4
+cutoff = 8.5
+shift = true
+device = "cpu"
+[integrator]
+kind = "langevin"
+timestep = 2.0
+friction = 20.0
+precision = "float64"
+[barostat]
+pressure = 200.0
+interval = 5
+{sampling}
+[run]
+steps = {steps}
+[output]
+{output}
+"#,
+        argon_gas(dir).display()
+    )
+}
