@@ -5,8 +5,8 @@
 #   export  python/export_pt2.py --device cuda (on the GPU machine: a CUDA
 #           package is compiled there): alanine dipeptide x 1, 64, 1024 and
 #           chignolin x 32; compile time and the exporter's check in the logs
-#   bench   mlff-md bench md, same structure and R: the package (eager: its
-#           step is not captured yet) against ani1x_static.pt eager and graphed
+#   bench   mlff-md bench md, same structure and R: the package eager and
+#           graphed against ani1x_static.pt eager and graphed
 #
 #   OUT=/tmp/res bash benches/gpu_pt2.sh target/release/mlff-md "" COMMIT
 # Carry the engine and models/ani1x_static.pt. Packages stay on the device
@@ -30,7 +30,7 @@ for spec in alanine_dipeptide:1 alanine_dipeptide:64 alanine_dipeptide:1024 chig
       --replicas "$r" --device cuda --out "$pkg"
   fi
   if part bench; then
-    [ -e "$pkg" ] && t 60 "bench_pt2_${name}_$r" $B --cuda-graphs off --model "$pkg" \
+    [ -e "$pkg" ] && t 60 "bench_pt2_${name}_$r" $B --cuda-graphs off,on --model "$pkg" \
       --structures "$pdb" --replicas "$r" --out "$OUT/bench_pt2_${name}_$r"
     t 60 "bench_ts_${name}_$r" $B --cuda-graphs off,on --model $STATIC \
       --structures "$pdb" --replicas "$r" --out "$OUT/bench_ts_${name}_$r"
