@@ -318,34 +318,9 @@ pub fn run_on(
     let mut reporters = if let Some((ck, path, note)) = resumed {
         elapsed_before = ck.header.elapsed_seconds;
         last_checkpoint = Some(ck.header.step);
-        if !leads {
-            None
-        } else {
-            if !quiet {
-                if let Some(note) = note {
-                    eprintln!("warning: {note}");
-                }
-                eprintln!(
-                    "resuming from {} at step {}",
-                    path.display(),
-                    ck.header.step
-                );
-            }
-            let r = ReporterSet::open(&sim, &out, slots, Some(&ck.header.reporters), quiet)?;
-            if let (Some(then), Some(now)) = (&ck.header.model_sha256, &sim.model_sha256) {
-                if then != now {
-                    eprintln!(
-                    "warning: continuing with a changed model file (SHA-256 {then} until step {}, {now} from then on; --allow-model-change)",
-                    ck.header.step
-                );
-                    let history = format!("{then} until step {}; {now} after", ck.header.step);
-                    r.observables().set_parameter("model_sha256", now)?;
-                    r.observables()
-                        .set_parameter("model_sha256_history", &history)?;
-                }
-            }
-            Some(r)
-        }
+        leads
+            .then(|| reopen_outputs(&sim, &out, slots, &ck, &path, note, quiet))
+            .transpose()?
     } else {
         if leads {
             check_output_dir(&out, options.overwrite)?;
@@ -357,18 +332,9 @@ pub fn run_on(
                 eprintln!("{}", minimize_summary(&report));
             }
         }
-        let mut r = None;
-        if leads {
-            remove_owned_outputs(&out)?;
-            std::fs::write(out.join("config.toml"), &config.source.text)
-                .map_err(|e| Error::output(&out.join("config.toml"), e))?;
-            let opened = ReporterSet::open(&sim, &out, slots, None, quiet)?;
-            opened.observables().set_parameter(
-                "production_start_step",
-                &config.production_start().to_string(),
-            )?;
-            r = Some(opened);
-        }
+        let mut r = leads
+            .then(|| create_outputs(&sim, &out, slots, quiet))
+            .transpose()?;
         let wants = team.agree_wants(r.as_ref().map(ReporterSet::start_wants));
         let frame = HostFrame::pull(&sim, wants.unwrap_or_default())?;
         if let (Some(frame), Some(r)) = (team.gather_frame(frame, sim.state.n_atoms), r.as_mut()) {
@@ -666,6 +632,63 @@ pub fn run_on(
         eprintln!("outputs: {}", out.display());
     }
     Ok(RunOutcome::Finished(Box::new(summary)))
+}
+
+/// Rank 0's outputs of a run resumed from `ck` (read from `path`), cut
+/// back to what it recorded, with the lines a resume prints.
+fn reopen_outputs(
+    sim: &Simulation,
+    out: &Path,
+    slots: Vec<usize>,
+    ck: &Checkpoint,
+    path: &Path,
+    note: Option<String>,
+    quiet: bool,
+) -> Result<ReporterSet> {
+    if !quiet {
+        if let Some(note) = note {
+            eprintln!("warning: {note}");
+        }
+        eprintln!(
+            "resuming from {} at step {}",
+            path.display(),
+            ck.header.step
+        );
+    }
+    let r = ReporterSet::open(sim, out, slots, Some(&ck.header.reporters), quiet)?;
+    if let (Some(then), Some(now)) = (&ck.header.model_sha256, &sim.model_sha256) {
+        if then != now {
+            eprintln!(
+                "warning: continuing with a changed model file (SHA-256 {then} until step {}, {now} from then on; --allow-model-change)",
+                ck.header.step
+            );
+            let history = format!("{then} until step {}; {now} after", ck.header.step);
+            r.observables().set_parameter("model_sha256", now)?;
+            r.observables()
+                .set_parameter("model_sha256_history", &history)?;
+        }
+    }
+    Ok(r)
+}
+
+/// Rank 0's outputs of a fresh run: earlier results removed, the config
+/// copied, every reporter's file created.
+fn create_outputs(
+    sim: &Simulation,
+    out: &Path,
+    slots: Vec<usize>,
+    quiet: bool,
+) -> Result<ReporterSet> {
+    remove_owned_outputs(out)?;
+    let config = &sim.config;
+    std::fs::write(out.join("config.toml"), &config.source.text)
+        .map_err(|e| Error::output(&out.join("config.toml"), e))?;
+    let r = ReporterSet::open(sim, out, slots, None, quiet)?;
+    r.observables().set_parameter(
+        "production_start_step",
+        &config.production_start().to_string(),
+    )?;
+    Ok(r)
 }
 
 /// Enlargements of a neighbour list a run accepts: each at least 1.3×

@@ -130,13 +130,6 @@ pub struct Team {
 }
 
 impl Team {
-    pub fn solo(total: usize) -> Team {
-        Team {
-            comm: Rc::new(Solo),
-            total,
-        }
-    }
-
     /// Whether this process writes the outputs (rank 0).
     pub fn leads(&self) -> bool {
         self.comm.rank() == 0
@@ -174,11 +167,6 @@ impl Team {
         self.comm.max(&[u64::from(yes)])[0] != 0
     }
 
-    /// Element-wise maximum over the ranks.
-    pub fn max(&self, local: &[u64]) -> Vec<u64> {
-        self.comm.max(local)
-    }
-
     /// Once per step: the signal any rank caught (the largest number), whether
     /// any rank's wall clock asks for a checkpoint, and what rank 0's
     /// reporters read now ([`Team::agree_wants`]), in one exchange.
@@ -191,15 +179,9 @@ impl Team {
         if self.is_alone() {
             return (signal, wall_due, wants);
         }
-        let w = wants.unwrap_or_default();
-        let v = self.comm.max(&[
-            signal as u64,
-            u64::from(wall_due),
-            u64::from(wants.is_some()),
-            u64::from(w.positions),
-            u64::from(w.dynamics),
-            u64::from(w.virial),
-        ]);
+        let mut flags = vec![signal as u64, u64::from(wall_due)];
+        flags.extend(wants_flags(wants));
+        let v = self.comm.max(&flags);
         (v[0] as usize, v[1] != 0, wants_from(&v[2..]))
     }
 
@@ -209,13 +191,7 @@ impl Team {
         if self.is_alone() {
             return mine;
         }
-        let w = mine.unwrap_or_default();
-        wants_from(&self.comm.max(&[
-            u64::from(mine.is_some()),
-            u64::from(w.positions),
-            u64::from(w.dynamics),
-            u64::from(w.virial),
-        ]))
+        wants_from(&self.comm.max(&wants_flags(mine)))
     }
 
     /// The whole run's frame on rank 0 (None on the others) from each
@@ -252,7 +228,19 @@ impl Team {
     }
 }
 
-/// Wants from [some, positions, dynamics, virial] flags.
+/// Wants as [some, positions, dynamics, virial] flags, for a maximum over
+/// the ranks (the others pass None: all zeros).
+fn wants_flags(wants: Option<Wants>) -> [u64; 4] {
+    let w = wants.unwrap_or_default();
+    [
+        u64::from(wants.is_some()),
+        u64::from(w.positions),
+        u64::from(w.dynamics),
+        u64::from(w.virial),
+    ]
+}
+
+/// Wants from [`wants_flags`].
 fn wants_from(v: &[u64]) -> Option<Wants> {
     (v[0] != 0).then_some(Wants {
         positions: v[1] != 0,
