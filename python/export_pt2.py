@@ -4,7 +4,10 @@
     python python/export_pt2.py --structure systems/peptides/alanine_dipeptide.pdb \\
         --replicas 64 --device cuda --out out/ala2_x64.pt2   [--model models/ani1x_static.pt]
 
-The engine loads the package (`[model] path = "....pt2"`, src/force/aoti.rs)
+`mlff-md compile CONFIG` runs this script (the binary carries it) for a
+run's molecule, member count and device and stores the package in its
+cache, where runs find it (src/compile.rs). The engine also loads a package
+named directly (`[model] path = "....pt2"`, src/force/aoti.rs)
 and calls it with the positions alone: `positions float32[R*n, 3] (A) ->
 (energies float64[R] (eV), forces float32[R*n, 3] (eV/A))`. The backward
 pass is compiled into the package, so a step runs no autograd and no
@@ -34,10 +37,10 @@ import subprocess
 import sys
 import time
 
+import json
+
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
-
-import pdb_box
 
 INTERFACE = "pt2-v1"
 SYMBOL_Z = {"H": 1, "B": 5, "C": 6, "N": 7, "O": 8, "F": 9, "Si": 14, "P": 15, "S": 16,
@@ -58,7 +61,9 @@ def main(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="models/ani1x_static.pt",
                     help="a static-shape TorchScript model with prepare() and forward_prepared()")
-    ap.add_argument("--structure", required=True, help="PDB file of the molecule")
+    ap.add_argument("--structure", required=True,
+                    help="PDB file of the molecule, or JSON {atomic_numbers, positions} "
+                         "(what `mlff-md compile` writes)")
     ap.add_argument("--replicas", type=int, required=True, help="members R the package is compiled for")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--out", required=True, help="the .pt2 file to write")
@@ -74,7 +79,7 @@ def main(argv):
     for name in ("prepare", "forward_prepared"):
         if not hasattr(model, name):
             raise SystemExit(f"{a.model}: has no {name}(): not a static-shape model (e.g. models/ani1x_static.pt)")
-    z, x = pdb_box.read_pdb_atoms(a.structure, SYMBOL_Z)
+    z, x = read_structure(a.structure)
     n, r = len(z), a.replicas
     numbers = torch.tensor(z * r, device=device)
     batch = torch.arange(r, device=device).repeat_interleave(n)
@@ -117,6 +122,18 @@ def main(argv):
               "TorchScript source)", file=sys.stderr)
         return 0
     return child.returncode
+
+
+def read_structure(path):
+    """Atomic numbers and positions (A) of one molecule: a PDB file, or the
+    JSON `mlff-md compile` writes ({"atomic_numbers": [...], "positions":
+    [[x, y, z], ...]}), which lets the binary carry this script alone."""
+    if path.endswith(".json"):
+        with open(path) as f:
+            system = json.load(f)
+        return [int(v) for v in system["atomic_numbers"]], [[float(c) for c in p] for p in system["positions"]]
+    import pdb_box  # python/pdb_box.py, beside this script in the repository
+    return pdb_box.read_pdb_atoms(path, SYMBOL_Z)
 
 
 def check(path, ef, positions, source):

@@ -26,21 +26,15 @@ pub fn synchronize(device: Device) {
     }
 }
 
-/// The device's marketing name (GPU model or CPU model).
+/// The device's marketing name (GPU model, or CPU model and threads).
 pub fn device_name(device: Device) -> String {
     match device {
-        Device::Cuda(i) => nvidia_smi(&["--query-gpu=name", "--format=csv,noheader"])
-            .and_then(|s| s.lines().nth(i).map(|l| l.trim().to_string()))
-            .unwrap_or_else(|| format!("cuda:{i}")),
-        _ => std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split(':').nth(1))
-                    .map(|m| format!("CPU {} ({} threads)", m.trim(), tch::get_num_threads()))
-            })
-            .unwrap_or_else(|| "cpu".into()),
+        Device::Cuda(_) => crate::device::hardware_name(device),
+        _ => format!(
+            "CPU {} ({} threads)",
+            crate::device::hardware_name(device),
+            tch::get_num_threads()
+        ),
     }
 }
 

@@ -131,6 +131,28 @@ pub struct ModelConfig {
     /// Shifted-force Lennard-Jones (kind = "lennard-jones" with a cutoff):
     /// energy and force both reach zero at the cutoff.
     pub shift: Option<bool>,
+    /// Whether a package compiled by `mlff-md compile` for this model,
+    /// system, member count and device replaces the TorchScript file.
+    #[serde(default)]
+    pub compiled: CompiledPolicy,
+}
+
+/// [model] compiled: when an AOTInductor package from `mlff-md compile`
+/// stands in for a static TorchScript model (src/compile.rs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompiledPolicy {
+    /// Use the cached package compiled for exactly this model file,
+    /// molecule, member count and device, when there is one.
+    #[default]
+    Auto,
+    /// Always the TorchScript file.
+    Off,
+    /// Set by a resumed run, never read from a file: the package with this
+    /// SHA-256 (None: no package), as the run was started with, so a
+    /// continued run takes the same force path as an uninterrupted one.
+    #[serde(skip)]
+    AsStarted(Option<String>),
 }
 
 fn default_device() -> String {

@@ -59,6 +59,35 @@ pub fn describe(device: Device) -> String {
     }
 }
 
+/// The hardware behind `device`: the GPU's name (nvidia-smi), or the CPU's
+/// model name (/proc/cpuinfo); "cuda:N" or "cpu" when neither says. Compiled
+/// kernels are specific to it (src/compile.rs keys packages by it).
+pub fn hardware_name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => std::process::Command::new("nvidia-smi")
+            .args(["--query-gpu=name", "--format=csv,noheader"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .nth(i)
+                    .map(|l| l.trim().to_string())
+            })
+            .unwrap_or_else(|| format!("cuda:{i}")),
+        _ => std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|m| m.trim().to_string())
+            })
+            .unwrap_or_else(|| "cpu".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

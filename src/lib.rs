@@ -6,6 +6,7 @@
 //! [`force::ForceProvider`] → [`io`] reporters, wired together by [`run`].
 
 pub mod bench;
+pub mod compile;
 pub mod config;
 pub mod cuda_graph;
 pub mod device;

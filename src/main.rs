@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use mlff_md::compile::{compile, CompileOptions};
 use mlff_md::config::{BlowupPolicy, Config, GraphPolicy, Overrides};
 use mlff_md::device::{parse_device, resolve};
 use mlff_md::error::Error;
@@ -196,6 +197,38 @@ Exit status: 0 success, 2 not a run directory or unreadable, 1 cannot write.")]
         /// machine.
         #[arg(long)]
         one_member: bool,
+    },
+    /// Compile the config's static-shape model (e.g. models/ani1x_static.pt)
+    /// into an AOTInductor package for its molecule, member count and
+    /// device, stored in the package cache; later runs of the config (and
+    /// of any config with the same model, molecule, members and device) use
+    /// it in place of the model file ([model] compiled = "auto").
+    #[command(after_help = "Examples:\n  \
+    mlff-md compile configs/replica_exchange.toml            on the GPU the run will use\n  \
+    mlff-md compile configs/ensemble.toml --python .venv/bin/python\n\n\
+Runs python/export_pt2.py (carried inside the binary) with a Python that has torch 2.11:\n\
+--python, else $MLFF_MD_PYTHON, else python3. Compiling takes one to three minutes; the\n\
+package serves only this molecule, member count and GPU (or CPU) model. On an H200 a\n\
+package's steps were 1.14-1.36x faster than the TorchScript file's, both in CUDA graphs.\n\
+Cache: $MLFF_MD_CACHE, else $XDG_CACHE_HOME/mlff-md, else ~/.cache/mlff-md. A resumed\n\
+run keeps the force path it started with (package or file).\n\n\
+Exit status: 0 compiled (or already in the cache), 2 bad input or a model that cannot be\n\
+compiled, or compiling failed.")]
+    Compile {
+        /// The run's TOML config.
+        config: PathBuf,
+        /// Device: auto, cpu, cuda or cuda:N (replaces [model] device).
+        #[arg(long)]
+        device: Option<String>,
+        /// Python with torch 2.11 (default: $MLFF_MD_PYTHON, else python3).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Compile again even if the cache holds this package.
+        #[arg(long)]
+        force: bool,
+        /// Print nothing but errors and the package's path.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Describe a model file: contract version, methods, elements, cutoffs,
     /// periodic or not, CUDA-graph capturable or not, metadata, SHA-256,
@@ -641,6 +674,43 @@ fn main() -> ExitCode {
                 let (report, path) = minimize(&c, overwrite, quiet)?;
                 println!("{}", minimize_summary(&report));
                 println!("wrote {}", path.display());
+                Ok(())
+            }),
+        Command::Compile {
+            config,
+            device,
+            python,
+            force,
+            quiet,
+        } => Config::from_file(&config)
+            .and_then(|mut c| {
+                c.apply(&Overrides {
+                    device,
+                    ..Overrides::default()
+                })?;
+                Ok(c)
+            })
+            .and_then(|c| {
+                let options = CompileOptions {
+                    python,
+                    force,
+                    quiet,
+                };
+                let done = compile(&c, &options)?;
+                if quiet {
+                    println!("{}", done.path.display());
+                } else if done.compiled {
+                    println!(
+                        "compiled in {:.0} s: {}",
+                        done.seconds,
+                        done.path.display()
+                    );
+                } else {
+                    println!(
+                        "already compiled: {} (--force compiles it again)",
+                        done.path.display()
+                    );
+                }
                 Ok(())
             }),
         Command::Screen {

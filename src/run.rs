@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{BlowupPolicy, Config, GraphPolicy, TrajectoryFormat};
+use crate::config::{BlowupPolicy, CompiledPolicy, Config, GraphPolicy, TrajectoryFormat};
 use crate::device::describe;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::{Checkpoint, CHECKPOINT_FILE, PREVIOUS_FILE};
@@ -292,6 +292,11 @@ pub fn run_on(
             )));
         }
         config.run.steps = target;
+        // The force path the run was started with (model file or compiled
+        // package), so the continuation equals an uninterrupted run.
+        if !options.allow_model_change {
+            config.model.compiled = CompiledPolicy::AsStarted(ck.header.package_sha256.clone());
+        }
         resumed = Some((ck, path, note));
     }
     let config = &config;
@@ -371,6 +376,14 @@ pub fn run_on(
         );
         for m in sim.moves.iter() {
             eprintln!("{}", m.describe());
+        }
+        if sim.package_sha256.is_some() {
+            eprintln!(
+                "compiled package from `mlff-md compile` in place of the model file ([model] compiled = \"off\" runs the file itself)"
+            );
+        }
+        if let Some(hint) = &sim.compile_hint {
+            eprintln!("note: {hint}");
         }
     }
 

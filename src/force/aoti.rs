@@ -163,6 +163,9 @@ pub struct AotiForces {
     replicas: usize,
     atoms: usize,
     elements: Vec<i64>,
+    /// SHA-256 of the TorchScript file it was compiled from (metadata
+    /// `mlff_md.source_sha256`).
+    source_sha256: Option<String>,
 }
 
 impl AotiForces {
@@ -235,7 +238,16 @@ impl AotiForces {
             replicas,
             atoms: n,
             elements,
+            source_sha256: meta.get("mlff_md.source_sha256").cloned(),
         })
+    }
+}
+
+impl AotiForces {
+    /// SHA-256 of the TorchScript file the package was compiled from, as its
+    /// metadata records it.
+    pub fn source_sha256(&self) -> Option<&str> {
+        self.source_sha256.as_deref()
     }
 }
 

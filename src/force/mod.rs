@@ -64,6 +64,13 @@ pub trait ForceProvider {
         false
     }
 
+    /// Whether python/export_pt2.py can compile the provider into a package
+    /// (`mlff-md compile`): a static-shape TorchScript model of positions
+    /// alone (prepare() and forward_prepared(), no charge, no pairs).
+    fn compilable(&self) -> bool {
+        false
+    }
+
     /// Switch to an evaluation of `state`'s batch whose work and tensor
     /// shapes depend only on the batch composition and that never waits for
     /// the device, so one step can be captured in a CUDA graph. Called once

@@ -275,6 +275,14 @@ impl ForceProvider for TorchScriptModel {
         self.takes_charge
     }
 
+    fn compilable(&self) -> bool {
+        let methods = self.entry_points();
+        !self.takes_charge
+            && !self.takes_pairs()
+            && methods.contains(&"prepare")
+            && methods.contains(&"forward_prepared")
+    }
+
     fn prepare_static(&self, state: &BatchState) -> std::result::Result<(), String> {
         self.prepared_rows.set(None);
         self.call_prepare(

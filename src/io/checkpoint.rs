@@ -85,6 +85,11 @@ pub struct CheckpointHeader {
     /// Each move's state by its name ([`crate::sampling::Move::save`]).
     #[serde(default)]
     pub moves: std::collections::BTreeMap<String, serde_json::Value>,
+    /// SHA-256 of the compiled package (`mlff-md compile`) the forces came
+    /// from, None for the model file itself: a continued run takes the same
+    /// path (src/compile.rs).
+    #[serde(default)]
+    pub package_sha256: Option<String>,
 }
 
 impl CheckpointHeader {
@@ -325,6 +330,7 @@ mod tests {
                 neighbor_list: None,
                 barostat: None,
                 moves: Default::default(),
+                package_sha256: None,
             },
             positions: vec![1.0, 2.0, 3.0, 4.0, 5.0, f64::MIN_POSITIVE],
             velocities: vec![0.1; 6],

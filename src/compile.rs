@@ -1,0 +1,406 @@
+//! Compiled packages as the default force path of static-shape models.
+//!
+//! An AOTInductor package (src/force/aoti.rs) steps faster than the
+//! TorchScript file it is compiled from (on an H200, graphed against
+//! graphed: 1.14–1.36×, benches/results/pt2_NVIDIA-H200_2026-12-04), but
+//! it fixes every shape: one molecule, one member count, one kind of
+//! hardware. So it cannot be shipped; it is compiled for a run.
+//! `mlff-md compile CONFIG` does that (through python/export_pt2.py, which
+//! the binary carries, and a Python with torch) and stores the package in a
+//! cache under a name derived from everything that fixes it; `mlff-md run`
+//! with `[model] compiled = "auto"` (the default) then finds it and uses it
+//! in place of the TorchScript file. Nothing is compiled behind the user's
+//! back: compiling takes one to three minutes, and a run without a package
+//! runs the TorchScript file as before.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tch::Device;
+
+use crate::config::{CompiledPolicy, Config, Dtype, ModelKind};
+use crate::error::{Error, Result};
+use crate::force::aoti::{is_package, INTERFACE};
+use crate::simulation::Simulation;
+use crate::state::BatchState;
+
+/// The exporter, carried by the binary so that `compile` works wherever the
+/// binary is.
+const EXPORTER: &str = include_str!("../python/export_pt2.py");
+
+/// The libtorch the engine links, which must load what the exporter's torch
+/// compiled (build.rs pins both to 2.11).
+const TORCH: &str = "2.11.0";
+
+/// What fixes a package: the model's contents, the molecule, the member
+/// count and the hardware it runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageKey {
+    /// SHA-256 of the TorchScript file the package is compiled from.
+    pub model_sha256: String,
+    /// The model file's name without extension, for a readable file name.
+    pub model_stem: String,
+    /// One member's atomic numbers.
+    pub atomic_numbers: Vec<i64>,
+    pub members: usize,
+    /// "cuda" or "cpu".
+    pub device_kind: &'static str,
+    /// GPU or CPU model name: the compiled kernels are specific to it.
+    pub hardware: String,
+}
+
+impl PackageKey {
+    /// The package's file name in the cache: readable parts, then 16 hex
+    /// digits of a hash over every part of the key.
+    pub fn file_name(&self) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            INTERFACE,
+            TORCH,
+            &self.model_sha256,
+            &self
+                .atomic_numbers
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            &self.members.to_string(),
+            self.device_kind,
+            &self.hardware,
+        ] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        let digest: String = h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!(
+            "{}_{}x{}_{}_{digest}.pt2",
+            self.model_stem,
+            self.members,
+            self.atomic_numbers.len(),
+            self.device_kind
+        )
+    }
+
+    /// Where the package for this key lives (whether or not it exists).
+    pub fn path(&self) -> PathBuf {
+        cache_dir().join(self.file_name())
+    }
+}
+
+/// The package cache: $MLFF_MD_CACHE, else $XDG_CACHE_HOME/mlff-md, else
+/// ~/.cache/mlff-md, else .mlff-md-cache in the working directory.
+pub fn cache_dir() -> PathBuf {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = var("MLFF_MD_CACHE") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = var("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("mlff-md");
+    }
+    match var("HOME") {
+        Some(h) => PathBuf::from(h).join(".cache").join("mlff-md"),
+        None => PathBuf::from(".mlff-md-cache"),
+    }
+}
+
+/// The key a package for `config`'s model and `state`'s batch would have,
+/// or why no package can stand in for it: the model is not a TorchScript
+/// file taking float32 positions, the system is periodic or not one
+/// molecule × R, or the run has several processes (each holds a share of
+/// the members; packages fix the member count).
+pub fn key_for(
+    config: &Config,
+    state: &BatchState,
+    ranks: usize,
+) -> std::result::Result<PackageKey, String> {
+    let model = &config.model;
+    let path = match (&model.kind, &model.path) {
+        (ModelKind::Torchscript, Some(p)) => config.resolve(p),
+        _ => return Err("only TorchScript model files can be compiled".into()),
+    };
+    if is_package(&path) {
+        return Err(format!("{} is a package already", path.display()));
+    }
+    if model.dtype != Dtype::Float32 {
+        return Err("packages take float32 positions; this model is run in float64".into());
+    }
+    if state.cells.is_some() {
+        return Err("packages serve isolated molecules; this system is periodic".into());
+    }
+    if ranks > 1 {
+        return Err(format!(
+            "this run has {ranks} MPI ranks, each with its own share of the members"
+        ));
+    }
+    let n = state
+        .layout
+        .uniform_atoms()
+        .ok_or("packages serve one molecule × R members; this batch mixes molecules")?;
+    let numbers = Vec::<i64>::try_from(
+        state
+            .atomic_numbers
+            .narrow(0, 0, n as i64)
+            .to_device(Device::Cpu),
+    )
+    .map_err(|e| format!("atomic numbers: {e}"))?;
+    let model_sha256 =
+        crate::simulation::file_sha256(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (device_kind, hardware) = match state.device {
+        Device::Cuda(_) => ("cuda", crate::device::hardware_name(state.device)),
+        _ => ("cpu", crate::device::hardware_name(Device::Cpu)),
+    };
+    Ok(PackageKey {
+        model_sha256,
+        model_stem: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        atomic_numbers: numbers,
+        members: state.n_members,
+        device_kind,
+        hardware,
+    })
+}
+
+/// The package a run of `config` with `state`'s batch uses under its
+/// [model] compiled policy: Some(path) of the cached package, None for the
+/// TorchScript file. A resumed run (`AsStarted`) must find the package it
+/// was started with, unchanged.
+pub fn select(config: &Config, state: &BatchState, ranks: usize) -> Result<Option<PathBuf>> {
+    match &config.model.compiled {
+        CompiledPolicy::Off | CompiledPolicy::AsStarted(None) => Ok(None),
+        CompiledPolicy::Auto => Ok(key_for(config, state, ranks)
+            .ok()
+            .map(|k| k.path())
+            .filter(|p| p.is_file())),
+        CompiledPolicy::AsStarted(Some(sha)) => {
+            let key = key_for(config, state, ranks).map_err(|why| {
+                Error::Invalid(format!(
+                    "cannot resume: the run was started with a compiled package (SHA-256 {sha}), and no package can serve it now: {why}"
+                ))
+            })?;
+            let path = key.path();
+            let now = crate::simulation::file_sha256(&path).ok();
+            if now.as_deref() != Some(sha.as_str()) {
+                let found = match now {
+                    Some(other) => format!("holds a different package (SHA-256 {other})"),
+                    None => "is missing".into(),
+                };
+                return Err(Error::model(
+                    &path,
+                    format!(
+                        "the run was started with this compiled package (SHA-256 {sha}) and it {found}; a continued run uses the same force path to stay bit-identical: put the package back (or pass --allow-model-change to continue with what `[model] compiled` picks now)"
+                    ),
+                ));
+            }
+            Ok(Some(path))
+        }
+    }
+}
+
+/// How `mlff-md compile` is asked to work.
+#[derive(Debug, Clone, Default)]
+pub struct CompileOptions {
+    /// Python with torch 2.11 (default $MLFF_MD_PYTHON, else python3).
+    pub python: Option<PathBuf>,
+    /// Compile even when the cache holds a package for this key.
+    pub force: bool,
+    pub quiet: bool,
+}
+
+/// What `compile` did.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub path: PathBuf,
+    /// False when the cache already held it.
+    pub compiled: bool,
+    pub seconds: f64,
+}
+
+/// Compile `config`'s model for its system, member count and device into
+/// the package cache (python/export_pt2.py, run by `python`), unless the
+/// cache holds that package already.
+pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
+    let mut config = config.clone();
+    config.model.compiled = CompiledPolicy::Off;
+    // The run's own set-up: every check a run makes on the config, the
+    // structure and the model, and the batch exactly as a run builds it.
+    let sim = Simulation::from_config(&config)?;
+    let key = key_for(&config, &sim.state, 1)
+        .map_err(|why| Error::Invalid(format!("cannot compile this config's model: {why}")))?;
+    let model_path = config.resolve(config.model.path.as_deref().unwrap_or(Path::new("")));
+    if !sim.force.compilable() {
+        return Err(Error::model(
+            &model_path,
+            "has no prepare()/forward_prepared(): only static-shape models (e.g. models/ani1x_static.pt) can be compiled into packages",
+        ));
+    }
+    let target = key.path();
+    if target.is_file() && !options.force {
+        return Ok(Compiled {
+            path: target,
+            compiled: false,
+            seconds: 0.0,
+        });
+    }
+    let dir = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::OutputPath {
+        path: dir.to_path_buf(),
+        message: format!("cannot create the package cache: {e}"),
+    })?;
+    let work = WorkDir::create()?;
+    let script = work.0.join("export_pt2.py");
+    let system = work.0.join("system.json");
+    let n = key.atomic_numbers.len() as i64;
+    let positions = Vec::<f64>::try_from(
+        sim.state
+            .positions
+            .narrow(0, 0, n)
+            .to_kind(tch::Kind::Double)
+            .to_device(Device::Cpu)
+            .reshape([-1]),
+    )
+    .map_err(|e| Error::Invalid(format!("positions: {e}")))?;
+    let json = serde_json::json!({
+        "atomic_numbers": key.atomic_numbers,
+        "positions": positions.chunks(3).collect::<Vec<_>>(),
+    });
+    let written =
+        std::fs::write(&script, EXPORTER).and_then(|_| std::fs::write(&system, json.to_string()));
+    written.map_err(|e| Error::Invalid(format!("temporary files: {e}")))?;
+    // Written beside the target and renamed into place, so the cache never
+    // holds half a package.
+    let partial = dir.join(format!(".{}.{}.pt2", key.file_name(), std::process::id()));
+    let device = match sim.device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".into(),
+    };
+    let python = options
+        .python
+        .clone()
+        .or_else(|| std::env::var_os("MLFF_MD_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("python3"));
+    if !options.quiet {
+        eprintln!(
+            "compiling {} for {} × {} atoms on {} ({}); this takes one to three minutes",
+            model_path.display(),
+            key.members,
+            n,
+            device,
+            key.hardware
+        );
+    }
+    let started = std::time::Instant::now();
+    let mut command = std::process::Command::new(&python);
+    command
+        .arg(&script)
+        .arg("--model")
+        .arg(&model_path)
+        .arg("--structure")
+        .arg(&system)
+        .args(["--replicas", &key.members.to_string(), "--device", &device])
+        .arg("--out")
+        .arg(&partial);
+    if options.quiet {
+        command.stdout(std::process::Stdio::null());
+    }
+    let status = command.status().map_err(|e| {
+        Error::Invalid(format!(
+            "cannot start {} ({e}): compiling runs python/export_pt2.py with a Python that has torch {TORCH}; name one with --python or MLFF_MD_PYTHON (e.g. .venv/bin/python)",
+            python.display()
+        ))
+    })?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&partial);
+        return Err(Error::Invalid(format!(
+            "compiling failed: {} exited with {status} (its messages are above)",
+            python.display()
+        )));
+    }
+    std::fs::rename(&partial, &target).map_err(|e| Error::OutputPath {
+        path: target.clone(),
+        message: format!("cannot move the package into the cache: {e}"),
+    })?;
+    Ok(Compiled {
+        path: target,
+        compiled: true,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// A private temporary directory for the exporter's inputs, removed when
+/// dropped (on every return path).
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create() -> Result<WorkDir> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("mlff-md-compile-{}-{stamp}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| Error::OutputPath {
+            path: dir.clone(),
+            message: format!("cannot create a temporary directory: {e}"),
+        })?;
+        Ok(WorkDir(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> PackageKey {
+        PackageKey {
+            model_sha256: "ab".repeat(32),
+            model_stem: "ani1x_static".into(),
+            atomic_numbers: vec![6, 1, 1, 8],
+            members: 64,
+            device_kind: "cuda",
+            hardware: "NVIDIA H200".into(),
+        }
+    }
+
+    #[test]
+    fn the_file_name_changes_with_every_part_of_the_key() {
+        let base = key();
+        let name = base.file_name();
+        assert!(name.starts_with("ani1x_static_64x4_cuda_") && name.ends_with(".pt2"));
+        let variants = [
+            PackageKey {
+                model_sha256: "cd".repeat(32),
+                ..base.clone()
+            },
+            PackageKey {
+                atomic_numbers: vec![6, 1, 8, 1],
+                ..base.clone()
+            },
+            PackageKey {
+                members: 32,
+                ..base.clone()
+            },
+            PackageKey {
+                device_kind: "cpu",
+                ..base.clone()
+            },
+            PackageKey {
+                hardware: "NVIDIA H100 80GB HBM3".into(),
+                ..base.clone()
+            },
+        ];
+        for v in variants {
+            assert_ne!(v.file_name(), name, "{v:?}");
+        }
+        assert_eq!(key().file_name(), name);
+    }
+}
