@@ -478,26 +478,31 @@ pub fn run_on(
         // is written, so no checkpoint ever holds a blown-up state.
         if step % obs_every == 0 || ck_due {
             let bad = sim.unhealthy_members();
-            if !bad.is_empty() {
-                match last_good.as_ref() {
-                    Some(snapshot) => {
-                        let message = sim.describe_blowup(&bad);
-                        sim.reinitialize(&bad, snapshot)?;
-                        eprintln!(
+            // When any rank found one, no rank takes this step as its last
+            // good state (one process would not).
+            if team.any(!bad.is_empty()) {
+                if !bad.is_empty() {
+                    match last_good.as_ref() {
+                        Some(snapshot) => {
+                            let message = sim.describe_blowup(&bad);
+                            sim.reinitialize(&bad, snapshot)?;
+                            eprintln!(
                             "warning: {message}; reinitialised from step {} with new velocities",
                             snapshot.step
                         );
-                        reinitialized.extend(bad.iter().map(|&s| (sim.state.member_ids[s], step)));
-                    }
-                    None => {
-                        if let Some(r) = reporters.as_mut() {
-                            r.progress().finish();
+                            reinitialized
+                                .extend(bad.iter().map(|&s| (sim.state.member_ids[s], step)));
                         }
-                        return Err(Error::Simulation(format!(
-                            "{}; stopped. {}",
-                            sim.describe_blowup(&bad),
-                            blowup_advice(config, &out, last_checkpoint)
-                        )));
+                        None => {
+                            if let Some(r) = reporters.as_mut() {
+                                r.progress().finish();
+                            }
+                            return Err(Error::Simulation(format!(
+                                "{}; stopped. {}",
+                                sim.describe_blowup(&bad),
+                                blowup_advice(config, &out, last_checkpoint)
+                            )));
+                        }
                     }
                 }
             } else if reinit {
@@ -604,7 +609,13 @@ pub fn run_on(
         final_potential_energy_ev: final_energies,
         exchange_seconds: sim.moves.seconds("replica_exchange"),
         replica_exchange: rex_summary.clone(),
-        reinitialized,
+        reinitialized: {
+            // Each rank reinitialises its own members; the summary (rank
+            // 0's) lists every rank's, ordered as one process would.
+            let mut all = team.all_records(&reinitialized);
+            all.sort_by_key(|&(member, step)| (step, member));
+            all
+        },
         cuda_graphs: stepper.status().to_string(),
         barostat_acceptance: sim.barostat().map(|b| b.acceptance()),
         final_volume_a3: final_volumes,

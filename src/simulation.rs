@@ -437,16 +437,25 @@ impl Simulation {
     /// temperature beyond `max_temperature`. One [R] reduction on the device
     /// and one small copy to the host.
     pub fn unhealthy_members(&self) -> Vec<usize> {
+        self.failing_members(true)
+    }
+
+    /// Slots of the members whose values cross a line: non-finite values,
+    /// forces above [run] max_force and (if `temperature`) a kinetic
+    /// temperature above [run] max_temperature.
+    fn failing_members(&self, temperature: bool) -> Vec<usize> {
         let h = self.health();
         let run = &self.config.run;
-        let bad = h
+        let mut bad = h
             .energy_finite
             .logical_not()
             .logical_or(&h.forces_finite.logical_not())
             .logical_or(&h.positions_finite.logical_not())
             .logical_or(&h.velocities_finite.logical_not())
-            .logical_or(&h.max_force.gt(run.max_force))
-            .logical_or(&h.temperature.gt(run.max_temperature));
+            .logical_or(&h.max_force.gt(run.max_force));
+        if temperature {
+            bad = bad.logical_or(&h.temperature.gt(run.max_temperature));
+        }
         to_host_f64(&bad.to_kind(Kind::Double))
             .iter()
             .enumerate()
@@ -611,7 +620,10 @@ impl Simulation {
     /// At set-up: a model that gives non-finite energies or forces on the
     /// starting structures is bad input.
     fn check_start(&self) -> Result<()> {
-        let bad = self.unhealthy_members();
+        // What the model gave: the temperature is the initial velocities'
+        // (a Maxwell-Boltzmann draw may exceed a low [run] max_temperature;
+        // the first health check in the run handles that as a blow-up).
+        let bad = self.failing_members(false);
         if bad.is_empty() {
             return Ok(());
         }

@@ -100,6 +100,59 @@ fn two_and_three_ranks_write_what_one_process_writes() {
     }
 }
 
+/// The reinitialised blow-ups of `out`'s summary.json, as (member, step).
+fn reinitialized(out: &Path) -> Vec<(u64, u64)> {
+    let text = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&text).unwrap();
+    summary["reinitialized"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_u64().unwrap(), p[1].as_u64().unwrap()))
+        .collect()
+}
+
+/// Blow-ups on any rank (a temperature limit the hot rungs cross, with
+/// on_blowup = "reinitialize") are handled as one process handles them:
+/// the same members restored at the same steps, each listed in rank 0's
+/// summary.json, and the same trajectories and observables bit for bit.
+/// Before, rank 0's summary listed only its own members, and a rank whose
+/// members stayed healthy took a step another rank had found bad as its
+/// last good state, so later restores differed from one process's (both
+/// caught by this test, checked by undoing each fix). The 420 K rung
+/// starts above the limit: the start check, which is about what the model
+/// gives, must not refuse that as a bad model.
+#[test]
+fn blowups_on_any_rank_are_reinitialised_and_reported_as_in_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |name: &str| {
+        let out = dir.path().join(name);
+        let c = remd_config(dir.path(), &format!("{name}.toml"), &out, 300);
+        let text = std::fs::read_to_string(&c).unwrap().replace(
+            "steps = 300",
+            "steps = 300\nmax_temperature = 380.0\non_blowup = \"reinitialize\"",
+        );
+        std::fs::write(&c, text).unwrap();
+        (c, out)
+    };
+    let (c1, one) = config("one");
+    ok(alone(&["run", s(&c1), "--quiet"]));
+    let reference = reinitialized(&one);
+    assert!(
+        reference.iter().any(|&(m, _)| m >= 2) && reference.iter().any(|&(m, _)| m < 2),
+        "the test needs blow-ups on both ranks' members: {reference:?}"
+    );
+    let (c2, two) = config("two");
+    ok(mpirun(2, &["run", s(&c2), "--quiet"]));
+    assert_eq!(reinitialized(&two), reference);
+    assert_bit_identical(
+        &fingerprint(&one, true),
+        &fingerprint(&two, true),
+        "2 ranks with blow-ups",
+    );
+    assert_same_files(&one, &two);
+}
+
 #[test]
 fn repeated_runs_across_ranks_are_bit_identical() {
     let dir = tempfile::tempdir().unwrap();

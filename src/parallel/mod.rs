@@ -162,6 +162,32 @@ impl Team {
         self.comm.gather(local, &self.counts(per_member))
     }
 
+    /// Every rank's (member, step) records, concatenated in rank order, on
+    /// every rank: for what each rank notes about its own members (the
+    /// blow-ups it reinitialised), so rank 0's summary has all of them.
+    pub fn all_records(&self, local: &[(usize, u64)]) -> Vec<(usize, u64)> {
+        if self.is_alone() {
+            return local.to_vec();
+        }
+        let ones = vec![1; self.comm.size()];
+        let counts: Vec<usize> = self
+            .comm
+            .all_gather(&[(2 * local.len()) as f64], &ones)
+            .into_iter()
+            .map(|c| c as usize)
+            .collect();
+        // Member ids and steps are integers below 2^53: exact as f64.
+        let flat: Vec<f64> = local
+            .iter()
+            .flat_map(|&(m, s)| [m as f64, s as f64])
+            .collect();
+        self.comm
+            .all_gather(&flat, &counts)
+            .chunks(2)
+            .map(|p| (p[0] as usize, p[1] as u64))
+            .collect()
+    }
+
     /// Whether any rank says yes.
     pub fn any(&self, yes: bool) -> bool {
         self.comm.max(&[u64::from(yes)])[0] != 0
