@@ -483,6 +483,13 @@ impl Common {
     }
 }
 
+/// The config at `path` with the command line's `overrides` applied.
+fn config_with(path: &std::path::Path, overrides: &Overrides) -> mlff_md::Result<Config> {
+    let mut c = Config::from_file(path)?;
+    c.apply(overrides)?;
+    Ok(c)
+}
+
 /// Say so when a resume found nothing to do (a finished run prints its own summary).
 fn report_outcome(outcome: &RunOutcome, quiet: bool) {
     if let (RunOutcome::AlreadyComplete { step, directory }, false) = (outcome, quiet) {
@@ -620,11 +627,7 @@ fn main() -> ExitCode {
             overwrite,
             resume,
             allow_model_change,
-        } => Config::from_file(&config)
-            .and_then(|mut c| {
-                c.apply(&common.overrides(output, seed))?;
-                Ok(c)
-            })
+        } => config_with(&config, &common.overrides(output, seed))
             .and_then(|c| {
                 let options = RunOptions {
                     quiet: common.quiet,
@@ -663,16 +666,15 @@ fn main() -> ExitCode {
             device,
             overwrite,
             quiet,
-        } => Config::from_file(&config)
-            .and_then(|mut c| {
-                c.apply(&Overrides {
-                    output,
-                    device,
-                    ..Overrides::default()
-                })?;
-                Ok(c)
-            })
-            .and_then(|c| {
+        } => config_with(
+            &config,
+            &Overrides {
+                output,
+                device,
+                ..Overrides::default()
+            },
+        )
+        .and_then(|c| {
                 let (report, path) = minimize(&c, overwrite, quiet)?;
                 println!("{}", minimize_summary(&report));
                 println!("wrote {}", path.display());
@@ -684,15 +686,14 @@ fn main() -> ExitCode {
             python,
             force,
             quiet,
-        } => Config::from_file(&config)
-            .and_then(|mut c| {
-                c.apply(&Overrides {
-                    device,
-                    ..Overrides::default()
-                })?;
-                Ok(c)
-            })
-            .and_then(|c| {
+        } => config_with(
+            &config,
+            &Overrides {
+                device,
+                ..Overrides::default()
+            },
+        )
+        .and_then(|c| {
                 let options = CompileOptions {
                     python,
                     force,
@@ -805,20 +806,23 @@ fn main() -> ExitCode {
             config,
             device,
             one_member,
-        } => Config::from_file(&config)
-            .and_then(|mut c| {
-                c.apply(&Overrides {
-                    device,
-                    ..Overrides::default()
-                })?;
+        } => config_with(
+            &config,
+            &Overrides {
+                device,
+                ..Overrides::default()
+            },
+        )
+        .map(|c| {
                 if one_member {
                     eprintln!(
                         "note: --one-member: evaluating 1 of the config's {} member(s)",
                         c.n_members()
                     );
-                    c = c.one_member();
+                    c.one_member()
+                } else {
+                    c
                 }
-                Ok(c)
             })
             .and_then(|c| {
                 let v = validate(&c)?;
