@@ -301,3 +301,21 @@ fn degrees_of_freedom_per_integrator() {
         "BAOAB Langevin (NVT), dt = 0.5 fs, friction = 1 1/ps"
     );
 }
+
+/// What velocity Verlet inherits from the Integrator trait's defaults,
+/// which cargo-mutants found no test holding (docs/mutants.md): it has no
+/// thermostat to set (so replica exchange must refuse it rather than swap
+/// temperatures it cannot impose), no random stream for a checkpoint to
+/// record, and a CUDA-graph replay of its step counts exactly one step.
+#[test]
+fn verlet_has_no_thermostat_and_a_replay_counts_one_step() {
+    let molecule = ethanol();
+    let mut state = BatchState::new(&molecule, 2, Device::Cpu, Kind::Double);
+    let mut verlet = VelocityVerlet::new(&state, 0.5);
+    let temperatures = Tensor::from_slice(&[300.0, 400.0]);
+    assert!(!verlet.set_temperatures(&state, &temperatures));
+    assert_eq!(verlet.rng_counter(), None);
+    state.step = 41;
+    verlet.replayed(&mut state);
+    assert_eq!(state.step, 42);
+}
