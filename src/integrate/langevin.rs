@@ -99,10 +99,6 @@ impl Langevin {
         integrator.set_temperatures(state, &temps);
         integrator
     }
-
-    pub fn temperatures(&self) -> &Tensor {
-        &self.temperatures
-    }
 }
 
 impl Integrator for Langevin {
