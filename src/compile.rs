@@ -165,19 +165,29 @@ pub fn key_for(
     })
 }
 
-/// The package a run of `config` with `state`'s batch uses under its
-/// [model] compiled policy: Some(path) of the cached package, None for the
-/// TorchScript file. A resumed run (`AsStarted`) must find the package it
-/// was started with, unchanged.
-pub fn select(config: &Config, state: &BatchState, ranks: usize) -> Result<Option<PathBuf>> {
+/// The package a run of `config` uses under its [model] compiled policy:
+/// Some((path, SHA-256)) of the cached package, None for the TorchScript
+/// file. `key`
+/// is [`key_for`]'s answer for the run's batch (computed once by the
+/// caller, which also needs it for the model's hash and the GPU hint). A
+/// resumed run (`AsStarted`) must find the package it was started with,
+/// unchanged.
+pub fn select(
+    config: &Config,
+    key: &std::result::Result<PackageKey, String>,
+) -> Result<Option<(PathBuf, String)>> {
     match &config.model.compiled {
         CompiledPolicy::Off | CompiledPolicy::AsStarted(None) => Ok(None),
-        CompiledPolicy::Auto => Ok(key_for(config, state, ranks)
-            .ok()
-            .map(|k| k.path())
-            .filter(|p| p.is_file())),
+        CompiledPolicy::Auto => {
+            let Some(path) = key.as_ref().ok().map(|k| k.path()).filter(|p| p.is_file()) else {
+                return Ok(None);
+            };
+            let sha = crate::simulation::file_sha256(&path)
+                .map_err(|e| Error::model(&path, e.to_string()))?;
+            Ok(Some((path, sha)))
+        }
         CompiledPolicy::AsStarted(Some(sha)) => {
-            let key = key_for(config, state, ranks).map_err(|why| {
+            let key = key.as_ref().map_err(|why| {
                 Error::Invalid(format!(
                     "cannot resume: the run was started with a compiled package (SHA-256 {sha}), and no package can serve it now: {why}"
                 ))
@@ -196,7 +206,7 @@ pub fn select(config: &Config, state: &BatchState, ranks: usize) -> Result<Optio
                     ),
                 ));
             }
-            Ok(Some(path))
+            Ok(Some((path, sha.clone())))
         }
     }
 }

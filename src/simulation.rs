@@ -147,10 +147,18 @@ impl Simulation {
             state.set_cells(&one.repeat([state.n_members as i64, 1, 1]));
         }
 
-        let package = crate::compile::select(config, &state, team.comm.size())?;
-        let (force, model_sha256) = match &package {
-            Some(path) => compiled_forces(config, path, &state)?,
-            None => force_provider(
+        // One key (one hash of the model file, one look at the GPU's name)
+        // serves the package choice, the package's check and the hint.
+        let key = match config.model.compiled {
+            CompiledPolicy::Off | CompiledPolicy::AsStarted(None) => {
+                Err("compiled packages are not used by this run".to_string())
+            }
+            _ => crate::compile::key_for(config, &state, team.comm.size()),
+        };
+        let package = crate::compile::select(config, &key)?;
+        let (force, model_sha256) = match (&package, &key) {
+            (Some((path, _)), Ok(key)) => compiled_forces(config, path, &state, &key.model_sha256)?,
+            _ => force_provider(
                 &config.model,
                 &config.source,
                 &state,
@@ -158,24 +166,24 @@ impl Simulation {
                 config.run.neighbor_skin,
             )?,
         };
-        let package_sha256 = match &package {
-            Some(path) => Some(file_sha256(path).map_err(|e| Error::model(path, e.to_string()))?),
-            None => None,
-        };
-        let compile_hint = (package.is_none()
-            && config.model.compiled == CompiledPolicy::Auto
-            && matches!(device, Device::Cuda(_))
-            && force.compilable())
-        .then(|| crate::compile::key_for(config, &state, team.comm.size()).ok())
-        .flatten()
-        .map(|key| {
-            format!(
-                "no compiled package for this model, molecule and {} member(s) on this GPU ({}); `mlff-md compile {}` makes one (steps 1.1-1.4x faster on an H200), which later runs use",
-                key.members,
-                key.hardware,
-                config.source.path.display()
-            )
-        });
+        let package_sha256 = package.as_ref().map(|(_, sha)| sha.clone());
+        let compile_hint = key
+            .as_ref()
+            .ok()
+            .filter(|_| {
+                package.is_none()
+                    && config.model.compiled == CompiledPolicy::Auto
+                    && matches!(device, Device::Cuda(_))
+                    && force.compilable()
+            })
+            .map(|key| {
+                format!(
+                    "no compiled package for this model, molecule and {} member(s) on this GPU ({}); `mlff-md compile {}` makes one (steps 1.1-1.4x faster on an H200), which later runs use",
+                    key.members,
+                    key.hardware,
+                    config.source.path.display()
+                )
+            });
         check_elements(&molecule, force.as_ref(), config)?;
         check_charge(&mut molecule, force.as_ref(), config)?;
 
@@ -818,7 +826,6 @@ impl Simulation {
     }
 }
 
-/// SHA-256 of the config's model file (TorchScript models), as hex.
 /// The force provider `model` describes (paths resolved against `source`)
 /// for `state`'s batch, and the model file's SHA-256 when it is a file:
 /// TorchScript files of contract v2 and Lennard-Jones with a cutoff go
@@ -886,17 +893,17 @@ pub fn force_provider(
 }
 
 /// The compiled package at `path` standing in for `config`'s model file,
-/// and the model file's SHA-256: the package must say it was compiled from
-/// that very file.
+/// and the model file's SHA-256 (`model_sha`): the package must say it was
+/// compiled from that very file.
 fn compiled_forces(
     config: &Config,
     path: &Path,
     state: &BatchState,
+    model_sha: &str,
 ) -> Result<(Box<dyn ForceProvider>, Option<String>)> {
     let model = config.resolve(config.model.path.as_deref().unwrap_or(Path::new("")));
-    let model_sha = file_sha256(&model).map_err(|e| Error::model(&model, e.to_string()))?;
     let forces = crate::force::AotiForces::load(path, state)?;
-    if forces.source_sha256() != Some(model_sha.as_str()) {
+    if forces.source_sha256() != Some(model_sha) {
         return Err(Error::model(
             path,
             format!(
@@ -906,9 +913,10 @@ fn compiled_forces(
             ),
         ));
     }
-    Ok((Box::new(forces), Some(model_sha)))
+    Ok((Box::new(forces), Some(model_sha.to_string())))
 }
 
+/// SHA-256 of the config's model file (TorchScript models), as hex.
 pub fn model_file_sha256(config: &Config) -> Option<String> {
     if config.model.kind != ModelKind::Torchscript {
         return None;
