@@ -52,7 +52,8 @@ pub struct ModelReport {
     pub elements: Option<Vec<String>>,
     /// Å, largest first (interface v2).
     pub cutoffs: Option<Vec<f64>>,
-    /// Whether it can simulate periodic systems (interface v2 only).
+    /// Whether it can simulate periodic systems (interface v2 whose
+    /// `periodic()`, if exported, is True).
     pub periodic: bool,
     /// Whether it has a static-shape path a CUDA graph can capture...
     pub capturable: bool,
@@ -94,6 +95,7 @@ pub fn inspect(path: &Path, device: Device, dtype: Kind) -> Result<ModelReport> 
         PairModel::cutoffs(&model)
     });
     let metadata = model.metadata().map(str::to_string);
+    let takes_periodic = model.takes_periodic();
     let charge_and_spin = match model.takes_charge() {
         true => "total charge: takes_charge() = True, forward gets each structure's charge ([system] charge or the file's formal charges); no spin".to_string(),
         false => "none: the model takes no charge or spin; a charged structure is refused unless [system] allow_charged = true".to_string(),
@@ -138,7 +140,7 @@ pub fn inspect(path: &Path, device: Device, dtype: Kind) -> Result<ModelReport> 
         contract,
         entry_points,
         elements: supported.map(|zs| zs.iter().map(|&z| element_symbol(z)).collect()),
-        periodic: contract == 2,
+        periodic: contract == 2 && takes_periodic,
         cutoffs,
         capturable: capturable.is_ok(),
         not_capturable_because: capturable.err(),
@@ -200,7 +202,10 @@ impl ModelReport {
                 })
         };
         let contract = match self.contract {
-            2 => "v2 (takes the engine's neighbour list: free and periodic systems)",
+            2 if self.periodic => {
+                "v2 (takes the engine's neighbour list: free and periodic systems)"
+            }
+            2 => "v2 (takes the engine's neighbour list; isolated molecules: periodic() is False)",
             _ => "v1 (forward(atomic_numbers, positions, batch): isolated molecules only)",
         };
         let mut lines = vec![

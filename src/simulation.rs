@@ -852,7 +852,12 @@ pub fn force_provider(
                 Box::new(crate::force::AotiForces::load(&path, state)?)
             } else {
                 let loaded = TorchScriptModel::load(&path, state.device, model.dtype.kind())?;
-                if loaded.takes_pairs() {
+                if loaded.takes_pairs() && periodic && !loaded.takes_periodic() {
+                    return Err(Error::model(
+                        &path,
+                        "is a model for isolated molecules (its periodic() is False: e.g. long-range terms that a periodic sum would need), and this system is periodic",
+                    ));
+                } else if loaded.takes_pairs() {
                     Box::new(PairForces::with_skin(Box::new(loaded), state, skin)?)
                 } else if periodic {
                     return Err(Error::model(

@@ -37,6 +37,8 @@ pub struct PairInputs<'a> {
     pub pairs: &'a Pairs,
     /// [N, K, 3] pair vectors in the model's dtype (Å).
     pub vectors: &'a Tensor,
+    /// [S] total charge of each structure (e), for a model that takes it.
+    pub charges: &'a Tensor,
 }
 
 /// A neighbour list sized for `state` (its layout, boundaries and members'
@@ -77,6 +79,12 @@ pub trait PairModel {
 
     fn supported_elements(&self) -> Option<Vec<i64>> {
         None
+    }
+
+    /// Whether `energies` reads `inputs.charges` (see
+    /// [`ForceProvider::takes_charge`]).
+    fn takes_charge(&self) -> bool {
+        false
     }
 }
 
@@ -242,6 +250,7 @@ impl PairForces {
                 layout: &state.layout,
                 pairs: &pairs,
                 vectors: v,
+                charges: &state.charges,
             })
         })?;
         let minus_grad = minus_grad.to_kind(Kind::Double);
@@ -273,6 +282,10 @@ impl ForceProvider for PairForces {
             drop(self.evaluate(state)?);
         }
         self.evaluate(state)
+    }
+
+    fn takes_charge(&self) -> bool {
+        self.model.takes_charge()
     }
 
     fn supported_elements(&self) -> Option<Vec<i64>> {

@@ -55,6 +55,9 @@ pub struct TorchScriptModel {
     pairs_prepared_rows: Cell<Option<i64>>,
     /// `takes_charge()` returned True: forward gets the total charges.
     takes_charge: bool,
+    /// `periodic()` (optional, default True): whether a v2 model takes
+    /// periodic systems.
+    periodic: bool,
 }
 
 impl TorchScriptModel {
@@ -111,6 +114,16 @@ impl TorchScriptModel {
             }
             Err(_) => false,
         };
+        let periodic = match module.method_is::<IValue>("periodic", &[]) {
+            Ok(IValue::Bool(b)) => b,
+            Ok(other) => {
+                return Err(Error::model(
+                    path,
+                    format!("periodic() must return bool, got {other:?}"),
+                ))
+            }
+            Err(_) => true,
+        };
         let metadata = match module.method_is::<IValue>("metadata", &[]) {
             Ok(IValue::String(s)) => Some(s),
             _ => None,
@@ -154,6 +167,7 @@ impl TorchScriptModel {
             cutoffs,
             pairs_prepared_rows: Cell::new(None),
             takes_charge,
+            periodic,
         })
     }
 
@@ -212,6 +226,12 @@ impl TorchScriptModel {
         self.cutoffs.is_some()
     }
 
+    /// Whether a v2 model takes periodic systems (`periodic()`, default
+    /// True; a gas-phase model with long-range terms says False).
+    pub fn takes_periodic(&self) -> bool {
+        self.periodic
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -224,7 +244,7 @@ impl TorchScriptModel {
 
 /// Every method the model contracts name (v1, static v1, v2), in the order
 /// models/README.md introduces them.
-const CONTRACT_METHODS: [&str; 10] = [
+const CONTRACT_METHODS: [&str; 11] = [
     "forward",
     "prepare",
     "forward_prepared",
@@ -234,6 +254,7 @@ const CONTRACT_METHODS: [&str; 10] = [
     "is_prepared",
     "supported_elements",
     "takes_charge",
+    "periodic",
     "metadata",
 ];
 
@@ -537,6 +558,10 @@ impl PairModel for TorchScriptModel {
         self.supported.clone()
     }
 
+    fn takes_charge(&self) -> bool {
+        self.takes_charge
+    }
+
     fn prepare(&self, state: &BatchState) -> std::result::Result<(), String> {
         self.pairs_prepared_rows.set(None);
         self.call_prepare(state, "forward_pairs_prepared()", "")?;
@@ -562,6 +587,11 @@ impl PairModel for TorchScriptModel {
             list(&p.inner_slots),
             list(&p.inner_masks),
         ]);
+        let n_structures = inputs.layout.n_members() as i64;
+        args.extend(
+            self.charge_argument(Some(inputs.charges), n_structures, inputs.vectors.device())
+                .map(IValue::Tensor),
+        );
         let method = if prepared {
             "forward_pairs_prepared"
         } else {
@@ -582,7 +612,7 @@ impl PairModel for TorchScriptModel {
                 ))
             }
         };
-        self.check_energies(&e, inputs.layout.n_members() as i64)?;
+        self.check_energies(&e, n_structures)?;
         Ok(e)
     }
 }
