@@ -1,7 +1,10 @@
 """Check the exported AIMNet2 models (models/aimnet2_wb97m.pt, the single
 network, models/aimnet2_wb97m_ens.pt, the 4-network ensemble, and
 models/aimnet2_b973c_ens.pt, the B97-3c 4-network ensemble; v1 models that
-take the total charge; python/export_aimnet2.py).
+take the total charge; python/export_aimnet2.py) and the single network's
+neighbour-list variant (models/aimnet2_wb97m_nl.pt, contract v2 with the
+total charge; python/export_aimnet2_nl.py), which is called over
+python/pair_list.py's pairs as the engine builds them.
 
     python python/check_aimnet2.py
 
@@ -30,6 +33,14 @@ Each check below runs for all three models, except:
   functional  (once) every molecule's B97-3c ensemble energy differs from the
               wB97M-D3 ensemble's by more than 1 eV (a different functional,
               not the same weights)
+  pairs       (the _nl model only) forward_pairs_prepared == forward_pairs
+              bitwise; a 1 A skin changes energies by at most 1e-9 relative
+              (float32 sums over longer rows); acetate and methylammonium as
+              one structure 6 A apart (all atoms within the switch's 12 A)
+              equal the wheel (1e-6 / 1e-5); 15.5 and 25 A apart the same
+              energy exactly, 14.99 A within 1e-6 eV (no step at the 15 A
+              cutoff); 13.5 A apart (inside the switch) the cation's force
+              equals -dE/dx by central differences (h = 1/128 A) to 1e-4
 
   interface   takes_charge() is True, supported_elements() == [1, 5, 6, 7, 8, 9,
               14, 15, 16, 17, 33, 34, 35, 53], metadata() is JSON equal to
@@ -57,11 +68,12 @@ import torch
 
 import export_aimnet2
 import model_files
+import pair_list
 from check_ani import Checker
 from deps import require
 from model_files import ROOT
 
-NAMES = ["aimnet2_wb97m", "aimnet2_wb97m_ens", "aimnet2_b973c_ens"]
+NAMES = ["aimnet2_wb97m", "aimnet2_wb97m_ens", "aimnet2_b973c_ens", "aimnet2_wb97m_nl"]
 SYSTEMS = os.path.join(ROOT, "systems", "aimnet2")
 SEED = 20261126
 ELEMENTS = [1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 33, 34, 35, 53]
@@ -134,8 +146,13 @@ def load_molecules():
             for name, _ in MOLECULES}
 
 
-def energy_forces(model, z, x, b, charge):
-    """Wrapper energies float64[S] and forces [N, 3] (autograd)."""
+def energy_forces(model, z, x, b, charge, prepared=False):
+    """Wrapper energies float64[S] and forces [N, 3] (autograd; a v2 model's
+    over python/pair_list.py's pairs, as the engine computes them)."""
+    if hasattr(model, "cutoffs"):
+        return pair_list.energies_and_forces(
+            model, z, x, b, prepared=prepared, dtype=x.dtype,
+            charge=torch.tensor(charge, dtype=torch.float32))
     x = x.detach().clone().requires_grad_(True)
     e = model(z, x, b, torch.tensor(charge, dtype=torch.float32))
     (g,) = torch.autograd.grad(e.sum(), [x])
@@ -280,11 +297,96 @@ def check_elements(model, mols):
         z_bad = z.clone()
         z_bad[0] = bad
         try:
-            model(z_bad, x, b, torch.tensor([q]))
+            energy_forces(model, z_bad, x, b, [q])
         except (RuntimeError, torch.jit.Error) as exc:
             assert "unsupported atomic number(s) [{}]".format(bad) in str(exc), str(exc)
             continue
         raise AssertionError(f"atomic number {bad} did not raise")
+
+
+def ion_pair(mols, gap):
+    """Acetate and methylammonium as one structure (total charge 0), the
+    cation moved along x so that the closest pair of the two ions is `gap` Å
+    apart (to 1e-3 Å): atomic numbers, float64 positions, batch, the
+    cation's atoms. The positions are float32 values and the cation's shift
+    a multiple of 2^-10 Å, so shifting it (here, and by check_pairs_variant's
+    finite differences) is exact: its own pair vectors keep every bit and
+    only the ions' mutual terms change."""
+    za, xa, _ = mols["acetate"]
+    zc, xc, _ = mols["methylammonium"]
+    xa, xc = xa.double(), xc.double()
+    shift = float(xa[:, 0].max() - xc[:, 0].min())
+    for _ in range(20):  # the closest pair need not lie along x: converge
+        moved = xc + torch.tensor([shift, 0.0, 0.0], dtype=torch.float64)
+        shift += gap - float(torch.cdist(xa, moved).min())
+    shift = round(shift * 1024) / 1024
+    xc = xc + torch.tensor([shift, 0.0, 0.0], dtype=torch.float64)
+    z = torch.cat([za, zc])
+    cation = torch.arange(len(za), len(z))
+    return z, torch.cat([xa, xc]), torch.zeros(len(z), dtype=torch.long), cation
+
+
+def check_pairs_variant(model, raw, mols):
+    """What the neighbour-list variant adds: its two entry points agree
+    bitwise; a 1 A skin changes nothing beyond float32 rounding; two ions 6 Å apart
+    (everything within 12 Å) get the wheel's energy and forces; beyond the
+    Coulomb switch (35-40 Å) the ions no longer interact (energy independent
+    of their distance); inside it and inside D3's (12-15 Å) the forces are
+    the energy's gradient."""
+    names = list(mols)
+    zs = torch.cat([mols[n][0] for n in names])
+    xs = torch.cat([mols[n][1] for n in names])
+    bs = torch.cat([torch.full((len(mols[n][0]),), s, dtype=torch.long)
+                    for s, n in enumerate(names)])
+    qs = [mols[n][2] for n in names]
+    # TorchScript's profiling executor runs a method's first calls
+    # unoptimised (last-bit differences in the backward): compare later calls.
+    for _ in range(3):
+        e1, f1 = energy_forces(model, zs, xs, bs, qs)
+        e2, f2 = energy_forces(model, zs, xs, bs, qs, prepared=True)
+    assert torch.equal(e1, e2) and torch.equal(f1, f2), "forward_pairs_prepared != forward_pairs"
+    e3, f3 = pair_list.energies_and_forces(model, zs, xs, bs, skin=1.0, capacity=None,
+                                           charge=torch.tensor(qs))
+    de = float(((e3 - e1) / e1).abs().max())
+    df = float((f3 - f1).abs().max() / f1.abs().max())
+    # longer rows (entries beyond 15 A add exact zeros) reorder float32 sums
+    assert de <= 1e-9 and df <= 1e-5, f"a 1 A skin changes energies by {de:.1e}, forces {df:.1e}"
+
+    z, x, b, cation = ion_pair(mols, 6.0)
+    span = float(torch.cdist(x, x).max())
+    assert span < 12.0, f"ion pair spans {span:.2f} A, not within the switch's 12 A"
+    e, f = energy_forces(model, z, x, b, [0.0])
+    e_ref, f_ref = reference(raw, z, x.float(), 0.0)
+    de_ref = abs(float(e[0]) - float(e_ref)) / abs(float(e_ref))
+    df_ref = float((f.float() - f_ref).abs().max()) / float(f_ref.abs().max())
+    assert de_ref <= 1e-6 and df_ref <= 1e-5, (
+        f"ion pair at 6 A: energy {float(e[0])!r} vs wheel {float(e_ref)!r}, "
+        f"forces {df_ref:.1e} of max |F|")
+
+    far = [energy_forces(model, *ion_pair(mols, gap)[:3], [0.0])[0][0]
+           for gap in (39.99, 40.5, 60.0)]
+    assert float(far[1]) == float(far[2]), (
+        f"ions 40.5 and 60 A apart: energies {float(far[1])!r} and {float(far[2])!r}")
+    # the switch leaves no step at 40 A (a plain cutoff would: ~0.3 eV)
+    assert abs(float(far[0] - far[2])) <= 1e-6, (
+        f"ions 39.99 and 60 A apart: energies differ by {float(far[0] - far[2]):.2e} eV")
+    fds = []
+    for gap in (13.5, 37.5):  # inside D3's switch (12-15 A), inside Coulomb's (35-40 A)
+        z, x, b, cation = ion_pair(mols, gap)
+        _, f = energy_forces(model, z, x, b, [0.0])
+        h = 2.0 ** -7  # exact steps (ion_pair); balances float32 rounding and truncation
+        step = torch.zeros_like(x)
+        step[cation, 0] = h
+        e_plus = energy_forces(model, z, x + step, b, [0.0])[0][0]
+        e_minus = energy_forces(model, z, x - step, b, [0.0])[0][0]
+        fd = -float(e_plus - e_minus) / (2 * h)
+        analytic = float(f[cation, 0].sum())
+        assert abs(fd - analytic) <= 1e-4 * abs(analytic), (
+            f"ions {gap} A apart: force on the cation {analytic!r} eV/A, -dE/dx {fd!r}")
+        fds.append(f"{gap} A: force {analytic:.5e}, -dE/dx {fd:.5e} eV/A")
+    return (f"prepared == forward_pairs bitwise; skin 1 A: |dE|/|E| {de:.0e}; ions 6 A apart "
+            f"(span {span:.1f} A) vs wheel |dE|/|E| {de_ref:.1e}, |dF|/max|F| {df_ref:.1e}; "
+            f"39.99 vs 60 A: dE {float(far[0] - far[2]):.1e} eV; " + "; ".join(fds))
 
 
 def check_model(ck, name, mols):
@@ -313,6 +415,9 @@ def check_model(ck, name, mols):
                    raw, mols)
         ck.run(f"{name} reference (raw jpt, as {caller})", check_reference, model, raw,
                mols)
+        if name.endswith("_nl"):
+            ck.run(f"{name} pairs: entry points, skin, ion pair vs wheel, switch",
+                   check_pairs_variant, model, raw, mols)
     ck.run(f"{name} batch (mixed, shuffled) == single", check_batch, model, mols)
     ck.run(f"{name} charge matters", check_charge, model, mols)
     ck.run(f"{name} float64 input", check_float64, model, mols)

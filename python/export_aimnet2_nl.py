@@ -13,8 +13,8 @@ and energy MLP (TorchScript Sequentials, held unchanged); the rest of the
 network is written out again here over the engine's pairs.
 
 Interface (models/README.md, "Interface v2" and "Charged models"):
-    cutoffs() -> [15.0, 5.0]       Å: the list (Coulomb, D3), the inner range
-                                   (AIMNet2's local environment)
+    cutoffs() -> [40.0, 15.0, 5.0]  Å: the list (Coulomb), inner ranges for D3
+                                    and for AIMNet2's local environment
     takes_charge() -> True, periodic() -> False
     forward_pairs(atomic_numbers, batch, neighbors, vectors, mask, inner_slots,
                   inner_masks, charge float32[S]) -> energies float64[S] (eV)
@@ -26,32 +26,36 @@ Interface (models/README.md, "Interface v2" and "Charged models"):
 What the wheel's network computes, per structure, and how it is done here:
 
   local (5 Å)  radial Gaussians times a cosine cutoff (gs, [16]) and their
-               vector form gs * u (u the unit vector from i to j) over the inner
-               slots, AIMNet2's three message-passing passes: each atom's
+               vector form gs * u (u the unit vector from i to j) over the 5 Å
+               slots, and AIMNet2's three message-passing passes: each atom's
                features a [16 x 16] (an embedding of its element, then updated
                by each pass) and charge q are gathered from the neighbours of
-               the inner slots, contracted with gs and gs * u (and the learned
-               agh tensors), and fed with the atom's own features to the
-               pass's MLP; the first two passes predict charges, which neural
-               charge equilibration (nqe) makes add up to the total charge of
-               the structure. The last pass's output goes through the energy
-               MLP; the per-element shifts are added. Exactly the wheel's
-               arithmetic, summed over pairs instead of all atoms.
+               the slots, contracted with gs and gs * u (and the learned agh
+               tensors), and fed with the atom's own features to the pass's
+               MLP; the first two passes predict charges, which neural charge
+               equilibration (nqe) makes add up to the total charge of the
+               structure. The last pass's output goes through the energy MLP;
+               the per-element shifts are added. The wheel's arithmetic,
+               summed over pairs instead of all atoms.
   Coulomb      q_i q_j 7.1998 eV Å (1 - exp_cutoff(r, 4.6 Å)) / r over every
-               ordered pair (the wheel: all pairs of the molecule).
+               ordered pair of the 40 Å list (the wheel: all pairs).
   D3(BJ)       coordination numbers, C6 by the D3 reference interpolation and
                the BJ-damped r^-6 and r^-8 terms (wB97M-D3 parameters) over
-               every ordered pair (the wheel: all pairs of the molecule).
+               the 15 Å slots (the wheel: all pairs).
 
-The only difference from the wheel: Coulomb and D3 pairs (and the pairs'
-counts in the coordination numbers) are multiplied by a switch S(r) = 1 -
-10 x^3 + 15 x^4 - 6 x^5, x = (r - 12 Å) / 3 Å, which is 1 up to 12 Å and 0,
-with zero slope, from 15 Å on, so energies stay smooth when a pair leaves the
-list. A molecule whose atoms are all within 12 Å of each other gets the
-wheel's energy (to float32 rounding: the sums run in another order); a larger
-one loses its Coulomb and dispersion pairs beyond 15 Å (and weakens those
-between 12 and 15 Å), as the AIMNet2 authors' own calculator does for large
-systems (aimnetcentral: DSF Coulomb and D3 with a 15 Å cutoff). Gas phase:
+The only difference from the wheel: Coulomb pairs are multiplied by a switch
+S(r) = 1 - 10 x^3 + 15 x^4 - 6 x^5 with x = (r - 35 Å) / 5 Å, D3 pairs (and
+their counts in the coordination numbers) by the same switch from 12 to 15 Å:
+1 up to the first distance, 0 with zero slope from the second, so energies
+stay smooth when a pair leaves the list. A molecule whose atoms all lie
+within 12 Å of each other gets the wheel's energy (to float32 rounding: the
+sums run in another order); within 35 Å it loses only D3's tail beyond 12 Å
+(measured: 3e-4 to 4e-3 eV and 2e-5 eV/Å on chignolin and Trp-cage, see
+models/README.md); a larger one also loses its Coulomb pairs beyond 40 Å, as
+the AIMNet2 authors' own calculator cuts Coulomb and D3 off for large systems
+(aimnetcentral: DSF Coulomb and D3 at 15 Å). Coulomb is not switched at
+12-15 Å like D3: the switch's slope times Coulomb energies that are not small
+there gave force errors of 0.2 eV/Å on folded chignolin. Gas phase:
 periodic() is False and the engine refuses a periodic system (a truncated
 Coulomb sum over periodic images is not a Coulomb energy).
 
@@ -64,9 +68,10 @@ sums run along dim 1. No index_add or scatter-add combines several values, so
 repeated calls give bitwise identical energies and gradients on a GPU. Keep
 TF32 off (the engine does).
 
-Cost: O(N K) for the 15 Å list (Coulomb and D3: about 75 floats per entry
-for D3's reference grid) and O(N K_5 x 256) for the message passing over the
-5 Å slots.
+Cost: O(N K) for the 40 Å list (Coulomb: a few floats per entry), O(N K_15)
+for D3 (about 75 floats per entry for its reference grid) and O(N K_5 x 256)
+for the message passing over the 5 Å slots. For isolated molecules of up to
+~35 Å, K is every other atom of the molecule.
 """
 
 import json
@@ -80,8 +85,10 @@ import export_ani
 import export_aimnet2 as ea
 
 NAMES = export_ani.AIMNET2_NL_MODELS  # {"aimnet2_wb97m_nl": "aimnet2_wb97m-d3_0"}
-LONG_CUTOFF = 15.0
-SWITCH_ON = 12.0
+COULOMB_CUTOFF = 40.0
+COULOMB_SWITCH_ON = 35.0
+D3_CUTOFF = 15.0
+D3_SWITCH_ON = 12.0
 LOCAL_CUTOFF = 5.0
 BOHR_PER_ANGSTROM = 1.8897261258369282
 COULOMB_EV_A = 7.1998226000000001  # Hartree * Bohr / 2: the wheel's factor over ordered pairs
@@ -96,8 +103,9 @@ class AIMNet2Pairs(torch.nn.Module):
         check_architecture(net)
         self.elements = elements
         self.meta = meta
-        self.rc = [LONG_CUTOFF, LOCAL_CUTOFF]
-        self.switch_on = SWITCH_ON
+        self.rc = [COULOMB_CUTOFF, D3_CUTOFF, LOCAL_CUTOFF]
+        self.coulomb_on = COULOMB_SWITCH_ON
+        self.d3_on = D3_SWITCH_ON
         self.coulomb_factor = COULOMB_EV_A
         self.bohr = BOHR_PER_ANGSTROM
         self.d3_factor = MINUS_HALF_HARTREE_EV
@@ -232,17 +240,18 @@ class AIMNet2Pairs(torch.nn.Module):
                 or mask.dtype != torch.bool:
             raise RuntimeError("mask must be a bool tensor of shape [N, K] = [{}, {}]".format(
                 n, kk))
-        if len(inner_slots) != 1 or len(inner_masks) != 1:
+        if len(inner_slots) != 2 or len(inner_masks) != 2:
             raise RuntimeError(
-                "AIMNet2 takes one inner range (cutoffs() = {}): inner_slots and inner_masks "
-                "must hold one tensor each, got {} and {}".format(
+                "AIMNet2 takes two inner ranges (cutoffs() = {}): inner_slots and inner_masks "
+                "must hold two tensors each, got {} and {}".format(
                     self.rc, len(inner_slots), len(inner_masks)))
-        slots = inner_slots[0]
-        if slots.dim() != 2 or slots.size(0) != n or inner_masks[0].shape != slots.shape \
-                or inner_masks[0].dtype != torch.bool:
-            raise RuntimeError("inner_slots[0] must be int64[N, Kc] and inner_masks[0] "
-                               "bool of its shape, got {} and {}".format(
-                                   slots.shape, inner_masks[0].shape))
+        for c in range(2):
+            slots = inner_slots[c]
+            if slots.dim() != 2 or slots.size(0) != n or inner_masks[c].shape != slots.shape \
+                    or inner_masks[c].dtype != torch.bool:
+                raise RuntimeError("inner_slots[{}] must be int64[N, Kc] and inner_masks[{}] "
+                                   "bool of its shape, got {} and {}".format(
+                                       c, c, slots.shape, inner_masks[c].shape))
         if charge.dim() != 1 or charge.size(0) != s:
             raise RuntimeError("charge must be float[S] (total charge per structure), "
                                "S = {}, got {}".format(s, charge.shape))
@@ -260,9 +269,21 @@ class AIMNet2Pairs(torch.nn.Module):
         """Per-structure y [S] broadcast to the atoms [N] (each element read once)."""
         return y.unsqueeze(1).expand(y.size(0), n_max).reshape(-1).index_select(0, atom_pad)
 
-    def _switch(self, d: torch.Tensor) -> torch.Tensor:
-        x = torch.clamp((d - self.switch_on) / (self.rc[0] - self.switch_on), 0.0, 1.0)
+    def _switch(self, d: torch.Tensor, on: float, off: float) -> torch.Tensor:
+        """1 up to `on`, 0 from `off` on, C2 in between (zero slope at both ends)."""
+        x = torch.clamp((d - on) / (off - on), 0.0, 1.0)
         return 1.0 - x * x * x * (10.0 + x * (-15.0 + 6.0 * x))
+
+    def _slot_pairs(self, v: torch.Tensor, nb: torch.Tensor, slots: torch.Tensor,
+                    slot_mask: torch.Tensor, far: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The vectors, distances and neighbours of an inner range's slots
+        (unused slots at `far`: beyond every cutoff, never zero length)."""
+        n, kc = slots.size(0), slots.size(1)
+        sl = slots.to(torch.long)
+        vs = v.gather(1, sl.unsqueeze(2).expand(n, kc, 3))
+        vs = torch.where(slot_mask.unsqueeze(2), vs, far)
+        d = torch.sqrt(torch.sum(torch.pow(vs, 2), -1))
+        return vs, d, nb.gather(1, sl)
 
     def _nqe(self, q_u: torch.Tensor, f: torch.Tensor, charge: torch.Tensor,
              pad_rows: torch.Tensor, atom_pad: torch.Tensor, s: int, n_max: int) -> torch.Tensor:
@@ -296,9 +317,10 @@ class AIMNet2Pairs(torch.nn.Module):
         return torch.cat([q.unsqueeze(1), avf_s, torch.pow(avf_v, 2).sum(-1)], -1)
 
     def _energies(self, z: torch.Tensor, neighbors: torch.Tensor, vectors: torch.Tensor,
-                  mask: torch.Tensor, slots: torch.Tensor, slot_mask: torch.Tensor,
-                  charge: torch.Tensor, pad_rows: torch.Tensor, atom_pad: torch.Tensor,
-                  s: int, n_max: int) -> torch.Tensor:
+                  mask: torch.Tensor, inner_slots: List[torch.Tensor],
+                  inner_masks: List[torch.Tensor], charge: torch.Tensor,
+                  pad_rows: torch.Tensor, atom_pad: torch.Tensor, s: int,
+                  n_max: int) -> torch.Tensor:
         n = z.size(0)
         device = vectors.device
         nb = neighbors.to(torch.long)
@@ -307,12 +329,8 @@ class AIMNet2Pairs(torch.nn.Module):
         charge = charge.to(device=device, dtype=torch.float32)
 
         # local environment (5 Å inner slots)
-        kc = slots.size(1)
-        sl = slots.to(torch.long)
-        vl = v.gather(1, sl.unsqueeze(2).expand(n, kc, 3))
-        vl = torch.where(slot_mask.unsqueeze(2), vl, far)
-        jl = nb.gather(1, sl)
-        dl = torch.sqrt(torch.sum(torch.pow(vl, 2), -1))
+        slot_mask = inner_masks[1]
+        vl, dl, jl = self._slot_pairs(v, nb, inner_slots[1], slot_mask, far)
         fc = torch.cos(torch.clamp(dl / self.local_rc, 0.0, 1.0) * self.pi) * 0.5 + 0.5
         gs = torch.exp(-self.eta * torch.pow(dl.unsqueeze(-1) - self.shifts, 2)) * fc.unsqueeze(-1)
         gs = torch.where(slot_mask.unsqueeze(2), gs, torch.zeros((), device=device))
@@ -331,16 +349,21 @@ class AIMNet2Pairs(torch.nn.Module):
         e_atom = self.energy_mlp(aim).squeeze(-1) + self.atom_shift.index_select(0, z)
         energy = self._to_structures(e_atom.to(torch.float64), pad_rows, s)
 
-        # Coulomb and D3 over the list (switched off between 12 and 15 Å)
+        # Coulomb over the list (switched off between 35 and 40 Å)
         v = torch.where(mask.unsqueeze(2), v, far)
         d = torch.sqrt(torch.sum(torch.pow(v, 2), -1))
-        sw = torch.where(mask, self._switch(d), torch.zeros((), device=device))
+        sw = torch.where(mask, self._switch(d, self.coulomb_on, self.rc[0]),
+                         torch.zeros((), device=device))
         x = torch.clamp(d / self.coulomb_rc, 0.0, 0.999999)
         fc_lr = 1.0 - torch.exp(-1.0 / (1.0 - torch.pow(x, 2))) / 0.36787944117144233
         q_j = torch.nn.functional.embedding(nb, q.unsqueeze(1)).squeeze(-1)
         e_h = fc_lr * self.coulomb_factor * (q.unsqueeze(1) * q_j) / d * sw
         energy = energy + self._to_structures(e_h.to(torch.float64).sum(1), pad_rows, s)
-        return energy + self._to_structures(self._d3(z, nb, d, sw), pad_rows, s)
+        # D3 over the 15 Å inner slots (switched off between 12 and 15 Å)
+        _, d3_d, d3_nb = self._slot_pairs(v, nb, inner_slots[0], inner_masks[0], far)
+        d3_sw = torch.where(inner_masks[0], self._switch(d3_d, self.d3_on, self.rc[1]),
+                            torch.zeros((), device=device))
+        return energy + self._to_structures(self._d3(z, d3_nb, d3_d, d3_sw), pad_rows, s)
 
     def _d3(self, z: torch.Tensor, nb: torch.Tensor, d: torch.Tensor,
             sw: torch.Tensor) -> torch.Tensor:
@@ -386,9 +409,9 @@ class AIMNet2Pairs(torch.nn.Module):
         if vectors.device != self.p_z.device:
             raise RuntimeError("forward_pairs_prepared: inputs on {}, prepared on {}".format(
                 vectors.device, self.p_z.device))
-        return self._energies(self.p_z, neighbors, vectors, mask, inner_slots[0],
-                              inner_masks[0], charge, self.p_pad_rows, self.p_atom_pad,
-                              self.p_s, self.p_n_max)
+        return self._energies(self.p_z, neighbors, vectors, mask, inner_slots, inner_masks,
+                              charge, self.p_pad_rows, self.p_atom_pad, self.p_s,
+                              self.p_n_max)
 
     @torch.jit.export
     def forward_pairs(self, atomic_numbers: torch.Tensor, batch: torch.Tensor,
@@ -411,12 +434,12 @@ class AIMNet2Pairs(torch.nn.Module):
             lim: List[int] = torch.stack([neighbors.min(), neighbors.max()]).tolist()
             if lim[0] < 0 or lim[1] >= n:
                 raise RuntimeError("neighbors must be atom indices in [0, {})".format(n))
-        slots = inner_slots[0]
-        if slots.numel() > 0:
-            lim2: List[int] = torch.stack([slots.min(), slots.max()]).tolist()
-            if lim2[0] < 0 or lim2[1] >= max(kk, 1):
-                raise RuntimeError("inner_slots must be entry indices in [0, {})".format(kk))
-        return self._energies(z, neighbors, vectors, mask, slots, inner_masks[0], charge,
+        for slots in inner_slots:
+            if slots.numel() > 0:
+                lim2: List[int] = torch.stack([slots.min(), slots.max()]).tolist()
+                if lim2[0] < 0 or lim2[1] >= max(kk, 1):
+                    raise RuntimeError("inner_slots must be entry indices in [0, {})".format(kk))
+        return self._energies(z, neighbors, vectors, mask, inner_slots, inner_masks, charge,
                               pad_rows, atom_pad, s, pad_rows.size(0) // s)
 
 
@@ -454,8 +477,8 @@ def build(name: str, _torchani_version=None) -> AIMNet2Pairs:
     meta = {
         "name": name,
         "description": ea.DESCRIPTION + (
-            " Neighbour-list variant (contract v2): Coulomb and D3 over pairs within 15 A, "
-            "switched off smoothly between 12 and 15 A."),
+            " Neighbour-list variant (contract v2): Coulomb over pairs within 40 A "
+            "(switched off smoothly from 35 A), D3 within 15 A (from 12 A)."),
         **ea.interface_meta(),
         "level_of_theory": "wB97M-D3/def2-TZVPP",
         "source": (
@@ -471,16 +494,20 @@ def build(name: str, _torchani_version=None) -> AIMNet2Pairs:
     }
     meta.update({
         "variant": "neighbour-list (contract v2) with total charge (takes_charge)",
-        "cutoffs": [LONG_CUTOFF, LOCAL_CUTOFF],
+        "cutoffs": [COULOMB_CUTOFF, D3_CUTOFF, LOCAL_CUTOFF],
         "long_range": (
-            f"Coulomb and D3 pairs (and D3 coordination counts) times a switch from 1 at "
-            f"{SWITCH_ON} A to 0 at {LONG_CUTOFF} A (1 - 10x^3 + 15x^4 - 6x^5); equal to "
-            f"the wheel's all-pairs sums for molecules within {SWITCH_ON} A"),
+            f"Coulomb pairs times a switch from 1 at {COULOMB_SWITCH_ON} A to 0 at "
+            f"{COULOMB_CUTOFF} A, D3 pairs (and D3 coordination counts) from 1 at "
+            f"{D3_SWITCH_ON} A to 0 at {D3_CUTOFF} A (1 - 10x^3 + 15x^4 - 6x^5); equal to "
+            f"the wheel's all-pairs sums for molecules within {D3_SWITCH_ON} A, and "
+            f"within float32 rounding of the D3 tail for molecules within "
+            f"{COULOMB_SWITCH_ON} A"),
         "cost_scaling": (
-            "O(N K) for the 15 A list (Coulomb, D3: ~75 floats per entry) and "
-            "O(N K_5 x 256) for message passing over the 5 A inner slots"),
+            "O(N K) for the 40 A list (Coulomb: a few floats per entry), O(N K_15) for D3 "
+            "(~75 floats per entry) and O(N K_5 x 256) for message passing over the 5 A "
+            "inner slots"),
         "interface": [
-            "cutoffs() -> [15.0, 5.0]",
+            "cutoffs() -> [40.0, 15.0, 5.0]",
             "forward_pairs(atomic_numbers, batch, neighbors, vectors, mask, inner_slots, "
             "inner_masks, charge float32[S]) -> float64[S] eV",
             "prepare(atomic_numbers, batch) -> None",

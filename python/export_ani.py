@@ -124,6 +124,8 @@ ANI2XT_MODELS = {"ani2xt_nl": "ani2xt"}
 AIMNET2_MODELS = {"aimnet2_wb97m": "aimnet2_wb97m-d3_0",
                   "aimnet2_wb97m_ens": "aimnet2_wb97m_ens_f",
                   "aimnet2_b973c_ens": "aimnet2_b973c_ens"}
+# AIMNet2 wB97M-D3, neighbour-list variant, contract v2 with charge (python/export_aimnet2_nl.py)
+AIMNET2_NL_MODELS = {"aimnet2_wb97m_nl": "aimnet2_wb97m-d3_0"}
 # SevenNet-0 from the sevenn 0.13.0 wheel, contract v2 (python/export_sevenn.py)
 SEVENN_MODELS = {"sevennet_0": "SevenNet_0__11Jul2024"}
 
@@ -473,6 +475,7 @@ def main(argv: List[str]) -> int:
                 (os.path.join(here, "export_ani_nl.py"), NL_MODELS),
                 (os.path.join(here, "export_ani2xt.py"), ANI2XT_MODELS),
                 (os.path.join(here, "export_aimnet2.py"), AIMNET2_MODELS),
+                (os.path.join(here, "export_aimnet2_nl.py"), AIMNET2_NL_MODELS),
                 (os.path.join(here, "export_sevenn.py"), SEVENN_MODELS)]
     todo = stale(list(MODELS), out_dir, sums, args.update_hashes)
     todo_variants = [script for script, names in variants

@@ -166,21 +166,22 @@ def virial_from_vector_grad(grad: torch.Tensor, vectors: torch.Tensor, mask: tor
 
 def energies_and_forces(model, atomic_numbers: torch.Tensor, positions: torch.Tensor,
                         batch: torch.Tensor, cells=None,
-                        prepared: bool = False, **pair_options):
+                        prepared: bool = False, charge=None, **pair_options):
     """Energies [S] and forces [N, 3] (float64) of a v2 model, as the engine
     computes them: pairs from build_pairs (pair_options: capacity,
     inner_capacity, skin, dtype), one backward pass for dE/dvectors, forces
     assembled by forces_from_vector_grad. prepared=True calls
     model.prepare(atomic_numbers, batch) and forward_pairs_prepared instead
-    of forward_pairs."""
+    of forward_pairs. charge ([S] total charges) is passed last to a model
+    that takes it."""
     pairs = build_pairs(positions, batch, model.cutoffs(), cells, **pair_options)
     vectors = pairs["vectors"].requires_grad_(True)
+    args = [pairs["neighbors"], vectors, pairs["mask"], pairs["inner_slots"],
+            pairs["inner_masks"]] + ([] if charge is None else [charge])
     if prepared:
         model.prepare(atomic_numbers, batch)
-        e = model.forward_pairs_prepared(pairs["neighbors"], vectors, pairs["mask"],
-                                         pairs["inner_slots"], pairs["inner_masks"])
+        e = model.forward_pairs_prepared(*args)
     else:
-        e = model.forward_pairs(atomic_numbers, batch, pairs["neighbors"], vectors,
-                                pairs["mask"], pairs["inner_slots"], pairs["inner_masks"])
+        e = model.forward_pairs(atomic_numbers, batch, *args)
     (g,) = torch.autograd.grad(e.sum(), vectors)
     return e.detach(), forces_from_vector_grad(g, pairs["neighbors"], pairs["mask"])

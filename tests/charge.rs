@@ -202,3 +202,51 @@ fn aimnet2_gives_acetate_its_reference_energy_and_runs() {
         "{temps:?}"
     );
 }
+
+/// The neighbour-list AIMNet2 (models/aimnet2_wb97m_nl.pt, contract v2 with
+/// the total charge) through the engine's pairs: the engine hands it each
+/// member's charge, so a Langevin run of acetate (charge -1, all atoms
+/// within the model's 12 Å switch) follows the single network's run step
+/// for step; with a periodic cell it is refused (its periodic() is False).
+#[test]
+fn aimnet2_pairs_variant_follows_the_single_network_and_refuses_a_box() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, model: &str, extra: &str| {
+        let cfg = config(tmp.path(), name, model, extra);
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            &root().join("systems/caffeine.pdb").display().to_string(),
+            &root()
+                .join("systems/aimnet2/acetate.sdf")
+                .display()
+                .to_string(),
+        );
+        std::fs::write(&cfg, text).unwrap();
+        cfg
+    };
+    let energies = |name: &str, model: &str| {
+        let cfg = run(name, model, "");
+        ok(bin()
+            .args(["run", cfg.to_str().unwrap(), "--quiet"])
+            .output()
+            .unwrap());
+        let h5 = hdf5::File::open(tmp.path().join(name).join("observables.h5")).unwrap();
+        read_f64(&h5, "observables/potential_energy/value")
+    };
+    let dense = energies("dense", "models/aimnet2_wb97m.pt");
+    let pairs = energies("pairs", "models/aimnet2_wb97m_nl.pt");
+    assert_eq!(dense.len(), pairs.len());
+    assert!(dense.len() >= 8, "{dense:?}");
+    for (d, p) in dense.iter().zip(&pairs) {
+        assert!((d - p).abs() < 1e-8 * d.abs(), "{d} vs {p}");
+    }
+    let boxed = run(
+        "boxed",
+        "models/aimnet2_wb97m_nl.pt",
+        "cell = [30.0, 30.0, 30.0]",
+    );
+    let err = run_exiting(&boxed, 2);
+    assert!(
+        err.contains("periodic() is False") && err.contains("this system is periodic"),
+        "{err}"
+    );
+}

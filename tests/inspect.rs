@@ -87,6 +87,13 @@ fn inspect_reports_the_contract_and_cost_of_the_shipped_models() {
     );
     assert_eq!(dynamic["cutoffs"], serde_json::Value::Null);
 
+    // A gas-phase v2 model (long-range Coulomb) says it is not periodic.
+    let aimnet2 = report("models/aimnet2_wb97m_nl.pt");
+    assert_eq!(aimnet2["contract"], 2);
+    assert_eq!(aimnet2["cutoffs"], serde_json::json!([40.0, 15.0, 5.0]));
+    assert_eq!(aimnet2["periodic"], false);
+    assert_eq!(aimnet2["capturable"], true);
+
     let stat = report("models/ani1x_static.pt");
     assert_eq!(stat["contract"], 1);
     assert_eq!(stat["capturable"], true);
