@@ -112,6 +112,8 @@ class AIMNet2Pairs(torch.nn.Module):
         self.local_rc = float(net.aev.rc_s)
         self.eta = float(net.aev.eta_s)
         self.pi = math.pi
+        # where unused entries and slots are put: beyond every cutoff, never zero length
+        self.register_buffer("far", torch.tensor([2.0 * COULOMB_CUTOFF, 0.0, 0.0]))
         self.register_buffer("shifts", net.aev.shifts_s.detach().clone())
         self.register_buffer("embed", net.afv.weight.detach().clone())      # [64, 256]
         self.register_buffer("agh_a", net.conv_a.agh.detach().clone())     # [16, 16, 12]
@@ -325,7 +327,7 @@ class AIMNet2Pairs(torch.nn.Module):
         device = vectors.device
         nb = neighbors.to(torch.long)
         v = vectors.to(torch.float32)
-        far = torch.tensor([2.0 * self.rc[0], 0.0, 0.0], dtype=torch.float32, device=device)
+        far = self.far  # a buffer: a tensor made here from a list would be a host copy
         charge = charge.to(device=device, dtype=torch.float32)
 
         # local environment (5 Å inner slots)
