@@ -30,6 +30,28 @@ use super::{autograd_forces, ForceOutput, ForceProvider};
 use crate::error::{Error, Result};
 use crate::state::BatchState;
 
+/// Environment switch for a model of interface v2: "1" runs it with
+/// libtorch's optimising (profiling) executor, anything else or unset in
+/// the plain interpreter; see [`pair_model_executor`].
+pub const JIT_OPTIMIZE_ENV: &str = "MLFF_MD_JIT_OPTIMIZE";
+
+/// Choose libtorch's graph executor (process-wide) for a run that
+/// evaluates a model of interface v2, before its first call. The optimising
+/// executor specialises a method on the shapes it has seen, and the shapes
+/// of a v2 model's inputs change whenever the neighbour list grows; a
+/// resumed process has not seen the earlier shapes, so its steps differed
+/// from the uninterrupted run's in the last bits (measured on an H200:
+/// ANI-1x and AIMNet2 neighbour-list models, chignolin x 8, list grown
+/// before the checkpoint). The plain interpreter has no such history:
+/// resumes are bit for bit again, at 9-23 % more time per graphed step
+/// (benches/results/aimnet2_nl_NVIDIA-H200_2026-12-04). Static-shape v1
+/// models keep the optimising executor: their shapes never change in a run.
+/// `MLFF_MD_JIT_OPTIMIZE=1` trades the bitwise resume back for the speed.
+pub fn pair_model_executor() {
+    let optimise = std::env::var(JIT_OPTIMIZE_ENV).is_ok_and(|v| v == "1");
+    tch::jit::set_graph_executor_optimize(optimise);
+}
+
 /// Calls of a TorchScript method before its executor settles on the
 /// optimised graph (one profiling run; one more for safety).
 const PROFILING_CALLS: usize = 2;
