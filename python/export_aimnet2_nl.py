@@ -84,7 +84,7 @@ import torch
 import export_ani
 import export_aimnet2 as ea
 
-NAMES = export_ani.AIMNET2_NL_MODELS  # {"aimnet2_wb97m_nl": "aimnet2_wb97m-d3_0"}
+NAMES = export_ani.AIMNET2_NL_MODELS  # {"aimnet2_wb97m_nl": "aimnet2_wb97m", ...}: the v1 export
 COULOMB_CUTOFF = 40.0
 COULOMB_SWITCH_ON = 35.0
 D3_CUTOFF = 15.0
@@ -94,19 +94,121 @@ BOHR_PER_ANGSTROM = 1.8897261258369282
 COULOMB_EV_A = 7.1998226000000001  # Hartree * Bohr / 2: the wheel's factor over ordered pairs
 MINUS_HALF_HARTREE_EV = -13.605693012183622
 
+def to_structures(x: torch.Tensor, pad_rows: torch.Tensor, s: int) -> torch.Tensor:
+    """Per-structure sums [S] of per-atom x [N] (padded layout, each atom read once)."""
+    padded = torch.cat([x, torch.zeros(1, dtype=x.dtype, device=x.device)])
+    return padded.index_select(0, pad_rows).view(s, -1).sum(1)
+
+
+def to_atoms(y: torch.Tensor, atom_pad: torch.Tensor, n_max: int) -> torch.Tensor:
+    """Per-structure y [S] broadcast to the atoms [N] (each element read once)."""
+    return y.unsqueeze(1).expand(y.size(0), n_max).reshape(-1).index_select(0, atom_pad)
+
+
+def switch(d: torch.Tensor, on: float, off: float) -> torch.Tensor:
+    """1 up to `on`, 0 from `off` on, C2 in between (zero slope at both ends)."""
+    x = torch.clamp((d - on) / (off - on), 0.0, 1.0)
+    return 1.0 - x * x * x * (10.0 + x * (-15.0 + 6.0 * x))
+
+
+class AIMNet2Network(torch.nn.Module):
+    """One AIMNet2 network's own part: the message passing over the 5 Å slots,
+    charges, energy MLP and element shifts, and the Coulomb energy of its
+    charges (the local geometry and D3, the same for every network of a
+    file, are AIMNet2Pairs')."""
+
+    def __init__(self, net: torch.jit.ScriptModule):
+        super().__init__()
+        self.register_buffer("embed", net.afv.weight.detach().clone())      # [64, 256]
+        self.register_buffer("agh_a", net.conv_a.agh.detach().clone())     # [16, 16, 12]
+        self.register_buffer("agh_q", net.conv_q.agh.detach().clone())     # [1, 16, 12]
+        self.mlp0 = getattr(net.mlps, "0")
+        self.mlp1 = getattr(net.mlps, "1")
+        self.mlp2 = getattr(net.mlps, "2")
+        self.energy_mlp = net.outputs.energy_mlp.mlp
+        self.register_buffer("atom_shift",
+                             net.outputs.atomic_shift.shifts.weight.detach()[:, 0].clone())
+        self.coulomb_rc = float(net.outputs.lrcoulomb.rc)
+        self.coulomb_factor = COULOMB_EV_A
+
+    def _nqe(self, q_u: torch.Tensor, f: torch.Tensor, charge: torch.Tensor,
+             pad_rows: torch.Tensor, atom_pad: torch.Tensor, s: int, n_max: int) -> torch.Tensor:
+        """Neural charge equilibration: q_u shifted, in proportion to f^2, so that
+        each structure's charges add up to its total charge (aimnet.ops.nqe)."""
+        f2 = torch.pow(f, 2)
+        q_total = to_structures(q_u, pad_rows, s)
+        f_total = to_structures(f2, pad_rows, s) + 1e-6
+        excess = to_atoms(charge - q_total, atom_pad, n_max)
+        return q_u + f2 * excess / to_atoms(f_total, atom_pad, n_max)
+
+    def _conv_a(self, a: torch.Tensor, j: torch.Tensor, gs: torch.Tensor,
+                gv: torch.Tensor) -> torch.Tensor:
+        """The atom's own features and their contraction over the 5 Å slots
+        (AIMNet2's _prepare_in_a with conv_a): [N, 256 + 256 + 192]."""
+        n = a.size(0)
+        a_j = torch.nn.functional.embedding(j, a.reshape(n, -1)).view(
+            n, j.size(1), a.size(1), a.size(2))
+        avf_s = torch.einsum("nmg,nmag->nag", [gs, a_j])
+        avf_v = torch.einsum("nmgd,nmag,agh->nahd", [gv, a_j, self.agh_a])
+        return torch.cat([a.flatten(-2), avf_s.flatten(-2),
+                          torch.pow(avf_v, 2).sum(-1).flatten(-2)], -1)
+
+    def _conv_q(self, q: torch.Tensor, j: torch.Tensor, gs: torch.Tensor,
+                gv: torch.Tensor) -> torch.Tensor:
+        """The atom's charge and the neighbours' charges contracted over the 5 Å
+        slots (AIMNet2's _prepare_in_q with conv_q): [N, 1 + 16 + 12]."""
+        q_j = torch.nn.functional.embedding(j, q.unsqueeze(1)).squeeze(-1)
+        avf_s = torch.einsum("nmg,nm->ng", [gs, q_j])
+        avf_v = torch.einsum("nmgd,nm,gh->nhd", [gv, q_j, self.agh_q[0]])
+        return torch.cat([q.unsqueeze(1), avf_s, torch.pow(avf_v, 2).sum(-1)], -1)
+
+    def forward(self, z: torch.Tensor, jl: torch.Tensor, gs: torch.Tensor, gv: torch.Tensor,
+                nb: torch.Tensor, d: torch.Tensor, sw: torch.Tensor, charge: torch.Tensor,
+                pad_rows: torch.Tensor, atom_pad: torch.Tensor, s: int,
+                n_max: int) -> torch.Tensor:
+        """This network's energy without D3 [S] (float64, eV): atoms, then
+        Coulomb over the list (d, sw: the entries' distances and switch)."""
+        n = z.size(0)
+        a = self.embed.index_select(0, z).view(n, self.agh_a.size(0), self.agh_a.size(1))
+        out = self.mlp0(self._conv_a(a, jl, gs, gv))
+        q = self._nqe(out[:, 0], out[:, 1], charge, pad_rows, atom_pad, s, n_max)
+        a = a + out[:, 2:].reshape(a.shape)
+        out = self.mlp1(torch.cat([self._conv_a(a, jl, gs, gv), self._conv_q(q, jl, gs, gv)], -1))
+        q = self._nqe(q + out[:, 0], out[:, 1], charge, pad_rows, atom_pad, s, n_max)
+        a = a + out[:, 2:].reshape(a.shape)
+        aim = self.mlp2(torch.cat([self._conv_a(a, jl, gs, gv), self._conv_q(q, jl, gs, gv)], -1))
+        e_atom = self.energy_mlp(aim).squeeze(-1) + self.atom_shift.index_select(0, z)
+        energy = to_structures(e_atom.to(torch.float64), pad_rows, s)
+        x = torch.clamp(d / self.coulomb_rc, 0.0, 0.999999)
+        fc_lr = 1.0 - torch.exp(-1.0 / (1.0 - torch.pow(x, 2))) / 0.36787944117144233
+        q_j = torch.nn.functional.embedding(nb, q.unsqueeze(1)).squeeze(-1)
+        e_h = fc_lr * self.coulomb_factor * (q.unsqueeze(1) * q_j) / d * sw
+        return energy + to_structures(e_h.to(torch.float64).sum(1), pad_rows, s)
+
+
+class AIMNet2Networks(torch.nn.ModuleList):
+    """The networks of aimnet2_wb97m_nl (a ModuleList under a TorchScript type
+    name of its own; see export_aimnet2.py's AIMNet2B973cNetworks)."""
+
 
 class AIMNet2Pairs(torch.nn.Module):
-    """One AIMNet2 network over the engine's pairs (see the module docstring)."""
+    """AIMNet2 network(s) over the engine's pairs (see the module docstring):
+    the mean energy of `networks` (one, or an ensemble's four), as the
+    wheel's EnsembledModel averages them."""
 
-    def __init__(self, net: torch.jit.ScriptModule, elements: List[int], meta: str):
+    def __init__(self, networks: List[torch.jit.ScriptModule], elements: List[int], meta: str,
+                 net_list=AIMNet2Networks, net_class=AIMNet2Network):
         super().__init__()
-        check_architecture(net)
+        for net in networks:
+            check_architecture(net)
+        check_shared(networks)
+        net = networks[0]
+        self.networks = net_list([net_class(n) for n in networks])
         self.elements = elements
         self.meta = meta
         self.rc = [COULOMB_CUTOFF, D3_CUTOFF, LOCAL_CUTOFF]
         self.coulomb_on = COULOMB_SWITCH_ON
         self.d3_on = D3_SWITCH_ON
-        self.coulomb_factor = COULOMB_EV_A
         self.bohr = BOHR_PER_ANGSTROM
         self.d3_factor = MINUS_HALF_HARTREE_EV
         self.local_rc = float(net.aev.rc_s)
@@ -115,21 +217,16 @@ class AIMNet2Pairs(torch.nn.Module):
         # where unused entries and slots are put: beyond every cutoff, never zero length
         self.register_buffer("far", torch.tensor([2.0 * COULOMB_CUTOFF, 0.0, 0.0]))
         self.register_buffer("shifts", net.aev.shifts_s.detach().clone())
-        self.register_buffer("embed", net.afv.weight.detach().clone())      # [64, 256]
-        self.register_buffer("agh_a", net.conv_a.agh.detach().clone())     # [16, 16, 12]
-        self.register_buffer("agh_q", net.conv_q.agh.detach().clone())     # [1, 16, 12]
-        self.mlp0 = getattr(net.mlps, "0")
-        self.mlp1 = getattr(net.mlps, "1")
-        self.mlp2 = getattr(net.mlps, "2")
-        self.energy_mlp = net.outputs.energy_mlp.mlp
-        self.register_buffer("atom_shift", net.outputs.atomic_shift.shifts.weight.detach()[:, 0].clone())
-        self.coulomb_rc = float(net.outputs.lrcoulomb.rc)
         d3 = net.outputs.d3bj
         self.register_buffer("c6ab", d3.c6ab.detach().reshape(-1, 75).clone())  # [95 * 95, 75]
         self.n_ref_z = int(d3.c6ab.size(0))
         self.register_buffer("r4r2", d3.r4r2.detach().clone())
         self.register_buffer("rcov", d3.rcov.detach().clone())
-        self.register_buffer("cnmax", d3.cnmax.detach().clone())
+        # the wB97M-D3 ensemble's D3 (an older aimnet) does not cap the
+        # coordination numbers: an infinite cap leaves them, and their gradient, as they are
+        cnmax = d3.cnmax.detach().clone() if hasattr(d3, "cnmax") \
+            else torch.full_like(d3.r4r2.detach(), float("inf"))
+        self.register_buffer("cnmax", cnmax)
         self.a1, self.a2 = float(d3.a1), float(d3.a2)
         self.s6, self.s8 = float(d3.s6), float(d3.s8)
         self.k1, self.k3 = float(d3.k1), float(d3.k3)
@@ -143,10 +240,6 @@ class AIMNet2Pairs(torch.nn.Module):
         self.p_pad_rows = torch.zeros(0, dtype=torch.long)
         self.p_atom_pad = torch.zeros(0, dtype=torch.long)
         self.p_n_max = 0
-
-    # ------------------------------------------------------------------
-    # the contract's describing methods
-    # ------------------------------------------------------------------
 
     @torch.jit.export
     def cutoffs(self) -> List[float]:
@@ -262,20 +355,6 @@ class AIMNet2Pairs(torch.nn.Module):
     # the computation (no host synchronisation)
     # ------------------------------------------------------------------
 
-    def _to_structures(self, x: torch.Tensor, pad_rows: torch.Tensor, s: int) -> torch.Tensor:
-        """Per-structure sums [S] of per-atom x [N] (padded layout, each atom read once)."""
-        padded = torch.cat([x, torch.zeros(1, dtype=x.dtype, device=x.device)])
-        return padded.index_select(0, pad_rows).view(s, -1).sum(1)
-
-    def _to_atoms(self, y: torch.Tensor, atom_pad: torch.Tensor, n_max: int) -> torch.Tensor:
-        """Per-structure y [S] broadcast to the atoms [N] (each element read once)."""
-        return y.unsqueeze(1).expand(y.size(0), n_max).reshape(-1).index_select(0, atom_pad)
-
-    def _switch(self, d: torch.Tensor, on: float, off: float) -> torch.Tensor:
-        """1 up to `on`, 0 from `off` on, C2 in between (zero slope at both ends)."""
-        x = torch.clamp((d - on) / (off - on), 0.0, 1.0)
-        return 1.0 - x * x * x * (10.0 + x * (-15.0 + 6.0 * x))
-
     def _slot_pairs(self, v: torch.Tensor, nb: torch.Tensor, slots: torch.Tensor,
                     slot_mask: torch.Tensor, far: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The vectors, distances and neighbours of an inner range's slots
@@ -287,43 +366,11 @@ class AIMNet2Pairs(torch.nn.Module):
         d = torch.sqrt(torch.sum(torch.pow(vs, 2), -1))
         return vs, d, nb.gather(1, sl)
 
-    def _nqe(self, q_u: torch.Tensor, f: torch.Tensor, charge: torch.Tensor,
-             pad_rows: torch.Tensor, atom_pad: torch.Tensor, s: int, n_max: int) -> torch.Tensor:
-        """Neural charge equilibration: q_u shifted, in proportion to f^2, so that
-        each structure's charges add up to its total charge (aimnet.ops.nqe)."""
-        f2 = torch.pow(f, 2)
-        q_total = self._to_structures(q_u, pad_rows, s)
-        f_total = self._to_structures(f2, pad_rows, s) + 1e-6
-        excess = self._to_atoms(charge - q_total, atom_pad, n_max)
-        return q_u + f2 * excess / self._to_atoms(f_total, atom_pad, n_max)
-
-    def _conv_a(self, a: torch.Tensor, j: torch.Tensor, gs: torch.Tensor,
-                gv: torch.Tensor) -> torch.Tensor:
-        """The atom's own features and their contraction over the 5 Å slots
-        (AIMNet2's _prepare_in_a with conv_a): [N, 256 + 256 + 192]."""
-        n = a.size(0)
-        a_j = torch.nn.functional.embedding(j, a.reshape(n, -1)).view(
-            n, j.size(1), a.size(1), a.size(2))
-        avf_s = torch.einsum("nmg,nmag->nag", [gs, a_j])
-        avf_v = torch.einsum("nmgd,nmag,agh->nahd", [gv, a_j, self.agh_a])
-        return torch.cat([a.flatten(-2), avf_s.flatten(-2),
-                          torch.pow(avf_v, 2).sum(-1).flatten(-2)], -1)
-
-    def _conv_q(self, q: torch.Tensor, j: torch.Tensor, gs: torch.Tensor,
-                gv: torch.Tensor) -> torch.Tensor:
-        """The atom's charge and the neighbours' charges contracted over the 5 Å
-        slots (AIMNet2's _prepare_in_q with conv_q): [N, 1 + 16 + 12]."""
-        q_j = torch.nn.functional.embedding(j, q.unsqueeze(1)).squeeze(-1)
-        avf_s = torch.einsum("nmg,nm->ng", [gs, q_j])
-        avf_v = torch.einsum("nmgd,nm,gh->nhd", [gv, q_j, self.agh_q[0]])
-        return torch.cat([q.unsqueeze(1), avf_s, torch.pow(avf_v, 2).sum(-1)], -1)
-
     def _energies(self, z: torch.Tensor, neighbors: torch.Tensor, vectors: torch.Tensor,
                   mask: torch.Tensor, inner_slots: List[torch.Tensor],
                   inner_masks: List[torch.Tensor], charge: torch.Tensor,
                   pad_rows: torch.Tensor, atom_pad: torch.Tensor, s: int,
                   n_max: int) -> torch.Tensor:
-        n = z.size(0)
         device = vectors.device
         nb = neighbors.to(torch.long)
         v = vectors.to(torch.float32)
@@ -339,33 +386,22 @@ class AIMNet2Pairs(torch.nn.Module):
         u = vl / dl.unsqueeze(-1)
         gv = gs.unsqueeze(-1) * u.unsqueeze(-2)
 
-        # three message-passing passes
-        a = self.embed.index_select(0, z).view(n, self.agh_a.size(0), self.agh_a.size(1))
-        out = self.mlp0(self._conv_a(a, jl, gs, gv))
-        q = self._nqe(out[:, 0], out[:, 1], charge, pad_rows, atom_pad, s, n_max)
-        a = a + out[:, 2:].reshape(a.shape)
-        out = self.mlp1(torch.cat([self._conv_a(a, jl, gs, gv), self._conv_q(q, jl, gs, gv)], -1))
-        q = self._nqe(q + out[:, 0], out[:, 1], charge, pad_rows, atom_pad, s, n_max)
-        a = a + out[:, 2:].reshape(a.shape)
-        aim = self.mlp2(torch.cat([self._conv_a(a, jl, gs, gv), self._conv_q(q, jl, gs, gv)], -1))
-        e_atom = self.energy_mlp(aim).squeeze(-1) + self.atom_shift.index_select(0, z)
-        energy = self._to_structures(e_atom.to(torch.float64), pad_rows, s)
-
-        # Coulomb over the list (switched off between 35 and 40 Å)
+        # the list's distances and Coulomb switch (35-40 Å)
         v = torch.where(mask.unsqueeze(2), v, far)
         d = torch.sqrt(torch.sum(torch.pow(v, 2), -1))
-        sw = torch.where(mask, self._switch(d, self.coulomb_on, self.rc[0]),
+        sw = torch.where(mask, switch(d, self.coulomb_on, self.rc[0]),
                          torch.zeros((), device=device))
-        x = torch.clamp(d / self.coulomb_rc, 0.0, 0.999999)
-        fc_lr = 1.0 - torch.exp(-1.0 / (1.0 - torch.pow(x, 2))) / 0.36787944117144233
-        q_j = torch.nn.functional.embedding(nb, q.unsqueeze(1)).squeeze(-1)
-        e_h = fc_lr * self.coulomb_factor * (q.unsqueeze(1) * q_j) / d * sw
-        energy = energy + self._to_structures(e_h.to(torch.float64).sum(1), pad_rows, s)
         # D3 over the 15 Å inner slots (switched off between 12 and 15 Å)
         _, d3_d, d3_nb = self._slot_pairs(v, nb, inner_slots[0], inner_masks[0], far)
-        d3_sw = torch.where(inner_masks[0], self._switch(d3_d, self.d3_on, self.rc[1]),
+        d3_sw = torch.where(inner_masks[0], switch(d3_d, self.d3_on, self.rc[1]),
                             torch.zeros((), device=device))
-        return energy + self._to_structures(self._d3(z, d3_nb, d3_d, d3_sw), pad_rows, s)
+        e_disp = to_structures(self._d3(z, d3_nb, d3_d, d3_sw), pad_rows, s)
+
+        energies: List[torch.Tensor] = []
+        for net in self.networks:
+            e = net(z, jl, gs, gv, nb, d, sw, charge, pad_rows, atom_pad, s, n_max)
+            energies.append(e + e_disp)
+        return torch.stack(energies).mean(0)
 
     def _d3(self, z: torch.Tensor, nb: torch.Tensor, d: torch.Tensor,
             sw: torch.Tensor) -> torch.Tensor:
@@ -473,28 +509,70 @@ def check_architecture(net: torch.jit.ScriptModule) -> None:
         raise SystemExit(f"{ea.JPT_MEMBER}: not the AIMNet2 this exporter rewrites: {wrong}")
 
 
+def check_shared(networks: List[torch.jit.ScriptModule]) -> None:
+    """The networks of one file share the local basis and D3 (computed once):
+    stop if they do not."""
+    first = networks[0]
+    for i, net in enumerate(networks[1:], 1):
+        same = (float(net.aev.rc_s) == float(first.aev.rc_s)
+                and float(net.aev.eta_s) == float(first.aev.eta_s)
+                and torch.equal(net.aev.shifts_s, first.aev.shifts_s))
+        d3, d3_0 = net.outputs.d3bj, first.outputs.d3bj
+        same = same and hasattr(d3, "cnmax") == hasattr(d3_0, "cnmax")
+        for key in ("c6ab", "r4r2", "rcov") + (("cnmax",) if hasattr(d3_0, "cnmax") else ()):
+            same = same and torch.equal(getattr(d3, key), getattr(d3_0, key))
+        for key in ("a1", "a2", "s6", "s8", "k1", "k3"):
+            same = same and float(getattr(d3, key)) == float(getattr(d3_0, key))
+        if not same:
+            raise SystemExit(f"network {i} has another local basis or D3 than network 0")
+
+
+class AIMNet2EnsNetwork(AIMNet2Network):
+    """AIMNet2Network of aimnet2_wb97m_ens_nl (a TorchScript type name of its own)."""
+
+
+class AIMNet2EnsNetworks(torch.nn.ModuleList):
+    """The networks of aimnet2_wb97m_ens_nl (a TorchScript type name of its own)."""
+
+
+class AIMNet2EnsPairs(AIMNet2Pairs):
+    """aimnet2_wb97m_ens_nl: the wB97M-D3 ensemble's four networks."""
+
+
+class AIMNet2B973cNetwork(AIMNet2Network):
+    """AIMNet2Network of aimnet2_b973c_ens_nl (a TorchScript type name of its own)."""
+
+
+class AIMNet2B973cNetworks(torch.nn.ModuleList):
+    """The networks of aimnet2_b973c_ens_nl (a TorchScript type name of its own)."""
+
+
+class AIMNet2B973cPairs(AIMNet2Pairs):
+    """aimnet2_b973c_ens_nl: the B97-3c ensemble's four networks."""
+
+
+# exported name -> (the v1 export whose networks it holds, top, list and network types)
+VARIANTS = {
+    "aimnet2_wb97m_nl": (AIMNet2Pairs, AIMNet2Networks, AIMNet2Network),
+    "aimnet2_wb97m_ens_nl": (AIMNet2EnsPairs, AIMNet2EnsNetworks, AIMNet2EnsNetwork),
+    "aimnet2_b973c_ens_nl": (AIMNet2B973cPairs, AIMNet2B973cNetworks, AIMNet2B973cNetwork),
+}
+
+
 def build(name: str, _torchani_version=None) -> AIMNet2Pairs:
-    net = ea.load_jpt()
-    ea.freeze_checked([net], [ea.JPT_MEMBER])
-    meta = {
+    """The variant `name` of the v1 export NAMES[name] (export_aimnet2.build:
+    the same hash-checked networks, frozen and checked there)."""
+    v1 = ea.build(NAMES[name])
+    networks = list(v1.model.networks) if hasattr(v1.model, "networks") else [v1.model]
+    meta = json.loads(v1.meta)
+    meta.update({
         "name": name,
-        "description": ea.DESCRIPTION + (
+        "description": meta["description"] + (
             " Neighbour-list variant (contract v2): Coulomb over pairs within 40 A "
             "(switched off smoothly from 35 A), D3 within 15 A (from 12 A)."),
-        **ea.interface_meta(),
-        "level_of_theory": "wB97M-D3/def2-TZVPP",
-        "source": (
-            f"{ea.JPT_MEMBER} (sha256 {ea.JPT_SHA256}) from the Auto3D 2.3.1 wheel on PyPI "
-            f"({ea.WHEEL_NAME}, sha256 {ea.WHEEL_SHA256}): its parameters and MLPs, loaded "
-            f"with torch {torch.__version__.split('+')[0]}; the network's arithmetic written "
-            "over the engine's pairs by python/export_aimnet2_nl.py"),
-        "licence": (
-            "MIT (the Auto3D wheel's METADATA classifier and LICENSE file, "
-            "'Copyright (c) 2022 Isayev Lab @ Carnegie Mellon'; the wheel states no "
-            "separate terms for the model files it ships)"),
-        "reference": ea.REFERENCE,
-    }
-    meta.update({
+        "source": meta["source"] + (
+            f"; in {name}.pt the networks' parameters and MLPs are taken from there and "
+            "their arithmetic written over the engine's pairs by python/export_aimnet2_nl.py"),
         "variant": "neighbour-list (contract v2) with total charge (takes_charge)",
         "cutoffs": [COULOMB_CUTOFF, D3_CUTOFF, LOCAL_CUTOFF],
         "long_range": (
@@ -507,7 +585,7 @@ def build(name: str, _torchani_version=None) -> AIMNet2Pairs:
         "cost_scaling": (
             "O(N K) for the 40 A list (Coulomb: a few floats per entry), O(N K_15) for D3 "
             "(~75 floats per entry) and O(N K_5 x 256) for message passing over the 5 A "
-            "inner slots"),
+            "inner slots, per network"),
         "interface": [
             "cutoffs() -> [40.0, 15.0, 5.0]",
             "forward_pairs(atomic_numbers, batch, neighbors, vectors, mask, inner_slots, "
@@ -522,7 +600,9 @@ def build(name: str, _torchani_version=None) -> AIMNet2Pairs:
             "metadata() -> str (JSON)",
         ],
     })
-    return AIMNet2Pairs(net, ea.ELEMENTS, json.dumps(meta, indent=None, sort_keys=False)).eval()
+    top, net_list, net_class = VARIANTS[name]
+    text = json.dumps(meta, indent=None, sort_keys=False)
+    return top(networks, ea.ELEMENTS, text, net_list, net_class).eval()
 
 
 def main(argv: List[str]) -> int:

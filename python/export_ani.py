@@ -124,8 +124,11 @@ ANI2XT_MODELS = {"ani2xt_nl": "ani2xt"}
 AIMNET2_MODELS = {"aimnet2_wb97m": "aimnet2_wb97m-d3_0",
                   "aimnet2_wb97m_ens": "aimnet2_wb97m_ens_f",
                   "aimnet2_b973c_ens": "aimnet2_b973c_ens"}
-# AIMNet2 wB97M-D3, neighbour-list variant, contract v2 with charge (python/export_aimnet2_nl.py)
-AIMNET2_NL_MODELS = {"aimnet2_wb97m_nl": "aimnet2_wb97m-d3_0"}
+# AIMNet2 neighbour-list variants, contract v2 with charge (python/export_aimnet2_nl.py)
+# -> the v1 export whose networks they hold
+AIMNET2_NL_MODELS = {"aimnet2_wb97m_nl": "aimnet2_wb97m",
+                     "aimnet2_wb97m_ens_nl": "aimnet2_wb97m_ens",
+                     "aimnet2_b973c_ens_nl": "aimnet2_b973c_ens"}
 # SevenNet-0 from the sevenn 0.13.0 wheel, contract v2 (python/export_sevenn.py)
 SEVENN_MODELS = {"sevennet_0": "SevenNet_0__11Jul2024"}
 
