@@ -105,6 +105,21 @@ observables_interval = 5
     p
 }
 
+/// [`config`] for systems/aimnet2/acetate.sdf (charge -1 from its
+/// `M  CHG` line).
+fn acetate_config(dir: &Path, name: &str, model: &str, extra: &str) -> PathBuf {
+    let cfg = config(dir, name, model, extra);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &root().join("systems/caffeine.pdb").display().to_string(),
+        &root()
+            .join("systems/aimnet2/acetate.sdf")
+            .display()
+            .to_string(),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
 /// `[system] charge` reaches the model at every step (the trajectory is the
 /// neutral one: a constant shift changes no force), and a model that takes
 /// no charge refuses it.
@@ -180,18 +195,11 @@ fn aimnet2_gives_acetate_its_reference_energy_and_runs() {
     }
 
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(tmp.path(), "aimnet2", "models/aimnet2_wb97m.pt", "")
-        .to_string_lossy()
-        .to_string();
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        &root().join("systems/caffeine.pdb").display().to_string(),
-        &root()
-            .join("systems/aimnet2/acetate.sdf")
-            .display()
-            .to_string(),
-    );
-    std::fs::write(&cfg, text).unwrap();
-    let o = ok(bin().args(["run", &cfg, "--quiet"]).output().unwrap());
+    let cfg = acetate_config(tmp.path(), "aimnet2", "models/aimnet2_wb97m.pt", "");
+    let o = ok(bin()
+        .args(["run", cfg.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap());
     assert!(!stderr(&o).contains("charge"), "{}", stderr(&o));
     let h5 = hdf5::File::open(tmp.path().join("aimnet2").join("observables.h5")).unwrap();
     let epot = read_f64(&h5, "observables/potential_energy/value");
@@ -211,20 +219,8 @@ fn aimnet2_gives_acetate_its_reference_energy_and_runs() {
 #[test]
 fn aimnet2_pairs_variant_follows_the_single_network_and_refuses_a_box() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = |name: &str, model: &str, extra: &str| {
-        let cfg = config(tmp.path(), name, model, extra);
-        let text = std::fs::read_to_string(&cfg).unwrap().replace(
-            &root().join("systems/caffeine.pdb").display().to_string(),
-            &root()
-                .join("systems/aimnet2/acetate.sdf")
-                .display()
-                .to_string(),
-        );
-        std::fs::write(&cfg, text).unwrap();
-        cfg
-    };
     let energies = |name: &str, model: &str| {
-        let cfg = run(name, model, "");
+        let cfg = acetate_config(tmp.path(), name, model, "");
         ok(bin()
             .args(["run", cfg.to_str().unwrap(), "--quiet"])
             .output()
@@ -239,7 +235,8 @@ fn aimnet2_pairs_variant_follows_the_single_network_and_refuses_a_box() {
     for (d, p) in dense.iter().zip(&pairs) {
         assert!((d - p).abs() < 1e-8 * d.abs(), "{d} vs {p}");
     }
-    let boxed = run(
+    let boxed = acetate_config(
+        tmp.path(),
         "boxed",
         "models/aimnet2_wb97m_nl.pt",
         "cell = [30.0, 30.0, 30.0]",

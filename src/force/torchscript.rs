@@ -126,26 +126,8 @@ impl TorchScriptModel {
             }
             Err(_) => None,
         };
-        let takes_charge = match module.method_is::<IValue>("takes_charge", &[]) {
-            Ok(IValue::Bool(b)) => b,
-            Ok(other) => {
-                return Err(Error::model(
-                    path,
-                    format!("takes_charge() must return bool, got {other:?}"),
-                ))
-            }
-            Err(_) => false,
-        };
-        let periodic = match module.method_is::<IValue>("periodic", &[]) {
-            Ok(IValue::Bool(b)) => b,
-            Ok(other) => {
-                return Err(Error::model(
-                    path,
-                    format!("periodic() must return bool, got {other:?}"),
-                ))
-            }
-            Err(_) => true,
-        };
+        let takes_charge = optional_bool(&module, path, "takes_charge", false)?;
+        let periodic = optional_bool(&module, path, "periodic", true)?;
         let metadata = match module.method_is::<IValue>("metadata", &[]) {
             Ok(IValue::String(s)) => Some(s),
             _ => None,
@@ -279,6 +261,19 @@ const CONTRACT_METHODS: [&str; 11] = [
     "periodic",
     "metadata",
 ];
+
+/// An optional `name() -> bool` method of the model: `default` when it
+/// does not export one, an error when it returns something else.
+fn optional_bool(module: &CModule, path: &Path, name: &str, default: bool) -> Result<bool> {
+    match module.method_is::<IValue>(name, &[]) {
+        Ok(IValue::Bool(b)) => Ok(b),
+        Ok(other) => Err(Error::model(
+            path,
+            format!("{name}() must return bool, got {other:?}"),
+        )),
+        Err(_) => Ok(default),
+    }
+}
 
 fn first_line(s: &str) -> &str {
     s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim()
