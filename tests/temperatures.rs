@@ -7,16 +7,20 @@ mod common;
 use common::runs::*;
 use common::*;
 
-/// Ethanol (Morse test model), Langevin, members at 150 K and 600 K.
+/// Ethanol (Morse test model), Langevin, members at 150 K and 600 K. The
+/// time step is 0.25 fs: at 0.5 fs the toy model's hot members reached
+/// 5,000 K in single frames (integration error near 600 K), and whether the
+/// 600 K group's mean stayed within its error then depended on the CPU's
+/// rounding (it failed on one machine, 685 ± 20 K, and passed on others).
 fn scan_config(
     dir: &std::path::Path,
     ensemble: &str,
     integrator_extra: &str,
 ) -> std::path::PathBuf {
     let body = format!(
-        "[integrator]\nkind = \"langevin\"\ntimestep = 0.5\nfriction = 20.0\n{integrator_extra}\n[ensemble]\nseed = 3\n{ensemble}\n"
+        "[integrator]\nkind = \"langevin\"\ntimestep = 0.25\nfriction = 20.0\n{integrator_extra}\n[ensemble]\nseed = 3\n{ensemble}\n"
     );
-    config(dir, "scan.toml", &dir.join("out"), &body, 1500, "")
+    config(dir, "scan.toml", &dir.join("out"), &body, 3000, "")
 }
 
 /// Each group's mean kinetic temperature is its thermostat's within 6
@@ -49,7 +53,7 @@ fn each_member_group_samples_its_own_temperature() {
         );
     }
     // After 150 fs of equilibration (friction 20/ps: 50 fs relaxation).
-    let first = step.iter().position(|&s| s >= 300).unwrap();
+    let first = step.iter().position(|&s| s >= 600).unwrap();
     for (group, target) in [(0..16, 150.0), (16..32, 600.0)] {
         let means: Vec<f64> = group
             .map(|r| {
