@@ -167,11 +167,10 @@ pub fn key_for(
 
 /// The package a run of `config` uses under its [model] compiled policy:
 /// Some((path, SHA-256)) of the cached package, None for the TorchScript
-/// file. `key`
-/// is [`key_for`]'s answer for the run's batch (computed once by the
-/// caller, which also needs it for the model's hash and the GPU hint). A
-/// resumed run (`AsStarted`) must find the package it was started with,
-/// unchanged.
+/// file. `key` is [`key_for`]'s answer for the run's batch (computed once
+/// by the caller, which also needs it for the model's hash and the GPU
+/// hint). A resumed run (`AsStarted`) must find the package it was started
+/// with, unchanged.
 pub fn select(
     config: &Config,
     key: &std::result::Result<PackageKey, String>,

@@ -43,9 +43,10 @@ pub const JIT_OPTIMIZE_ENV: &str = "MLFF_MD_JIT_OPTIMIZE";
 /// from the uninterrupted run's in the last bits (measured on an H200:
 /// ANI-1x and AIMNet2 neighbour-list models, chignolin x 8, list grown
 /// before the checkpoint). The plain interpreter has no such history:
-/// resumes are bit for bit again, at 9-23 % more time per graphed step
+/// resumes are bit for bit again, at 9-17 % more time per graphed step
 /// (benches/results/aimnet2_nl_NVIDIA-H200_2026-12-04). Static-shape v1
-/// models keep the optimising executor: their shapes never change in a run.
+/// models keep the optimising executor: their shapes never change in a run
+/// (the interpreter would cost them 19-23 %).
 /// `MLFF_MD_JIT_OPTIMIZE=1` trades the bitwise resume back for the speed.
 pub fn pair_model_executor() {
     let optimise = std::env::var(JIT_OPTIMIZE_ENV).is_ok_and(|v| v == "1");
