@@ -105,6 +105,16 @@ observables_interval = 5
     p
 }
 
+/// Run `cfg` (which writes to `out`); its potential energies.
+fn potential_energies(cfg: &Path, out: &Path) -> Vec<f64> {
+    ok(bin()
+        .args(["run", cfg.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap());
+    let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
+    read_f64(&h5, "observables/potential_energy/value")
+}
+
 /// [`config`] for systems/aimnet2/acetate.sdf (charge -1 from its
 /// `M  CHG` line).
 fn acetate_config(dir: &Path, name: &str, model: &str, extra: &str) -> PathBuf {
@@ -128,12 +138,7 @@ fn system_charge_reaches_the_model_through_a_run() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |name: &str, charge: &str| {
         let cfg = config(tmp.path(), name, "tests/data/charged_morse.pt", charge);
-        ok(bin()
-            .args(["run", cfg.to_str().unwrap(), "--quiet"])
-            .output()
-            .unwrap());
-        let h5 = hdf5::File::open(tmp.path().join(name).join("observables.h5")).unwrap();
-        read_f64(&h5, "observables/potential_energy/value")
+        potential_energies(&cfg, &tmp.path().join(name))
     };
     let (plus, zero) = (run("plus", "charge = 2"), run("zero", "charge = 0"));
     assert_eq!(plus.len(), zero.len());
@@ -221,12 +226,7 @@ fn aimnet2_pairs_variant_follows_the_single_network_and_refuses_a_box() {
     let tmp = tempfile::tempdir().unwrap();
     let energies = |name: &str, model: &str| {
         let cfg = acetate_config(tmp.path(), name, model, "");
-        ok(bin()
-            .args(["run", cfg.to_str().unwrap(), "--quiet"])
-            .output()
-            .unwrap());
-        let h5 = hdf5::File::open(tmp.path().join(name).join("observables.h5")).unwrap();
-        read_f64(&h5, "observables/potential_energy/value")
+        potential_energies(&cfg, &tmp.path().join(name))
     };
     let dense = energies("dense", "models/aimnet2_wb97m.pt");
     let pairs = energies("pairs", "models/aimnet2_wb97m_nl.pt");
