@@ -156,7 +156,12 @@ impl Simulation {
             _ => crate::compile::key_for(config, &state, team.comm.size()),
         };
         let package = crate::compile::select(config, &key)?;
-        let (force, model_sha256) = match (&package, &key) {
+        // The model file's hash: the key's, or read here when no key was made.
+        let model_sha256 = match &key {
+            Ok(key) => Some(key.model_sha256.clone()),
+            Err(_) => model_file_sha256(config),
+        };
+        let force = match (&package, &key) {
             (Some((path, _)), Ok(key)) => compiled_forces(config, path, &state, &key.model_sha256)?,
             _ => force_provider(
                 &config.model,
@@ -827,8 +832,7 @@ impl Simulation {
 }
 
 /// The force provider `model` describes (paths resolved against `source`)
-/// for `state`'s batch, and the model file's SHA-256 when it is a file:
-/// TorchScript files of contract v2 and Lennard-Jones with a cutoff go
+/// for `state`'s batch ([`model_sha256`] gives its file's hash): TorchScript files of contract v2 and Lennard-Jones with a cutoff go
 /// through the engine's neighbour list (reaching `skin` Å beyond the cutoff
 /// between rebuilds in cell grids).
 pub fn force_provider(
@@ -837,8 +841,7 @@ pub fn force_provider(
     state: &BatchState,
     periodic: bool,
     skin: f64,
-) -> Result<(Box<dyn ForceProvider>, Option<String>)> {
-    let mut sha256 = None;
+) -> Result<Box<dyn ForceProvider>> {
     let force: Box<dyn ForceProvider> = match model.kind {
         ModelKind::Torchscript => {
             let path = source.resolve(model.path.as_deref().unwrap_or(Path::new("")));
@@ -869,7 +872,6 @@ pub fn force_provider(
                     Box::new(loaded)
                 }
             };
-            sha256 = file_sha256(&path).ok();
             force
         }
         ModelKind::Harmonic => Box::new(Harmonic::at_current_positions(
@@ -895,18 +897,18 @@ pub fn force_provider(
             }
         }
     };
-    Ok((force, sha256))
+    Ok(force)
 }
 
 /// The compiled package at `path` standing in for `config`'s model file,
-/// and the model file's SHA-256 (`model_sha`): the package must say it was
-/// compiled from that very file.
+/// whose SHA-256 is `model_sha`: the package must say it was compiled from
+/// that very file.
 fn compiled_forces(
     config: &Config,
     path: &Path,
     state: &BatchState,
     model_sha: &str,
-) -> Result<(Box<dyn ForceProvider>, Option<String>)> {
+) -> Result<Box<dyn ForceProvider>> {
     let model = config.resolve(config.model.path.as_deref().unwrap_or(Path::new("")));
     let forces = crate::force::AotiForces::load(path, state)?;
     if forces.source_sha256() != Some(model_sha) {
@@ -919,16 +921,24 @@ fn compiled_forces(
             ),
         ));
     }
-    Ok((Box::new(forces), Some(model_sha.to_string())))
+    Ok(Box::new(forces))
 }
 
 /// SHA-256 of the config's model file (TorchScript models), as hex.
 pub fn model_file_sha256(config: &Config) -> Option<String> {
-    if config.model.kind != ModelKind::Torchscript {
+    model_sha256(&config.model, &config.source)
+}
+
+/// SHA-256 of `model`'s file (TorchScript models; paths resolved against
+/// `source`), as hex.
+pub fn model_sha256(
+    model: &crate::config::ModelConfig,
+    source: &crate::config::ConfigSource,
+) -> Option<String> {
+    if model.kind != ModelKind::Torchscript {
         return None;
     }
-    let path = config.resolve(config.model.path.as_deref()?);
-    file_sha256(&path).ok()
+    file_sha256(&source.resolve(model.path.as_deref()?)).ok()
 }
 
 /// SHA-256 of a file's contents, as hex.

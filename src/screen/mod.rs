@@ -29,7 +29,7 @@ use crate::device::{describe, parse_device, resolve};
 use crate::error::{Error, Result};
 use crate::force::ForceProvider;
 use crate::io::lock::OutputLock;
-use crate::simulation::force_provider;
+use crate::simulation::{force_provider, model_sha256};
 use crate::state::BatchState;
 use crate::system::Molecule;
 use config::ScreenConfig;
@@ -154,7 +154,8 @@ pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSumma
     let probe = BatchState::from_members(&[(probe_molecule, first)], device, kind);
     // Skin 0: every FIRE iteration is a fresh evaluation, so a stored list
     // would be rebuilt at every call anyway.
-    let (force, sha) = force_provider(&config.model, &config.source, &probe, false, 0.0)?;
+    let force = force_provider(&config.model, &config.source, &probe, false, 0.0)?;
+    let sha = model_sha256(&config.model, &config.source);
     drop(probe);
     admit(&mut entries, &mut molecules, force.as_ref());
     let skipped = entries
