@@ -511,8 +511,6 @@ impl RowModel {
         }
         let model = TorchScriptModel::load(path, state.device, Kind::Float)?;
         Ok(if model.takes_pairs() {
-            // the executor a run of this model uses
-            crate::force::torchscript::pair_model_executor();
             RowModel::Pairs(PairForces::with_skin(Box::new(model), state, skin)?)
         } else {
             RowModel::Positions(model)

@@ -103,8 +103,6 @@ pub fn inspect(path: &Path, device: Device, dtype: Kind) -> Result<ModelReport> 
     let (molecule, probe) = probe_molecule(supported.as_deref())?;
     let state = BatchState::new(&molecule, 1, device, Kind::Double);
     let force: Box<dyn ForceProvider> = if model.takes_pairs() {
-        // timed with the executor a run of this model uses
-        crate::force::torchscript::pair_model_executor();
         Box::new(PairForces::new(Box::new(model), &state)?)
     } else {
         Box::new(model)

@@ -861,7 +861,6 @@ pub fn force_provider(
                         "is a model for isolated molecules (its periodic() is False: e.g. long-range terms that a periodic sum would need), and this system is periodic",
                     ));
                 } else if loaded.takes_pairs() {
-                    crate::force::torchscript::pair_model_executor();
                     Box::new(PairForces::with_skin(Box::new(loaded), state, skin)?)
                 } else if periodic {
                     return Err(Error::model(

@@ -35,8 +35,10 @@ use crate::state::BatchState;
 /// the plain interpreter; see [`pair_model_executor`].
 pub const JIT_OPTIMIZE_ENV: &str = "MLFF_MD_JIT_OPTIMIZE";
 
-/// Choose libtorch's graph executor (process-wide) for a run that
-/// evaluates a model of interface v2, before its first call. The optimising
+/// Choose libtorch's graph executor (process-wide) for a process that
+/// evaluates a model of interface v2, before its first evaluation (called
+/// by [`TorchScriptModel::load`] for such a model, so runs, benchmarks,
+/// screens and `inspect` all evaluate it the same way). The optimising
 /// executor specialises a method on the shapes it has seen, and the shapes
 /// of a v2 model's inputs change whenever the neighbour list grows; a
 /// resumed process has not seen the earlier shapes, so its steps differed
@@ -48,7 +50,7 @@ pub const JIT_OPTIMIZE_ENV: &str = "MLFF_MD_JIT_OPTIMIZE";
 /// models keep the optimising executor: their shapes never change in a run
 /// (the interpreter would cost them 19-23 %).
 /// `MLFF_MD_JIT_OPTIMIZE=1` trades the bitwise resume back for the speed.
-pub fn pair_model_executor() {
+fn pair_model_executor() {
     let optimise = std::env::var(JIT_OPTIMIZE_ENV).is_ok_and(|v| v == "1");
     tch::jit::set_graph_executor_optimize(optimise);
 }
@@ -161,6 +163,10 @@ impl TorchScriptModel {
                 values
             }
         };
+        if cutoffs.is_some() {
+            // after the describing calls above, before any evaluation
+            pair_model_executor();
+        }
         Ok(TorchScriptModel {
             module,
             chunk: Cell::new(0),
