@@ -11,23 +11,27 @@
 #            to STEPS; their XTC trajectories compared byte for byte, their
 #            observables (every 10 steps) returned
 #   repeat_eager  the same without CUDA graphs
-# (MODEL=models/ani1x_nl.pt runs the repeat parts with another v2 model.)
+# (MODEL=models/ani1x_nl.pt runs the repeat parts with another v2 model;
+# BENCH_MODELS="aimnet2_wb97m_ens_nl ..." benches other files of models/,
+# those ending in _nl eager and graphed, the others eagerly; BENCH_LIMIT
+# seconds per model and BENCH_STEPS timed steps per point.)
 #
 #   OUT=/tmp/res bash benches/gpu_aimnet2_nl.sh .device/mlff-md "" COMMIT
-# Carry the engine and both model files. Results: $OUT/results.tgz.
+# Carry the engine and the model files the parts use. Results: $OUT/results.tgz.
 set -uo pipefail
 . "$(dirname "$0")/gpu_env.sh"
 parts bench,repeat,repeat_eager "$@"
 gpu_info "$OUT/gpu.txt"
 echo "$COMMIT" > "$OUT/commit.txt"
-sha256sum models/aimnet2_wb97m.pt models/aimnet2_wb97m_nl.pt > "$OUT/models.sha256"
+BENCH_MODELS=${BENCH_MODELS:-aimnet2_wb97m aimnet2_wb97m_nl}
+for m in $BENCH_MODELS; do sha256sum "models/$m.pt"; done > "$OUT/models.sha256"
 P=systems/peptides
 E="$BIN bench md --device cuda --warmup 5 --steps ${BENCH_STEPS:-50}"
 if part bench; then
-  for m in aimnet2_wb97m aimnet2_wb97m_nl; do
+  for m in $BENCH_MODELS; do
     graphs=off
-    [ $m = aimnet2_wb97m_nl ] && graphs=off,on
-    t 200 "bench_$m" $E --model models/$m.pt --cuda-graphs $graphs \
+    [[ $m == *_nl ]] && graphs=off,on
+    t "${BENCH_LIMIT:-200}" "bench_$m" $E --model models/$m.pt --cuda-graphs $graphs \
       --structures $P/alanine_dipeptide.pdb,$P/chignolin_extended.pdb \
       --replicas 1,64,1024 --out "$OUT/bench_$m"
     t 90 "bench_trpcage_$m" $E --model models/$m.pt --cuda-graphs $graphs \

@@ -6,6 +6,7 @@
 # the commit, the GPU) and gpu.txt.
 #
 #   OUT=/tmp/res bash benches/gpu_tests.sh target/release/deps/cuda_graphs-HASH COMMIT
+# (TEST_FILTER=NAME runs only the tests whose names contain NAME.)
 # The test binary has the absolute path of the checkout it was built in
 # compiled in (/work/main here); the script links that path to this copy.
 set -uo pipefail
@@ -16,7 +17,7 @@ COMMIT=${2:-unknown}
 BUILT=${BUILT_ROOT:-/work/main}
 [ -e "$BUILT" ] || { mkdir -p "$(dirname "$BUILT")" && ln -s "$ROOT" "$BUILT"; }
 gpu_info "$OUT/gpu.txt"
-timeout 500 "$TESTBIN" --ignored --test-threads=1 --nocapture 2>&1 | tee "$OUT/gpu_tests.log"
+timeout 500 "$TESTBIN" ${TEST_FILTER:+"$TEST_FILTER"} --ignored --test-threads=1 --nocapture 2>&1 | tee "$OUT/gpu_tests.log"
 status=${PIPESTATUS[0]}
 python3 - "$OUT" "$COMMIT" "$status" <<'PY'
 import json, re, sys
