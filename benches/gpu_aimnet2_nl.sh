@@ -14,7 +14,8 @@
 # (MODEL=models/ani1x_nl.pt runs the repeat parts with another v2 model;
 # BENCH_MODELS="aimnet2_wb97m_ens_nl ..." benches other files of models/,
 # those ending in _nl eager and graphed, the others eagerly; BENCH_LIMIT
-# seconds per model and BENCH_STEPS timed steps per point.)
+# seconds per model, BENCH_STEPS timed steps per point, BENCH_REPLICAS the
+# R of alanine dipeptide and chignolin.)
 #
 #   OUT=/tmp/res bash benches/gpu_aimnet2_nl.sh .device/mlff-md "" COMMIT
 # Carry the engine and the model files the parts use. Results: $OUT/results.tgz.
@@ -33,7 +34,7 @@ if part bench; then
     [[ $m == *_nl ]] && graphs=off,on
     t "${BENCH_LIMIT:-200}" "bench_$m" $E --model models/$m.pt --cuda-graphs $graphs \
       --structures $P/alanine_dipeptide.pdb,$P/chignolin_extended.pdb \
-      --replicas 1,64,1024 --out "$OUT/bench_$m"
+      --replicas "${BENCH_REPLICAS:-1,64,1024}" --out "$OUT/bench_$m"
     t 90 "bench_trpcage_$m" $E --model models/$m.pt --cuda-graphs $graphs \
       --structures $P/trpcage_extended.pdb --replicas 1,64 --out "$OUT/bench_trpcage_$m"
   done

@@ -465,6 +465,19 @@ pub struct MdReport {
     /// Precision of the integrator state.
     pub state_precision: String,
     pub rows: Vec<MdRow>,
+    /// Points that ran out of GPU memory (skipped; the sweep went on).
+    pub did_not_fit: Vec<PointDidNotFit>,
+}
+
+/// A point of `bench md` that did not fit in GPU memory.
+#[derive(Debug, Clone, Serialize)]
+pub struct PointDidNotFit {
+    pub structure: String,
+    pub replicas: usize,
+    /// The CUDA-graph setting it was measured under (on, off, auto).
+    pub cuda_graphs: String,
+    /// libtorch's message.
+    pub error: String,
 }
 
 /// Seconds per replay of `work` captured in a CUDA graph on `device`
@@ -530,8 +543,177 @@ impl RowModel {
 /// again before giving up.
 const BENCH_LIST_ATTEMPTS: usize = 4;
 
+/// A structure's file name (its path's last part).
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// One point of `bench md`: `molecule` x `r` under `policy`, timed; the
+/// row and the integrator's description.
+fn md_row(
+    opts: &MdOptions,
+    path: &Path,
+    molecule: &Molecule,
+    r: usize,
+    policy: GraphPolicy,
+) -> Result<(MdRow, String)> {
+    let mut state = BatchState::new(molecule, r, opts.device, opts.state_kind);
+    if let Some(cell) = &molecule.cell {
+        // A file with a cell (CRYST1, ...) is a periodic box.
+        let one = Tensor::from_slice(&cell.to_array()).view([1, 3, 3]);
+        state.set_cells(&one.repeat([r as i64, 1, 1]));
+    }
+    if let Device::Cuda(i) = opts.device {
+        crate::cuda_graph::reset_peak_memory(i);
+    }
+    let row_model = RowModel::load(&opts.model, &state, opts.skin)?;
+    let model = row_model.provider();
+    state.set_maxwell_boltzmann(opts.temperature, &mut CounterRng::new(1));
+    update_forces(&mut state, model)?;
+    let mut integrator: Box<dyn Integrator> = if opts.thermostat {
+        Box::new(Langevin::new(
+            &state,
+            opts.timestep,
+            opts.friction,
+            opts.temperature,
+            1,
+        ))
+    } else {
+        Box::new(VelocityVerlet::new(&state, opts.timestep))
+    };
+    let integrator_name = integrator.describe();
+    // A start far from equilibrium (a fresh solvated box) can pack
+    // more neighbours than the list was sized for. The warm-up runs
+    // eagerly and a list that overflowed in it is grown before any
+    // graph exists (a dropped graph's pool of a large batch can hold
+    // on to its memory); one that overflows in the timed steps is
+    // grown and the steps are timed again. Never a figure of a list
+    // missing pairs.
+    let mut attempts = 0;
+    let (md, graphed) = loop {
+        attempts += 1;
+        let mut eager = Stepper::new(GraphPolicy::Off, &state, model, integrator.as_mut())?;
+        for _ in 0..opts.warmup {
+            eager.step(&mut state, model, integrator.as_mut())?;
+        }
+        drop(eager);
+        let timed = match model.overflow() {
+            Some(what) => Err(what),
+            None => {
+                let mut stepper = Stepper::new(policy, &state, model, integrator.as_mut())?;
+                // The stepper's own warm-up and capture, so timed
+                // steps are replays.
+                for _ in 0..=WARMUP_STEPS {
+                    stepper.step(&mut state, model, integrator.as_mut())?;
+                }
+                synchronize(opts.device);
+                let start = Instant::now();
+                for _ in 0..opts.steps {
+                    stepper.step(&mut state, model, integrator.as_mut())?;
+                }
+                synchronize(opts.device);
+                let md = start.elapsed().as_secs_f64() / opts.steps.max(1) as f64;
+                match model.overflow() {
+                    None => Ok((md, stepper.graphed())),
+                    Some(what) => Err(what),
+                }
+            }
+        };
+        match timed {
+            Ok(figures) => break figures,
+            Err(what) if attempts >= BENCH_LIST_ATTEMPTS => {
+                return Err(Error::Simulation(format!(
+                    "bench md: the neighbour list ran out of room in {attempts} attempts in a row ({what}); the timing would be of a list missing pairs"
+                )));
+            }
+            Err(what) => {
+                eprintln!(
+                    "note: {}: the neighbour list ran out of room ({what}); enlarged it and timing again",
+                    path.display()
+                );
+                crate::cuda_graph::release_cached_memory();
+                model.grow(&state)?;
+            }
+        }
+    };
+    // Bare forward + backward of the same batch, same number of calls
+    // (for a pair model: list build included).
+    synchronize(opts.device);
+    let start = Instant::now();
+    for _ in 0..opts.steps {
+        let out = model.compute(&state)?;
+        drop(out);
+    }
+    synchronize(opts.device);
+    let ff = start.elapsed().as_secs_f64() / opts.steps.max(1) as f64;
+    // The neighbour-list build alone: what rebuilding it every step
+    // costs, i.e. the most a skin and a rebuild schedule could save.
+    let list = match &row_model {
+        RowModel::Pairs(p) => {
+            synchronize(opts.device);
+            let start = Instant::now();
+            for _ in 0..opts.steps {
+                drop(p.build_list(&state));
+            }
+            synchronize(opts.device);
+            Some(start.elapsed().as_secs_f64() / opts.steps.max(1) as f64)
+        }
+        RowModel::Positions(_) | RowModel::Package(_) => None,
+    };
+    // The same build captured in a CUDA graph, as it runs inside the
+    // captured step.
+    let list_graphed = match (&row_model, opts.device) {
+        (RowModel::Pairs(p), Device::Cuda(i)) => {
+            time_graphed(i, opts.steps, || drop(p.build_list(&state))).ok()
+        }
+        _ => None,
+    };
+    let sps = 1.0 / md;
+    let row = MdRow {
+        structure: file_name(path),
+        atoms: molecule.n_atoms(),
+        replicas: r,
+        periodic: state.cells.is_some(),
+        cuda_graph: graphed,
+        steps: opts.steps,
+        ms_per_step: md * 1e3,
+        replica_steps_per_second: sps * r as f64,
+        atom_steps_per_second: sps * (r * molecule.n_atoms()) as f64,
+        aggregate_ns_per_day: sps * r as f64 * opts.timestep * 86_400.0 / FS_PER_NS,
+        ns_per_day_per_replica: sps * opts.timestep * 86_400.0 / FS_PER_NS,
+        ms_per_force_call: ff * 1e3,
+        ms_per_list_build: list.map(|l| l * 1e3),
+        ms_per_list_build_graphed: list_graphed.map(|l| l * 1e3),
+        neighbor_list: match &row_model {
+            RowModel::Pairs(p) => p.list_shape(),
+            RowModel::Positions(_) | RowModel::Package(_) => None,
+        },
+        list_rebuild_every: match &row_model {
+            RowModel::Pairs(p) => p.upkeep().map(|_| p.rebuild_every()),
+            RowModel::Positions(_) | RowModel::Package(_) => None,
+        },
+        engine_overhead_ratio: md / ff,
+        peak_memory_mib: peak_memory_mib(opts.device),
+        peak_allocated_mib: match opts.device {
+            Device::Cuda(i) => {
+                crate::cuda_graph::memory_stats(i).map(|(peak, _)| peak as f64 / (1 << 20) as f64)
+            }
+            _ => None,
+        },
+        chunk_size: match &row_model {
+            RowModel::Positions(m) => m.chunk_size(),
+            RowModel::Pairs(_) | RowModel::Package(_) => 0,
+        },
+    };
+    Ok((row, integrator_name))
+}
+
 pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
     let mut rows = Vec::new();
+    let mut did_not_fit = Vec::new();
     let mut integrator_name = String::new();
     for path in &opts.structures {
         let molecule = Molecule::load(std::slice::from_ref(path))?;
@@ -540,157 +722,30 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
             .iter()
             .flat_map(|r| opts.cuda_graphs.iter().map(move |p| (r, p)))
         {
-            let mut state = BatchState::new(&molecule, r, opts.device, opts.state_kind);
-            if let Some(cell) = &molecule.cell {
-                // A file with a cell (CRYST1, ...) is a periodic box.
-                let one = Tensor::from_slice(&cell.to_array()).view([1, 3, 3]);
-                state.set_cells(&one.repeat([r as i64, 1, 1]));
+            match md_row(opts, path, &molecule, r, policy) {
+                Ok((row, name)) => {
+                    rows.push(row);
+                    integrator_name = name;
+                }
+                // A sweep over R is meant to find where the GPU fills up:
+                // a point that does not fit is reported, not the end of the
+                // sweep.
+                Err(e) if e.is_out_of_memory() && opts.device.is_cuda() => {
+                    eprintln!(
+                        "note: {} x {r} ({}): does not fit in GPU memory; skipped",
+                        path.display(),
+                        policy.as_str()
+                    );
+                    crate::cuda_graph::release_cached_memory();
+                    did_not_fit.push(PointDidNotFit {
+                        structure: file_name(path),
+                        replicas: r,
+                        cuda_graphs: policy.as_str().to_string(),
+                        error: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
             }
-            if let Device::Cuda(i) = opts.device {
-                crate::cuda_graph::reset_peak_memory(i);
-            }
-            let row_model = RowModel::load(&opts.model, &state, opts.skin)?;
-            let model = row_model.provider();
-            state.set_maxwell_boltzmann(opts.temperature, &mut CounterRng::new(1));
-            update_forces(&mut state, model)?;
-            let mut integrator: Box<dyn Integrator> = if opts.thermostat {
-                Box::new(Langevin::new(
-                    &state,
-                    opts.timestep,
-                    opts.friction,
-                    opts.temperature,
-                    1,
-                ))
-            } else {
-                Box::new(VelocityVerlet::new(&state, opts.timestep))
-            };
-            integrator_name = integrator.describe();
-            // A start far from equilibrium (a fresh solvated box) can pack
-            // more neighbours than the list was sized for. The warm-up runs
-            // eagerly and a list that overflowed in it is grown before any
-            // graph exists (a dropped graph's pool of a large batch can hold
-            // on to its memory); one that overflows in the timed steps is
-            // grown and the steps are timed again. Never a figure of a list
-            // missing pairs.
-            let mut attempts = 0;
-            let (md, graphed) = loop {
-                attempts += 1;
-                let mut eager = Stepper::new(GraphPolicy::Off, &state, model, integrator.as_mut())?;
-                for _ in 0..opts.warmup {
-                    eager.step(&mut state, model, integrator.as_mut())?;
-                }
-                drop(eager);
-                let timed = match model.overflow() {
-                    Some(what) => Err(what),
-                    None => {
-                        let mut stepper = Stepper::new(policy, &state, model, integrator.as_mut())?;
-                        // The stepper's own warm-up and capture, so timed
-                        // steps are replays.
-                        for _ in 0..=WARMUP_STEPS {
-                            stepper.step(&mut state, model, integrator.as_mut())?;
-                        }
-                        synchronize(opts.device);
-                        let start = Instant::now();
-                        for _ in 0..opts.steps {
-                            stepper.step(&mut state, model, integrator.as_mut())?;
-                        }
-                        synchronize(opts.device);
-                        let md = start.elapsed().as_secs_f64() / opts.steps.max(1) as f64;
-                        match model.overflow() {
-                            None => Ok((md, stepper.graphed())),
-                            Some(what) => Err(what),
-                        }
-                    }
-                };
-                match timed {
-                    Ok(figures) => break figures,
-                    Err(what) if attempts >= BENCH_LIST_ATTEMPTS => {
-                        return Err(Error::Simulation(format!(
-                            "bench md: the neighbour list ran out of room in {attempts} attempts in a row ({what}); the timing would be of a list missing pairs"
-                        )));
-                    }
-                    Err(what) => {
-                        eprintln!(
-                            "note: {}: the neighbour list ran out of room ({what}); enlarged it and timing again",
-                            path.display()
-                        );
-                        crate::cuda_graph::release_cached_memory();
-                        model.grow(&state)?;
-                    }
-                }
-            };
-            // Bare forward + backward of the same batch, same number of calls
-            // (for a pair model: list build included).
-            synchronize(opts.device);
-            let start = Instant::now();
-            for _ in 0..opts.steps {
-                let out = model.compute(&state)?;
-                drop(out);
-            }
-            synchronize(opts.device);
-            let ff = start.elapsed().as_secs_f64() / opts.steps.max(1) as f64;
-            // The neighbour-list build alone: what rebuilding it every step
-            // costs, i.e. the most a skin and a rebuild schedule could save.
-            let list = match &row_model {
-                RowModel::Pairs(p) => {
-                    synchronize(opts.device);
-                    let start = Instant::now();
-                    for _ in 0..opts.steps {
-                        drop(p.build_list(&state));
-                    }
-                    synchronize(opts.device);
-                    Some(start.elapsed().as_secs_f64() / opts.steps.max(1) as f64)
-                }
-                RowModel::Positions(_) | RowModel::Package(_) => None,
-            };
-            // The same build captured in a CUDA graph, as it runs inside the
-            // captured step.
-            let list_graphed = match (&row_model, opts.device) {
-                (RowModel::Pairs(p), Device::Cuda(i)) => {
-                    time_graphed(i, opts.steps, || drop(p.build_list(&state))).ok()
-                }
-                _ => None,
-            };
-            let sps = 1.0 / md;
-            rows.push(MdRow {
-                structure: path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("?")
-                    .to_string(),
-                atoms: molecule.n_atoms(),
-                replicas: r,
-                periodic: state.cells.is_some(),
-                cuda_graph: graphed,
-                steps: opts.steps,
-                ms_per_step: md * 1e3,
-                replica_steps_per_second: sps * r as f64,
-                atom_steps_per_second: sps * (r * molecule.n_atoms()) as f64,
-                aggregate_ns_per_day: sps * r as f64 * opts.timestep * 86_400.0 / FS_PER_NS,
-                ns_per_day_per_replica: sps * opts.timestep * 86_400.0 / FS_PER_NS,
-                ms_per_force_call: ff * 1e3,
-                ms_per_list_build: list.map(|l| l * 1e3),
-                ms_per_list_build_graphed: list_graphed.map(|l| l * 1e3),
-                neighbor_list: match &row_model {
-                    RowModel::Pairs(p) => p.list_shape(),
-                    RowModel::Positions(_) | RowModel::Package(_) => None,
-                },
-                list_rebuild_every: match &row_model {
-                    RowModel::Pairs(p) => p.upkeep().map(|_| p.rebuild_every()),
-                    RowModel::Positions(_) | RowModel::Package(_) => None,
-                },
-                engine_overhead_ratio: md / ff,
-                peak_memory_mib: peak_memory_mib(opts.device),
-                peak_allocated_mib: match opts.device {
-                    Device::Cuda(i) => crate::cuda_graph::memory_stats(i)
-                        .map(|(peak, _)| peak as f64 / (1 << 20) as f64),
-                    _ => None,
-                },
-                chunk_size: match &row_model {
-                    RowModel::Positions(m) => m.chunk_size(),
-                    RowModel::Pairs(_) | RowModel::Package(_) => 0,
-                },
-            });
         }
     }
     let device = device_name(opts.device);
@@ -702,6 +757,7 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
         integrator: integrator_name,
         state_precision: format!("{:?}", opts.state_kind),
         rows,
+        did_not_fit,
     };
     let mut md = format!(
         "# MD throughput — {device}, {}\n\nModel `{}`; {}; {} K; {:?} integrator state, float32 model; {} eager warm-up steps + the graph's warm-up and capture + {} timed steps per row; device synchronised at both ends. Overhead ratio = full MD step / bare (eager) forward + backward of the same batch; below 1 when graph replay saves launch overhead. For models of interface v2, isolated molecules of up to 256 atoms get their neighbour list built in every force call (in the captured step); larger and periodic systems keep a list reaching a skin beyond the cutoff, rebuilt every N steps (the number in brackets after the build time, at the end of the timed steps) and filtered at every step. ms/list build is one full build alone, eagerly (and in parentheses replayed from a CUDA graph). Peak MiB: GPU memory held by the process so far (nvidia-smi: the CUDA context, the allocator's cache and graph pools; the largest row of a run dominates later ones), or peak RSS on the CPU. Peak allocated: the most memory held by tensors during the row (CUDA allocator statistics).\n\n| structure | atoms | R | CUDA graph | ms/step | replica-steps/s | atom-steps/s | aggregate ns/day | ns/day per replica | ms/force call | ms/list build (graphed) | overhead ratio | peak MiB | peak allocated MiB | chunk |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
@@ -738,6 +794,12 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
             } else {
                 r.chunk_size.to_string()
             }
+        );
+    }
+    for p in &report.did_not_fit {
+        md += &format!(
+            "| {} | | {} | {} | did not fit in GPU memory | | | | | | | | | | |\n",
+            p.structure, p.replicas, p.cuda_graphs
         );
     }
     let path = write_report(

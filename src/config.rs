@@ -385,6 +385,17 @@ impl std::str::FromStr for BlowupPolicy {
     }
 }
 
+impl GraphPolicy {
+    /// The setting as configs and the command line spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GraphPolicy::Auto => "auto",
+            GraphPolicy::On => "on",
+            GraphPolicy::Off => "off",
+        }
+    }
+}
+
 impl std::str::FromStr for GraphPolicy {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {

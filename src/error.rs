@@ -65,6 +65,12 @@ impl Error {
         }
     }
 
+    /// Whether libtorch ran out of device memory (its message is the only
+    /// sign; the batch that caused it can be retried smaller or skipped).
+    pub fn is_out_of_memory(&self) -> bool {
+        self.to_string().contains("out of memory")
+    }
+
     pub fn structure(path: &Path, message: impl Into<String>) -> Self {
         Error::Structure {
             path: path.to_path_buf(),
@@ -124,5 +130,26 @@ impl<T> TorchContext<T> for Result<T, tch::TchError> {
             context: context(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The screen halves its batch and `bench md` skips a point on these
+    /// words; libtorch puts them in every CUDA allocator failure.
+    #[test]
+    fn out_of_memory_is_recognised_in_a_model_error() {
+        let oom = Error::Model {
+            path: "m.pt".into(),
+            message: "forward_pairs failed: RuntimeError: CUDA out of memory. Tried to allocate 5.47 GiB.".into(),
+        };
+        assert!(oom.is_out_of_memory());
+        let other = Error::Model {
+            path: "m.pt".into(),
+            message: "forward_pairs failed: RuntimeError: shape mismatch".into(),
+        };
+        assert!(!other.is_out_of_memory());
     }
 }

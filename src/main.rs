@@ -436,6 +436,12 @@ fn run_bench(which: BenchCommand) -> mlff_md::Result<()> {
                     r.engine_overhead_ratio
                 );
             }
+            for p in &report.did_not_fit {
+                println!(
+                    "{} {:5} {:>5}  did not fit in GPU memory",
+                    p.structure, p.replicas, p.cuda_graphs
+                );
+            }
             println!("wrote {}", path.display());
         }
     }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tch::{Device, Kind, Tensor};
 
 use super::config::ScreenMinimize;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::force::{update_forces, ForceProvider};
 use crate::minimize::{member_max_force, Fire, CHECK_EVERY};
 use crate::state::{to_host_f64, BatchState};
@@ -178,7 +178,7 @@ impl Runner<'_> {
                 };
                 match evaluate(self.force, &mut st) {
                     Ok(()) => {}
-                    Err(e) if is_oom(&e) && active.len() > 1 => {
+                    Err(e) if e.is_out_of_memory() && active.len() > 1 => {
                         // Too big for the device after all: the newcomers go
                         // back to the queue (they have not moved), batches
                         // get half the atoms from now on, and the members
@@ -260,10 +260,6 @@ impl Runner<'_> {
 pub fn evaluate(force: &dyn ForceProvider, state: &mut BatchState) -> Result<()> {
     force.rebatch(state)?;
     update_forces(state, force)
-}
-
-fn is_oom(e: &Error) -> bool {
-    e.to_string().contains("out of memory")
 }
 
 /// Slots of the members that stay and their atoms' rows, as device tensors.
