@@ -438,7 +438,7 @@ fn run_bench(which: BenchCommand) -> mlff_md::Result<()> {
             }
             for p in &report.did_not_fit {
                 println!(
-                    "{} {:5} {:>5}  did not fit in GPU memory",
+                    "{} {:5} {:>5}  did not fit in device memory",
                     p.structure, p.replicas, p.cuda_graphs
                 );
             }

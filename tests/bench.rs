@@ -146,6 +146,56 @@ fn bench_md_smoke() {
     }
 }
 
+/// A point that runs out of device memory (tests/data/oom_pairs_above_80.pt
+/// fails as the CUDA allocator does above 80 atoms per call) is reported and
+/// the sweep goes on: ethanol x 2 (18 atoms) is timed, x 16 (144 atoms) did
+/// not fit, and x 4 after it is timed again.
+#[test]
+fn bench_md_reports_a_point_that_does_not_fit_and_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = bin()
+        .current_dir(root())
+        .args(["bench", "md", "--device", "cpu"])
+        .args(["--structures", "systems/ethanol.pdb"])
+        .args(["--model", "tests/data/oom_pairs_above_80.pt"])
+        .args(["--replicas", "2,16,4", "--steps", "2", "--warmup", "1"])
+        .arg("--out")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("x 16 (CUDA graphs auto): does not fit in device memory; skipped"),
+        "{err}"
+    );
+    let report = json_in(tmp.path(), "md_");
+    let timed: Vec<_> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["replicas"].as_u64().unwrap())
+        .collect();
+    assert_eq!(timed, [2, 4]);
+    let skipped = report["did_not_fit"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0]["replicas"], 16);
+    assert_eq!(skipped[0]["structure"], "ethanol.pdb");
+    assert!(skipped[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("OutOfMemoryPairsAbove"));
+    let table = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "md"))
+        .unwrap();
+    assert!(std::fs::read_to_string(table)
+        .unwrap()
+        .contains("| ethanol.pdb | | 16 | auto | did not fit in device memory |"));
+}
+
 /// A list too small for the structure (the test switch sizes it at 3
 /// neighbours per atom) overflows in the timed steps: bench md grows it and
 /// times again instead of reporting the speed of a list missing pairs, and
