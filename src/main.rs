@@ -863,6 +863,7 @@ fn main() -> ExitCode {
             let together = matches!(e, Error::Interrupted { .. });
             if comm.rank() == 0 || !together {
                 eprintln!("error (rank {}): {e}", comm.rank());
+                print_hint(&e);
             }
             if !together {
                 comm.abort(code);
@@ -871,7 +872,20 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            print_hint(&e);
             ExitCode::from(e.exit_code().clamp(1, 255) as u8)
         }
+    }
+}
+
+/// What to do about an error whose message alone does not say it.
+fn print_hint(e: &Error) {
+    if e.is_out_of_memory() {
+        eprintln!(
+            "hint: the batch does not fit in the device's memory. Run fewer members per device \
+             ([ensemble] members, or ranks of one job under mpirun: see the README). Models of \
+             interface v1 split a batch into chunks of members on their own; neighbour-list \
+             (v2) models are evaluated whole."
+        );
     }
 }

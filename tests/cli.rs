@@ -403,6 +403,62 @@ fn bad_input_is_reported_clearly() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A batch that does not fit in device memory (the test model fails as the
+/// CUDA allocator does above 80 atoms; 4 members of a 30-atom argon cluster
+/// are 120) ends the run with libtorch's message and a hint of what to
+/// change; 2 members fit.
+#[test]
+fn out_of_memory_says_what_to_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Argon on a 3.8 Å grid (near the test model's minimum at 3.8 Å).
+    let atoms: Vec<String> = (0..30)
+        .map(|i| {
+            let (x, y, z) = (i % 5, (i / 5) % 3, i / 15);
+            format!(
+                "Ar {} {} {}",
+                3.8 * x as f64,
+                3.8 * y as f64,
+                3.8 * z as f64
+            )
+        })
+        .collect();
+    let xyz = write(
+        tmp.path(),
+        "argon.xyz",
+        &format!("30\nargon cluster\n{}\n", atoms.join("\n")),
+    );
+    let text = config(&tmp.path().join("out"))
+        .replace(
+            &root().join("systems/caffeine.pdb").display().to_string(),
+            &xyz.display().to_string(),
+        )
+        .replace(
+            &root().join("models/morse_test.pt").display().to_string(),
+            &root()
+                .join("tests/data/oom_pairs_above_80.pt")
+                .display()
+                .to_string(),
+        );
+    let cfg = write(tmp.path(), "oom.toml", &text);
+    let o = bin().args(["run"]).arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("CUDA out of memory"), "{err}");
+    assert!(
+        err.contains("hint: the batch does not fit in the device's memory. Run fewer members"),
+        "{err}"
+    );
+    let two = write(
+        tmp.path(),
+        "two.toml",
+        &text.replace("members = 4", "members = 2"),
+    );
+    let o = bin().args(["run"]).arg(&two).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("hint:"), "{err}");
+}
+
 #[test]
 fn overlapping_atoms_only_warn() {
     let tmp = tempfile::tempdir().unwrap();
