@@ -96,6 +96,92 @@ fn device_keyed_langevin_is_the_host_keyed_trajectory() {
     assert!(max_abs_diff(&host, &langevin_run(false, 4200, None)) > 1e-6);
 }
 
+/// The device key table is really made, at the size its memory budget
+/// allows: ethanol x 22,000 (198,000 atoms, float64) gets a noise block of
+/// 128 MiB / (3 x 198,000 x 8 B) = 28 draws (below the cap of 64), and no
+/// block without `use_device_keys` (so the trajectory test above compares
+/// two different paths, not the host path twice).
+#[test]
+fn device_key_table_is_made_within_its_memory_budget() {
+    let molecule = ethanol();
+    let state = BatchState::new(&molecule, 22_000, Device::Cpu, Kind::Double);
+    let n = state.positions.size()[0];
+    assert_eq!(n, 198_000);
+    let mut integrator = Langevin::new(&state, 1.0, 5.0, 300.0, 4);
+    let block = |i: &Langevin| {
+        i.captured_inputs()
+            .into_iter()
+            .find(|t| t.dim() == 3)
+            .map(|t| t.size())
+    };
+    assert_eq!(block(&integrator), None, "a block before use_device_keys");
+    integrator.use_device_keys(&state);
+    let expected = (128i64 << 20) / (3 * n * 8);
+    assert_eq!(expected, 28);
+    assert_eq!(block(&integrator), Some(vec![expected, n, 3]));
+}
+
+/// Within a block the steps read successive rows of one refill: after 3
+/// steps the row index reads 3 (a refill before every step, which gives the
+/// same numbers at many times the cost, would leave it at 1); after a whole
+/// block the next refill starts again from row 0, and that block too is
+/// read row by row.
+#[test]
+fn device_key_table_is_refilled_once_per_block() {
+    let molecule = ethanol();
+    let mut state = BatchState::new(&molecule, 2, Device::Cpu, Kind::Double);
+    let provider = Harmonic::at_current_positions(&state, 2.0);
+    update_forces(&mut state, &provider).unwrap();
+    let mut integrator = Langevin::new(&state, 1.0, 5.0, 300.0, 4);
+    integrator.use_device_keys(&state);
+    let row = |i: &Langevin| {
+        i.captured_inputs()
+            .into_iter()
+            .find(|t| t.kind() == Kind::Int64 && t.size() == [1])
+            .map(|t| t.int64_value(&[0]))
+            .unwrap()
+    };
+    let draws = integrator
+        .captured_inputs()
+        .into_iter()
+        .find(|t| t.dim() == 3)
+        .unwrap()
+        .size()[0];
+    assert_eq!(draws, 64, "a small system gets the full block");
+    let mut step = |i: &mut Langevin, state: &mut BatchState| {
+        i.before_step(state);
+        i.step(state, &provider).unwrap();
+    };
+    for _ in 0..3 {
+        step(&mut integrator, &mut state);
+    }
+    assert_eq!(row(&integrator), 3);
+    for _ in 3..draws + 1 {
+        step(&mut integrator, &mut state);
+    }
+    assert_eq!(row(&integrator), 1, "refilled after {draws} steps");
+    for _ in 0..2 {
+        step(&mut integrator, &mut state);
+    }
+    assert_eq!(row(&integrator), 3, "the second block is read row by row");
+}
+
+/// A CUDA-graph replay of the Langevin step (which runs no host code)
+/// counts one step and one draw of the random stream, so a checkpoint after
+/// replays records where the noise continues.
+#[test]
+fn langevin_replay_counts_one_step_and_one_draw() {
+    let molecule = ethanol();
+    let mut state = BatchState::new(&molecule, 2, Device::Cpu, Kind::Double);
+    let mut integrator = Langevin::new(&state, 1.0, 5.0, 300.0, 4);
+    integrator.set_rng_counter(17);
+    state.step = 41;
+    integrator.replayed(&mut state);
+    integrator.replayed(&mut state);
+    assert_eq!(state.step, 43);
+    assert_eq!(integrator.rng_counter(), Some(19));
+}
+
 #[test]
 fn stepper_on_cpu_steps_eagerly_and_says_why() {
     let molecule = ethanol();
