@@ -148,7 +148,7 @@ fn device_key_table_is_refilled_once_per_block() {
         .unwrap()
         .size()[0];
     assert_eq!(draws, 64, "a small system gets the full block");
-    let mut step = |i: &mut Langevin, state: &mut BatchState| {
+    let step = |i: &mut Langevin, state: &mut BatchState| {
         i.before_step(state);
         i.step(state, &provider).unwrap();
     };
