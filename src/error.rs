@@ -67,8 +67,13 @@ impl Error {
 
     /// Whether libtorch ran out of device memory (its message is the only
     /// sign; the batch that caused it can be retried smaller or skipped).
+    /// A model error's message is read without its path.
     pub fn is_out_of_memory(&self) -> bool {
-        self.to_string().contains("out of memory")
+        const WORDS: &str = "out of memory";
+        match self {
+            Error::Model { message, .. } => message.contains(WORDS),
+            other => other.to_string().contains(WORDS),
+        }
     }
 
     pub fn structure(path: &Path, message: impl Into<String>) -> Self {
@@ -151,5 +156,10 @@ mod tests {
             message: "forward_pairs failed: RuntimeError: shape mismatch".into(),
         };
         assert!(!other.is_out_of_memory());
+        let in_path = Error::Model {
+            path: "out of memory/m.pt".into(),
+            message: "forward_pairs failed: RuntimeError: shape mismatch".into(),
+        };
+        assert!(!in_path.is_out_of_memory(), "the path is not the message");
     }
 }

@@ -832,7 +832,8 @@ impl Simulation {
 }
 
 /// The force provider `model` describes (paths resolved against `source`)
-/// for `state`'s batch ([`model_sha256`] gives its file's hash): TorchScript files of contract v2 and Lennard-Jones with a cutoff go
+/// for `state`'s batch ([`model_sha256`] gives its file's hash):
+/// TorchScript files of contract v2 and Lennard-Jones with a cutoff go
 /// through the engine's neighbour list (reaching `skin` Å beyond the cutoff
 /// between rebuilds in cell grids).
 pub fn force_provider(

@@ -96,6 +96,16 @@ fn device_keyed_langevin_is_the_host_keyed_trajectory() {
     assert!(max_abs_diff(&host, &langevin_run(false, 4200, None)) > 1e-6);
 }
 
+/// Shape [draws, atoms, 3] of the Langevin integrator's block of noise
+/// drawn ahead (the one 3-D tensor among its captured inputs), if it has one.
+fn noise_block_shape(integrator: &Langevin) -> Option<Vec<i64>> {
+    integrator
+        .captured_inputs()
+        .into_iter()
+        .find(|t| t.dim() == 3)
+        .map(|t| t.size())
+}
+
 /// The device key table is really made, at the size its memory budget
 /// allows: ethanol x 22,000 (198,000 atoms, float64) gets a noise block of
 /// 128 MiB / (3 x 198,000 x 8 B) = 28 draws (below the cap of 64), and no
@@ -108,17 +118,15 @@ fn device_key_table_is_made_within_its_memory_budget() {
     let n = state.positions.size()[0];
     assert_eq!(n, 198_000);
     let mut integrator = Langevin::new(&state, 1.0, 5.0, 300.0, 4);
-    let block = |i: &Langevin| {
-        i.captured_inputs()
-            .into_iter()
-            .find(|t| t.dim() == 3)
-            .map(|t| t.size())
-    };
-    assert_eq!(block(&integrator), None, "a block before use_device_keys");
+    assert_eq!(
+        noise_block_shape(&integrator),
+        None,
+        "a block before use_device_keys"
+    );
     integrator.use_device_keys(&state);
     let expected = (128i64 << 20) / (3 * n * 8);
     assert_eq!(expected, 28);
-    assert_eq!(block(&integrator), Some(vec![expected, n, 3]));
+    assert_eq!(noise_block_shape(&integrator), Some(vec![expected, n, 3]));
 }
 
 /// Within a block the steps read successive rows of one refill: after 3
@@ -141,12 +149,7 @@ fn device_key_table_is_refilled_once_per_block() {
             .map(|t| t.int64_value(&[0]))
             .unwrap()
     };
-    let draws = integrator
-        .captured_inputs()
-        .into_iter()
-        .find(|t| t.dim() == 3)
-        .unwrap()
-        .size()[0];
+    let draws = noise_block_shape(&integrator).unwrap()[0];
     assert_eq!(draws, 64, "a small system gets the full block");
     let step = |i: &mut Langevin, state: &mut BatchState| {
         i.before_step(state);

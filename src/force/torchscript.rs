@@ -353,7 +353,7 @@ impl ForceProvider for TorchScriptModel {
     fn compute(&self, state: &BatchState) -> Result<ForceOutput> {
         if self.prepared_rows.get() == Some(state.positions.size()[0]) {
             match self.evaluate_prepared(&state.positions, &state.charges, state.n_members as i64) {
-                Err(Error::Model { message, .. }) if message.contains("out of memory") => {
+                Err(e @ Error::Model { .. }) if e.is_out_of_memory() => {
                     eprintln!(
                         "warning: forward_prepared on {} members ran out of device memory; evaluating with forward() instead",
                         state.n_members
@@ -375,9 +375,7 @@ impl ForceProvider for TorchScriptModel {
                 c => c.min(r),
             };
             match self.compute_in_chunks(state, chunk) {
-                Err(Error::Model { message, .. })
-                    if message.contains("out of memory") && chunk > 1 =>
-                {
+                Err(e @ Error::Model { .. }) if e.is_out_of_memory() && chunk > 1 => {
                     let smaller = chunk / 2;
                     eprintln!(
                         "warning: evaluating {chunk} members at once ran out of device memory; evaluating in chunks of {smaller} members (one forward and backward per chunk)"
