@@ -712,9 +712,10 @@ fn gpu_npt_replay_matches_eager_and_resumes_exactly() {
 /// models/README.md, "executor"): a v2 model whose list grows on its own
 /// (no test switch) before the checkpoint. Folded chignolin x 8, ANI-1x
 /// over the engine's list, graphed, 4,000 steps: a run resumed at 2,000
-/// writes the uninterrupted run's XTC files byte for byte. Under
-/// MLFF_MD_JIT_OPTIMIZE=1 (the profiling executor) 3 of the 8 files
-/// differed on an H200; run it with that set to see this test fail.
+/// writes the uninterrupted run's XTC files byte for byte. With one
+/// profiling executor for the whole run (MLFF_MD_TEST_KEEP_EXECUTOR=1: no
+/// renewal when the list's shapes change) 3 of the 8 files differ on an
+/// H200; run it with that set to see this test fail.
 #[test]
 #[ignore = "needs a CUDA device: run with --ignored on a GPU"]
 fn gpu_list_grown_before_checkpoint_resumes_byte_for_byte() {

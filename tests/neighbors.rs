@@ -505,3 +505,84 @@ fn a_stored_list_refined_for_moved_atoms_equals_a_fresh_build() {
         assert!((by - 0.6).abs() < 1e-9);
     }
 }
+
+/// A [`PairModel`] that counts its evaluations and executor renewals
+/// (Lennard-Jones inside).
+struct Counting {
+    inner: mlff_md::force::LennardJonesPairs,
+    renews: bool,
+    calls: std::rc::Rc<std::cell::Cell<usize>>,
+    renewals: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+impl mlff_md::force::PairModel for Counting {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn cutoffs(&self) -> Vec<f64> {
+        self.inner.cutoffs()
+    }
+    fn dtype(&self) -> Kind {
+        self.inner.dtype()
+    }
+    fn energies(&self, inputs: &mlff_md::force::PairInputs) -> mlff_md::error::Result<Tensor> {
+        self.calls.set(self.calls.get() + 1);
+        self.inner.energies(inputs)
+    }
+    fn renew_executor(&self, _state: &mlff_md::state::BatchState) -> mlff_md::error::Result<bool> {
+        self.renewals.set(self.renewals.get() + 1);
+        Ok(self.renews)
+    }
+}
+
+/// Whenever the list's shapes change (a checkpoint's shape, a growth) the
+/// model is told before it sees them, so TorchScript's optimising executor
+/// can start afresh (a resumed run then evaluates every shape as the
+/// uninterrupted run did; the GPU test
+/// gpu_list_grown_before_checkpoint_resumes_byte_for_byte shows what
+/// breaks otherwise), and a renewed model's first two calls are spent
+/// before the next evaluation, as after a preparation. The spent calls
+/// change no result.
+#[test]
+fn new_list_shapes_renew_the_model_and_spend_its_first_calls() {
+    use mlff_md::force::{ForceProvider, PairForces};
+    use std::{cell::Cell as Count, rc::Rc};
+    let state = mlff_md::state::BatchState::new(&common::ethanol(), 2, Device::Cpu, Kind::Double);
+    for renews in [true, false] {
+        let (calls, renewals) = (Rc::new(Count::new(0)), Rc::new(Count::new(0)));
+        let model = Counting {
+            inner: mlff_md::force::LennardJonesPairs {
+                epsilon: 0.01,
+                sigma: 1.2,
+                cutoff: 20.0,
+                shifted: false,
+            },
+            renews,
+            calls: calls.clone(),
+            renewals: renewals.clone(),
+        };
+        let spent = if renews { 2 } else { 0 };
+        let forces = PairForces::new(Box::new(model), &state).unwrap();
+        let first = forces.compute(&state).unwrap();
+        assert_eq!((calls.get(), renewals.get()), (1, 0));
+
+        let mut shape = forces.list_shape().unwrap();
+        shape.capacity = 2;
+        forces.set_list_shape(shape, &state).unwrap();
+        assert_eq!(renewals.get(), 1, "a checkpoint's shape renews");
+        forces.compute(&state).unwrap();
+        assert_eq!(calls.get(), 2 + spent);
+        assert!(forces.overflow().is_some(), "8 neighbours, room for 2");
+
+        forces.grow(&state).unwrap();
+        assert_eq!(renewals.get(), 2, "a growth renews");
+        let grown = forces.compute(&state).unwrap();
+        assert_eq!(calls.get(), 3 + 2 * spent);
+        assert!(forces.overflow().is_none());
+        assert!(grown.energies.equal(&first.energies));
+        assert!(grown.forces.equal(&first.forces));
+
+        forces.compute(&state).unwrap();
+        assert_eq!(calls.get(), 4 + 2 * spent, "no renewal, no spent calls");
+    }
+}

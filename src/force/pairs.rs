@@ -77,6 +77,16 @@ pub trait PairModel {
         Ok(())
     }
 
+    /// Called before the model sees input shapes it has not seen (the list
+    /// grew, or came from a checkpoint): start afresh whatever learns from
+    /// the shapes it has seen (TorchScript's optimising executor), so that
+    /// its results for the new shapes do not depend on that history, and
+    /// prepare again if it was prepared. Ok(true): it did, and its first
+    /// calls are to be spent as after a preparation.
+    fn renew_executor(&self, _state: &BatchState) -> Result<bool> {
+        Ok(false)
+    }
+
     fn supported_elements(&self) -> Option<Vec<i64>> {
         None
     }
@@ -208,6 +218,16 @@ impl PairForces {
 
     /// One build of the neighbour list for `state` (what every force call
     /// does first; exposed for benchmarks).
+    /// The list's shapes changed: the model starts afresh on them
+    /// ([`PairModel::renew_executor`]) and, if it did, its first calls are
+    /// spent before the next evaluation.
+    fn new_shapes(&self, state: &BatchState) -> Result<()> {
+        if self.model.renew_executor(state)? {
+            self.warmups_due.set(PROFILING_CALLS);
+        }
+        Ok(())
+    }
+
     pub fn build_list(&self, state: &BatchState) -> Pairs {
         self.list
             .borrow()
@@ -304,6 +324,7 @@ impl ForceProvider for PairForces {
     fn prepare_static(&self, state: &BatchState) -> std::result::Result<(), String> {
         if let Some(room) = self.test_room.take() {
             self.list.borrow_mut().shape.capacity = room;
+            self.new_shapes(state).map_err(|e| e.to_string())?;
         }
         self.model.prepare(state)?;
         self.warmups_due.set(PROFILING_CALLS);
@@ -343,7 +364,9 @@ impl ForceProvider for PairForces {
             state.n_members,
             Some(state.n_atoms),
             &state.boundary(),
-        )
+        )?;
+        drop(list);
+        self.new_shapes(state)
     }
 
     fn rebatch(&self, state: &BatchState) -> Result<()> {
@@ -389,7 +412,7 @@ impl ForceProvider for PairForces {
         };
         *self.list.borrow_mut() = list;
         self.test_room.set(None);
-        Ok(())
+        self.new_shapes(state)
     }
 }
 

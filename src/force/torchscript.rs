@@ -20,8 +20,9 @@
 //! work with shapes fixed by that composition and no host synchronisation:
 //! the path a CUDA graph can capture (see [`ForceProvider::prepare_static`]).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
@@ -30,29 +31,53 @@ use super::{autograd_forces, ForceOutput, ForceProvider};
 use crate::error::{Error, Result};
 use crate::state::BatchState;
 
-/// Environment switch for a model of interface v2: "1" runs it with
-/// libtorch's optimising (profiling) executor, anything else or unset in
-/// the plain interpreter; see [`pair_model_executor`].
+/// Environment switch for models of interface v2: "0" runs them in
+/// libtorch's plain TorchScript interpreter, "1" with its optimising
+/// (profiling) executor; unset leaves the process's choice (optimising,
+/// unless [`set_executor_optimize`] chose otherwise, as screens do).
 pub const JIT_OPTIMIZE_ENV: &str = "MLFF_MD_JIT_OPTIMIZE";
 
-/// Choose libtorch's graph executor (process-wide) for a process that
-/// evaluates a model of interface v2, before its first evaluation (called
-/// by [`TorchScriptModel::load`] for such a model, so runs, benchmarks,
-/// screens and `inspect` all evaluate it the same way). The optimising
-/// executor specialises a method on the shapes it has seen, and the shapes
-/// of a v2 model's inputs change whenever the neighbour list grows; a
-/// resumed process has not seen the earlier shapes, so its steps differed
-/// from the uninterrupted run's in the last bits (measured on an H200:
-/// ANI-1x and AIMNet2 neighbour-list models, chignolin x 8, list grown
-/// before the checkpoint). The plain interpreter has no such history:
-/// resumes are bit for bit again, at 9-17 % more time per graphed step
-/// (benches/results/aimnet2_nl_NVIDIA-H200_2026-12-04). Static-shape v1
-/// models keep the optimising executor: their shapes never change in a run
-/// (the interpreter would cost them 19-23 %).
-/// `MLFF_MD_JIT_OPTIMIZE=1` trades the bitwise resume back for the speed.
-fn pair_model_executor() {
-    let optimise = std::env::var(JIT_OPTIMIZE_ENV).is_ok_and(|v| v == "1");
-    tch::jit::set_graph_executor_optimize(optimise);
+/// Test-only environment switch: "1" keeps a v2 model's executor when its
+/// input shapes change (no [`PairModel::renew_executor`]), to show what
+/// the renewal is for.
+pub const KEEP_EXECUTOR_ENV: &str = "MLFF_MD_TEST_KEEP_EXECUTOR";
+
+/// libtorch's graph-executor setting as this crate last chose it (libtorch
+/// has no getter; its own default is the optimising executor).
+static OPTIMISING: AtomicBool = AtomicBool::new(true);
+
+/// Choose libtorch's graph executor for the whole process: the optimising
+/// (profiling) one, or the plain interpreter.
+pub fn set_executor_optimize(on: bool) {
+    OPTIMISING.store(on, Ordering::Relaxed);
+    tch::jit::set_graph_executor_optimize(on);
+}
+
+/// The executor a model of interface v2 runs in (called by
+/// [`TorchScriptModel::load`] for such a model, before its first
+/// evaluation, so runs, benchmarks, screens and `inspect` agree):
+/// [`JIT_OPTIMIZE_ENV`] if set, else the process's choice. Returns whether
+/// it optimises.
+///
+/// The optimising executor specialises a method on the shapes it has
+/// seen, and the shapes of a v2 model's inputs change whenever the
+/// neighbour list grows. A resumed process has not seen the shapes from
+/// before a growth, so with one executor for the whole run its steps
+/// differed from the uninterrupted run's in the last bits (measured on an
+/// H200: ANI-1x and AIMNet2 neighbour-list models, chignolin x 8, list
+/// grown before the checkpoint). So the model gets a fresh executor
+/// whenever its shapes change ([`PairModel::renew_executor`]): every shape
+/// is then evaluated by an executor that has seen that shape alone, in an
+/// uninterrupted run as in a resumed one. The plain interpreter (the
+/// engine's choice for v2 models before the renewal) costs 9-17 % more
+/// time per graphed step (benches/results/aimnet2_nl_NVIDIA-H200_2026-12-04).
+fn pair_model_executor() -> bool {
+    match std::env::var(JIT_OPTIMIZE_ENV).as_deref() {
+        Ok("0") => set_executor_optimize(false),
+        Ok("1") => set_executor_optimize(true),
+        _ => {}
+    }
+    OPTIMISING.load(Ordering::Relaxed)
 }
 
 /// Calls of a TorchScript method before its executor settles on the
@@ -60,7 +85,13 @@ fn pair_model_executor() {
 const PROFILING_CALLS: usize = 2;
 
 pub struct TorchScriptModel {
-    module: CModule,
+    /// Replaced by [`PairModel::renew_executor`] (a v2 model under the
+    /// optimising executor).
+    module: RefCell<CModule>,
+    /// The file's contents and the device, for a v2 model whose executor
+    /// is renewed when its shapes change: the fresh module is the same
+    /// file even if the file on disk has changed since.
+    renewal: Option<(Vec<u8>, Device)>,
     /// Members per model call; 0 = the whole batch. Set (halving) when a
     /// call runs out of device memory, so large R degrades to several calls
     /// instead of crashing.
@@ -97,16 +128,8 @@ impl TorchScriptModel {
                 "is a directory; expected a TorchScript file (written by torch.jit.save)",
             ));
         }
-        let mut module = CModule::load_on_device(path, device).map_err(|e| {
-            Error::model(
-                path,
-                format!(
-                    "not a loadable TorchScript module (expected a file written by torch.jit.save): {}",
-                    first_line(&e.to_string())
-                ),
-            )
-        })?;
-        module.set_eval();
+        let bytes = std::fs::read(path).map_err(|e| Error::model(path, e.to_string()))?;
+        let module = load_module(&bytes, device).map_err(|e| Error::model(path, e))?;
         // Optional self-description; absence is fine, a wrong type is not.
         let supported = match module.method_is::<IValue>("supported_elements", &[]) {
             Ok(IValue::IntList(v)) => Some(v),
@@ -163,12 +186,13 @@ impl TorchScriptModel {
                 values
             }
         };
-        if cutoffs.is_some() {
-            // after the describing calls above, before any evaluation
-            pair_model_executor();
-        }
+        // after the describing calls above, before any evaluation
+        let renews = cutoffs.is_some()
+            && pair_model_executor()
+            && !std::env::var(KEEP_EXECUTOR_ENV).is_ok_and(|v| v == "1");
         Ok(TorchScriptModel {
-            module,
+            module: RefCell::new(module),
+            renewal: renews.then_some((bytes, device)),
             chunk: Cell::new(0),
             path: path.to_path_buf(),
             dtype,
@@ -196,6 +220,7 @@ impl TorchScriptModel {
             IValue::Tensor(state.batch.shallow_clone()),
         ];
         self.module
+            .borrow()
             .method_is("prepare", &args)
             .map(|_| ())
             .map_err(|e| {
@@ -225,10 +250,12 @@ impl TorchScriptModel {
     pub fn entry_points(&self) -> Vec<&'static str> {
         CONTRACT_METHODS
             .into_iter()
-            .filter(|name| match self.module.method_is::<IValue>(name, &[]) {
-                Ok(_) => true,
-                Err(e) => !e.to_string().contains("is not defined"),
-            })
+            .filter(
+                |name| match self.module.borrow().method_is::<IValue>(name, &[]) {
+                    Ok(_) => true,
+                    Err(e) => !e.to_string().contains("is not defined"),
+                },
+            )
             .collect()
     }
 
@@ -280,6 +307,20 @@ fn optional_bool(module: &CModule, path: &Path, name: &str, default: bool) -> Re
         )),
         Err(_) => Ok(default),
     }
+}
+
+/// A TorchScript module from a file's contents, in eval mode; Err says why
+/// not.
+fn load_module(bytes: &[u8], device: Device) -> std::result::Result<CModule, String> {
+    let mut module = CModule::load_data_on_device(&mut std::io::Cursor::new(bytes), device)
+        .map_err(|e| {
+            format!(
+                "not a loadable TorchScript module (expected a file written by torch.jit.save): {}",
+                first_line(&e.to_string())
+            )
+        })?;
+    module.set_eval();
+    Ok(module)
 }
 
 fn first_line(s: &str) -> &str {
@@ -413,7 +454,7 @@ impl TorchScriptModel {
         self.energies_and_forces(positions, n_structures, what, |x| {
             let mut args = vec![atomic_numbers, x, batch];
             args.extend(charges.as_ref());
-            self.module.forward_ts(&args)
+            self.module.borrow().forward_ts(&args)
         })
     }
 
@@ -434,7 +475,7 @@ impl TorchScriptModel {
         self.energies_and_forces(positions, n_structures, what, |x| {
             let mut args = vec![x];
             args.extend(charges.as_ref());
-            self.module.method_ts("forward_prepared", &args)
+            self.module.borrow().method_ts("forward_prepared", &args)
         })
     }
 
@@ -592,6 +633,18 @@ impl PairModel for TorchScriptModel {
         Ok(())
     }
 
+    fn renew_executor(&self, state: &BatchState) -> Result<bool> {
+        let Some((bytes, device)) = &self.renewal else {
+            return Ok(false);
+        };
+        *self.module.borrow_mut() =
+            load_module(bytes, *device).map_err(|e| Error::model(&self.path, e))?;
+        if self.pairs_prepared_rows.take().is_some() {
+            PairModel::prepare(self, state).map_err(|e| Error::model(&self.path, e))?;
+        }
+        Ok(true)
+    }
+
     fn energies(&self, inputs: &PairInputs) -> Result<Tensor> {
         let p = inputs.pairs;
         let list = |v: &[Tensor]| IValue::TensorList(v.iter().map(Tensor::shallow_clone).collect());
@@ -619,7 +672,7 @@ impl PairModel for TorchScriptModel {
         } else {
             "forward_pairs"
         };
-        let e = match self.module.method_is(method, &args) {
+        let e = match self.module.borrow().method_is(method, &args) {
             Ok(IValue::Tensor(e)) => e,
             Ok(other) => {
                 return Err(Error::model(

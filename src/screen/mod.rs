@@ -116,7 +116,9 @@ pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSumma
     // input shapes, which change whenever molecules leave or enter the
     // batch; on an H200 the ANI-2xt screen of the MOSES library ran 12 %
     // faster without it (benches/results/screen_NVIDIA-H200_2026-12-03).
-    tch::jit::set_graph_executor_optimize(std::env::var(JIT_ENV).is_ok_and(|v| v == "1"));
+    crate::force::torchscript::set_executor_optimize(
+        std::env::var(JIT_ENV).is_ok_and(|v| v == "1"),
+    );
     let device_text = opts.device.as_deref().unwrap_or(&config.model.device);
     let device =
         resolve(parse_device(device_text).map_err(Error::Invalid)?).map_err(Error::Invalid)?;
