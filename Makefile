@@ -135,13 +135,17 @@ screen-library: setup
 # and HDF5's cmake fails at the new path), restoring each file after its
 # mutant: do not edit the checkout while it runs (a spare clone works well).
 # Outcomes in target/mutants/; python/mutants_report.py appends the summary
-# to docs/mutants.md.
+# to docs/mutants.md. The test targets go to every cargo call (-C), so each
+# mutant builds only them (about 40 s a build here, against 65 s for all
+# test targets); MUTANTS_FLAGS=--iterate skips the mutants a stopped run
+# already caught.
 MUTATE ?= src/integrate/*.rs src/sampling/*.rs src/rng.rs src/units.rs src/force/*.rs
-MUTANTS_TESTS ?= --lib --test physics --test statistics --test replica_exchange --test bench --test cuda_graphs --test blowup
+MUTANTS_TESTS ?= --lib --test=physics --test=statistics --test=replica_exchange --test=bench --test=cuda_graphs --test=blowup
+MUTANTS_FLAGS ?=
 mutants: build
 	command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked --version 27.1.0
-	cargo mutants --profile release --in-place --no-shuffle \
-	  $(foreach f,$(MUTATE),-f '$(f)') -o target/mutants -- $(MUTANTS_TESTS); \
+	cargo mutants --profile release --in-place --no-shuffle $(MUTANTS_FLAGS) \
+	  $(foreach f,$(MUTATE),-f '$(f)') -o target/mutants $(foreach t,$(MUTANTS_TESTS),--cargo-arg=$(t)); \
 	$(PY) python/mutants_report.py target/mutants/mutants.out docs/mutants.md
 
 fmt:
