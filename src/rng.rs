@@ -273,6 +273,22 @@ mod tests {
         assert!(chi2 < 18.47, "chi2 {chi2} {counts:?}");
     }
 
+    /// `below` rejects exactly the draws at and above the largest multiple
+    /// of n (the zone where `% n` would be biased), and returns the others
+    /// modulo n. From state 0 the draws are the reference outputs of
+    /// `splitmix64_gives_the_reference_outputs`. 3 divides 2^64 - 1, so
+    /// nothing is rejected: 0xe220a8397b1dcdaf % 3 = 1. For n = 2^63 + 1 the
+    /// first draw (≥ n) is rejected and the second (< n) returned as it is,
+    /// after two draws.
+    #[test]
+    fn below_rejects_exactly_the_biased_zone() {
+        let mut h = HostRng { state: 0 };
+        assert_eq!(h.below(3), 1);
+        let mut h = HostRng { state: 0 };
+        assert_eq!(h.below((1usize << 63) + 1), 0x6e78_9e6a_a1b9_65f4);
+        assert_eq!(h.state, 0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(2));
+    }
+
     #[test]
     fn indices_beyond_32_bits_are_distinct() {
         let idx = Tensor::from_slice(&[5_i64, 5 + (1 << 32)]);
