@@ -58,6 +58,26 @@ fn harmonic_nve_matches_analytic_solution() {
     assert!(max_rel < 1e-4, "relative energy fluctuation {max_rel}");
 }
 
+/// The wells' energy is ½ k Σ |x − x₀|² per member and the force
+/// −k (x − x₀), at a k other than 1 (where a factor k or 1/k too many
+/// would go unseen, as in the NVE test above).
+#[test]
+fn harmonic_wells_give_half_k_d_squared() {
+    let mut state = BatchState::new(&ethanol(), 2, Device::Cpu, Kind::Double);
+    let k = 2.5;
+    let provider = Harmonic::at_current_positions(&state, k);
+    let amp = [0.10, -0.05, 0.08];
+    state.positions = &state.positions + Tensor::from_slice(&amp).view([1, 3]);
+    let out = provider.compute(&state).unwrap();
+    let d2: f64 = amp.iter().map(|a| a * a).sum();
+    for e in host(&out.energies) {
+        assert!((e - 0.5 * k * d2 * 9.0).abs() < 1e-12, "energy {e}");
+    }
+    for (i, f) in host(&out.forces).iter().enumerate() {
+        assert!((f + k * amp[i % 3]).abs() < 1e-12, "force {i}: {f}");
+    }
+}
+
 /// Energy error of velocity Verlet with the TorchScript test model: bounded,
 /// and shrinking as dt² (ratio ≈ 4 when dt halves).
 #[test]
