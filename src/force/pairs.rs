@@ -216,8 +216,6 @@ impl PairForces {
         self.schedule.get().every
     }
 
-    /// One build of the neighbour list for `state` (what every force call
-    /// does first; exposed for benchmarks).
     /// The list's shapes changed: the model starts afresh on them
     /// ([`PairModel::renew_executor`]) and, if it did, its first calls are
     /// spent before the next evaluation.
@@ -228,6 +226,8 @@ impl PairForces {
         Ok(())
     }
 
+    /// One build of the neighbour list for `state` (what every force call
+    /// does first; exposed for benchmarks).
     pub fn build_list(&self, state: &BatchState) -> Pairs {
         self.list
             .borrow()

@@ -69,8 +69,9 @@ pub fn set_executor_optimize(on: bool) {
 /// whenever its shapes change ([`PairModel::renew_executor`]): every shape
 /// is then evaluated by an executor that has seen that shape alone, in an
 /// uninterrupted run as in a resumed one. The plain interpreter (the
-/// engine's choice for v2 models before the renewal) costs 9-17 % more
-/// time per graphed step (benches/results/aimnet2_nl_NVIDIA-H200_2026-12-04).
+/// engine's choice for v2 models before the renewal) costs 9-24 % more
+/// time per graphed step (benches/results/aimnet2_nl_NVIDIA-H200_2026-12-04,
+/// benches/results/executor_NVIDIA-H200_2026-12-04).
 fn pair_model_executor() -> bool {
     match std::env::var(JIT_OPTIMIZE_ENV).as_deref() {
         Ok("0") => set_executor_optimize(false),
