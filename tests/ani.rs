@@ -156,7 +156,7 @@ fn minimize_command_and_short_md_run() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let h5 = hdf5::File::open(tmp.path().join("out/observables.h5")).unwrap();
+    let h5 = common::h5_open(tmp.path().join("out/observables.h5"));
     let epot = h5
         .dataset("observables/potential_energy/value")
         .unwrap()

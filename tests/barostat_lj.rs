@@ -123,7 +123,7 @@ fn a_lennard_jones_fluid_has_openmms_density_at_constant_pressure() {
         .unwrap());
     let wall = started.elapsed().as_secs_f64();
 
-    let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
+    let h5 = common::h5_open(out.join("observables.h5"));
     let volume = read_f64(&h5, "observables/volume/value");
     let steps = read_i64(&h5, "observables/volume/step");
     assert_eq!(volume.len(), steps.len() * MEMBERS);

@@ -111,7 +111,7 @@ fn potential_energies(cfg: &Path, out: &Path) -> Vec<f64> {
         .args(["run", cfg.to_str().unwrap(), "--quiet"])
         .output()
         .unwrap());
-    let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
+    let h5 = common::h5_open(out.join("observables.h5"));
     read_f64(&h5, "observables/potential_energy/value")
 }
 
@@ -206,7 +206,7 @@ fn aimnet2_gives_acetate_its_reference_energy_and_runs() {
         .output()
         .unwrap());
     assert!(!stderr(&o).contains("charge"), "{}", stderr(&o));
-    let h5 = hdf5::File::open(tmp.path().join("aimnet2").join("observables.h5")).unwrap();
+    let h5 = common::h5_open(tmp.path().join("aimnet2").join("observables.h5"));
     let epot = read_f64(&h5, "observables/potential_energy/value");
     assert!((epot[0] - e_ref).abs() < 1e-6 * e_ref.abs(), "{}", epot[0]);
     let temps = read_f64(&h5, "observables/temperature/value");

@@ -84,7 +84,7 @@ fn run_writes_trajectories_and_observables() {
     }
 
     // Observables: H5MD-style series with one column per member.
-    let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
+    let h5 = common::h5_open(out.join("observables.h5"));
     let temp = h5
         .dataset("observables/temperature/value")
         .unwrap()
@@ -544,7 +544,7 @@ observables_interval = 10
         "{stderr}"
     );
 
-    let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
+    let h5 = common::h5_open(out.join("observables.h5"));
     let states = h5
         .dataset("replica_exchange/state_of_replica")
         .unwrap()
@@ -730,7 +730,7 @@ fn topology_has_every_bond_and_observables_follow_h5md() {
         "each bond listed from both atoms"
     );
 
-    let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
+    let h5 = common::h5_open(out.join("observables.h5"));
     let units = h5.group("h5md/modules/units").unwrap();
     let version: Vec<i32> = units.attr("version").unwrap().read_raw().unwrap();
     assert_eq!(version, [1, 0]);
@@ -781,7 +781,7 @@ fn paths_are_normalised_and_times_rounded() {
         !summary.contains("../") && !summary.contains("/."),
         "{summary}"
     );
-    let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
+    let h5 = common::h5_open(out.join("observables.h5"));
     let config_path: hdf5::types::VarLenUnicode = h5
         .group("parameters")
         .unwrap()

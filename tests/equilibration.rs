@@ -50,7 +50,7 @@ fn equilibration_holds_exchanges_and_frames_until_production() {
         .unwrap());
 
     let exchange_steps = |out: &Path| {
-        let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
+        let h5 = common::h5_open(out.join("observables.h5"));
         read_i64(&h5, "replica_exchange/step")
     };
     assert_eq!(exchange_steps(&eq_out), vec![50, 60, 70, 80, 90, 100]);
@@ -72,7 +72,7 @@ fn equilibration_holds_exchanges_and_frames_until_production() {
         );
     }
 
-    let h5 = hdf5::File::open(eq_out.join("observables.h5")).unwrap();
+    let h5 = common::h5_open(eq_out.join("observables.h5"));
     let steps = read_i64(&h5, "observables/total_energy/step");
     assert_eq!(steps, (0..=20).map(|k| k * 5).collect::<Vec<i64>>());
     let start: hdf5::types::VarLenUnicode = h5

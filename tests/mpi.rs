@@ -305,7 +305,7 @@ fn npt_config(dir: &Path, name: &str, out: &Path) -> PathBuf {
 fn the_barostat_across_ranks_moves_every_volume_as_one_process_does() {
     let dir = tempfile::tempdir().unwrap();
     let volumes = |out: &Path| {
-        let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
+        let h5 = common::h5_open(out.join("observables.h5"));
         common::runs::read_f64(&h5, "observables/volume/value")
     };
     let one = dir.path().join("one");

@@ -85,7 +85,7 @@ fn a_periodic_lennard_jones_fluid_runs_end_to_end() {
         "periodic LJ, resumed from a checkpoint without a skin",
     );
 
-    let h5 = hdf5::File::open(whole.join("observables.h5")).unwrap();
+    let h5 = common::h5_open(whole.join("observables.h5"));
     let epot = read_f64(&h5, "observables/potential_energy/value");
     let want = openmm_energy();
     assert!(

@@ -179,7 +179,7 @@ fn a_file_from_before_the_pressure_continues_without_it() {
         .output()
         .unwrap());
     {
-        let f = hdf5::File::open_rw(&obs).unwrap();
+        let f = common::h5_open_rw(&obs);
         assert!(f.link_exists("observables/pressure"));
         f.unlink("observables/pressure").unwrap();
     }
@@ -199,7 +199,7 @@ fn a_file_from_before_the_pressure_continues_without_it() {
         "{}",
         stderr(&o)
     );
-    let f = hdf5::File::open(&obs).unwrap();
+    let f = common::h5_open(&obs);
     assert!(!f.link_exists("observables/pressure"));
     assert_eq!(
         read_i64(&f, "observables/volume/step"),

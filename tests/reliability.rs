@@ -102,6 +102,48 @@ fn resume_refuses_a_different_setup() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("no checkpoint"));
 }
 
+/// A reader that holds observables.h5 open (h5py in a notebook) holds
+/// HDF5's lock: the resume says so instead of calling the file damaged,
+/// and goes through once the reader lets go, with nothing lost.
+#[test]
+fn a_reader_holding_the_observables_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let c = config(tmp.path(), "a.toml", &out, LANGEVIN, 20, "");
+    let resume = || {
+        bin()
+            .args(["run", c.to_str().unwrap(), "--quiet", "--resume"])
+            .args(["--steps", "40"])
+            .output()
+            .unwrap()
+    };
+    ok(bin()
+        .args(["run", c.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap());
+    let observables = out.join("observables.h5");
+    // The shared flock an h5py read-only open takes. std opens with
+    // O_CLOEXEC, so no child of another test inherits it.
+    let reader = std::fs::File::open(&observables).unwrap();
+    reader.lock_shared().unwrap();
+    let o = resume();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("another process has the file open") && !err.contains("damaged"),
+        "{err}"
+    );
+    drop(reader);
+    ok(resume());
+    let steps = read_i64(
+        &common::h5_open(&observables),
+        "observables/temperature/step",
+    );
+    assert_eq!(steps.first(), Some(&0));
+    assert_eq!(steps.last(), Some(&40));
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+}
+
 /// SIGINT (once, or twice at once): the current step finishes, outputs are
 /// flushed, a checkpoint is written, the exit status is 130; resuming
 /// completes the run exactly. The
@@ -200,13 +242,14 @@ fn kill_minus_nine_loses_nothing() {
             ck.header.step, checkpoint_at,
             "after kill at step {kill_at}"
         );
-        hdf5::File::open(split.join("observables.h5")).expect("observables.h5 opens after kill -9");
+        // The observables still open as HDF5 (h5_open panics otherwise).
+        drop(common::h5_open(split.join("observables.h5")));
     }
     ok(bin()
         .args(["resume", split.to_str().unwrap(), "--quiet"])
         .output()
         .unwrap());
-    let h5 = hdf5::File::open(split.join("observables.h5")).unwrap();
+    let h5 = common::h5_open(split.join("observables.h5"));
     let expected: Vec<i64> = (0..=steps as i64).step_by(5).collect();
     assert_eq!(
         read_i64(&h5, "observables/temperature/step"),
@@ -289,7 +332,7 @@ fn blowups_are_detected_and_handled() {
     assert_eq!(&cmd[3..], ["--timestep", "0.125"]);
     let o = bin().args(&cmd[1..]).arg("--quiet").output().unwrap();
     assert_ne!(o.status.code(), Some(2), "{}", stderr(&o));
-    let h5 = hdf5::File::open(stop_out.join("observables.h5")).unwrap();
+    let h5 = common::h5_open(stop_out.join("observables.h5"));
     let steps = read_i64(&h5, "observables/temperature/step");
     let times = read_f64(&h5, "observables/temperature/time");
     for (s, t) in steps.iter().zip(&times) {

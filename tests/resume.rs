@@ -28,9 +28,9 @@ fn static_model_continuation_is_bit_identical() {
     let c1 = config_with_model(tmp.path(), "w.toml", &whole, m, REMD, 120, "");
     let c2 = config_with_model(tmp.path(), "s.toml", &split, m, REMD, 120, "");
     run_whole_and_split(&c1, &c2, 55, 120);
-    let h5 = hdf5::File::open(split.join("observables.h5")).unwrap();
+    let h5 = common::h5_open(split.join("observables.h5"));
     let thermostat = read_f64(&h5, "observables/thermostat_temperature/value");
-    let h5w = hdf5::File::open(whole.join("observables.h5")).unwrap();
+    let h5w = common::h5_open(whole.join("observables.h5"));
     let thermostat_w = read_f64(&h5w, "observables/thermostat_temperature/value");
     assert_eq!(
         thermostat.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
@@ -121,7 +121,7 @@ fn changed_model_is_refused_unless_allowed() {
         .output()
         .unwrap());
     assert!(stderr(&o).contains("changed model file"), "{}", stderr(&o));
-    let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
+    let h5 = common::h5_open(out.join("observables.h5"));
     let stored: hdf5::types::VarLenUnicode = h5
         .group("parameters")
         .unwrap()

@@ -38,7 +38,7 @@ fn each_member_group_samples_its_own_temperature() {
         .args(["run", cfg.to_str().unwrap(), "--quiet"])
         .output()
         .unwrap());
-    let h5 = hdf5::File::open(tmp.path().join("out/observables.h5")).unwrap();
+    let h5 = common::h5_open(tmp.path().join("out/observables.h5"));
     let step = read_i64(&h5, "observables/temperature/step");
     let t = read_f64(&h5, "observables/temperature/value");
     let set = read_f64(&h5, "observables/thermostat_temperature/value");

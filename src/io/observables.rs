@@ -16,6 +16,25 @@ fn h5err(path: &Path) -> impl Fn(hdf5::Error) -> Error + '_ {
     move |e| Error::output(path, e)
 }
 
+/// Why the observables of a run to resume cannot be reopened. HDF5 locks
+/// the files it opens; a lock held elsewhere (a notebook's h5py handle, or a
+/// run still going) is a different cause from damage, and closing the reader
+/// is the whole remedy, so the message says which it is.
+fn reopen_failure(err: &hdf5::Error) -> String {
+    let text = err.to_string();
+    if text.contains("unable to lock file") {
+        format!(
+            "cannot reopen observables to resume: another process has the file open \
+             (an h5py, HDFView or other reader, or a run still going); close it there \
+             and resume again ({text})"
+        )
+    } else {
+        format!(
+            "cannot reopen observables to resume ({text}); the file may have been damaged by a crash"
+        )
+    }
+}
+
 /// Write a string attribute.
 pub fn string_attr(loc: &Location, name: &str, value: &str) -> hdf5::Result<()> {
     let v: VarLenUnicode = value
@@ -208,9 +227,7 @@ impl ObservablesWriter {
         may_lack: &[&str],
     ) -> Result<Self> {
         let e = h5err(path);
-        let file = File::open_rw(path).map_err(|err| {
-            Error::output(path, format!("cannot reopen observables to resume ({err}); the file may have been damaged by a crash"))
-        })?;
+        let file = File::open_rw(path).map_err(|err| Error::output(path, reopen_failure(&err)))?;
         let obs = file.group("observables").map_err(&e)?;
         let mut series = Vec::new();
         for (name, _) in observables {

@@ -2,10 +2,35 @@
 
 pub mod runs;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use mlff_md::system::Molecule;
 use tch::Tensor;
+
+/// Opens an HDF5 file for reading without HDF5's file lock.
+///
+/// HDF5 opens files without `O_CLOEXEC`, and the tests of one binary run
+/// in parallel threads: a child that another test spawns while this file
+/// is open inherits the descriptor, and with it the lock, for its whole
+/// life. A resume started after this handle is dropped then fails with
+/// "unable to lock file" (CI, stop 34). Without the lock, an inherited
+/// descriptor is harmless.
+pub fn h5_open(path: impl AsRef<Path>) -> hdf5::File {
+    h5_open_as(path, hdf5::OpenMode::Read)
+}
+
+/// [`h5_open`] for writing.
+pub fn h5_open_rw(path: impl AsRef<Path>) -> hdf5::File {
+    h5_open_as(path, hdf5::OpenMode::ReadWrite)
+}
+
+fn h5_open_as(path: impl AsRef<Path>, mode: hdf5::OpenMode) -> hdf5::File {
+    let path = path.as_ref();
+    hdf5::File::with_options()
+        .with_fapl(|p| p.file_locking(false))
+        .open_as(path, mode)
+        .unwrap_or_else(|e| panic!("{} opens: {e}", path.display()))
+}
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

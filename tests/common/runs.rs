@@ -158,7 +158,7 @@ pub fn read_i64(h5: &hdf5::File, name: &str) -> Vec<i64> {
 /// Everything a continued run must reproduce exactly.
 pub fn fingerprint(out: &Path, rex: bool) -> (Vec<Vec<f64>>, Vec<Vec<i64>>) {
     let (ck, _) = Checkpoint::read_latest(out).unwrap();
-    let h5 = hdf5::File::open(out.join("observables.h5")).unwrap();
+    let h5 = super::h5_open(out.join("observables.h5"));
     let mut floats = vec![ck.positions, ck.velocities, ck.forces, ck.energies];
     let mut ints = vec![read_i64(&h5, "observables/total_energy/step")];
     for name in [
