@@ -136,15 +136,16 @@ screen-library: setup
 # mutant: do not edit the checkout while it runs (a spare clone works well).
 # Outcomes in target/mutants/; python/mutants_report.py appends the summary
 # to docs/mutants.md. The test targets go to every cargo call (-C), so each
-# mutant builds only them (about 40 s a build here, against 65 s for all
-# test targets); MUTANTS_FLAGS=--iterate skips the mutants a stopped run
+# mutant builds only them, and the release profile builds incrementally for
+# the run (same optimisation level; 2-6 s a mutant's build here
+# instead of 40 s); MUTANTS_FLAGS=--iterate skips the mutants a stopped run
 # already caught.
 MUTATE ?= src/integrate/*.rs src/sampling/*.rs src/rng.rs src/units.rs src/force/*.rs
 MUTANTS_TESTS ?= --lib --test=physics --test=statistics --test=replica_exchange --test=bench --test=cuda_graphs --test=blowup
 MUTANTS_FLAGS ?=
 mutants: build
 	command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked --version 27.1.0
-	cargo mutants --profile release --in-place --no-shuffle $(MUTANTS_FLAGS) \
+	CARGO_PROFILE_RELEASE_INCREMENTAL=true cargo mutants --profile release --in-place --no-shuffle $(MUTANTS_FLAGS) \
 	  $(foreach f,$(MUTATE),-f '$(f)') -o target/mutants $(foreach t,$(MUTANTS_TESTS),--cargo-arg=$(t)); \
 	$(PY) python/mutants_report.py target/mutants/mutants.out docs/mutants.md
 
