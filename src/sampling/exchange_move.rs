@@ -55,6 +55,17 @@ impl ReplicaExchangeMove {
     }
 }
 
+/// U + P·V per member (eV), from potential energies (eV), volumes (Å³)
+/// and the barostat's pressure (bar): what an isobaric swap weighs.
+fn enthalpies(energies: &[f64], volumes: &[f64], pressure_bar: f64) -> Vec<f64> {
+    let pressure = pressure_bar * BAR_IN_EV_PER_A3;
+    energies
+        .iter()
+        .zip(volumes)
+        .map(|(u, v)| u + pressure * v)
+        .collect()
+}
+
 impl Move for ReplicaExchangeMove {
     fn name(&self) -> &'static str {
         "replica_exchange"
@@ -75,17 +86,16 @@ impl Move for ReplicaExchangeMove {
     /// random stream.
     fn attempt(&mut self, cx: &mut MoveContext) -> Result<MoveReport> {
         let energies = cx.team.all_members(&to_host_f64(&cx.state.energies), 1);
-        let mut weighed = energies.clone();
-        if let (Some(bar), Some(cells)) = (cx.pressure_bar, cx.state.cells.as_ref()) {
-            let pressure = bar * BAR_IN_EV_PER_A3;
-            let mine: Vec<f64> = Cell::all_as_stored(cells)?
-                .iter()
-                .map(Cell::volume)
-                .collect();
-            for (e, v) in weighed.iter_mut().zip(cx.team.all_members(&mine, 1)) {
-                *e += pressure * v;
+        let weighed = match (cx.pressure_bar, cx.state.cells.as_ref()) {
+            (Some(bar), Some(cells)) => {
+                let mine: Vec<f64> = Cell::all_as_stored(cells)?
+                    .iter()
+                    .map(Cell::volume)
+                    .collect();
+                enthalpies(&energies, &cx.team.all_members(&mine, 1), bar)
             }
-        }
+            _ => energies.clone(),
+        };
         let old = self.rex.replica_temperatures();
         let step = cx.state.step;
         let outcome = self.rex.exchange(&weighed, step);
@@ -135,5 +145,21 @@ impl Move for ReplicaExchangeMove {
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::enthalpies;
+
+    /// 1 bar = 10⁵ J/m³; with e = 1.602176634e-19 C (exact since 2019),
+    /// 1000 bar × 1000 Å³ = 10⁸ J/m³ × 10⁻²⁷ m³ = 10⁻¹⁹ J = 0.624150907 eV.
+    #[test]
+    fn a_swap_weighs_u_plus_p_v() {
+        let pv = 1.0e-19 / 1.602_176_634e-19;
+        let h = enthalpies(&[-2.0, 3.0], &[1000.0, 2000.0], 1000.0);
+        assert!((h[0] - (-2.0 + pv)).abs() < 1e-12, "{h:?}");
+        assert!((h[1] - (3.0 + 2.0 * pv)).abs() < 1e-12, "{h:?}");
+        assert_eq!(enthalpies(&[-2.0], &[1000.0], 0.0), vec![-2.0]);
     }
 }
