@@ -10,7 +10,9 @@ use std::any::Any;
 use common::runs::*;
 use mlff_md::config::Config;
 use mlff_md::io::checkpoint::ReporterPositions;
-use mlff_md::sampling::moves::{from_saved, to_saved, Move, MoveContext, MoveReport};
+use mlff_md::sampling::moves::{
+    from_saved, to_saved, Move, MoveContext, MoveReport, MoveSet, Pick,
+};
 use mlff_md::simulation::Simulation;
 
 /// Records the steps it acted at and scales every velocity by one half.
@@ -50,6 +52,151 @@ impl Move for Halving {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
+}
+
+/// Sets every member's temperature and keeps a pressure, as replica
+/// exchange and the barostat do; reports a new list shape.
+struct Setter;
+
+/// Sets nothing; records what it was handed, and takes 50 ms.
+#[derive(Default)]
+struct Watcher {
+    seen: Vec<(Vec<f64>, Option<f64>)>,
+}
+
+macro_rules! unsaved {
+    () => {
+        fn save(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn load(&mut self, _: serde_json::Value) -> mlff_md::Result<()> {
+            Ok(())
+        }
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+        fn as_any_mut(&mut self) -> &mut dyn Any {
+            self
+        }
+    };
+}
+
+impl Move for Setter {
+    fn name(&self) -> &'static str {
+        "setter"
+    }
+    fn interval(&self) -> u64 {
+        5
+    }
+    fn during_equilibration(&self) -> bool {
+        true
+    }
+    fn attempt(&mut self, _: &mut MoveContext) -> mlff_md::Result<MoveReport> {
+        Ok(MoveReport {
+            new_list_shape: true,
+        })
+    }
+    fn temperatures(&self) -> Option<Vec<f64>> {
+        Some(vec![310.0, 320.0, 330.0])
+    }
+    fn pressure_bar(&self) -> Option<f64> {
+        Some(2.5)
+    }
+    fn describe(&self) -> String {
+        "sets temperatures and a pressure".into()
+    }
+    unsaved!();
+}
+
+impl Move for Watcher {
+    fn name(&self) -> &'static str {
+        "watcher"
+    }
+    fn interval(&self) -> u64 {
+        5
+    }
+    fn during_equilibration(&self) -> bool {
+        false
+    }
+    fn attempt(&mut self, cx: &mut MoveContext) -> mlff_md::Result<MoveReport> {
+        self.seen.push((cx.temperatures.clone(), cx.pressure_bar));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        Ok(MoveReport::default())
+    }
+    fn describe(&self) -> String {
+        "watches".into()
+    }
+    unsaved!();
+}
+
+/// A move is handed the temperatures and pressure the moves before it set
+/// (the defaults when none does), is due at multiples of its interval,
+/// outside equilibration only if it says so; the report ORs the moves'
+/// list-shape flags; each move's wall time is its own.
+#[test]
+fn moves_see_what_earlier_moves_set_and_are_timed_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = config(
+        tmp.path(),
+        "c.toml",
+        &tmp.path().join("out"),
+        LANGEVIN,
+        30,
+        "",
+    );
+    let mut sim = Simulation::from_config(&Config::from_file(&path).unwrap()).unwrap();
+    let defaults = [300.0; 3];
+    let mut attempt = |set: &mut MoveSet, step: u64, pick: Pick| {
+        sim.state.step = step;
+        set.attempt(
+            pick,
+            (&mut sim.state, sim.force.as_ref(), sim.integrator.as_mut()),
+            &sim.team,
+            &defaults,
+        )
+        .unwrap()
+    };
+
+    let mut alone = MoveSet::default();
+    alone.push(Watcher::default());
+    assert_eq!(alone.temperatures(), None);
+    assert_eq!(alone.pressure_bar(), None);
+    assert!(!alone.any_due(5, false) && alone.any_due(5, true));
+    assert!(!alone.any_due(6, true) && alone.any_due(10, true));
+    assert_eq!(attempt(&mut alone, 5, Pick::Due { producing: false }), None);
+    let report = attempt(&mut alone, 5, Pick::Due { producing: true });
+    assert_eq!(report, Some(MoveReport::default()));
+    let watcher = alone.get_mut::<Watcher>().unwrap();
+    assert_eq!(watcher.seen, vec![(defaults.to_vec(), None)]);
+    watcher.seen.clear();
+
+    let mut both = MoveSet::default();
+    both.push(Setter);
+    both.push(Watcher::default());
+    let names: Vec<&str> = both.iter().map(|m| m.name()).collect();
+    assert_eq!(names, ["setter", "watcher"]);
+    assert_eq!(both.temperatures(), Some(vec![310.0, 320.0, 330.0]));
+    assert_eq!(both.pressure_bar(), Some(2.5));
+    assert!(both.any_due(5, false));
+    for step in [5, 10] {
+        let report = attempt(&mut both, step, Pick::Due { producing: true });
+        assert_eq!(report.map(|r| r.new_list_shape), Some(true));
+    }
+    let report = attempt(&mut both, 7, Pick::Named("watcher"));
+    assert_eq!(report.map(|r| r.new_list_shape), Some(false));
+    let seen = &both.get::<Watcher>().unwrap().seen;
+    assert_eq!(seen.len(), 3);
+    for s in seen {
+        assert_eq!(s, &(vec![310.0, 320.0, 330.0], Some(2.5)));
+    }
+    // Three attempts of 50 ms each; the setter takes next to nothing.
+    assert!(
+        both.seconds("watcher") >= 0.15,
+        "{}",
+        both.seconds("watcher")
+    );
+    assert!(both.seconds("setter") < both.seconds("watcher"));
+    assert_eq!(both.seconds("nothing of that name"), 0.0);
 }
 
 fn simulation(dir: &std::path::Path) -> Simulation {
