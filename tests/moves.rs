@@ -58,10 +58,20 @@ impl Move for Halving {
 /// exchange and the barostat do; reports a new list shape.
 struct Setter;
 
-/// Sets nothing; records what it was handed, and takes 50 ms.
-#[derive(Default)]
+/// Sets nothing; records what it was handed, and takes 50 ms. Every 5
+/// steps, or never (interval 0).
 struct Watcher {
+    interval: u64,
     seen: Vec<(Vec<f64>, Option<f64>)>,
+}
+
+impl Default for Watcher {
+    fn default() -> Self {
+        Watcher {
+            interval: 5,
+            seen: Vec::new(),
+        }
+    }
 }
 
 macro_rules! unsaved {
@@ -113,7 +123,7 @@ impl Move for Watcher {
         "watcher"
     }
     fn interval(&self) -> u64 {
-        5
+        self.interval
     }
     fn during_equilibration(&self) -> bool {
         false
@@ -168,7 +178,10 @@ fn moves_see_what_earlier_moves_set_and_are_timed_apart() {
     assert_eq!(report, Some(MoveReport::default()));
     let watcher = alone.get_mut::<Watcher>().unwrap();
     assert_eq!(watcher.seen, vec![(defaults.to_vec(), None)]);
-    watcher.seen.clear();
+    // Interval 0: never due (and no division by it).
+    watcher.interval = 0;
+    assert!(!alone.any_due(0, true) && !alone.any_due(5, true));
+    assert_eq!(attempt(&mut alone, 0, Pick::Due { producing: true }), None);
 
     let mut both = MoveSet::default();
     both.push(Setter);
