@@ -377,6 +377,57 @@ mod tests {
         assert_eq!(rex.attempts[1], 100);
     }
 
+    /// All-pairs draws one unordered pair of different states per attempt,
+    /// each of the K(K−1)/2 pairs equally often, and the outcome counts
+    /// every attempt and every acceptance.
+    #[test]
+    fn all_pairs_draws_distinct_states_uniformly_and_counts() {
+        let k = 4;
+        let draws = 6000;
+        let mut rex = ReplicaExchange::new(
+            vec![300.0, 330.0, 360.0, 400.0],
+            1,
+            ExchangeScheme::AllPairs,
+            Some(draws),
+            5,
+        );
+        // Equal energies: every attempt is accepted.
+        let first = rex.exchange(&[0.0; 4], 10);
+        assert_eq!(
+            first,
+            ExchangeOutcome {
+                attempted: draws as u64,
+                accepted: draws as u64
+            }
+        );
+        for a in 0..k {
+            assert_eq!(rex.attempts[a * k + a], 0, "state {a} with itself");
+        }
+        // Binomial counts with p = 1/6 per pair.
+        let p = 1.0 / 6.0;
+        let expected = draws as f64 * p;
+        let se = (draws as f64 * p * (1.0 - p)).sqrt();
+        for a in 0..k {
+            for b in a + 1..k {
+                let n = rex.attempts[a * k + b] as f64;
+                assert!(
+                    (n - expected).abs() < 6.0 * se,
+                    "pair ({a}, {b}): {n} draws, expected {expected} ± {se}"
+                );
+            }
+        }
+        // Replica 0 far below the rest: only some swaps are accepted, and
+        // the outcome counts exactly those.
+        let accepted_before: u64 = rex.accepts.iter().sum();
+        let mut e = vec![0.0; 4];
+        e[0] = -0.05;
+        let second = rex.exchange(&e, 20);
+        let accepted: u64 = rex.accepts.iter().sum::<u64>() - accepted_before;
+        assert_eq!(second.attempted, draws as u64);
+        assert_eq!(second.accepted, accepted);
+        assert!(0 < accepted && accepted < draws as u64, "{accepted}");
+    }
+
     #[test]
     fn round_trips_are_counted() {
         let mut rex =
