@@ -359,6 +359,7 @@ mod tests {
         let attempts = rex.attempts[1] as f64;
         assert_eq!(attempts, (exchanges / 2) as f64);
         let rate = rex.accepts[1] as f64 / attempts;
+        assert_eq!(rex.acceptance(0, 1), rate);
         let se = (p * (1.0 - p) / attempts).sqrt();
         assert!(
             (rate - p).abs() < 6.0 * se,
@@ -426,6 +427,15 @@ mod tests {
         assert_eq!(second.attempted, draws as u64);
         assert_eq!(second.accepted, accepted);
         assert!(0 < accepted && accepted < draws as u64, "{accepted}");
+        // Acceptance per pair, either way round, from the counts.
+        for a in 0..k {
+            for b in a + 1..k {
+                let rate = rex.accepts[a * k + b] as f64 / rex.attempts[a * k + b] as f64;
+                assert!(rate < 1.0 && rate > 0.5, "pair ({a}, {b}): {rate}");
+                assert_eq!(rex.acceptance(a, b), rate);
+                assert_eq!(rex.acceptance(b, a), rate);
+            }
+        }
     }
 
     #[test]
