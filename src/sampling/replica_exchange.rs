@@ -438,6 +438,38 @@ mod tests {
         }
     }
 
+    /// The summary's occupancy is the fraction of exchanges each replica
+    /// ended at each state, as seen from outside after every exchange; no
+    /// completed round trip means no mean round-trip time.
+    #[test]
+    fn occupancy_counts_each_exchange_and_no_trip_has_no_mean() {
+        let (k, r) = (3, 6);
+        let mut rex = ReplicaExchange::new(
+            vec![300.0, 330.0, 360.0],
+            2,
+            ExchangeScheme::AllPairs,
+            Some(2),
+            8,
+        );
+        let mut seen = vec![0u64; r * k];
+        let exchanges = 7;
+        for n in 1..=exchanges {
+            rex.exchange(&[0.0, -0.01, 0.02, 0.0, 0.01, 0.0], n * 10);
+            for (replica, &state) in rex.state_of.iter().enumerate() {
+                seen[replica * k + state] += 1;
+            }
+        }
+        let s = rex.summary(1.0);
+        for replica in 0..r {
+            let expected: Vec<f64> = (0..k)
+                .map(|state| seen[replica * k + state] as f64 / exchanges as f64)
+                .collect();
+            assert_eq!(s.occupancy_fraction[replica], expected, "replica {replica}");
+        }
+        let fresh = ReplicaExchange::new(vec![300.0, 400.0], 1, ExchangeScheme::Neighbor, None, 1);
+        assert_eq!(fresh.summary(1.0).mean_round_trip_ps, None);
+    }
+
     #[test]
     fn round_trips_are_counted() {
         let mut rex =
