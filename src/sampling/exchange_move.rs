@@ -150,7 +150,24 @@ impl Move for ReplicaExchangeMove {
 
 #[cfg(test)]
 mod tests {
-    use super::enthalpies;
+    use super::{enthalpies, Move, ReplicaExchangeMove};
+    use crate::config::ExchangeScheme;
+    use crate::sampling::ReplicaExchange;
+
+    /// The log line a user reads to check the ladder they asked for.
+    #[test]
+    fn describe_names_scheme_interval_and_ladder() {
+        let ladder = vec![300.0, 330.0, 370.0];
+        let m = ReplicaExchangeMove {
+            rex: ReplicaExchange::new(ladder, 2, ExchangeScheme::AllPairs, None, 1),
+            interval: 10,
+            last: None,
+        };
+        assert_eq!(
+            m.describe(),
+            "replica exchange: AllPairs, every 10 steps, 2 ladder(s) of [300.0, 330.0, 370.0] K"
+        );
+    }
 
     /// 1 bar = 10⁵ J/m³; with e = 1.602176634e-19 C (exact since 2019),
     /// 1000 bar × 1000 Å³ = 10⁸ J/m³ × 10⁻²⁷ m³ = 10⁻¹⁹ J = 0.624150907 eV.
