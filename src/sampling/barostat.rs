@@ -319,3 +319,272 @@ impl MonteCarloBarostat {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use tch::{Device, Kind, Tensor};
+
+    use super::{MoleculeScaling, MonteCarloBarostat};
+    use crate::force::{ForceProvider, Harmonic};
+    use crate::parallel::{Solo, Team};
+    use crate::state::{to_host_f64, BatchState};
+    use crate::system::Molecule;
+    use crate::units::BAR_IN_EV_PER_A3;
+
+    const R: usize = 6;
+    const N: usize = 5;
+    /// Atoms 0-1 and 3-4 bonded, 2 alone: three molecules.
+    const BONDS: [[usize; 2]; 2] = [[0, 1], [3, 4]];
+    const MOLECULES: [&[usize]; 3] = [&[0, 1], &[2], &[3, 4]];
+    const K: f64 = 0.05;
+    const BAR: f64 = 2000.0;
+
+    /// Six members of a five-atom system in different cells (one
+    /// triclinic), each atom on a spring to a point 0.3 Å off its start, so
+    /// every volume move changes the energy by a known amount.
+    fn setup() -> (BatchState, Harmonic) {
+        let atoms = [
+            [1.0, 2.0, 3.0],
+            [1.9, 2.4, 3.1],
+            [5.0, 1.0, 7.0],
+            [7.0, 6.0, 2.0],
+            [7.5, 6.8, 2.6],
+        ];
+        let m = Molecule::from_symbols(&["O", "H", "Ar", "C", "O"], &atoms).unwrap();
+        let mut state = BatchState::new(&m, R, Device::Cpu, Kind::Double);
+        let shift: Vec<f64> = (0..R * N * 3)
+            .map(|i| 0.1 * ((i * 7 % 11) as f64))
+            .collect();
+        let x = &state.positions + Tensor::from_slice(&shift).view([(R * N) as i64, 3]);
+        state.positions.copy_(&x);
+        let cells: Vec<f64> = (0..R)
+            .flat_map(|m| {
+                let a = 10.0 + m as f64;
+                let bx = if m == 4 { 2.5 } else { 0.0 };
+                [a, 0.0, 0.0, bx, 11.0, 0.0, 0.0, 0.0, 12.0]
+            })
+            .collect();
+        state.set_cells(&Tensor::from_slice(&cells).view([R as i64, 3, 3]));
+        let springs = Harmonic {
+            k: K,
+            reference: &state.positions - 0.3,
+        };
+        let out = springs.compute(&state).unwrap();
+        state.energies.copy_(&out.energies);
+        state.forces.copy_(&out.forces);
+        (state, springs)
+    }
+
+    fn energy(x: &[f64], x0: &[f64], m: usize) -> f64 {
+        let rows = m * N * 3..(m + 1) * N * 3;
+        0.5 * K
+            * x[rows.clone()]
+                .iter()
+                .zip(&x0[rows])
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f64>()
+    }
+
+    /// One move as OpenMM's MonteCarloBarostat(Anisotropic) makes it,
+    /// written out on the host: ΔV uniform in ±max_change (one random axis
+    /// when anisotropic), molecule centres scaled, w = ΔE + P ΔV −
+    /// N_mol kT ln(V'/V), accepted when w ≤ 0 or u < exp(−w/kT), V' ≤ 0
+    /// refused. Returns (accepted, axis, proposal ≤ 0) per member and the
+    /// expected positions and cells.
+    #[allow(clippy::type_complexity)]
+    fn expected_move(
+        b: &MonteCarloBarostat,
+        x: &[f64],
+        x0: &[f64],
+        cells: &[f64],
+        kt: &[f64],
+    ) -> (Vec<(bool, usize, bool)>, Vec<f64>, Vec<f64>) {
+        let mut rng = b.rng.clone();
+        let u: Vec<[f64; 2]> = (0..R).map(|_| [rng.uniform(), rng.uniform()]).collect();
+        let axes: Vec<usize> = (0..R)
+            .map(|_| match b.anisotropic {
+                true => ((3.0 * rng.uniform()) as usize).min(2),
+                false => 0,
+            })
+            .collect();
+        let (mut xs, mut cs, mut out) = (x.to_vec(), cells.to_vec(), Vec::new());
+        for m in 0..R {
+            let c = &cells[9 * m..9 * m + 9];
+            let v = c[0] * c[4] * c[8];
+            let v_new = v + b.max_change[m][axes[m]] * 2.0 * (u[m][0] - 0.5);
+            if v_new <= 0.0 {
+                out.push((false, axes[m], true));
+                continue;
+            }
+            let s = match b.anisotropic {
+                false => [(v_new / v).cbrt(); 3],
+                true => {
+                    let mut s = [1.0; 3];
+                    s[axes[m]] = v_new / v;
+                    s
+                }
+            };
+            let mut trial = x.to_vec();
+            for atoms in MOLECULES {
+                for k in 0..3 {
+                    let centre = atoms.iter().map(|&a| x[(m * N + a) * 3 + k]).sum::<f64>()
+                        / atoms.len() as f64;
+                    for &a in atoms {
+                        trial[(m * N + a) * 3 + k] += centre * (s[k] - 1.0);
+                    }
+                }
+            }
+            let w = energy(&trial, x0, m) - energy(x, x0, m) + BAR * BAR_IN_EV_PER_A3 * (v_new - v)
+                - 3.0 * kt[m] * (v_new / v).ln();
+            let accept = w <= 0.0 || u[m][1] < (-w / kt[m]).exp();
+            if accept {
+                let rows = m * N * 3..(m + 1) * N * 3;
+                xs[rows.clone()].copy_from_slice(&trial[rows]);
+                for i in 0..3 {
+                    for k in 0..3 {
+                        cs[9 * m + 3 * i + k] *= s[k];
+                    }
+                }
+            }
+            out.push((accept, axes[m], false));
+        }
+        (out, xs, cs)
+    }
+
+    fn close(a: &[f64], b: &[f64], what: &str) {
+        for (i, (p, q)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (p - q).abs() <= 1e-12 * q.abs().max(1.0),
+                "{what}[{i}]: {p} vs {q}"
+            );
+        }
+    }
+
+    /// Forty moves, isotropic then anisotropic, each member with its own
+    /// kT and step size (one large enough to propose V' ≤ 0), against the
+    /// host transcription above: the same members accepted, positions,
+    /// cells, energies and forces of accepted members the trial's and of
+    /// rejected ones unchanged bit for bit, the counters, and the step
+    /// sizes adapted every 10 attempts per axis as OpenMM's (÷1.1 below
+    /// 25 % acceptance, ×1.1 above 75 %, capped at 30 % of the starting
+    /// volume).
+    #[test]
+    fn each_move_follows_openmms_rule_member_by_member() {
+        let kt = [0.01, 0.025, 0.05, 0.1, 0.4, 2.0];
+        let team = Team {
+            comm: Rc::new(Solo),
+            total: R,
+        };
+        let molecules = MoleculeScaling::new(N, &BONDS, Device::Cpu);
+        assert_eq!(molecules.count, 3);
+        let (mut seen_accept, mut seen_reject, mut seen_negative) = (false, false, false);
+        let (mut seen_grow, mut seen_cap, mut seen_shrink) = (false, false, false);
+        let mut axes_moved = [false; 3];
+        for anisotropic in [false, true] {
+            let (mut state, springs) = setup();
+            let x0 = to_host_f64(&springs.reference);
+            let cells = to_host_f64(state.cells.as_ref().unwrap());
+            let volumes: Vec<f64> = (0..R)
+                .map(|m| cells[9 * m] * cells[9 * m + 4] * cells[9 * m + 8])
+                .collect();
+            let mut b = MonteCarloBarostat::new(BAR, 1, anisotropic, &volumes, 7);
+            assert_eq!(b.acceptance(), vec![0.0; R]);
+            for (m, f) in [0.01, 0.05, 0.2, 0.29, 0.1, 1.6].iter().enumerate() {
+                b.max_change[m] = [f * volumes[m]; 3];
+            }
+            // Members 0 and 3 (where the cap binds) have accepted 9 of 9,
+            // member 1 none of 9.
+            for m in [0, 3] {
+                b.attempted[m] = [9; 3];
+                b.accepted[m] = [9; 3];
+            }
+            b.attempted[1] = [9; 3];
+            let mut expected = b.clone();
+            for _ in 0..20 {
+                let x = to_host_f64(&state.positions);
+                let cells = to_host_f64(state.cells.as_ref().unwrap());
+                let (e0, f0) = (to_host_f64(&state.energies), to_host_f64(&state.forces));
+                let (want, xs, cs) = expected_move(&b, &x, &x0, &cells, &kt);
+                let got = b
+                    .attempt(&mut state, &springs, &kt, &molecules, &team)
+                    .unwrap();
+                assert!(!got.grew_list);
+                let accepted: Vec<bool> = want.iter().map(|w| w.0).collect();
+                assert_eq!(got.accepted, accepted);
+                let (x1, c1) = (
+                    to_host_f64(&state.positions),
+                    to_host_f64(state.cells.as_ref().unwrap()),
+                );
+                let (e1, f1) = (to_host_f64(&state.energies), to_host_f64(&state.forces));
+                close(&x1, &xs, "positions");
+                close(&c1, &cs, "cells");
+                for (m, &(a, axis, negative)) in want.iter().enumerate() {
+                    let rows = m * N * 3..(m + 1) * N * 3;
+                    if a {
+                        close(&[e1[m]], &[energy(&x1, &x0, m)], "energy");
+                        let f: Vec<f64> = rows.clone().map(|i| -K * (x1[i] - x0[i])).collect();
+                        close(&f1[rows], &f, "forces");
+                        axes_moved[axis] = true;
+                    } else {
+                        assert_eq!(x1[rows.clone()], x[rows.clone()], "member {m}");
+                        assert_eq!(f1[rows.clone()], f0[rows], "member {m}");
+                        assert_eq!(e1[m].to_bits(), e0[m].to_bits(), "member {m}");
+                        assert_eq!(c1[9 * m..9 * m + 9], cells[9 * m..9 * m + 9]);
+                    }
+                    seen_accept |= a;
+                    seen_reject |= !a;
+                    seen_negative |= negative;
+                    // The counters and the adaptation, by hand.
+                    let e = &mut expected;
+                    e.attempted[m][axis] += 1;
+                    e.total_attempted[m] += 1;
+                    e.accepted[m][axis] += u64::from(a);
+                    e.total_accepted[m] += u64::from(a);
+                    if e.attempted[m][axis] == 10 {
+                        let rate = e.accepted[m][axis] as f64 / 10.0;
+                        let step = e.max_change[m][axis];
+                        if rate < 0.25 {
+                            e.max_change[m][axis] = step / 1.1;
+                            seen_shrink = true;
+                        } else if rate > 0.75 {
+                            let cap = 0.3 * volumes[m];
+                            e.max_change[m][axis] = (step * 1.1).min(cap);
+                            seen_grow |= step * 1.1 < cap;
+                            seen_cap |= step * 1.1 > cap;
+                        }
+                        e.attempted[m][axis] = 0;
+                        e.accepted[m][axis] = 0;
+                    }
+                }
+                expected.rng = b.rng.clone();
+                assert_eq!(b, expected);
+            }
+            let rates: Vec<f64> = (0..R)
+                .map(|m| b.total_accepted[m] as f64 / b.total_attempted[m] as f64)
+                .collect();
+            assert_eq!(b.acceptance(), rates);
+        }
+        assert!(seen_accept && seen_reject && seen_negative);
+        assert!(seen_grow && seen_cap && seen_shrink);
+        assert_eq!(axes_moved, [true; 3]);
+    }
+
+    #[test]
+    fn a_free_system_is_refused() {
+        let (mut state, springs) = setup();
+        state.cells = None;
+        let team = Team {
+            comm: Rc::new(Solo),
+            total: R,
+        };
+        let molecules = MoleculeScaling::new(N, &BONDS, Device::Cpu);
+        let mut b = MonteCarloBarostat::new(BAR, 1, false, &[1000.0; R], 7);
+        let err = b
+            .attempt(&mut state, &springs, &[0.1; R], &molecules, &team)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("needs periodic members"), "{err}");
+    }
+}
