@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use common::runs::*;
 use common::*;
 use mlff_md::config::Config;
-use mlff_md::sampling::MonteCarloBarostat;
+use mlff_md::sampling::{MonteCarloBarostat, Move, VolumeMove};
 use mlff_md::simulation::Simulation;
 use mlff_md::system::cell::Cell;
 
@@ -143,6 +143,54 @@ fn an_ideal_gas_samples_the_isobaric_volume() {
     assert!(
         (m - target).abs() < 6.0 * se,
         "<V> = {m} ± {se}, expected {target}"
+    );
+}
+
+/// The barostat as one of the run's moves: due every `interval` steps,
+/// during equilibration too; it hands its pressure to the other moves (an
+/// NPT exchange weighs U + P·V with it), and its log line names what was
+/// configured.
+#[test]
+fn the_volume_move_acts_at_its_interval_and_in_equilibration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gas = gas_xyz(tmp.path());
+    let cfg = npt_config(
+        tmp.path(),
+        &gas,
+        "cell = [30.0, 30.0, 30.0]",
+        "kind = \"lennard-jones\"\nepsilon = 1e-9\nsigma = 0.01\ncutoff = 7.4",
+        2,
+        250.0,
+        &tmp.path().join("out"),
+    );
+    let mut sim = Simulation::from_config(&Config::from_file(&cfg).unwrap()).unwrap();
+    assert_eq!(sim.moves.pressure_bar(), Some(250.0));
+    assert_eq!(
+        sim.moves.get::<VolumeMove>().unwrap().describe(),
+        "Monte Carlo barostat: 250 bar, isotropic, every 5 steps"
+    );
+    // (step, past equilibration, moves made by then)
+    for (step, producing, total) in [
+        (0, false, 1),
+        (3, false, 1),
+        (5, false, 2),
+        (7, true, 2),
+        (10, true, 3),
+    ] {
+        sim.state.step = step;
+        let report = sim.attempt_moves(producing).unwrap();
+        assert!(!report.new_list_shape, "step {step}");
+        let b = sim.barostat().unwrap();
+        assert_eq!(b.total_attempted, vec![total; 2], "step {step}");
+    }
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("interval = 5\n", "interval = 5\nanisotropic = true\n");
+    std::fs::write(&cfg, text).unwrap();
+    let sim = Simulation::from_config(&Config::from_file(&cfg).unwrap()).unwrap();
+    assert_eq!(
+        sim.moves.get::<VolumeMove>().unwrap().describe(),
+        "Monte Carlo barostat: 250 bar, one axis at a time, every 5 steps"
     );
 }
 
