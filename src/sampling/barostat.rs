@@ -322,12 +322,15 @@ impl MonteCarloBarostat {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell as Counter;
     use std::rc::Rc;
 
     use tch::{Device, Kind, Tensor};
 
     use super::{MoleculeScaling, MonteCarloBarostat};
-    use crate::force::{ForceProvider, Harmonic};
+    use crate::error::Result;
+    use crate::force::{ForceOutput, ForceProvider, Harmonic};
+    use crate::neighbors::{Grid, ListShape};
     use crate::parallel::{Solo, Team};
     use crate::state::{to_host_f64, BatchState};
     use crate::system::Molecule;
@@ -387,20 +390,48 @@ mod tests {
                 .sum::<f64>()
     }
 
+    /// The smallest perpendicular width of a cell of rows a, b, c (Å).
+    fn narrowest(c: &[f64]) -> f64 {
+        let row = |i: usize| [c[3 * i], c[3 * i + 1], c[3 * i + 2]];
+        let cross = |u: [f64; 3], v: [f64; 3]| {
+            [
+                u[1] * v[2] - u[2] * v[1],
+                u[2] * v[0] - u[0] * v[2],
+                u[0] * v[1] - u[1] * v[0],
+            ]
+        };
+        let dot = |u: [f64; 3], v: [f64; 3]| u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
+        let (a, b, c) = (row(0), row(1), row(2));
+        let v = dot(a, cross(b, c)).abs();
+        [cross(b, c), cross(c, a), cross(a, b)]
+            .iter()
+            .map(|n| v / dot(*n, *n).sqrt())
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// What the host transcription says of one member's move.
+    struct Want {
+        accepted: bool,
+        axis: usize,
+        /// V' ≤ 0 proposed.
+        negative: bool,
+        /// The trial cell is narrower than the cutoff, and the Metropolis
+        /// test alone would have accepted it.
+        narrow: bool,
+    }
+
     /// One move as OpenMM's MonteCarloBarostat(Anisotropic) makes it,
     /// written out on the host: ΔV uniform in ±max_change (one random axis
     /// when anisotropic), molecule centres scaled, w = ΔE + P ΔV −
-    /// N_mol kT ln(V'/V), accepted when w ≤ 0 or u < exp(−w/kT), V' ≤ 0
-    /// refused. Returns (accepted, axis, proposal ≤ 0) per member and the
-    /// expected positions and cells.
-    #[allow(clippy::type_complexity)]
+    /// N_mol kT ln(V'/V), accepted when w ≤ 0 or u < exp(−w/kT); V' ≤ 0
+    /// and a trial cell narrower than `cutoff` refused. Returns each
+    /// member's outcome and the expected positions and cells.
     fn expected_move(
         b: &MonteCarloBarostat,
-        x: &[f64],
-        x0: &[f64],
-        cells: &[f64],
+        (x, x0, cells): (&[f64], &[f64], &[f64]),
         kt: &[f64],
-    ) -> (Vec<(bool, usize, bool)>, Vec<f64>, Vec<f64>) {
+        cutoff: f64,
+    ) -> (Vec<Want>, Vec<f64>, Vec<f64>) {
         let mut rng = b.rng.clone();
         let u: Vec<[f64; 2]> = (0..R).map(|_| [rng.uniform(), rng.uniform()]).collect();
         let axes: Vec<usize> = (0..R)
@@ -414,8 +445,14 @@ mod tests {
             let c = &cells[9 * m..9 * m + 9];
             let v = c[0] * c[4] * c[8];
             let v_new = v + b.max_change[m][axes[m]] * 2.0 * (u[m][0] - 0.5);
-            if v_new <= 0.0 {
-                out.push((false, axes[m], true));
+            let mut want = Want {
+                accepted: false,
+                axis: axes[m],
+                negative: v_new <= 0.0,
+                narrow: false,
+            };
+            if want.negative {
+                out.push(want);
                 continue;
             }
             let s = match b.anisotropic {
@@ -436,19 +473,19 @@ mod tests {
                     }
                 }
             }
+            let trial_cell: Vec<f64> = (0..9).map(|e| c[e] * s[e % 3]).collect();
             let w = energy(&trial, x0, m) - energy(x, x0, m) + BAR * BAR_IN_EV_PER_A3 * (v_new - v)
                 - 3.0 * kt[m] * (v_new / v).ln();
-            let accept = w <= 0.0 || u[m][1] < (-w / kt[m]).exp();
-            if accept {
+            let metropolis = w <= 0.0 || u[m][1] < (-w / kt[m]).exp();
+            let wide = narrowest(&trial_cell) >= cutoff;
+            want.narrow = metropolis && !wide;
+            want.accepted = metropolis && wide;
+            if want.accepted {
                 let rows = m * N * 3..(m + 1) * N * 3;
                 xs[rows.clone()].copy_from_slice(&trial[rows]);
-                for i in 0..3 {
-                    for k in 0..3 {
-                        cs[9 * m + 3 * i + k] *= s[k];
-                    }
-                }
+                cs[9 * m..9 * m + 9].copy_from_slice(&trial_cell);
             }
-            out.push((accept, axes[m], false));
+            out.push(want);
         }
         (out, xs, cs)
     }
@@ -462,37 +499,125 @@ mod tests {
         }
     }
 
-    /// Forty moves, isotropic then anisotropic, each member with its own
-    /// kT and step size (one large enough to propose V' ≤ 0), against the
-    /// host transcription above: the same members accepted, positions,
-    /// cells, energies and forces of accepted members the trial's and of
-    /// rejected ones unchanged bit for bit, the counters, and the step
-    /// sizes adapted every 10 attempts per axis as OpenMM's (÷1.1 below
-    /// 25 % acceptance, ×1.1 above 75 %, capped at 30 % of the starting
-    /// volume).
-    #[test]
-    fn each_move_follows_openmms_rule_member_by_member() {
-        let kt = [0.01, 0.025, 0.05, 0.1, 0.4, 2.0];
+    /// What a series of moves met (so a test knows it covered each case).
+    #[derive(Default)]
+    struct Seen {
+        accept: bool,
+        reject: bool,
+        negative: bool,
+        narrow: bool,
+        grow: bool,
+        cap: bool,
+        shrink: bool,
+        axes: [bool; 3],
+    }
+
+    /// `moves` moves of `b` on `state`, each checked against
+    /// [`expected_move`]: the same members accepted; positions, cells,
+    /// energies and forces of accepted members the trial's and of rejected
+    /// ones unchanged bit for bit; the counters; the step sizes adapted
+    /// every 10 attempts per axis as OpenMM's (÷1.1 below 25 % acceptance,
+    /// ×1.1 above 75 %, capped at 30 % of the starting volume). Returns
+    /// whether each move grew the list.
+    fn check_moves(
+        b: &mut MonteCarloBarostat,
+        (state, force, x0): (&mut BatchState, &dyn ForceProvider, &[f64]),
+        (kt, cutoff): (&[f64], f64),
+        moves: usize,
+        seen: &mut Seen,
+    ) -> Vec<bool> {
         let team = Team {
             comm: Rc::new(Solo),
             total: R,
         };
         let molecules = MoleculeScaling::new(N, &BONDS, Device::Cpu);
         assert_eq!(molecules.count, 3);
-        let (mut seen_accept, mut seen_reject, mut seen_negative) = (false, false, false);
-        let (mut seen_grow, mut seen_cap, mut seen_shrink) = (false, false, false);
-        let mut axes_moved = [false; 3];
+        let start = b.reference_volume.clone();
+        let mut expected = b.clone();
+        let mut grew = Vec::new();
+        for _ in 0..moves {
+            let x = to_host_f64(&state.positions);
+            let cells = to_host_f64(state.cells.as_ref().unwrap());
+            let (e0, f0) = (to_host_f64(&state.energies), to_host_f64(&state.forces));
+            let (want, xs, cs) = expected_move(b, (&x, x0, &cells), kt, cutoff);
+            let got = b.attempt(state, force, kt, &molecules, &team).unwrap();
+            grew.push(got.grew_list);
+            let accepted: Vec<bool> = want.iter().map(|w| w.accepted).collect();
+            assert_eq!(got.accepted, accepted);
+            let (x1, c1) = (
+                to_host_f64(&state.positions),
+                to_host_f64(state.cells.as_ref().unwrap()),
+            );
+            let (e1, f1) = (to_host_f64(&state.energies), to_host_f64(&state.forces));
+            close(&x1, &xs, "positions");
+            close(&c1, &cs, "cells");
+            for (m, w) in want.iter().enumerate() {
+                let rows = m * N * 3..(m + 1) * N * 3;
+                if w.accepted {
+                    close(&[e1[m]], &[energy(&x1, x0, m)], "energy");
+                    let f: Vec<f64> = rows.clone().map(|i| -K * (x1[i] - x0[i])).collect();
+                    close(&f1[rows], &f, "forces");
+                    seen.axes[w.axis] = true;
+                } else {
+                    assert_eq!(x1[rows.clone()], x[rows.clone()], "member {m}");
+                    assert_eq!(f1[rows.clone()], f0[rows], "member {m}");
+                    assert_eq!(e1[m].to_bits(), e0[m].to_bits(), "member {m}");
+                    assert_eq!(c1[9 * m..9 * m + 9], cells[9 * m..9 * m + 9]);
+                }
+                seen.accept |= w.accepted;
+                seen.reject |= !w.accepted;
+                seen.negative |= w.negative;
+                seen.narrow |= w.narrow;
+                let (e, k) = (&mut expected, w.axis);
+                e.attempted[m][k] += 1;
+                e.total_attempted[m] += 1;
+                e.accepted[m][k] += u64::from(w.accepted);
+                e.total_accepted[m] += u64::from(w.accepted);
+                if e.attempted[m][k] == 10 {
+                    let rate = e.accepted[m][k] as f64 / 10.0;
+                    let step = e.max_change[m][k];
+                    if rate < 0.25 {
+                        e.max_change[m][k] = step / 1.1;
+                        seen.shrink = true;
+                    } else if rate > 0.75 {
+                        let cap = 0.3 * start[m];
+                        e.max_change[m][k] = (step * 1.1).min(cap);
+                        seen.grow |= step * 1.1 < cap;
+                        seen.cap |= step * 1.1 > cap;
+                    }
+                    e.attempted[m][k] = 0;
+                    e.accepted[m][k] = 0;
+                }
+            }
+            expected.rng = b.rng.clone();
+            assert_eq!(*b, expected);
+        }
+        grew
+    }
+
+    fn volumes(state: &BatchState) -> Vec<f64> {
+        let c = to_host_f64(state.cells.as_ref().unwrap());
+        (0..R)
+            .map(|m| c[9 * m] * c[9 * m + 4] * c[9 * m + 8])
+            .collect()
+    }
+
+    /// Forty moves, isotropic then anisotropic, each member with its own
+    /// kT and step size (one large enough to propose V' ≤ 0), against the
+    /// host transcription of OpenMM's rule ([`check_moves`]), with step
+    /// counters preset so that the adaptation shrinks, grows and caps.
+    #[test]
+    fn each_move_follows_openmms_rule_member_by_member() {
+        let kt = [0.01, 0.025, 0.05, 0.1, 0.4, 2.0];
+        let mut seen = Seen::default();
         for anisotropic in [false, true] {
             let (mut state, springs) = setup();
             let x0 = to_host_f64(&springs.reference);
-            let cells = to_host_f64(state.cells.as_ref().unwrap());
-            let volumes: Vec<f64> = (0..R)
-                .map(|m| cells[9 * m] * cells[9 * m + 4] * cells[9 * m + 8])
-                .collect();
-            let mut b = MonteCarloBarostat::new(BAR, 1, anisotropic, &volumes, 7);
+            let v = volumes(&state);
+            let mut b = MonteCarloBarostat::new(BAR, 1, anisotropic, &v, 7);
             assert_eq!(b.acceptance(), vec![0.0; R]);
             for (m, f) in [0.01, 0.05, 0.2, 0.29, 0.1, 1.6].iter().enumerate() {
-                b.max_change[m] = [f * volumes[m]; 3];
+                b.max_change[m] = [f * v[m]; 3];
             }
             // Members 0 and 3 (where the cap binds) have accepted 9 of 9,
             // member 1 none of 9.
@@ -501,74 +626,98 @@ mod tests {
                 b.accepted[m] = [9; 3];
             }
             b.attempted[1] = [9; 3];
-            let mut expected = b.clone();
-            for _ in 0..20 {
-                let x = to_host_f64(&state.positions);
-                let cells = to_host_f64(state.cells.as_ref().unwrap());
-                let (e0, f0) = (to_host_f64(&state.energies), to_host_f64(&state.forces));
-                let (want, xs, cs) = expected_move(&b, &x, &x0, &cells, &kt);
-                let got = b
-                    .attempt(&mut state, &springs, &kt, &molecules, &team)
-                    .unwrap();
-                assert!(!got.grew_list);
-                let accepted: Vec<bool> = want.iter().map(|w| w.0).collect();
-                assert_eq!(got.accepted, accepted);
-                let (x1, c1) = (
-                    to_host_f64(&state.positions),
-                    to_host_f64(state.cells.as_ref().unwrap()),
-                );
-                let (e1, f1) = (to_host_f64(&state.energies), to_host_f64(&state.forces));
-                close(&x1, &xs, "positions");
-                close(&c1, &cs, "cells");
-                for (m, &(a, axis, negative)) in want.iter().enumerate() {
-                    let rows = m * N * 3..(m + 1) * N * 3;
-                    if a {
-                        close(&[e1[m]], &[energy(&x1, &x0, m)], "energy");
-                        let f: Vec<f64> = rows.clone().map(|i| -K * (x1[i] - x0[i])).collect();
-                        close(&f1[rows], &f, "forces");
-                        axes_moved[axis] = true;
-                    } else {
-                        assert_eq!(x1[rows.clone()], x[rows.clone()], "member {m}");
-                        assert_eq!(f1[rows.clone()], f0[rows], "member {m}");
-                        assert_eq!(e1[m].to_bits(), e0[m].to_bits(), "member {m}");
-                        assert_eq!(c1[9 * m..9 * m + 9], cells[9 * m..9 * m + 9]);
-                    }
-                    seen_accept |= a;
-                    seen_reject |= !a;
-                    seen_negative |= negative;
-                    // The counters and the adaptation, by hand.
-                    let e = &mut expected;
-                    e.attempted[m][axis] += 1;
-                    e.total_attempted[m] += 1;
-                    e.accepted[m][axis] += u64::from(a);
-                    e.total_accepted[m] += u64::from(a);
-                    if e.attempted[m][axis] == 10 {
-                        let rate = e.accepted[m][axis] as f64 / 10.0;
-                        let step = e.max_change[m][axis];
-                        if rate < 0.25 {
-                            e.max_change[m][axis] = step / 1.1;
-                            seen_shrink = true;
-                        } else if rate > 0.75 {
-                            let cap = 0.3 * volumes[m];
-                            e.max_change[m][axis] = (step * 1.1).min(cap);
-                            seen_grow |= step * 1.1 < cap;
-                            seen_cap |= step * 1.1 > cap;
-                        }
-                        e.attempted[m][axis] = 0;
-                        e.accepted[m][axis] = 0;
-                    }
-                }
-                expected.rng = b.rng.clone();
-                assert_eq!(b, expected);
-            }
+            let grew = check_moves(
+                &mut b,
+                (&mut state, &springs, &x0),
+                (&kt, 0.0),
+                20,
+                &mut seen,
+            );
+            assert_eq!(grew, vec![false; 20]);
             let rates: Vec<f64> = (0..R)
                 .map(|m| b.total_accepted[m] as f64 / b.total_attempted[m] as f64)
                 .collect();
             assert_eq!(b.acceptance(), rates);
         }
-        assert!(seen_accept && seen_reject && seen_negative);
-        assert!(seen_grow && seen_cap && seen_shrink);
-        assert_eq!(axes_moved, [true; 3]);
+        let s = &seen;
+        assert!(s.accept && s.reject && s.negative && s.grow && s.cap && s.shrink);
+        assert_eq!(s.axes, [true; 3]);
+    }
+
+    /// Springs behind a neighbour list of cutoff `cutoff` that overflows
+    /// at the first evaluation, until grown.
+    struct Listed {
+        springs: Harmonic,
+        cutoff: f64,
+        grown: Counter<u32>,
+        computed: Counter<u32>,
+    }
+
+    impl ForceProvider for Listed {
+        fn describe(&self) -> String {
+            "springs behind a list".into()
+        }
+
+        fn compute(&self, state: &BatchState) -> Result<ForceOutput> {
+            self.computed.set(self.computed.get() + 1);
+            self.springs.compute(state)
+        }
+
+        fn overflow(&self) -> Option<String> {
+            (self.grown.get() == 0).then(|| "pairs".into())
+        }
+
+        fn grow(&self, _state: &BatchState) -> Result<()> {
+            self.grown.set(self.grown.get() + 1);
+            Ok(())
+        }
+
+        fn list_shape(&self) -> Option<ListShape> {
+            Some(ListShape {
+                cutoffs: vec![self.cutoff, 1.0],
+                skin: 0.0,
+                grid: Grid::Dense { atoms: N as i64 },
+                capacity: N as i64,
+                outer_capacity: 0,
+                inner_capacities: vec![N as i64],
+            })
+        }
+    }
+
+    /// With a provider whose list has a 10.9 Å cutoff, a trial cell
+    /// narrower than that is refused even where the Metropolis test would
+    /// accept it, and the members whose cells stay wide enough move as
+    /// before; an overflow during the trial grows the list, evaluates the
+    /// trial again and says so.
+    #[test]
+    fn a_trial_narrower_than_the_cutoff_is_refused_and_an_overflow_grows_the_list() {
+        let (mut state, springs) = setup();
+        let x0 = to_host_f64(&springs.reference);
+        let v = volumes(&state);
+        let listed = Listed {
+            springs,
+            cutoff: 10.9,
+            grown: Counter::new(0),
+            computed: Counter::new(0),
+        };
+        let mut b = MonteCarloBarostat::new(BAR, 1, true, &v, 3);
+        for (m, step) in b.max_change.iter_mut().enumerate() {
+            *step = [0.1 * v[m]; 3];
+        }
+        let kt = [2.0; R];
+        let mut seen = Seen::default();
+        let grew = check_moves(
+            &mut b,
+            (&mut state, &listed, &x0),
+            (&kt, 10.9),
+            10,
+            &mut seen,
+        );
+        assert!(seen.narrow && seen.accept, "no narrow trial refused");
+        let mut want = vec![false; 10];
+        want[0] = true;
+        assert_eq!(grew, want);
+        assert_eq!((listed.grown.get(), listed.computed.get()), (1, 11));
     }
 
     #[test]
