@@ -432,7 +432,7 @@ mod tests {
         kt: &[f64],
         cutoff: f64,
     ) -> (Vec<Want>, Vec<f64>, Vec<f64>) {
-        let mut rng = b.rng.clone();
+        let mut rng = b.rng;
         let u: Vec<[f64; 2]> = (0..R).map(|_| [rng.uniform(), rng.uniform()]).collect();
         let axes: Vec<usize> = (0..R)
             .map(|_| match b.anisotropic {
@@ -589,7 +589,7 @@ mod tests {
                     e.accepted[m][k] = 0;
                 }
             }
-            expected.rng = b.rng.clone();
+            expected.rng = b.rng;
             assert_eq!(*b, expected);
         }
         grew
