@@ -520,3 +520,112 @@ impl PairModel for LennardJonesPairs {
         Ok(inputs.layout.sum(&per_atom))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind, Tensor};
+
+    use super::{LennardJonesPairs, PairForces};
+    use crate::force::ForceProvider;
+    use crate::state::{to_host_f64, BatchState};
+    use crate::system::Molecule;
+
+    /// Two members of eight argon atoms near the sites of a 2×2×2 lattice
+    /// in a 12 Å periodic cube; Lennard-Jones to 6.5 Å with a 1 Å skin, so
+    /// the list is a stored cell list.
+    fn fluid() -> (BatchState, PairForces) {
+        let sites: Vec<[f64; 3]> = (0..8)
+            .map(|i| {
+                let d = 0.1 * i as f64;
+                [
+                    1.5 + 6.0 * (i & 1) as f64 + d,
+                    1.5 + 6.0 * ((i >> 1) & 1) as f64 - d,
+                    1.5 + 6.0 * (i >> 2) as f64 + 0.5 * d,
+                ]
+            })
+            .collect();
+        let m = Molecule::from_symbols(&["Ar"; 8], &sites).unwrap();
+        let mut state = BatchState::new(&m, 2, Device::Cpu, Kind::Double);
+        let cube = [12.0, 0.0, 0.0, 0.0, 12.0, 0.0, 0.0, 0.0, 12.0];
+        state.set_cells(&Tensor::from_slice(&[cube, cube].concat()).view([2, 3, 3]));
+        let lj = LennardJonesPairs {
+            epsilon: 0.0104,
+            sigma: 3.4,
+            cutoff: 6.5,
+            shifted: false,
+        };
+        let f = PairForces::with_skin(Box::new(lj), &state, 1.0).unwrap();
+        (state, f)
+    }
+
+    /// The stored list's schedule as the stepper drives it: a call outside
+    /// the steps leaves the list stale; after a rebuild the steps read it
+    /// (the same energies) until `every` steps have passed; a clean check
+    /// after a whole interval that used under a quarter of the skin
+    /// doubles the interval up to 50 steps; an atom that moved more than
+    /// half the skin is reported, and growing the list halves the interval
+    /// and makes it the ceiling; invalidate() forces a rebuild.
+    #[test]
+    fn the_stored_list_is_rebuilt_on_its_schedule() {
+        let (mut state, f) = fluid();
+        assert!(!f.takes_charge(), "Lennard-Jones takes no charge");
+        assert_eq!(f.model.cutoffs(), vec![6.5]);
+        let fresh = to_host_f64(&f.compute(&state).unwrap().energies);
+        assert!(
+            fresh.iter().all(|&e| e < 0.0),
+            "pairs within the cutoff: {fresh:?}"
+        );
+        let u = f.upkeep().expect("a periodic list with a skin is stored");
+        assert!(u.due(), "a call outside the steps leaves the list stale");
+        let rebuild = |u: &dyn super::ListUpkeep, state: &BatchState| {
+            u.rebuild(state).unwrap();
+            u.rebuilt();
+            assert!(!u.due(), "just rebuilt");
+        };
+        rebuild(u, &state);
+        assert_eq!(u.inputs().len(), 5, "the stored list's tensors");
+        assert_eq!(f.rebuild_every(), 10);
+        u.stepping(true);
+        for k in 0..10 {
+            assert!(!u.due(), "step {k}");
+            let e = to_host_f64(&f.compute(&state).unwrap().energies);
+            for (a, b) in e.iter().zip(&fresh) {
+                assert!((a - b).abs() < 1e-12 * b.abs(), "{a} vs {b}");
+            }
+            u.stepped();
+        }
+        assert!(u.due(), "due after 10 steps");
+        for want in [20, 40, 50, 50] {
+            assert_eq!(f.overflow(), None);
+            assert_eq!(f.rebuild_every(), want);
+            rebuild(u, &state);
+            (0..want).for_each(|_| u.stepped());
+            assert!(u.due());
+        }
+        rebuild(u, &state);
+        u.invalidate();
+        assert!(u.due(), "invalidated");
+        rebuild(u, &state);
+        // Atom 3 of member 1 moves 0.6 Å: more than half the skin.
+        let mut x = to_host_f64(&state.positions);
+        x[3 * 11] += 0.6;
+        state.positions.copy_(&Tensor::from_slice(&x).view([16, 3]));
+        f.compute(&state).unwrap();
+        let problem = f.overflow().expect("the move is reported");
+        assert!(problem.contains("an atom moved 0.600 Å"), "{problem}");
+        f.grow(&state).unwrap();
+        assert_eq!(f.rebuild_every(), 25);
+        assert!(u.due(), "a grown list is rebuilt");
+        rebuild(u, &state);
+        (0..25).for_each(|_| u.stepped());
+        assert_eq!(f.overflow(), None);
+        assert_eq!(
+            f.rebuild_every(),
+            25,
+            "the interval that failed is the ceiling"
+        );
+        u.stepping(false);
+        f.compute(&state).unwrap();
+        assert!(u.due(), "a call outside the steps leaves the list stale");
+    }
+}
