@@ -583,7 +583,15 @@ mod tests {
             assert!(!u.due(), "just rebuilt");
         };
         rebuild(u, &state);
-        assert_eq!(u.inputs().len(), 5, "the stored list's tensors");
+        // A captured step reads the stored list where it was: rebuilds
+        // write into the same tensors.
+        let addresses = |u: &dyn super::ListUpkeep| -> Vec<usize> {
+            u.inputs().iter().map(|t| t.data_ptr() as usize).collect()
+        };
+        let stored = addresses(u);
+        assert_eq!(stored.len(), 5, "the stored list's tensors");
+        rebuild(u, &state);
+        assert_eq!(addresses(u), stored, "rebuilt in place");
         assert_eq!(f.rebuild_every(), 10);
         u.stepping(true);
         for k in 0..10 {
