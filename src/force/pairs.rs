@@ -636,4 +636,65 @@ mod tests {
         f.compute(&state).unwrap();
         assert!(u.due(), "a call outside the steps leaves the list stale");
     }
+
+    /// A checkpoint's list shape: refused for other cutoffs; taken whole
+    /// when its skin is at least the current one; from a checkpoint
+    /// written before skins (skin 0), only the row capacities are kept
+    /// and the rest sized for the current skin. Either way the stored list
+    /// is built afresh before the next step.
+    #[test]
+    fn a_checkpoints_list_shape_is_taken_or_refused() {
+        let (state, f) = fluid();
+        let u = f.upkeep().unwrap();
+        u.rebuild(&state).unwrap();
+        u.rebuilt();
+        let shape = f.list_shape().unwrap();
+        assert_eq!(shape.skin, 1.0);
+        let mut other = shape.clone();
+        other.cutoffs = vec![6.0];
+        let err = f.set_list_shape(other, &state).unwrap_err().to_string();
+        assert!(err.contains("cutoffs [6.0] Å, the model [6.5] Å"), "{err}");
+        assert!(!u.due(), "a refused shape changes nothing");
+        let mut roomier = shape.clone();
+        roomier.capacity += 7;
+        f.set_list_shape(roomier.clone(), &state).unwrap();
+        assert_eq!(f.list_shape().unwrap(), roomier);
+        assert!(u.due(), "the stored list is built afresh");
+        let mut legacy = shape.clone();
+        legacy.skin = 0.0;
+        legacy.capacity += 3;
+        f.set_list_shape(legacy, &state).unwrap();
+        let mut want = shape.clone();
+        want.capacity += 3;
+        assert_eq!(f.list_shape().unwrap(), want);
+    }
+
+    /// A new batch (a screen's members left and entered): the list is
+    /// sized afresh for it and the next step rebuilds the stored list, so
+    /// the energies are those of a provider made for the new batch.
+    #[test]
+    fn a_new_batch_gets_a_list_of_its_own() {
+        let (state, f) = fluid();
+        f.compute(&state).unwrap();
+        let u = f.upkeep().unwrap();
+        u.rebuild(&state).unwrap();
+        u.rebuilt();
+        let m = Molecule::from_symbols(&["Ar"; 2], &[[1.0, 1.0, 1.0], [5.0, 1.0, 1.0]]).unwrap();
+        let mut three = BatchState::new(&m, 3, Device::Cpu, Kind::Double);
+        let cube = [12.0, 0.0, 0.0, 0.0, 12.0, 0.0, 0.0, 0.0, 12.0];
+        three.set_cells(&Tensor::from_slice(&[cube, cube, cube].concat()).view([3, 3, 3]));
+        f.rebatch(&three).unwrap();
+        assert!(u.due(), "the stored list is built for the new batch");
+        u.rebuild(&three).unwrap();
+        u.rebuilt();
+        u.stepping(true);
+        let e = to_host_f64(&f.compute(&three).unwrap().energies);
+        // One pair at 4 Å per member: 4ε[(σ/r)¹² − (σ/r)⁶].
+        let s6 = (3.4f64 / 4.0).powi(6);
+        let want = 4.0 * 0.0104 * (s6 * s6 - s6);
+        assert_eq!(e.len(), 3);
+        for x in e {
+            assert!((x - want).abs() < 1e-12, "{x} vs {want}");
+        }
+    }
 }
