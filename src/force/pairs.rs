@@ -523,9 +523,12 @@ impl PairModel for LennardJonesPairs {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
     use tch::{Device, Kind, Tensor};
 
-    use super::{LennardJonesPairs, PairForces};
+    use super::{LennardJonesPairs, PairForces, PairInputs, PairModel};
     use crate::force::ForceProvider;
     use crate::state::{to_host_f64, BatchState};
     use crate::system::Molecule;
@@ -696,5 +699,115 @@ mod tests {
         for x in e {
             assert!((x - want).abs() < 1e-12, "{x} vs {want}");
         }
+    }
+
+    /// A check keeps the interval when it comes before a whole interval
+    /// has passed, when the atoms used more than a quarter of the skin, or
+    /// when it found a problem (here a row with more neighbours than
+    /// room).
+    #[test]
+    fn the_interval_grows_only_after_a_clean_whole_interval() {
+        let (mut state, f) = fluid();
+        let u = f.upkeep().unwrap();
+        u.rebuild(&state).unwrap();
+        u.rebuilt();
+        u.stepping(true);
+        (0..5).for_each(|_| u.stepped());
+        assert_eq!(f.overflow(), None);
+        assert_eq!(f.rebuild_every(), 10, "half an interval");
+        // Atom 0 of member 0 moves 0.3 Å: over a quarter of the 1 Å skin.
+        let mut x = to_host_f64(&state.positions);
+        x[0] += 0.3;
+        state.positions.copy_(&Tensor::from_slice(&x).view([16, 3]));
+        f.compute(&state).unwrap();
+        (0..10).for_each(|_| u.stepped());
+        assert_eq!(f.overflow(), None);
+        assert_eq!(f.rebuild_every(), 10, "a third of the skin used");
+        u.rebuild(&state).unwrap();
+        u.rebuilt();
+        f.list.borrow_mut().shape.capacity = 1;
+        f.compute(&state).unwrap();
+        (0..10).for_each(|_| u.stepped());
+        let problem = f.overflow().expect("rows overflow");
+        assert!(
+            problem.contains("neighbours in a row (room for 1)"),
+            "{problem}"
+        );
+        assert_eq!(f.rebuild_every(), 10, "a check that found a problem");
+    }
+
+    /// Lennard-Jones that takes a charge, knows argon only and counts its
+    /// evaluations.
+    struct Counted {
+        lj: LennardJonesPairs,
+        calls: Rc<Cell<usize>>,
+    }
+
+    impl PairModel for Counted {
+        fn describe(&self) -> String {
+            "counted".into()
+        }
+
+        fn cutoffs(&self) -> Vec<f64> {
+            self.lj.cutoffs()
+        }
+
+        fn dtype(&self) -> Kind {
+            Kind::Double
+        }
+
+        fn energies(&self, inputs: &PairInputs) -> crate::error::Result<Tensor> {
+            self.calls.set(self.calls.get() + 1);
+            self.lj.energies(inputs)
+        }
+
+        fn supported_elements(&self) -> Option<Vec<i64>> {
+            Some(vec![18])
+        }
+
+        fn takes_charge(&self) -> bool {
+            true
+        }
+    }
+
+    /// What the model says of itself passes through; preparing for capture
+    /// spends two warm-up calls before the next evaluation (and applies
+    /// the test switch's row capacity), a grown list none for a model that
+    /// keeps no executor.
+    #[test]
+    fn the_model_is_asked_and_warmed_up_as_it_needs() {
+        let (state, _) = fluid();
+        let calls = Rc::new(Cell::new(0));
+        let model = Counted {
+            lj: LennardJonesPairs {
+                epsilon: 0.0104,
+                sigma: 3.4,
+                cutoff: 6.5,
+                shifted: false,
+            },
+            calls: calls.clone(),
+        };
+        let f = PairForces::with_skin(Box::new(model), &state, 1.0).unwrap();
+        assert!(f.takes_charge());
+        assert_eq!(f.supported_elements(), Some(vec![18]));
+        assert_eq!(f.describe(), "counted");
+        f.compute(&state).unwrap();
+        assert_eq!(calls.get(), 1);
+        f.test_room.set(Some(3));
+        f.prepare_static(&state).unwrap();
+        assert_eq!(f.list_shape().unwrap().capacity, 3);
+        assert_eq!(calls.get(), 1, "warm-ups wait for the next evaluation");
+        f.compute(&state).unwrap();
+        assert_eq!(calls.get(), 4);
+        f.compute(&state).unwrap();
+        assert_eq!(calls.get(), 5);
+        f.grow(&state).unwrap();
+        f.compute(&state).unwrap();
+        assert_eq!(calls.get(), 6);
+        f.prepare_static(&state).unwrap();
+        assert!(
+            f.list_shape().unwrap().capacity > 3,
+            "the switch applies once"
+        );
     }
 }
