@@ -534,7 +534,7 @@ mod tests {
     use crate::system::Molecule;
 
     /// Two members of eight argon atoms near the sites of a 2×2×2 lattice
-    /// in a 12 Å periodic cube; Lennard-Jones to 6.5 Å with a 1 Å skin, so
+    /// in a 12 Å periodic cube; Lennard-Jones to 6.5 Å with a 0.8 Å skin, so
     /// the list is a stored cell list.
     fn fluid() -> (BatchState, PairForces) {
         let sites: Vec<[f64; 3]> = (0..8)
@@ -557,7 +557,7 @@ mod tests {
             cutoff: 6.5,
             shifted: false,
         };
-        let f = PairForces::with_skin(Box::new(lj), &state, 1.0).unwrap();
+        let f = PairForces::with_skin(Box::new(lj), &state, 0.8).unwrap();
         (state, f)
     }
 
@@ -652,7 +652,7 @@ mod tests {
         u.rebuild(&state).unwrap();
         u.rebuilt();
         let shape = f.list_shape().unwrap();
-        assert_eq!(shape.skin, 1.0);
+        assert_eq!(shape.skin, 0.8);
         let mut other = shape.clone();
         other.cutoffs = vec![6.0];
         let err = f.set_list_shape(other, &state).unwrap_err().to_string();
@@ -715,14 +715,15 @@ mod tests {
         (0..5).for_each(|_| u.stepped());
         assert_eq!(f.overflow(), None);
         assert_eq!(f.rebuild_every(), 10, "half an interval");
-        // Atom 0 of member 0 moves 0.3 Å: over a quarter of the 1 Å skin.
+        // Atom 0 of member 0 moves 0.3 Å: over a quarter of the 0.8 Å skin
+        // (and under 0.25 / skin, what a slip of * for / would allow).
         let mut x = to_host_f64(&state.positions);
         x[0] += 0.3;
         state.positions.copy_(&Tensor::from_slice(&x).view([16, 3]));
         f.compute(&state).unwrap();
         (0..10).for_each(|_| u.stepped());
         assert_eq!(f.overflow(), None);
-        assert_eq!(f.rebuild_every(), 10, "a third of the skin used");
+        assert_eq!(f.rebuild_every(), 10, "over a quarter of the skin used");
         u.rebuild(&state).unwrap();
         u.rebuilt();
         f.list.borrow_mut().shape.capacity = 1;
@@ -787,7 +788,7 @@ mod tests {
             },
             calls: calls.clone(),
         };
-        let f = PairForces::with_skin(Box::new(model), &state, 1.0).unwrap();
+        let f = PairForces::with_skin(Box::new(model), &state, 0.8).unwrap();
         assert!(f.takes_charge());
         assert_eq!(f.supported_elements(), Some(vec![18]));
         assert_eq!(f.describe(), "counted");
