@@ -811,4 +811,52 @@ mod tests {
             "the switch applies once"
         );
     }
+
+    /// The shifted-force form V(r) − V(rc) − (r − rc) V'(rc) for one pair
+    /// of free atoms, against V and V' written out here: energy and force
+    /// at 4 Å, and both vanishing at the cutoff. The plain form is V(r).
+    #[test]
+    fn shifted_lennard_jones_is_the_shifted_force_form() {
+        let (eps, sigma, rc) = (0.0104, 3.4, 6.5);
+        let v = |r: f64| 4.0 * eps * ((sigma / r).powi(12) - (sigma / r).powi(6));
+        let dv = |r: f64| {
+            4.0 * eps * (-12.0 * sigma.powi(12) / r.powi(13) + 6.0 * sigma.powi(6) / r.powi(7))
+        };
+        for (shifted, r) in [(true, 4.0), (true, rc - 1e-9), (false, 4.0)] {
+            let m = Molecule::from_symbols(&["Ar"; 2], &[[1.0, 2.0, 3.0], [1.0 + r, 2.0, 3.0]])
+                .unwrap();
+            let state = BatchState::new(&m, 1, Device::Cpu, Kind::Double);
+            let lj = LennardJonesPairs {
+                epsilon: eps,
+                sigma,
+                cutoff: rc,
+                shifted,
+            };
+            let f = PairForces::new(Box::new(lj), &state).unwrap();
+            let out = f.compute(&state).unwrap();
+            let (e, force) = (to_host_f64(&out.energies)[0], to_host_f64(&out.forces));
+            let (want_e, want_f) = match shifted {
+                true => (v(r) - v(rc) - (r - rc) * dv(rc), dv(r) - dv(rc)),
+                false => (v(r), dv(r)),
+            };
+            assert!((e - want_e).abs() < 1e-12, "E({r}) = {e}, want {want_e}");
+            // Atom 0 is pushed along −x by −dE/dx₀ = V'(r) (minus V'(rc)).
+            assert!(
+                (force[0] - want_f).abs() < 1e-12,
+                "F({r}) = {}, want {want_f}",
+                force[0]
+            );
+            assert!((force[3] + want_f).abs() < 1e-12);
+        }
+        let lj = LennardJonesPairs {
+            epsilon: eps,
+            sigma,
+            cutoff: rc,
+            shifted: true,
+        };
+        assert_eq!(
+            lj.describe(),
+            "Lennard-Jones, ε = 0.0104 eV, σ = 3.4 Å, cutoff 6.5 Å, shifted (engine neighbour list)"
+        );
+    }
 }
