@@ -185,3 +185,28 @@ pub(crate) fn autograd_forces(
         Ok((e.detach(), forces))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind};
+
+    use super::{ForceProvider, Harmonic};
+    use crate::state::BatchState;
+    use crate::system::Molecule;
+
+    /// What a provider claims when it says nothing: no virial (and an
+    /// error naming why), any element, no charge, not compilable, no list.
+    #[test]
+    fn a_provider_that_says_nothing_claims_nothing() {
+        let m = Molecule::from_symbols(&["O", "H"], &[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]).unwrap();
+        let state = BatchState::new(&m, 1, Device::Cpu, Kind::Double);
+        let h = Harmonic::at_current_positions(&state, 1.0);
+        assert!(!h.gives_virial());
+        let err = h.virial(&state).unwrap_err().to_string();
+        assert!(err.contains("gives no virial"), "{err}");
+        assert_eq!(h.supported_elements(), None);
+        assert!(!h.takes_charge());
+        assert!(!h.compilable());
+        assert!(h.list_shape().is_none() && h.overflow().is_none() && h.upkeep().is_none());
+    }
+}
