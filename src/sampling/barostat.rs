@@ -333,6 +333,7 @@ mod tests {
     use crate::neighbors::{Grid, ListShape};
     use crate::parallel::{Solo, Team};
     use crate::state::{to_host_f64, BatchState};
+    use crate::system::cell::Cell;
     use crate::system::Molecule;
     use crate::units::BAR_IN_EV_PER_A3;
 
@@ -390,23 +391,13 @@ mod tests {
                 .sum::<f64>()
     }
 
-    /// The smallest perpendicular width of a cell of rows a, b, c (Å).
-    fn narrowest(c: &[f64]) -> f64 {
-        let row = |i: usize| [c[3 * i], c[3 * i + 1], c[3 * i + 2]];
-        let cross = |u: [f64; 3], v: [f64; 3]| {
-            [
-                u[1] * v[2] - u[2] * v[1],
-                u[2] * v[0] - u[0] * v[2],
-                u[0] * v[1] - u[1] * v[0],
-            ]
+    /// The whole run in this process, and the molecules of [`BONDS`].
+    fn one_process() -> (Team, MoleculeScaling) {
+        let team = Team {
+            comm: Rc::new(Solo),
+            total: R,
         };
-        let dot = |u: [f64; 3], v: [f64; 3]| u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
-        let (a, b, c) = (row(0), row(1), row(2));
-        let v = dot(a, cross(b, c)).abs();
-        [cross(b, c), cross(c, a), cross(a, b)]
-            .iter()
-            .map(|n| v / dot(*n, *n).sqrt())
-            .fold(f64::INFINITY, f64::min)
+        (team, MoleculeScaling::new(N, &BONDS, Device::Cpu))
     }
 
     /// What the host transcription says of one member's move.
@@ -477,7 +468,8 @@ mod tests {
             let w = energy(&trial, x0, m) - energy(x, x0, m) + BAR * BAR_IN_EV_PER_A3 * (v_new - v)
                 - 3.0 * kt[m] * (v_new / v).ln();
             let metropolis = w <= 0.0 || u[m][1] < (-w / kt[m]).exp();
-            let wide = narrowest(&trial_cell) >= cutoff;
+            let widths = Cell::all_from_rows(&trial_cell)[0].perpendicular_widths();
+            let wide = widths.iter().all(|&w| w >= cutoff);
             want.narrow = metropolis && !wide;
             want.accepted = metropolis && wide;
             if want.accepted {
@@ -526,11 +518,7 @@ mod tests {
         moves: usize,
         seen: &mut Seen,
     ) -> Vec<bool> {
-        let team = Team {
-            comm: Rc::new(Solo),
-            total: R,
-        };
-        let molecules = MoleculeScaling::new(N, &BONDS, Device::Cpu);
+        let (team, molecules) = one_process();
         assert_eq!(molecules.count, 3);
         let start = b.reference_volume.clone();
         let mut expected = b.clone();
@@ -724,11 +712,7 @@ mod tests {
     fn a_free_system_is_refused() {
         let (mut state, springs) = setup();
         state.cells = None;
-        let team = Team {
-            comm: Rc::new(Solo),
-            total: R,
-        };
-        let molecules = MoleculeScaling::new(N, &BONDS, Device::Cpu);
+        let (team, molecules) = one_process();
         let mut b = MonteCarloBarostat::new(BAR, 1, false, &[1000.0; R], 7);
         let err = b
             .attempt(&mut state, &springs, &[0.1; R], &molecules, &team)
