@@ -133,24 +133,7 @@ impl TorchScriptModel {
         let module = load_module(&bytes, device).map_err(|e| Error::model(path, e))?;
         // Optional self-description; absence is fine, a wrong type is not.
         let supported = match module.method_is::<IValue>("supported_elements", &[]) {
-            Ok(IValue::IntList(v)) => Some(v),
-            Ok(IValue::GenericList(v)) => Some(
-                v.into_iter()
-                    .map(|x| match x {
-                        IValue::Int(i) => Ok(i),
-                        other => Err(Error::model(
-                            path,
-                            format!("supported_elements() must return List[int], got an element {other:?}"),
-                        )),
-                    })
-                    .collect::<Result<Vec<_>>>()?,
-            ),
-            Ok(other) => {
-                return Err(Error::model(
-                    path,
-                    format!("supported_elements() must return List[int], got {other:?}"),
-                ))
-            }
+            Ok(v) => Some(element_list(v).map_err(|e| Error::model(path, e))?),
             Err(_) => None,
         };
         let takes_charge = optional_bool(&module, path, "takes_charge", false)?;
@@ -160,32 +143,8 @@ impl TorchScriptModel {
             _ => None,
         };
         let cutoffs = match module.method_is::<IValue>("cutoffs", &[]) {
+            Ok(v) => Some(cutoff_list(v).map_err(|e| Error::model(path, e))?),
             Err(_) => None,
-            Ok(v) => {
-                let values = match v {
-                    IValue::DoubleList(v) => Some(v),
-                    IValue::GenericList(v) => v
-                        .into_iter()
-                        .map(|x| match x {
-                            IValue::Double(d) => Some(d),
-                            _ => None,
-                        })
-                        .collect(),
-                    _ => None,
-                };
-                let ok = values.as_ref().is_some_and(|v| {
-                    !v.is_empty()
-                        && v.iter().all(|c| c.is_finite() && *c > 0.0)
-                        && v.windows(2).all(|w| w[1] <= w[0])
-                });
-                if !ok {
-                    return Err(Error::model(
-                        path,
-                        format!("cutoffs() must return a non-empty List[float] of positive distances (Å), largest first; got {values:?}"),
-                    ));
-                }
-                values
-            }
         };
         // after the describing calls above, before any evaluation
         let renews = cutoffs.is_some()
@@ -296,6 +255,55 @@ const CONTRACT_METHODS: [&str; 11] = [
     "periodic",
     "metadata",
 ];
+
+/// What `supported_elements()` returned, as atomic numbers; Err says what
+/// was wrong with it.
+fn element_list(v: IValue) -> std::result::Result<Vec<i64>, String> {
+    match v {
+        IValue::IntList(v) => Ok(v),
+        IValue::GenericList(v) => v
+            .into_iter()
+            .map(|x| match x {
+                IValue::Int(i) => Ok(i),
+                other => Err(format!(
+                    "supported_elements() must return List[int], got an element {other:?}"
+                )),
+            })
+            .collect(),
+        other => Err(format!(
+            "supported_elements() must return List[int], got {other:?}"
+        )),
+    }
+}
+
+/// What `cutoffs()` returned: a non-empty list of positive distances (Å),
+/// largest first (the list's cutoff, then the inner ones); Err says what
+/// was wrong with it.
+fn cutoff_list(v: IValue) -> std::result::Result<Vec<f64>, String> {
+    let values = match v {
+        IValue::DoubleList(v) => Some(v),
+        IValue::GenericList(v) => v
+            .into_iter()
+            .map(|x| match x {
+                IValue::Double(d) => Some(d),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    };
+    match values {
+        Some(v)
+            if !v.is_empty()
+                && v.iter().all(|c| c.is_finite() && *c > 0.0)
+                && v.windows(2).all(|w| w[1] <= w[0]) =>
+        {
+            Ok(v)
+        }
+        values => Err(format!(
+            "cutoffs() must return a non-empty List[float] of positive distances (Å), largest first; got {values:?}"
+        )),
+    }
+}
 
 /// An optional `name() -> bool` method of the model: `default` when it
 /// does not export one, an error when it returns something else.
@@ -695,7 +703,91 @@ impl PairModel for TorchScriptModel {
 
 #[cfg(test)]
 mod tests {
-    use super::error_summary;
+    use super::*;
+    use crate::system::Molecule;
+
+    #[test]
+    fn supported_elements_must_be_a_list_of_integers() {
+        assert_eq!(element_list(IValue::IntList(vec![1, 6])), Ok(vec![1, 6]));
+        let generic = |v: Vec<IValue>| element_list(IValue::GenericList(v));
+        assert_eq!(
+            generic(vec![IValue::Int(8), IValue::Int(1)]),
+            Ok(vec![8, 1])
+        );
+        let e = generic(vec![IValue::Int(8), IValue::Double(1.0)]).unwrap_err();
+        assert!(e.contains("got an element Double(1.0)"), "{e}");
+        let e = element_list(IValue::Double(1.0)).unwrap_err();
+        assert!(e.contains("must return List[int], got Double(1.0)"), "{e}");
+    }
+
+    #[test]
+    fn cutoffs_must_be_positive_distances_largest_first() {
+        let list = |v: &[f64]| cutoff_list(IValue::DoubleList(v.to_vec()));
+        assert_eq!(list(&[5.2, 3.5]), Ok(vec![5.2, 3.5]));
+        assert_eq!(list(&[5.0, 5.0]), Ok(vec![5.0, 5.0]));
+        assert_eq!(list(&[1e-3]), Ok(vec![1e-3]));
+        let generic = |v: Vec<IValue>| cutoff_list(IValue::GenericList(v));
+        assert_eq!(
+            generic(vec![IValue::Double(4.0), IValue::Double(2.0)]),
+            Ok(vec![4.0, 2.0])
+        );
+        for bad in [
+            list(&[]),
+            list(&[3.5, 5.2]),
+            list(&[0.0]),
+            list(&[-1.0]),
+            list(&[5.0, -1.0]),
+            list(&[f64::INFINITY]),
+            list(&[f64::NAN]),
+            generic(vec![IValue::Double(4.0), IValue::Int(2)]),
+            cutoff_list(IValue::Double(5.0)),
+        ] {
+            let e = bad.unwrap_err();
+            assert!(
+                e.starts_with("cutoffs() must return a non-empty List[float]"),
+                "{e}"
+            );
+        }
+    }
+
+    /// Whether a model loaded now renews its executor when its shapes change.
+    fn renews(path: &Path, state: &BatchState) -> bool {
+        let model = TorchScriptModel::load(path, Device::Cpu, Kind::Float).unwrap();
+        model.renew_executor(state).unwrap()
+    }
+
+    #[test]
+    fn a_pair_model_renews_its_executor_only_under_the_optimising_one() {
+        // The executor is a process-wide setting, and so are the switches:
+        // no other unit test loads a TorchScript file, and this one leaves
+        // both as the process started (optimising, switches unset).
+        let data = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let v2 = data.join("tests/data/lj_pairs_v2.pt");
+        let v1 = data.join("models/morse_test.pt");
+        let argon = Molecule::from_symbols(&["Ar", "Ar"], &[[0.0; 3], [3.8, 0.0, 0.0]]).unwrap();
+        let state = BatchState::from_members(&[(&argon, 0)], Device::Cpu, Kind::Double);
+        std::env::remove_var(JIT_OPTIMIZE_ENV);
+        std::env::remove_var(KEEP_EXECUTOR_ENV);
+        assert!(renews(&v2, &state));
+        assert!(
+            !renews(&v1, &state),
+            "a v1 model has no shapes to renew for"
+        );
+        set_executor_optimize(false);
+        assert!(!renews(&v2, &state));
+        std::env::set_var(JIT_OPTIMIZE_ENV, "1");
+        assert!(renews(&v2, &state));
+        std::env::set_var(JIT_OPTIMIZE_ENV, "0");
+        assert!(!renews(&v2, &state));
+        std::env::set_var(JIT_OPTIMIZE_ENV, "1");
+        std::env::set_var(KEEP_EXECUTOR_ENV, "1");
+        assert!(!renews(&v2, &state), "the test switch keeps the executor");
+        std::env::remove_var(KEEP_EXECUTOR_ENV);
+        std::env::remove_var(JIT_OPTIMIZE_ENV);
+        // the last switch's choice stays the process's
+        assert!(renews(&v2, &state));
+        set_executor_optimize(true);
+    }
 
     #[test]
     fn the_exception_line_of_a_torchscript_error_is_kept() {
