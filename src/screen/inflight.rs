@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tch::{Device, Kind, Tensor};
 
 use super::config::ScreenMinimize;
+use super::order::crowded_last;
 use crate::error::Result;
 use crate::force::{update_forces, ForceProvider};
 use crate::minimize::{member_max_force, Fire, CHECK_EVERY};
@@ -72,12 +73,15 @@ impl Runner<'_> {
 
     /// Minimise every task, calling `on_done` as each finishes; returns the
     /// signal that stopped it early, or 0 (unfinished tasks are dropped).
+    /// Tasks enter in the order of [`crowded_last`].
     pub fn run(
         &mut self,
-        mut pending: VecDeque<Task>,
+        pending: VecDeque<Task>,
         on_done: &mut dyn FnMut(Finished) -> Result<()>,
     ) -> Result<usize> {
         let (device, kind) = (self.device, Kind::Double);
+        let cutoffs = self.force.list_shape().map(|s| s.cutoffs);
+        let mut pending = crowded_last(pending, self.molecules, cutoffs.as_deref());
         let mut active: Vec<Slot> = Vec::new();
         let mut state: Option<BatchState> = None;
         let mut fire: Option<Fire> = None;

@@ -12,6 +12,7 @@ pub mod config;
 pub mod conformers;
 pub mod inflight;
 pub mod library;
+pub mod order;
 pub mod results;
 pub mod sdf;
 
