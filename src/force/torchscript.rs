@@ -750,6 +750,123 @@ mod tests {
         }
     }
 
+    /// Held by the tests that load TorchScript files: loading a v2 file
+    /// reads the executor switches, which the executor test changes.
+    static LOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn a_model_is_described_by_what_it_exports() {
+        let _serial = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let load = |p: &str| TorchScriptModel::load(&root.join(p), Device::Cpu, Kind::Float);
+        let path = |p: &str| root.join(p).display().to_string();
+        // v1 with the optional self-description
+        let v1 = load("models/morse_test.pt").unwrap();
+        assert_eq!(v1.path(), root.join("models/morse_test.pt"));
+        assert_eq!(
+            ForceProvider::describe(&v1),
+            format!(
+                "TorchScript {} (Float positions)",
+                path("models/morse_test.pt")
+            )
+        );
+        let h_to_ar: Vec<i64> = (1..=18).collect();
+        assert_eq!(
+            ForceProvider::supported_elements(&v1),
+            Some(h_to_ar.clone())
+        );
+        assert!(v1
+            .metadata()
+            .is_some_and(|m| m.contains("\"name\": \"morse_test\"")));
+        assert_eq!(
+            v1.entry_points(),
+            ["forward", "supported_elements", "metadata"]
+        );
+        assert!(!ForceProvider::takes_charge(&v1));
+        assert!(!v1.takes_pairs() && v1.takes_periodic() && !v1.compilable());
+        // v1 with prepare() and forward_prepared(): can be compiled
+        let prepared = load("tests/data/oom_above_3.pt").unwrap();
+        assert_eq!(
+            prepared.entry_points(),
+            ["forward", "prepare", "forward_prepared"]
+        );
+        assert!(prepared.compilable());
+        assert_eq!(ForceProvider::supported_elements(&prepared), None);
+        assert_eq!(prepared.metadata(), None);
+        // charge
+        let charged = load("tests/data/charged_morse.pt").unwrap();
+        assert!(ForceProvider::takes_charge(&charged) && PairModel::takes_charge(&charged));
+        assert!(!charged.compilable());
+        // v2
+        let v2 = load("tests/data/lj_pairs_v2.pt").unwrap();
+        assert!(v2.takes_pairs() && !v2.compilable());
+        assert_eq!(PairModel::cutoffs(&v2), [8.5, 4.5]);
+        assert_eq!(PairModel::dtype(&v2), Kind::Float);
+        assert!(!PairModel::takes_charge(&v2));
+        assert_eq!(
+            PairModel::describe(&v2),
+            format!(
+                "TorchScript {} (interface v2: engine neighbour list, Float pair vectors)",
+                path("tests/data/lj_pairs_v2.pt")
+            )
+        );
+        assert_eq!(
+            v2.entry_points(),
+            [
+                "forward",
+                "prepare",
+                "cutoffs",
+                "forward_pairs",
+                "forward_pairs_prepared"
+            ]
+        );
+        assert_eq!(PairModel::supported_elements(&v1), Some(h_to_ar));
+        // not there, not a file, not TorchScript
+        for (p, expected) in [
+            ("tests/data/missing.pt", "file not found"),
+            ("tests/data", "is a directory"),
+            (
+                "tests/data/not_torchscript.pt",
+                "not a loadable TorchScript module",
+            ),
+        ] {
+            let e = load(p).err().unwrap().to_string();
+            assert!(e.contains(expected) && e.contains(&path(p)), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_static_path_needs_prepare_and_forward_prepared() {
+        let _serial = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let load = |p: &str| TorchScriptModel::load(&root.join(p), Device::Cpu, Kind::Float);
+        let argon = Molecule::from_symbols(&["Ar", "Ar"], &[[0.0; 3], [3.8, 0.0, 0.0]]).unwrap();
+        let state = BatchState::from_members(&[(&argon, 0)], Device::Cpu, Kind::Double);
+        let e = load("models/morse_test.pt")
+            .unwrap()
+            .prepare_static(&state)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "{} has no prepare()/forward_prepared() methods: its shapes depend on the data \
+                 (a static-shape export such as models/ani1x_static.pt can be captured)",
+                root.join("models/morse_test.pt").display()
+            )
+        );
+        assert_eq!(
+            load("tests/data/oom_above_3.pt")
+                .unwrap()
+                .prepare_static(&state),
+            Ok(())
+        );
+        // a v2 file's prepare() is for forward_pairs_prepared()
+        let v2 = load("tests/data/lj_pairs_v2.pt").unwrap();
+        assert_eq!(PairModel::prepare(&v2, &state), Ok(()));
+        let e = v2.prepare_static(&state).unwrap_err();
+        assert!(e.starts_with("forward_prepared failed:"), "{e}");
+    }
+
     /// Whether a model loaded now renews its executor when its shapes change.
     fn renews(path: &Path, state: &BatchState) -> bool {
         let model = TorchScriptModel::load(path, Device::Cpu, Kind::Float).unwrap();
@@ -759,8 +876,10 @@ mod tests {
     #[test]
     fn a_pair_model_renews_its_executor_only_under_the_optimising_one() {
         // The executor is a process-wide setting, and so are the switches:
-        // no other unit test loads a TorchScript file, and this one leaves
-        // both as the process started (optimising, switches unset).
+        // the other unit tests that load TorchScript files wait (LOADING),
+        // and this one leaves both as the process started (optimising,
+        // switches unset).
+        let _serial = LOADING.lock().unwrap_or_else(|e| e.into_inner());
         let data = Path::new(env!("CARGO_MANIFEST_DIR"));
         let v2 = data.join("tests/data/lj_pairs_v2.pt");
         let v1 = data.join("models/morse_test.pt");
