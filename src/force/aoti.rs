@@ -182,52 +182,25 @@ impl AotiForces {
         };
         let loader = ffi::Loader::load(path, device_index)
             .map_err(|e| bad(format!("is not a loadable AOTInductor package: {e}")))?;
-        let meta = parse_metadata(&loader.metadata().map_err(bad)?);
-        let get = |k: &str| {
-            meta.get(k).ok_or_else(|| {
-                bad(format!(
-                    "has no `{k}` in its metadata: not a package from python/export_pt2.py (contract {INTERFACE})"
-                ))
-            })
-        };
-        let interface = get("mlff_md.interface")?;
-        if interface != INTERFACE {
-            return Err(bad(format!(
-                "names contract {interface:?}; this engine reads {INTERFACE}"
-            )));
-        }
-        let numbers: Vec<i64> = get("mlff_md.atomic_numbers")?
-            .split(',')
-            .map(|z| z.trim().parse::<i64>())
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| bad("has unreadable mlff_md.atomic_numbers".into()))?;
-        let replicas: usize = get("mlff_md.replicas")?
-            .parse()
-            .map_err(|_| bad("has an unreadable mlff_md.replicas".into()))?;
-        let compiled_for = meta.get("AOTI_DEVICE_KEY").map_or("cpu", String::as_str);
+        let compiled = Compiled::from_metadata(&loader.metadata().map_err(bad)?).map_err(bad)?;
         let runs_on = if device_index >= 0 { "cuda" } else { "cpu" };
-        if compiled_for != runs_on {
-            return Err(bad(format!(
-                "was compiled for {compiled_for} and this run is on {runs_on}; export a package for it: python python/export_pt2.py ... --device {runs_on}"
-            )));
-        }
         let state_numbers = Vec::<i64>::try_from(state.atomic_numbers.to_device(Device::Cpu))
             .map_err(|e| bad(format!("atomic numbers: {e}")))?;
-        let n = numbers.len();
-        let same = state.n_members == replicas
-            && state_numbers.len() == n * replicas
-            && state_numbers
-                .chunks(n.max(1))
-                .all(|m| m == numbers.as_slice())
-            && state.layout.uniform_atoms() == Some(n);
-        if !same {
-            return Err(bad(format!(
-                "was compiled for {replicas} member(s) of one {n}-atom molecule, and this run has {} member(s) of {} atoms in all (or other elements); a package fixes its shapes: export one for this system with python/export_pt2.py --structure ... --replicas {}",
+        compiled
+            .serves(
+                runs_on,
+                &state_numbers,
                 state.n_members,
-                state_numbers.len(),
-                state.n_members
-            )));
-        }
+                state.layout.uniform_atoms(),
+            )
+            .map_err(bad)?;
+        let Compiled {
+            numbers,
+            replicas,
+            source_sha256,
+            ..
+        } = compiled;
+        let n = numbers.len();
         let mut elements = numbers.clone();
         elements.sort_unstable();
         elements.dedup();
@@ -238,7 +211,7 @@ impl AotiForces {
             replicas,
             atoms: n,
             elements,
-            source_sha256: meta.get("mlff_md.source_sha256").cloned(),
+            source_sha256,
         })
     }
 }
@@ -248,6 +221,89 @@ impl AotiForces {
     /// metadata records it.
     pub fn source_sha256(&self) -> Option<&str> {
         self.source_sha256.as_deref()
+    }
+}
+
+/// What a package's metadata says it was compiled for.
+#[derive(Debug, PartialEq)]
+struct Compiled {
+    /// The molecule's atomic numbers (each member's).
+    numbers: Vec<i64>,
+    replicas: usize,
+    /// "cpu" or "cuda" (AOTI_DEVICE_KEY; "cpu" when absent).
+    device: String,
+    source_sha256: Option<String>,
+}
+
+impl Compiled {
+    /// From the package's metadata ("key=value" lines); Err says what is
+    /// missing or unreadable.
+    fn from_metadata(text: &str) -> std::result::Result<Compiled, String> {
+        let meta = parse_metadata(text);
+        let get = |k: &str| {
+            meta.get(k).ok_or_else(|| {
+                format!(
+                    "has no `{k}` in its metadata: not a package from python/export_pt2.py (contract {INTERFACE})"
+                )
+            })
+        };
+        let interface = get("mlff_md.interface")?;
+        if interface != INTERFACE {
+            return Err(format!(
+                "names contract {interface:?}; this engine reads {INTERFACE}"
+            ));
+        }
+        let numbers = get("mlff_md.atomic_numbers")?
+            .split(',')
+            .map(|z| z.trim().parse::<i64>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| "has unreadable mlff_md.atomic_numbers".to_string())?;
+        let replicas = get("mlff_md.replicas")?
+            .parse()
+            .map_err(|_| "has an unreadable mlff_md.replicas".to_string())?;
+        Ok(Compiled {
+            numbers,
+            replicas,
+            device: meta
+                .get("AOTI_DEVICE_KEY")
+                .map_or("cpu", String::as_str)
+                .to_string(),
+            source_sha256: meta.get("mlff_md.source_sha256").cloned(),
+        })
+    }
+
+    /// Whether the package can evaluate a batch on `runs_on` ("cpu" or
+    /// "cuda") of `n_members` members with these atomic numbers (all
+    /// members' atoms in order) and `uniform_atoms` atoms in each member
+    /// (None: members differ in size); Err says why not and what to do.
+    fn serves(
+        &self,
+        runs_on: &str,
+        numbers: &[i64],
+        n_members: usize,
+        uniform_atoms: Option<usize>,
+    ) -> std::result::Result<(), String> {
+        if self.device != runs_on {
+            return Err(format!(
+                "was compiled for {} and this run is on {runs_on}; export a package for it: python python/export_pt2.py ... --device {runs_on}",
+                self.device
+            ));
+        }
+        let n = self.numbers.len();
+        let same = n_members == self.replicas
+            && numbers.len() == n * self.replicas
+            && numbers
+                .chunks(n.max(1))
+                .all(|m| m == self.numbers.as_slice())
+            && uniform_atoms == Some(n);
+        if !same {
+            return Err(format!(
+                "was compiled for {} member(s) of one {n}-atom molecule, and this run has {n_members} member(s) of {} atoms in all (or other elements); a package fixes its shapes: export one for this system with python/export_pt2.py --structure ... --replicas {n_members}",
+                self.replicas,
+                numbers.len(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -297,5 +353,89 @@ impl ForceProvider for AotiForces {
     /// bit (benches/gpu_pt2_check.sh, benches/results/pt2_NVIDIA-H200_2026-12-04).
     fn prepare_static(&self, _state: &BatchState) -> std::result::Result<(), String> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WATER_X2: &str = "AOTI_DEVICE_KEY=cuda\nmlff_md.interface=pt2-v1\n\
+        mlff_md.atomic_numbers=8, 1,1\nmlff_md.replicas=2\nmlff_md.source_sha256=ab=cd\nnot a pair\n";
+
+    #[test]
+    fn the_metadata_names_what_a_package_was_compiled_for() {
+        assert_eq!(
+            Compiled::from_metadata(WATER_X2),
+            Ok(Compiled {
+                numbers: vec![8, 1, 1],
+                replicas: 2,
+                device: "cuda".into(),
+                source_sha256: Some("ab=cd".into()),
+            })
+        );
+        // no device key: a CPU package; no source hash: none recorded
+        let cpu = "mlff_md.interface=pt2-v1\nmlff_md.atomic_numbers=18\nmlff_md.replicas=1";
+        let c = Compiled::from_metadata(cpu).unwrap();
+        assert_eq!((c.device.as_str(), c.source_sha256), ("cpu", None));
+        let without = |key: &str| -> String {
+            WATER_X2
+                .lines()
+                .filter(|l| !l.starts_with(key))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        for key in [
+            "mlff_md.interface",
+            "mlff_md.atomic_numbers",
+            "mlff_md.replicas",
+        ] {
+            assert_eq!(
+                Compiled::from_metadata(&without(key)),
+                Err(format!(
+                    "has no `{key}` in its metadata: not a package from python/export_pt2.py (contract pt2-v1)"
+                ))
+            );
+        }
+        let with = |from: &str, to: &str| Compiled::from_metadata(&WATER_X2.replace(from, to));
+        assert_eq!(
+            with("pt2-v1", "pt2-v2"),
+            Err("names contract \"pt2-v2\"; this engine reads pt2-v1".into())
+        );
+        assert_eq!(
+            with("8, 1,1", "8,H,1"),
+            Err("has unreadable mlff_md.atomic_numbers".into())
+        );
+        assert_eq!(
+            with("replicas=2", "replicas=-2"),
+            Err("has an unreadable mlff_md.replicas".into())
+        );
+    }
+
+    #[test]
+    fn a_package_serves_only_the_batch_it_was_compiled_for() {
+        let water = Compiled::from_metadata(WATER_X2).unwrap();
+        let two = [8, 1, 1, 8, 1, 1];
+        assert_eq!(water.serves("cuda", &two, 2, Some(3)), Ok(()));
+        assert_eq!(
+            water.serves("cpu", &two, 2, Some(3)),
+            Err("was compiled for cuda and this run is on cpu; export a package for it: python python/export_pt2.py ... --device cpu".into())
+        );
+        let refused = |numbers: &[i64], members: usize, uniform: Option<usize>| {
+            let e = water.serves("cuda", numbers, members, uniform).unwrap_err();
+            assert!(
+                e.starts_with(&format!(
+                    "was compiled for 2 member(s) of one 3-atom molecule, and this run has {members} member(s) of {} atoms in all",
+                    numbers.len()
+                )) && e.ends_with(&format!("--replicas {members}")),
+                "{e}"
+            );
+        };
+        refused(&[8, 1, 1], 1, Some(3)); // fewer members
+        refused(&[8, 1, 1, 8, 1, 1, 8, 1, 1], 3, Some(3)); // more
+        refused(&[8, 1, 1, 1, 8, 1], 2, Some(3)); // other order
+        refused(&[8, 1, 1, 8, 1, 1, 1], 2, None); // members of other sizes
+        refused(&[8, 1, 1, 8, 1, 1], 2, None);
+        refused(&[8, 1, 8, 1, 1, 1], 2, Some(3)); // a member of another molecule
     }
 }

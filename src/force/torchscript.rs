@@ -860,6 +860,19 @@ mod tests {
                 .prepare_static(&state),
             Ok(())
         );
+        // a prepare() that refuses the batch: its own reason (ANI has no argon)
+        let e = load("models/ani1x_static.pt")
+            .unwrap()
+            .prepare_static(&state)
+            .unwrap_err();
+        let head = format!(
+            "{}: prepare(atomic_numbers, batch) failed: ",
+            root.join("models/ani1x_static.pt").display()
+        );
+        assert!(
+            e.starts_with(&head) && e.ends_with("unsupported atomic number(s) [18]"),
+            "{e}"
+        );
         // a v2 file's prepare() is for forward_pairs_prepared()
         let v2 = load("tests/data/lj_pairs_v2.pt").unwrap();
         assert_eq!(PairModel::prepare(&v2, &state), Ok(()));
