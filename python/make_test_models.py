@@ -20,6 +20,10 @@ models/morse_test.pt
 tests/data/bad_signature.pt, bad_shape.pt, nan_energy.pt
     Deliberately broken models for the error-handling tests.
 
+tests/data/prepared_fails_after_2.pt
+    oom_above_3.pt whose forward_prepared() raises an error other than
+    running out of memory after two calls (the engine reports it).
+
 tests/data/charged_morse.pt
     The Morse toy model taking each structure's total charge (takes_charge()
     = True, forward(atomic_numbers, positions, batch, charge)): its energy is
@@ -236,6 +240,16 @@ class OutOfMemoryAbove(torch.nn.Module):
         return self.inner(self.z, positions, self.batch)
 
 
+class PreparedFailsAfter(OutOfMemoryAbove):
+    """OutOfMemoryAbove whose forward_prepared() fails for another reason
+    (not memory) after its first `prepared_calls` calls: the engine must
+    report it, not fall back to forward() as it does on running out of
+    memory."""
+
+    def _oom(self):
+        raise RuntimeError("forward_prepared broke (test model: PreparedFailsAfter)")
+
+
 class NanAfter(torch.nn.Module):
     """The Morse test model until its `calls`-th call; from then on the
     energy (and so the forces) of structure 1 is NaN: a member that blows up
@@ -409,6 +423,7 @@ def main() -> int:
     save(IntegerEnergy(), os.path.join(data, "int_energy.pt"))
     save(NoGradEnergy(), os.path.join(data, "no_grad_energy.pt"))
     save(OutOfMemoryAbove(), os.path.join(data, "oom_above_3.pt"))
+    save(PreparedFailsAfter(), os.path.join(data, "prepared_fails_after_2.pt"))
     save(NanAfter(), os.path.join(data, "nan_after_20_calls.pt"))
     save(LennardJonesPairsV2(), os.path.join(data, "lj_pairs_v2.pt"))
     save(OutOfMemoryPairsAbove(), os.path.join(data, "oom_pairs_above_80.pt"))

@@ -880,6 +880,36 @@ mod tests {
         assert!(e.starts_with("forward_prepared failed:"), "{e}");
     }
 
+    #[test]
+    fn only_running_out_of_memory_sends_the_prepared_path_back_to_forward() {
+        let _serial = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let load = |p: &str| TorchScriptModel::load(&root.join(p), Device::Cpu, Kind::Float);
+        let argon = Molecule::from_symbols(&["Ar", "Ar"], &[[0.0; 3], [2.0, 0.0, 0.0]]).unwrap();
+        let state = BatchState::from_members(&[(&argon, 0)], Device::Cpu, Kind::Double);
+        let reference = load("models/morse_test.pt")
+            .unwrap()
+            .compute(&state)
+            .unwrap();
+        // out of memory on its third prepared call: forward() takes over
+        let oom = load("tests/data/oom_above_3.pt").unwrap();
+        assert_eq!(oom.prepare_static(&state), Ok(()));
+        let out = oom.compute(&state).unwrap();
+        assert_eq!(
+            Vec::<f64>::try_from(&out.energies).unwrap(),
+            Vec::<f64>::try_from(&reference.energies).unwrap()
+        );
+        assert!(out.forces.allclose(&reference.forces, 0.0, 0.0, false));
+        // any other failure is the run's error
+        let broken = load("tests/data/prepared_fails_after_2.pt").unwrap();
+        assert_eq!(broken.prepare_static(&state), Ok(()));
+        let e = broken.compute(&state).err().unwrap().to_string();
+        assert!(
+            e.ends_with("forward_prepared(positions) failed: builtins.RuntimeError: forward_prepared broke (test model: PreparedFailsAfter)"),
+            "{e}"
+        );
+    }
+
     /// Whether a model loaded now renews its executor when its shapes change.
     fn renews(path: &Path, state: &BatchState) -> bool {
         let model = TorchScriptModel::load(path, Device::Cpu, Kind::Float).unwrap();
