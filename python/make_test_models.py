@@ -24,6 +24,11 @@ tests/data/prepared_fails_after_2.pt
     oom_above_3.pt whose forward_prepared() raises an error other than
     running out of memory after two calls (the engine reports it).
 
+tests/data/oom_always.pt
+    OutOfMemoryAbove with max_structures = 0: forward() runs out of memory
+    even for one structure (the engine stops halving at one member and
+    reports it).
+
 tests/data/charged_morse.pt
     The Morse toy model taking each structure's total charge (takes_charge()
     = True, forward(atomic_numbers, positions, batch, charge)): its energy is
@@ -424,6 +429,7 @@ def main() -> int:
     save(NoGradEnergy(), os.path.join(data, "no_grad_energy.pt"))
     save(OutOfMemoryAbove(), os.path.join(data, "oom_above_3.pt"))
     save(PreparedFailsAfter(), os.path.join(data, "prepared_fails_after_2.pt"))
+    save(OutOfMemoryAbove(max_structures=0), os.path.join(data, "oom_always.pt"))
     save(NanAfter(), os.path.join(data, "nan_after_20_calls.pt"))
     save(LennardJonesPairsV2(), os.path.join(data, "lj_pairs_v2.pt"))
     save(OutOfMemoryPairsAbove(), os.path.join(data, "oom_pairs_above_80.pt"))

@@ -256,6 +256,12 @@ const CONTRACT_METHODS: [&str; 11] = [
     "metadata",
 ];
 
+/// Whether `methods` hold both entry points of the static path,
+/// prepare() and forward_prepared(): `mlff-md compile` needs both.
+fn static_entry_points(methods: &[&str]) -> bool {
+    methods.contains(&"prepare") && methods.contains(&"forward_prepared")
+}
+
 /// What `supported_elements()` returned, as atomic numbers; Err says what
 /// was wrong with it.
 fn element_list(v: IValue) -> std::result::Result<Vec<i64>, String> {
@@ -371,11 +377,7 @@ impl ForceProvider for TorchScriptModel {
     }
 
     fn compilable(&self) -> bool {
-        let methods = self.entry_points();
-        !self.takes_charge
-            && !self.takes_pairs()
-            && methods.contains(&"prepare")
-            && methods.contains(&"forward_prepared")
+        !self.takes_charge && !self.takes_pairs() && static_entry_points(&self.entry_points())
     }
 
     fn prepare_static(&self, state: &BatchState) -> std::result::Result<(), String> {
@@ -750,6 +752,18 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_static_path_needs_both_of_its_entry_points() {
+        assert!(static_entry_points(&[
+            "forward",
+            "prepare",
+            "forward_prepared"
+        ]));
+        assert!(!static_entry_points(&["forward", "forward_prepared"]));
+        assert!(!static_entry_points(&["forward", "prepare"]));
+        assert!(!static_entry_points(&["forward"]));
+    }
+
     /// Held by the tests that load TorchScript files: loading a v2 file
     /// reads the executor switches, which the executor test changes.
     static LOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -873,9 +887,12 @@ mod tests {
             e.starts_with(&head) && e.ends_with("unsupported atomic number(s) [18]"),
             "{e}"
         );
-        // a v2 file's prepare() is for forward_pairs_prepared()
+        // a v2 file's prepare() is for forward_pairs_prepared(), which
+        // serves batches of the prepared number of rows from then on
         let v2 = load("tests/data/lj_pairs_v2.pt").unwrap();
+        assert_eq!(v2.pairs_prepared_rows.get(), None);
         assert_eq!(PairModel::prepare(&v2, &state), Ok(()));
+        assert_eq!(v2.pairs_prepared_rows.get(), Some(2));
         let e = v2.prepare_static(&state).unwrap_err();
         assert!(e.starts_with("forward_prepared failed:"), "{e}");
     }
@@ -908,6 +925,24 @@ mod tests {
             e.ends_with("forward_prepared(positions) failed: builtins.RuntimeError: forward_prepared broke (test model: PreparedFailsAfter)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_member_that_does_not_fit_alone_is_the_runs_error() {
+        let _serial = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/oom_always.pt");
+        let model = TorchScriptModel::load(&path, Device::Cpu, Kind::Float).unwrap();
+        let argon = Molecule::from_symbols(&["Ar", "Ar"], &[[0.0; 3], [2.0, 0.0, 0.0]]).unwrap();
+        let state =
+            BatchState::from_members(&[(&argon, 0), (&argon, 1)], Device::Cpu, Kind::Double);
+        // halved from both members to one, then given up: no chunk of none
+        let e = model.compute(&state).err().unwrap().to_string();
+        assert!(
+            e.contains("forward(atomic_numbers, positions, batch) failed:")
+                && e.contains("CUDA out of memory. Tried to allocate 20.00 GiB"),
+            "{e}"
+        );
+        assert_eq!(model.chunk_size(), 1);
     }
 
     /// Whether a model loaded now renews its executor when its shapes change.
