@@ -764,6 +764,20 @@ mod tests {
         assert!(!static_entry_points(&["forward"]));
     }
 
+    /// A file of this repository loaded for the CPU in float32.
+    fn load_file(p: &str) -> Result<TorchScriptModel> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        TorchScriptModel::load(&root.join(p), Device::Cpu, Kind::Float)
+    }
+
+    /// `members` copies of two argon atoms `distance` Å apart, in float64 on the CPU.
+    fn argon_pairs(distance: f64, members: usize) -> BatchState {
+        let argon =
+            Molecule::from_symbols(&["Ar", "Ar"], &[[0.0; 3], [distance, 0.0, 0.0]]).unwrap();
+        let list: Vec<_> = (0..members).map(|k| (&argon, k)).collect();
+        BatchState::from_members(&list, Device::Cpu, Kind::Double)
+    }
+
     /// Held by the tests that load TorchScript files: loading a v2 file
     /// reads the executor switches, which the executor test changes.
     static LOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -772,7 +786,7 @@ mod tests {
     fn a_model_is_described_by_what_it_exports() {
         let _serial = LOADING.lock().unwrap_or_else(|e| e.into_inner());
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let load = |p: &str| TorchScriptModel::load(&root.join(p), Device::Cpu, Kind::Float);
+        let load = load_file;
         let path = |p: &str| root.join(p).display().to_string();
         // v1 with the optional self-description
         let v1 = load("models/morse_test.pt").unwrap();
@@ -853,9 +867,8 @@ mod tests {
     fn a_static_path_needs_prepare_and_forward_prepared() {
         let _serial = LOADING.lock().unwrap_or_else(|e| e.into_inner());
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let load = |p: &str| TorchScriptModel::load(&root.join(p), Device::Cpu, Kind::Float);
-        let argon = Molecule::from_symbols(&["Ar", "Ar"], &[[0.0; 3], [3.8, 0.0, 0.0]]).unwrap();
-        let state = BatchState::from_members(&[(&argon, 0)], Device::Cpu, Kind::Double);
+        let load = load_file;
+        let state = argon_pairs(3.8, 1);
         let e = load("models/morse_test.pt")
             .unwrap()
             .prepare_static(&state)
@@ -900,10 +913,8 @@ mod tests {
     #[test]
     fn only_running_out_of_memory_sends_the_prepared_path_back_to_forward() {
         let _serial = LOADING.lock().unwrap_or_else(|e| e.into_inner());
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let load = |p: &str| TorchScriptModel::load(&root.join(p), Device::Cpu, Kind::Float);
-        let argon = Molecule::from_symbols(&["Ar", "Ar"], &[[0.0; 3], [2.0, 0.0, 0.0]]).unwrap();
-        let state = BatchState::from_members(&[(&argon, 0)], Device::Cpu, Kind::Double);
+        let load = load_file;
+        let state = argon_pairs(2.0, 1);
         let reference = load("models/morse_test.pt")
             .unwrap()
             .compute(&state)
@@ -930,11 +941,8 @@ mod tests {
     #[test]
     fn a_member_that_does_not_fit_alone_is_the_runs_error() {
         let _serial = LOADING.lock().unwrap_or_else(|e| e.into_inner());
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/oom_always.pt");
-        let model = TorchScriptModel::load(&path, Device::Cpu, Kind::Float).unwrap();
-        let argon = Molecule::from_symbols(&["Ar", "Ar"], &[[0.0; 3], [2.0, 0.0, 0.0]]).unwrap();
-        let state =
-            BatchState::from_members(&[(&argon, 0), (&argon, 1)], Device::Cpu, Kind::Double);
+        let model = load_file("tests/data/oom_always.pt").unwrap();
+        let state = argon_pairs(2.0, 2);
         // halved from both members to one, then given up: no chunk of none
         let e = model.compute(&state).err().unwrap().to_string();
         assert!(
@@ -961,8 +969,7 @@ mod tests {
         let data = Path::new(env!("CARGO_MANIFEST_DIR"));
         let v2 = data.join("tests/data/lj_pairs_v2.pt");
         let v1 = data.join("models/morse_test.pt");
-        let argon = Molecule::from_symbols(&["Ar", "Ar"], &[[0.0; 3], [3.8, 0.0, 0.0]]).unwrap();
-        let state = BatchState::from_members(&[(&argon, 0)], Device::Cpu, Kind::Double);
+        let state = argon_pairs(3.8, 1);
         std::env::remove_var(JIT_OPTIMIZE_ENV);
         std::env::remove_var(KEEP_EXECUTOR_ENV);
         assert!(renews(&v2, &state));
