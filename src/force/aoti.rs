@@ -201,7 +201,7 @@ impl AotiForces {
             ..
         } = compiled;
         let n = numbers.len();
-        let mut elements = numbers.clone();
+        let mut elements = numbers;
         elements.sort_unstable();
         elements.dedup();
         Ok(AotiForces {
