@@ -509,8 +509,9 @@ fn time_graphed(
 enum RowModel {
     /// Interface v1: positions in.
     Positions(TorchScriptModel),
-    /// Interface v2: the engine's neighbour list in.
-    Pairs(PairForces),
+    /// Interface v2: the engine's neighbour list in (boxed: with the
+    /// list's tables it is twice the size of the other variants).
+    Pairs(Box<PairForces>),
     /// An AOTInductor package (compiled for this row's molecule and R).
     Package(crate::force::AotiForces),
 }
@@ -524,7 +525,11 @@ impl RowModel {
         }
         let model = TorchScriptModel::load(path, state.device, Kind::Float)?;
         Ok(if model.takes_pairs() {
-            RowModel::Pairs(PairForces::with_skin(Box::new(model), state, skin)?)
+            RowModel::Pairs(Box::new(PairForces::with_skin(
+                Box::new(model),
+                state,
+                skin,
+            )?))
         } else {
             RowModel::Positions(model)
         })
@@ -533,7 +538,7 @@ impl RowModel {
     fn provider(&self) -> &dyn ForceProvider {
         match self {
             RowModel::Positions(m) => m,
-            RowModel::Pairs(p) => p,
+            RowModel::Pairs(p) => p.as_ref(),
             RowModel::Package(p) => p,
         }
     }

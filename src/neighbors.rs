@@ -127,6 +127,14 @@ pub struct ListShape {
     pub inner_capacities: Vec<i64>,
 }
 
+impl ListShape {
+    /// Index of the fullest bin in a list's `seen` counts: after the row
+    /// and the inner rows; the shrink flag and the stored row follow it.
+    fn seen_bin(&self) -> usize {
+        self.cutoffs.len()
+    }
+}
+
 #[derive(Debug)]
 pub struct NeighborList {
     pub shape: ListShape,
@@ -135,10 +143,11 @@ pub struct NeighborList {
     /// Device constants an update needs (made at allocation: a host-to-
     /// device copy cannot be part of a captured CUDA graph).
     consts: Constants,
-    /// [4 + inner] int64: the largest row and bin counts any update met
-    /// since the last clean check (bin entry 0 for dense), whether a
-    /// periodic cell shrank below its bins (0 / 1), the largest inner
-    /// rows, and the largest stored row (raised in place).
+    /// [4 + inner] int64, raised in place by every update: the largest
+    /// row and inner rows (together first, so one kernel raises them),
+    /// then the fullest bin (0 for dense), whether a periodic cell shrank
+    /// below its bins (0 / 1) and the largest stored row, met since the
+    /// last clean check. The bin's index: [`ListShape::seen_bin`].
     seen: Tensor,
     /// [] float64: the largest squared displacement (Å²) of an atom from
     /// where the stored list was built, met by a refine since the last
@@ -201,13 +210,107 @@ struct Constants {
     offsets: Tensor,
     /// [3] float64: the vector unused entries get, (2 cutoff, 0, 0).
     far: Tensor,
+    /// [] float64 0: what unused entries' gradients become (a constant,
+    /// not a fill at every step).
+    zero: Tensor,
     /// [3] int64: weights of an image's components in a row's sort key.
     image_code: Tensor,
     /// Dense grids: the candidates of every row ([N, n] rows of its
-    /// member, padded with N past the member's last atom), which of them
+    /// member, then the row N − 1 past the member's last atom: a real row,
+    /// so distances need no padding row, and never valid), which of them
     /// are real and not the row itself, and each row's index within its
     /// member ([N]): the same at every update.
     dense: Option<(Tensor, Tensor, Tensor)>,
+    /// Index ranges and fill-in values of this shape (see [`Indices`]).
+    indices: Indices,
+}
+
+/// The index ranges 0..len an update needs (rows, row and slot capacities,
+/// candidates per row) and the values its `where`s fill in, made once per
+/// list shape. Each `arange` or scalar made inside an update is a kernel
+/// of every step, and a small molecule's step is a few hundred kernels; a
+/// length or value the shape did not foresee (a capacity set after
+/// allocation) is made on the spot.
+#[derive(Debug)]
+struct Indices {
+    ranges: Vec<Tensor>,
+    /// (value, [] int64 tensor) pairs.
+    scalars: Vec<(i64, Tensor)>,
+    /// (k, [`Indices::entry_base`]) pairs.
+    bases: Vec<(i64, Tensor)>,
+    rows: i64,
+    device: Device,
+}
+
+impl Indices {
+    /// Ranges and values for `rows` rows of a list of `shape`.
+    fn new(shape: &ListShape, rows: i64, device: Device) -> Indices {
+        let mut lengths = vec![rows, shape.capacity, shape.outer_capacity];
+        lengths.extend(&shape.inner_capacities);
+        lengths.push(match shape.grid {
+            Grid::Dense { atoms } => atoms,
+            Grid::Cells { max_per_bin, .. } => 27 * max_per_bin,
+        });
+        let mut values = vec![
+            0,
+            shape.capacity,
+            shape.outer_capacity,
+            rows * shape.capacity,
+            rows * shape.outer_capacity,
+        ];
+        values.extend(&shape.inner_capacities);
+        values.sort_unstable();
+        values.dedup();
+        lengths.sort_unstable();
+        lengths.dedup();
+        let rows_range = Tensor::arange(rows, (Kind::Int64, device));
+        let mut bases = vec![shape.capacity, shape.outer_capacity];
+        bases.dedup();
+        Indices {
+            bases: bases
+                .into_iter()
+                .map(|k| (k, entry_base(&rows_range, k)))
+                .collect(),
+            scalars: values
+                .into_iter()
+                .map(|v| (v, Tensor::full([], v, (Kind::Int64, device))))
+                .collect(),
+            ranges: lengths
+                .into_iter()
+                .filter(|&len| len > 0)
+                .map(|len| Tensor::arange(len, (Kind::Int64, device)))
+                .collect(),
+            rows,
+            device,
+        }
+    }
+
+    /// [len] int64 0, 1, ..., len − 1.
+    fn get(&self, len: i64) -> Tensor {
+        match self.ranges.iter().find(|r| r.size()[0] == len) {
+            Some(r) => r.shallow_clone(),
+            None => Tensor::arange(len, (Kind::Int64, self.device)),
+        }
+    }
+
+    /// [N, 1] int64 row · k − 1: the flat entry of row i's running count
+    /// c is row · k + c − 1 (`k` a row capacity of the shape).
+    fn entry_base(&self, k: i64) -> Tensor {
+        match self.bases.iter().find(|(v, _)| *v == k) {
+            Some((_, t)) => t.shallow_clone(),
+            None => entry_base(&self.get(self.rows), k),
+        }
+    }
+
+    /// [] int64 `value`: the fill-in of a `where` (a scalar argument is
+    /// a fill kernel of its own at every call). The shape's capacities and
+    /// their sentinels (rows · capacity) are made once.
+    fn scalar(&self, value: i64) -> Tensor {
+        match self.scalars.iter().find(|(v, _)| *v == value) {
+            Some((_, t)) => t.shallow_clone(),
+            None => Tensor::full([], value, (Kind::Int64, self.device)),
+        }
+    }
 }
 
 impl Constants {
@@ -233,8 +336,7 @@ impl Constants {
                 let local = &rows - &first;
                 let cols = Tensor::arange(atoms, opts_i).unsqueeze(0);
                 let inside = cols.lt_tensor(&counts.index_select(0, batch).unsqueeze(1));
-                let cand = (first.unsqueeze(1) + &cols)
-                    .where_self(&inside, &Tensor::full([1], n_rows, opts_i));
+                let cand = (first.unsqueeze(1) + &cols).where_scalarother(&inside, n_rows - 1);
                 let valid = cols.ne_tensor(&local.unsqueeze(1)).logical_and(&inside);
                 Some((cand, valid, local))
             }
@@ -244,8 +346,10 @@ impl Constants {
             bins: Tensor::from_slice(&bins).to_device(device),
             offsets: offsets(device),
             far: Tensor::from_slice(&[2.0 * shape.cutoffs[0], 0.0, 0.0]).to_device(device),
+            zero: Tensor::zeros([], (Kind::Double, device)),
             image_code: Tensor::from_slice(&[1i64 << 20, 1 << 10, 1]).to_device(device),
             dense,
+            indices: Indices::new(shape, batch.size()[0], device),
         }
     }
 }
@@ -268,6 +372,8 @@ pub struct Pairs {
     pub inner_masks: Vec<Tensor>,
     /// [3] float64: the vector of unused entries.
     far: Tensor,
+    /// [] float64 0.
+    zero: Tensor,
 }
 
 impl Pairs {
@@ -291,10 +397,7 @@ impl Pairs {
     /// neighbour) = Σ_k (h[reverse_ik] − h_ik), summed in a fixed order.
     /// Unused entries count as zero.
     pub fn forces(&self, h: &Tensor) -> Tensor {
-        let h = h.where_self(
-            &self.mask.unsqueeze(2),
-            &Tensor::zeros([1], (h.kind(), h.device())),
-        );
+        let h = h.where_self(&self.mask.unsqueeze(2), &self.zero);
         let n = h.size()[0];
         let k = h.size()[1];
         let flat = with_padding_row(&h.reshape([n * k, 3]));
@@ -308,17 +411,26 @@ impl Pairs {
 /// `rows` [N, ...] with a row of zeros appended, so that the padding index N
 /// of a neighbour table selects something harmless (masked out after).
 pub fn with_padding_row(rows: &Tensor) -> Tensor {
+    let mut one = rows.size();
+    one[0] = 1;
     Tensor::cat(
-        &[rows.shallow_clone(), rows.zeros_like().narrow(0, 0, 1)],
+        &[
+            rows.shallow_clone(),
+            Tensor::zeros(one.as_slice(), (rows.kind(), rows.device())),
+        ],
         0,
     )
 }
 
-/// [N, cap] bool: the first `counts[i]` slots of each row.
-fn first_slots(counts: &Tensor, cap: i64) -> Tensor {
-    Tensor::arange(cap, (Kind::Int64, counts.device()))
-        .unsqueeze(0)
-        .lt_tensor(&counts.unsqueeze(1))
+/// [N, 1] int64 rows · k − 1 (`rows` 0..N).
+fn entry_base(rows: &Tensor, k: i64) -> Tensor {
+    rows.unsqueeze(1) * k - 1
+}
+
+/// [N, cap] bool: the first `counts[i]` slots of each row (all of them
+/// where `counts[i]` ≥ cap; `slots` = 0..cap).
+fn first_slots(counts: &Tensor, slots: &Tensor) -> Tensor {
+    slots.unsqueeze(0).lt_tensor(&counts.unsqueeze(1))
 }
 
 /// Per-member minimum or maximum ("amin" / "amax") of each coordinate of
@@ -371,8 +483,11 @@ fn offsets(device: Device) -> Tensor {
 
 /// Candidates of every row before the cutoff test.
 struct Candidates {
-    /// [N, C] int64 candidate row (N where there is none).
+    /// [N, C] int64 candidate row (N where there is none, if `padded`).
     cand: Tensor,
+    /// Whether `cand` holds N (a cell grid's empty slots): distances then
+    /// need a padding row.
+    padded: bool,
     /// [N, C] bool: a real candidate (not padding, not the atom itself).
     valid: Tensor,
     /// [N, 3] float64: the positions distances are taken between (wrapped
@@ -381,10 +496,9 @@ struct Candidates {
     geometry: Geometry,
     /// Where the same pair sits among the neighbour's candidates.
     reverse: Reverse,
-    /// [] int64: the fullest bin (0 for dense).
-    fullest_bin: Tensor,
-    /// [] bool: a periodic cell narrower than its bins (it shrank).
-    cell_shrank: Tensor,
+    /// Cell grids: [] int64 the fullest bin, and [] bool whether a
+    /// periodic cell is narrower than its bins (it shrank).
+    bins_seen: Option<(Tensor, Tensor)>,
 }
 
 /// How a candidate's vector is made from the positions `xw`.
@@ -422,8 +536,11 @@ struct Picked {
     neighbors: Tensor,
     mask: Tensor,
     reverse: Tensor,
-    /// [N, K] int64: the candidate behind each entry (0 where unused).
+    /// [N, K] int64: the candidate behind each entry (where unused: 0, or
+    /// for a dense grid the row's own candidate; a view, not contiguous).
     picked: Tensor,
+    /// [N] int64: candidates within the cutoff per row, kept or not.
+    found: Tensor,
 }
 
 impl NeighborList {
@@ -503,16 +620,29 @@ impl NeighborList {
                 .inner_capacities
                 .iter()
                 .enumerate()
-                .any(|(c, &cap)| seen[3 + c] > cap);
+                .any(|(c, &cap)| seen[1 + c] > cap);
         let old = self.shape.clone();
         *self = Self::sized(
             positions, batch, n_members, dense, boundary, &cutoffs, old.skin, &self.seen,
         )?;
         if !rows_short {
-            self.shape.capacity = old.capacity;
-            self.shape.inner_capacities = old.inner_capacities;
+            self.set_row_capacities(old.capacity, old.inner_capacities);
         }
         Ok(())
+    }
+
+    /// Set the row and inner capacities (K, K_c) a list was measured with
+    /// elsewhere (a checkpoint, a test).
+    pub fn set_row_capacities(&mut self, capacity: i64, inner_capacities: Vec<i64>) {
+        self.shape.capacity = capacity;
+        self.shape.inner_capacities = inner_capacities;
+        self.fit_indices();
+    }
+
+    /// Make the index ranges and values of the shape as it now is.
+    fn fit_indices(&mut self) {
+        let r = &self.consts.indices;
+        self.consts.indices = Indices::new(&self.shape, r.rows, r.device);
     }
 
     /// The list's reach: cutoff plus skin.
@@ -640,7 +770,7 @@ impl NeighborList {
         let most = |t: &Tensor| t.max().int64_value(&[]);
         if let Grid::Cells { bins, .. } = grid {
             let fullest = most(&list.bin_counts(&x, batch, boundary));
-            let max_per_bin = room(fullest, seen_host[1], 2).min(n.max(1));
+            let max_per_bin = room(fullest, seen_host[list.shape.seen_bin()], 2).min(n.max(1));
             list.shape.grid = Grid::Cells { bins, max_per_bin };
             let c = list.candidates(&x, batch, boundary);
             let (_, within) = list.within(&c, list.reach());
@@ -656,8 +786,9 @@ impl NeighborList {
         let picked = list.pick(&c, &within, list.shape.capacity);
         let (_, inner_counts) = list.inner_lists(&d2, &picked);
         for (i, widest) in inner_counts.iter().enumerate() {
-            list.shape.inner_capacities[i] = row_room(most(widest), seen_host[3 + i], 1).max(1);
+            list.shape.inner_capacities[i] = row_room(most(widest), seen_host[1 + i], 1).max(1);
         }
+        list.fit_indices();
         let _ = list.seen.shallow_clone().fill_(0);
         Ok(list)
     }
@@ -722,16 +853,19 @@ impl NeighborList {
             let code = (img.to_kind(Kind::Int64).clamp(-512, 511) + 512) * &self.consts.image_code;
             key += code.sum_dim_intlist(2, false, Kind::Int64);
         }
-        let key = key.where_self(&p.mask, &Tensor::full([1], i64::MAX, opts_i));
+        let key = key.where_scalarother(&p.mask, i64::MAX);
         let (_, perm) = key.sort_stable(true, 1, false);
         let gather3 = |t: &Tensor| t.gather(1, &perm.unsqueeze(2).expand([n, ko, 3], false), false);
         // New place of each old entry, as a flat index, for the reverse
         // entries (N · Ko, unused, stays).
-        let rows_ko = Tensor::arange(n, opts_i).unsqueeze(1) * ko;
-        let new_place = Tensor::zeros([n, ko], opts_i).scatter(
+        let rows_ko = self.consts.indices.get(n).unsqueeze(1) * ko;
+        let new_place = Tensor::zeros([n, ko], opts_i).scatter_(
             1,
             &perm,
-            &Tensor::arange(ko, opts_i)
+            &self
+                .consts
+                .indices
+                .get(ko)
                 .unsqueeze(0)
                 .expand([n, ko], false),
         ) + &rows_ko;
@@ -742,23 +876,19 @@ impl NeighborList {
         let reverse = new_place
             .index_select(0, &p.reverse.gather(1, &perm, false).view([-1]))
             .view([n, ko]);
-        self.raise_seen(
-            1,
-            &Tensor::stack(
-                &[
-                    c.fullest_bin.shallow_clone(),
-                    c.cell_shrank.to_kind(Kind::Int64),
-                ],
-                0,
-            ),
-        );
-        self.raise_seen(
-            self.seen.size()[0] - 1,
-            &within
-                .sum_dim_intlist(1, false, Kind::Int64)
-                .max()
-                .unsqueeze(0),
-        );
+        if let Some((fullest_bin, cell_shrank)) = &c.bins_seen {
+            self.raise_seen(
+                self.shape.seen_bin() as i64,
+                &Tensor::stack(
+                    &[
+                        fullest_bin.shallow_clone(),
+                        cell_shrank.to_kind(Kind::Int64),
+                    ],
+                    0,
+                ),
+            );
+        }
+        self.raise_seen(self.seen.size()[0] - 1, &p.found.max().unsqueeze(0));
         Some(Outer {
             neighbors: p.neighbors.gather(1, &perm, false),
             shift: match (image.as_ref().map(gather3), boundary) {
@@ -801,9 +931,9 @@ impl NeighborList {
             _ => None,
         };
         let (inner, inner_counts) = self.inner_lists(&d2, &p);
-        let mut needed = vec![within.sum_dim_intlist(1, false, Kind::Int64).max()];
-        needed.extend(inner_counts);
-        self.raise_rows(&Tensor::stack(&needed, 0));
+        let mut found = vec![p.found.shallow_clone()];
+        found.extend(inner_counts);
+        self.raise_rows(&Tensor::stack(&found, 1).amax([0].as_slice(), false));
         if let Some(o) = outer {
             let d = (&x - &o.reference)
                 .square()
@@ -821,6 +951,7 @@ impl NeighborList {
             inner_slots,
             inner_masks,
             far: self.consts.far.shallow_clone(),
+            zero: self.consts.zero.shallow_clone(),
         }
     }
 
@@ -844,13 +975,14 @@ impl NeighborList {
             ));
         }
         if let Grid::Cells { max_per_bin, .. } = self.shape.grid {
-            if seen[1] > max_per_bin {
+            let bin = self.shape.seen_bin();
+            if seen[bin] > max_per_bin {
                 what.push(format!(
                     "{} atoms in a bin (room for {max_per_bin})",
-                    seen[1]
+                    seen[bin]
                 ));
             }
-            if seen[2] > 0 {
+            if seen[bin + 1] > 0 {
                 what.push("a periodic cell shrank below the list's bins".to_string());
             }
             let stored = seen[seen.len() - 1];
@@ -869,10 +1001,10 @@ impl NeighborList {
             }
         }
         for (c, &cap) in self.shape.inner_capacities.iter().enumerate() {
-            if seen[3 + c] > cap {
+            if seen[1 + c] > cap {
                 what.push(format!(
                     "{} neighbours within {} Å (room for {cap})",
-                    seen[3 + c],
+                    seen[1 + c],
                     self.shape.cutoffs[c + 1]
                 ));
             }
@@ -888,17 +1020,15 @@ impl NeighborList {
     /// Raise `seen[at ..]` to at least `values` ([k] int64), in place on
     /// the device.
     fn raise_seen(&self, at: i64, values: &Tensor) {
-        let mut s = self.seen.narrow(0, at, values.size()[0]);
-        s.copy_(&s.maximum(values));
+        let _ = self
+            .seen
+            .narrow(0, at, values.size()[0])
+            .clamp_min_tensor_(values);
     }
 
     /// Raise the recorded row counts: `counts` = [rows, inner rows...].
     fn raise_rows(&self, counts: &Tensor) {
-        self.raise_seen(0, &counts.narrow(0, 0, 1));
-        let n_inner = counts.size()[0] - 1;
-        if n_inner > 0 {
-            self.raise_seen(3, &counts.narrow(0, 1, n_inner));
-        }
+        self.raise_seen(0, counts);
     }
 
     /// The largest displacement (Å) from a stored list's positions met
@@ -984,10 +1114,10 @@ impl NeighborList {
         let Some(o) = outer else {
             return self.candidates(x, batch, boundary);
         };
-        let device = x.device();
         let shift = o.shift.as_ref().map(|s| s.shallow_clone());
         Candidates {
             cand: o.neighbors.shallow_clone(),
+            padded: false,
             valid: o.mask.shallow_clone(),
             xw: x.shallow_clone(),
             geometry: match shift {
@@ -997,8 +1127,7 @@ impl NeighborList {
             reverse: Reverse::Entries {
                 flat: o.reverse.shallow_clone(),
             },
-            fullest_bin: Tensor::zeros([], (Kind::Int64, device)),
-            cell_shrank: Tensor::zeros([], (Kind::Bool, device)),
+            bins_seen: None,
         }
     }
 
@@ -1006,7 +1135,6 @@ impl NeighborList {
         let device = x.device();
         let n = x.size()[0];
         let opts_i = (Kind::Int64, device);
-        let no = Tensor::zeros([], (Kind::Bool, device));
         match self.shape.grid {
             Grid::Dense { .. } => {
                 let (cand, valid, local) = self
@@ -1016,14 +1144,14 @@ impl NeighborList {
                     .expect("dense tables of a dense grid");
                 Candidates {
                     cand: cand.shallow_clone(),
+                    padded: false,
                     valid: valid.shallow_clone(),
                     xw: x.shallow_clone(),
                     geometry: Geometry::Plain,
                     reverse: Reverse::Dense {
                         local: local.shallow_clone(),
                     },
-                    fullest_bin: Tensor::zeros([], opts_i),
-                    cell_shrank: no,
+                    bins_seen: None,
                 }
             }
             Grid::Cells {
@@ -1038,17 +1166,14 @@ impl NeighborList {
                 // Rank of each atom within its bin: stable sort by bin.
                 let (sorted, order) = b.global.sort_stable(true, 0, false);
                 let starts = bin_counts.cumsum(0, Kind::Int64) - &bin_counts;
-                let rank_sorted = Tensor::arange(n, opts_i) - starts.index_select(0, &sorted);
+                let rows = self.consts.indices.get(n);
+                let rank_sorted = &rows - starts.index_select(0, &sorted);
                 let rank =
                     Tensor::zeros([n], opts_i).index_put(&[Some(order)], &rank_sorted, false);
                 // Bin table [n_bins, M] of atom indices, N where empty; atoms
                 // past the capacity overwrite the last slot (`seen` says so).
                 let table = Tensor::full([b.n_bins * m], n, opts_i)
-                    .index_put(
-                        &[Some(&b.global * m + rank.clamp_max(m - 1))],
-                        &Tensor::arange(n, opts_i),
-                        false,
-                    )
+                    .index_put(&[Some(&b.global * m + rank.clamp_max(m - 1))], &rows, false)
                     .view([b.n_bins, m]);
                 let nbr = b.bin.unsqueeze(1) + &self.consts.offsets; // [N,27,3]
                 let (wrapped, image, bin_ok) = if self.periodic {
@@ -1076,9 +1201,7 @@ impl NeighborList {
                         .reshape(flat.as_slice())
                 };
                 let image_zero = per_offset(image.eq(0).all_dim(-1, false));
-                let self_pair = cand
-                    .eq_tensor(&Tensor::arange(n, opts_i).unsqueeze(1))
-                    .logical_and(&image_zero);
+                let self_pair = cand.eq_tensor(&rows.unsqueeze(1)).logical_and(&image_zero);
                 let valid = cand
                     .lt(n)
                     .logical_and(&per_offset(bin_ok))
@@ -1108,10 +1231,11 @@ impl NeighborList {
                             .reciprocal();
                         (widths / nb.to_kind(Kind::Double)).lt(self.reach()).any()
                     }
-                    Boundary::Free => no,
+                    Boundary::Free => Tensor::zeros([], (Kind::Bool, device)),
                 };
                 Candidates {
                     cand,
+                    padded: true,
                     valid,
                     xw: b.xw,
                     geometry,
@@ -1119,8 +1243,7 @@ impl NeighborList {
                         m,
                         slot: rank.clamp_max(m - 1),
                     },
-                    fullest_bin: bin_counts.max(),
-                    cell_shrank,
+                    bins_seen: Some((bin_counts.max(), cell_shrank)),
                 }
             }
         }
@@ -1131,7 +1254,12 @@ impl NeighborList {
     fn within(&self, c: &Candidates, cutoff: f64) -> (Tensor, Tensor) {
         let n = c.xw.size()[0];
         let width = c.cand.size()[1];
-        let xj = with_padding_row(&c.xw).index_select(0, &c.cand.view([-1]));
+        let xj = if c.padded {
+            with_padding_row(&c.xw)
+        } else {
+            c.xw.shallow_clone()
+        }
+        .index_select(0, &c.cand.view([-1]));
         let d = match &c.geometry {
             // [N, 27, M, 3]: each bin offset's image shift broadcast over its slots.
             Geometry::Bins { image_shift, .. } => {
@@ -1156,62 +1284,80 @@ impl NeighborList {
         let n = c.cand.size()[0];
         let width = c.cand.size()[1];
         let opts_i = (Kind::Int64, c.cand.device());
-        let rank = within.cumsum(1, Kind::Int64) - 1; // [N, C]
-        let keep = within.logical_and(&rank.lt(k));
-        // Entry of each kept candidate; the others go to a spare column K.
-        let entry = rank.where_self(&keep, &Tensor::full([1], k, opts_i));
-        let rows = Tensor::arange(n, opts_i);
-        // The candidate behind each entry, [N, K] (0 where unused): all
-        // per-entry quantities are gathered at this size, not per candidate.
-        let picked = Tensor::zeros([n, k + 1], opts_i)
-            .scatter(
+        let idx = &self.consts.indices;
+        // [N, C] running count of candidates within the cutoff: a kept
+        // candidate's entry is its count − 1, and the last column counts
+        // the row's candidates within the cutoff.
+        let running = within.cumsum(1, Kind::Int64);
+        let found = if width > 0 {
+            running.select(1, width - 1)
+        } else {
+            Tensor::zeros([n], opts_i)
+        };
+        let keep = within.logical_and(&running.le(k));
+        // Column (entry + 1) of each kept candidate; the others go to a
+        // spare column 0.
+        let column = running.where_self(&keep, &idx.scalar(0));
+        // The candidate behind each entry, [N, K]: all per-entry
+        // quantities are gathered at this size, not per candidate. Unused
+        // entries hold 0, or for a dense grid the row's own candidate, so
+        // that they name the row itself as the contract asks.
+        let mut unused = match &c.reverse {
+            // (A new tensor: the scatter writes into it.)
+            Reverse::Dense { local } => local.unsqueeze(1).repeat([1, k + 1]),
+            _ => Tensor::zeros([n, k + 1], opts_i),
+        };
+        let picked = unused
+            .scatter_(
                 1,
-                &entry,
-                &Tensor::arange(width, opts_i)
-                    .unsqueeze(0)
-                    .expand([n, width], false),
+                &column,
+                &idx.get(width).unsqueeze(0).expand([n, width], false),
             )
-            .narrow(1, 0, k)
-            .contiguous();
-        let counts = keep.sum_dim_intlist(1, false, Kind::Int64);
-        let mask = first_slots(&counts, k);
-        let neighbors = c
-            .cand
-            .gather(1, &picked, false)
-            .where_self(&mask, &rows.unsqueeze(1));
-        // Reverse entry: row j's running count at the reverse candidate.
-        let mut rev_ok = mask.shallow_clone();
-        let rev_cand = match &c.reverse {
-            Reverse::Dense { local } => local.unsqueeze(1).expand([n, k], false),
-            Reverse::Cells { m, slot } => {
-                (26 - picked.floor_divide_scalar(*m)) * *m + slot.unsqueeze(1)
-            }
+            .narrow(1, 1, k);
+        let mask = first_slots(&found, &idx.get(k));
+        let rows = idx.get(n);
+        let neighbors = match &c.reverse {
+            Reverse::Dense { .. } => c.cand.gather(1, &picked, false),
+            _ => c
+                .cand
+                .gather(1, &picked, false)
+                .where_self(&mask, &rows.unsqueeze(1)),
+        };
+        // Reverse entry: the entry the neighbour's row gave the candidate
+        // that is this pair seen from the neighbour, if it kept it.
+        let flat_entry = (idx.entry_base(k) + &running).where_self(&keep, &idx.scalar(n * k));
+        let select = |at: Tensor| {
+            flat_entry
+                .view([-1])
+                .index_select(0, &at.view([-1]))
+                .view([n, k])
+        };
+        let reverse = match &c.reverse {
+            // An unused entry names the row itself, whose own candidate is
+            // never kept: N · K already.
+            Reverse::Dense { local } => select(&neighbors * width + local.unsqueeze(1)),
+            Reverse::Cells { m, slot } => select(
+                &neighbors * width + (26 - picked.floor_divide_scalar(*m)) * *m + slot.unsqueeze(1),
+            )
+            .where_self(&mask, &idx.scalar(n * k)),
             Reverse::Entries { flat } => {
                 let f = flat.gather(1, &picked, false);
-                rev_ok = rev_ok.logical_and(&f.lt(n * width));
-                f.remainder(width)
+                let ok = mask.logical_and(&f.lt(n * width));
+                select(f.clamp_max(n * width - 1)).where_self(&ok, &idx.scalar(n * k))
             }
         };
-        let j = neighbors.clamp_max(n - 1);
-        let rev_entry = rank
-            .view([-1])
-            .index_select(0, &(&j * width + rev_cand).view([-1]))
-            .view([n, k]);
-        let rev_ok = rev_ok
-            .logical_and(&rev_entry.lt(k))
-            .logical_and(&rev_entry.ge(0));
-        let reverse = (j * k + rev_entry).where_self(&rev_ok, &Tensor::full([1], n * k, opts_i));
         Picked {
             neighbors,
             mask,
             reverse,
             picked,
+            found,
         }
     }
 
     /// The inner slot lists (slots, masks) of picked entries with squared
-    /// distances `d2` ([N, C] per candidate), and the largest row count
-    /// within each inner cutoff ([] each, uncapped).
+    /// distances `d2` ([N, C] per candidate), and each row's count within
+    /// each inner cutoff ([N] each, uncapped).
     #[allow(clippy::type_complexity)]
     fn inner_lists(&self, d2: &Tensor, p: &Picked) -> (Vec<(Tensor, Tensor)>, Vec<Tensor>) {
         let mut lists = Vec::new();
@@ -1221,25 +1367,25 @@ impl NeighborList {
         }
         let (n, k) = (p.mask.size()[0], p.mask.size()[1]);
         let opts_i = (Kind::Int64, p.mask.device());
+        let idx = &self.consts.indices;
         // The entries' squared distances, from the candidates'.
         let d2 = d2.gather(1, &p.picked, false);
         for (ci, &cap) in self.shape.inner_capacities.iter().enumerate() {
             let rc = self.shape.cutoffs[ci + 1];
             let inside = d2.lt(rc * rc).logical_and(&p.mask);
-            let rank = inside.cumsum(1, Kind::Int64) - 1;
-            let keep = inside.logical_and(&rank.lt(cap));
-            let slot = rank.where_self(&keep, &Tensor::full([1], cap, opts_i));
-            let entries = Tensor::arange(k, opts_i).unsqueeze(0).expand([n, k], false);
+            // Column (slot + 1) of each kept entry, spare column 0 for the others.
+            let running = inside.cumsum(1, Kind::Int64);
+            let keep = inside.logical_and(&running.le(cap));
+            let column = running.where_self(&keep, &idx.scalar(0));
+            let entries = idx.get(k).unsqueeze(0).expand([n, k], false);
             let slots = Tensor::zeros([n, cap + 1], opts_i)
-                .scatter(1, &slot, &entries)
-                .narrow(1, 0, cap)
+                .scatter_(1, &column, &entries)
+                .narrow(1, 1, cap)
                 .contiguous();
-            counts.push(inside.sum_dim_intlist(1, false, Kind::Int64).max());
-            let count = keep.sum_dim_intlist(1, false, Kind::Int64);
-            let mask = Tensor::arange(cap, opts_i)
-                .unsqueeze(0)
-                .lt_tensor(&count.unsqueeze(1));
-            lists.push((slots, mask));
+            // Entries inside per row: the running count's last column.
+            let found = running.select(1, k - 1);
+            lists.push((slots, first_slots(&found, &idx.get(cap))));
+            counts.push(found);
         }
         (lists, counts)
     }
@@ -1256,4 +1402,44 @@ struct Binning {
     wrap_cells: Option<Tensor>,
     /// [N, 3, 3] float64 each atom's cell (periodic).
     h: Option<Tensor>,
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind, Tensor};
+
+    use super::{Grid, Indices, ListShape};
+
+    fn shape() -> ListShape {
+        ListShape {
+            cutoffs: vec![5.2, 3.5],
+            skin: 0.0,
+            grid: Grid::Dense { atoms: 22 },
+            capacity: 21,
+            outer_capacity: 21,
+            inner_capacities: vec![9],
+        }
+    }
+
+    /// The shape's ranges, values and entry bases are what they stand for,
+    /// and lengths or values it did not foresee are made on the spot.
+    #[test]
+    fn index_tables_answer_foreseen_and_unforeseen_sizes() {
+        let idx = Indices::new(&shape(), 44, Device::Cpu);
+        for len in [44, 21, 9, 22, 5] {
+            assert!(
+                idx.get(len)
+                    .equal(&Tensor::arange(len, (Kind::Int64, Device::Cpu))),
+                "0..{len}"
+            );
+        }
+        for v in [0, 21, 9, 44 * 21, 7] {
+            assert_eq!(idx.scalar(v).size(), Vec::<i64>::new());
+            assert_eq!(idx.scalar(v).int64_value(&[]), v);
+        }
+        for k in [21, 4] {
+            let want = Tensor::arange(44, (Kind::Int64, Device::Cpu)).unsqueeze(1) * k - 1;
+            assert!(idx.entry_base(k).equal(&want), "bases of k = {k}");
+        }
+    }
 }

@@ -323,7 +323,10 @@ impl ForceProvider for PairForces {
 
     fn prepare_static(&self, state: &BatchState) -> std::result::Result<(), String> {
         if let Some(room) = self.test_room.take() {
-            self.list.borrow_mut().shape.capacity = room;
+            let mut list = self.list.borrow_mut();
+            let inner = list.shape.inner_capacities.clone();
+            list.set_row_capacities(room, inner);
+            drop(list);
             self.new_shapes(state).map_err(|e| e.to_string())?;
         }
         self.model.prepare(state)?;
@@ -404,8 +407,7 @@ impl ForceProvider for PairForces {
             // only the row capacities do, so those are kept and the rest
             // sized for this skin.
             let mut list = list_for(state, &shape.cutoffs, current_skin)?;
-            list.shape.capacity = shape.capacity;
-            list.shape.inner_capacities = shape.inner_capacities;
+            list.set_row_capacities(shape.capacity, shape.inner_capacities);
             list
         } else {
             NeighborList::with_shape(shape, &state.batch, state.n_members, &state.boundary())
