@@ -624,6 +624,10 @@ fn main() -> ExitCode {
         },
         _ => Rc::new(Solo),
     };
+    let hint = match cli.command {
+        Command::Screen { .. } => Hint::Screen,
+        _ => Hint::Members,
+    };
     let result = match cli.command {
         Command::Run {
             config,
@@ -863,7 +867,7 @@ fn main() -> ExitCode {
             let together = matches!(e, Error::Interrupted { .. });
             if comm.rank() == 0 || !together {
                 eprintln!("error (rank {}): {e}", comm.rank());
-                print_hint(&e);
+                print_hint(&e, hint);
             }
             if !together {
                 comm.abort(code);
@@ -872,20 +876,40 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            print_hint(&e);
+            print_hint(&e, hint);
             ExitCode::from(e.exit_code().clamp(1, 255) as u8)
         }
     }
 }
 
+/// Which advice an error's hint gives: what a user of the command can
+/// change.
+#[derive(Clone, Copy)]
+enum Hint {
+    /// Runs, minimisations, validation: the members are the batch.
+    Members,
+    /// A screen halves its own batches when molecules enter and do not fit.
+    Screen,
+}
+
 /// What to do about an error whose message alone does not say it.
-fn print_hint(e: &Error) {
-    if e.is_out_of_memory() {
-        eprintln!(
+fn print_hint(e: &Error, hint: Hint) {
+    if !e.is_out_of_memory() {
+        return;
+    }
+    match hint {
+        Hint::Members => eprintln!(
             "hint: the batch does not fit in the device's memory. Run fewer members per device \
              ([ensemble] members, or ranks of one job under mpirun: see the README). Models of \
              interface v1 split a batch into chunks of members on their own; neighbour-list \
              (v2) models are evaluated whole."
-        );
+        ),
+        Hint::Screen => eprintln!(
+            "hint: the screen ran out of device memory where it cannot make its batch smaller: \
+             a molecule alone did not fit, or a batch that had fit ran out later. Lower [batch] \
+             max_atoms or memory_fraction for the second; the first needs a device with more \
+             memory (or a model that needs less). --resume goes on without redoing finished \
+             molecules."
+        ),
     }
 }

@@ -459,6 +459,74 @@ fn out_of_memory_says_what_to_change() {
     assert!(!err.contains("hint:"), "{err}");
 }
 
+/// A screen that runs out of device memory where it cannot shrink its batch
+/// (Trp-cage, 303 atoms, alone against the test model that fails above 80
+/// atoms) ends with the screen's hint, not the members' one, and still
+/// writes the tables: the molecule finished before it (caffeine, first by
+/// name) with its result, Trp-cage pending.
+#[test]
+fn a_screen_out_of_memory_keeps_what_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    std::fs::copy(
+        root().join("systems/caffeine.pdb"),
+        lib.join("a_caffeine.pdb"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("systems/peptides/trpcage_extended.xyz"),
+        lib.join("b_trpcage.xyz"),
+    )
+    .unwrap();
+    let cfg = write(
+        tmp.path(),
+        "screen.toml",
+        &format!(
+            "[model]\npath = \"{}\"\ndevice = \"cpu\"\ndtype = \"float64\"\n\n\
+             [minimize]\nmax_force = 0.05\nmax_steps = 20\n",
+            root().join("tests/data/oom_pairs_above_80.pt").display()
+        ),
+    );
+    let out = tmp.path().join("out");
+    let o = bin()
+        .args(["screen"])
+        .arg(&lib)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("CUDA out of memory"), "{err}");
+    assert!(
+        err.contains("hint: the screen ran out of device memory"),
+        "{err}"
+    );
+    assert!(!err.contains("Run fewer members"), "{err}");
+    assert!(
+        err.contains("1 molecule finished before the error"),
+        "{err}"
+    );
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let status = |name: &str| {
+        csv.lines()
+            .find(|l| l.contains(name))
+            .and_then(|l| l.split(',').nth(3))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        status("a_caffeine").as_deref(),
+        Some("not converged"),
+        "{csv}"
+    );
+    assert_eq!(status("b_trpcage").as_deref(), Some("pending"), "{csv}");
+    let sdf = std::fs::read_to_string(out.join("minimized.sdf")).unwrap();
+    assert!(sdf.contains("mlff_md_energy_ev"), "{sdf}");
+}
+
 #[test]
 fn overlapping_atoms_only_warn() {
     let tmp = tempfile::tempdir().unwrap();

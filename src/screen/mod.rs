@@ -261,64 +261,89 @@ pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSumma
             frame: None,
         })
         .collect();
-    let mut interrupted = runner.run(first, &mut |f: Finished| {
-        let outcome = outcome_of(&f, &entries, stage, None);
-        finish(&mut ledger, outcome)
-    })?;
-    if let (Some(c), 0) = (&config.conformers, interrupted) {
-        // Conformers of the molecules minimised but not yet final.
-        let starts: Vec<(usize, Vec<[f64; 3]>)> = pending
-            .iter()
-            .filter_map(|i| ledger.done.get(i))
-            .filter(|o| !o.is_final())
-            .map(|o| (o.index, o.positions.clone()))
-            .collect();
-        let sampled = conformers::sample(
-            c,
-            force.as_ref(),
-            &molecules,
-            &starts,
-            (runner.budget, device),
-            opts.stop.as_deref(),
-        )?;
-        runner.force_calls += sampled.force_calls;
-        let tasks = sampled.tasks;
-        let per_record = (c.members * c.frames) as usize;
-        // Each record's best frame so far, and how many of its frames are done.
-        let mut best: BTreeMap<usize, Finished> = BTreeMap::new();
-        let mut done: BTreeMap<usize, usize> = BTreeMap::new();
-        interrupted = if sampled.stopped_by != 0 {
-            sampled.stopped_by
-        } else {
-            runner.run(tasks.into(), &mut |f: Finished| {
-                let record = f.task.record;
-                let n = done.entry(record).or_insert(0);
-                *n += 1;
-                let complete = *n == per_record;
-                let better =
-                    f.energy.is_finite() && best.get(&record).is_none_or(|b| f.energy < b.energy);
-                if better {
-                    best.insert(record, f);
-                }
-                if complete {
-                    // The lowest energy of the first minimisation and its frames.
-                    let first = ledger.done[&record].clone();
-                    let outcome = match best.remove(&record) {
-                        Some(b) if b.energy < first.energy_ev => Outcome {
-                            energy_start_ev: first.energy_start_ev,
-                            ..outcome_of(&b, &entries, results::FINAL, b.task.frame)
-                        },
-                        _ => Outcome {
-                            stage: results::FINAL.into(),
-                            ..first
-                        },
-                    };
-                    finish(&mut ledger, outcome)?;
-                }
-                Ok(())
-            })?
-        };
-    }
+    let work = (|| -> Result<usize> {
+        let mut interrupted = runner.run(first, &mut |f: Finished| {
+            let outcome = outcome_of(&f, &entries, stage, None);
+            finish(&mut ledger, outcome)
+        })?;
+        if let (Some(c), 0) = (&config.conformers, interrupted) {
+            // Conformers of the molecules minimised but not yet final.
+            let starts: Vec<(usize, Vec<[f64; 3]>)> = pending
+                .iter()
+                .filter_map(|i| ledger.done.get(i))
+                .filter(|o| !o.is_final())
+                .map(|o| (o.index, o.positions.clone()))
+                .collect();
+            let sampled = conformers::sample(
+                c,
+                force.as_ref(),
+                &molecules,
+                &starts,
+                (runner.budget, device),
+                opts.stop.as_deref(),
+            )?;
+            runner.force_calls += sampled.force_calls;
+            let tasks = sampled.tasks;
+            let per_record = (c.members * c.frames) as usize;
+            // Each record's best frame so far, and how many of its frames are done.
+            let mut best: BTreeMap<usize, Finished> = BTreeMap::new();
+            let mut done: BTreeMap<usize, usize> = BTreeMap::new();
+            interrupted = if sampled.stopped_by != 0 {
+                sampled.stopped_by
+            } else {
+                runner.run(tasks.into(), &mut |f: Finished| {
+                    let record = f.task.record;
+                    let n = done.entry(record).or_insert(0);
+                    *n += 1;
+                    let complete = *n == per_record;
+                    let better = f.energy.is_finite()
+                        && best.get(&record).is_none_or(|b| f.energy < b.energy);
+                    if better {
+                        best.insert(record, f);
+                    }
+                    if complete {
+                        // The lowest energy of the first minimisation and its frames.
+                        let first = ledger.done[&record].clone();
+                        let outcome = match best.remove(&record) {
+                            Some(b) if b.energy < first.energy_ev => Outcome {
+                                energy_start_ev: first.energy_start_ev,
+                                ..outcome_of(&b, &entries, results::FINAL, b.task.frame)
+                            },
+                            _ => Outcome {
+                                stage: results::FINAL.into(),
+                                ..first
+                            },
+                        };
+                        finish(&mut ledger, outcome)?;
+                    }
+                    Ok(())
+                })?
+            };
+        }
+        Ok(interrupted)
+    })();
+    let interrupted = match work {
+        Ok(signal) => signal,
+        Err(e) => {
+            // The ledger holds what finished; the tables show it too (the
+            // rest pending), so a screen that cannot go on still hands
+            // over its results.
+            progress.finish();
+            let finals = ledger.done.values().filter(|o| o.is_final()).count();
+            if let (Ok(csv), Ok(sdf)) = (
+                results::write_csv(&out, &entries, &ledger.done),
+                results::write_sdf(&out, &entries, &ledger.done),
+            ) {
+                log(format!(
+                    "{finals} molecule{} finished before the error: {} and {} (the others pending)",
+                    if finals == 1 { "" } else { "s" },
+                    csv.display(),
+                    sdf.display()
+                ));
+            }
+            return Err(e);
+        }
+    };
     progress.finish();
     let wall = start.elapsed().as_secs_f64();
     let csv = results::write_csv(&out, &entries, &ledger.done)?;
