@@ -26,7 +26,13 @@
 //! * dense: every atom of the member (isolated molecules of up to
 //!   [`DENSE_MAX_ATOMS`] atoms, of one size or of several, as in a screen's
 //!   batch of different molecules: n² candidates per member, padded to the
-//!   largest, beat a cell list at that size);
+//!   largest, beat a cell list at that size). Rows are compacted to the
+//!   entries within the cutoff, or, where a row has room for the whole
+//!   member anyway (small molecules), hold every candidate in place with
+//!   those beyond the cutoff unused ([`ListShape::whole_rows`]): then only
+//!   distances, mask and inner lists change from step to step, and a
+//!   graphed step, whose time such small kernels set, is a dozen calls
+//!   shorter;
 //! * cells: binning (an O(N) cell list). Periodic members bin their wrapped
 //!   fractional coordinates, with nb_k = floor(w_k / (1.1 cutoff)) bins (at least 1) along
 //!   lattice direction k (w_k the perpendicular width), so every image
@@ -125,9 +131,22 @@ pub struct ListShape {
     pub outer_capacity: i64,
     /// Slots per row of each inner list.
     pub inner_capacities: Vec<i64>,
+    /// Dense grids whose rows have room for every atom of the member
+    /// (capacity = atoms): a row's entries are its candidates, in place,
+    /// those beyond the cutoff unused (see [`NeighborList::refine`]).
+    /// False in checkpoints written before it: they go on with compacted
+    /// rows, as they were written.
+    #[serde(default)]
+    pub whole_rows: bool,
 }
 
 impl ListShape {
+    /// Whether rows are whole: asked for, and the capacity is the
+    /// member's atoms (a shape given by hand may say otherwise).
+    pub fn rows_whole(&self) -> bool {
+        self.whole_rows && matches!(self.grid, Grid::Dense { atoms } if atoms == self.capacity)
+    }
+
     /// Index of the fullest bin in a list's `seen` counts: after the row
     /// and the inner rows; the shrink flag and the stored row follow it.
     fn seen_bin(&self) -> usize {
@@ -223,6 +242,29 @@ struct Constants {
     dense: Option<(Tensor, Tensor, Tensor)>,
     /// Index ranges and fill-in values of this shape (see [`Indices`]).
     indices: Indices,
+    /// Whole rows ([`ListShape::whole_rows`]): each entry's neighbour and
+    /// its reverse entry (the row itself and N · K where the candidate is
+    /// not real), [N, K] int64 each: the same at every update.
+    whole: Option<(Tensor, Tensor)>,
+}
+
+/// The tables of whole rows (see [`Constants::whole`]) from a dense grid's
+/// candidates, or None for other lists.
+fn whole_row_tables(
+    shape: &ListShape,
+    dense: Option<&(Tensor, Tensor, Tensor)>,
+) -> Option<(Tensor, Tensor)> {
+    let (cand, valid, local) = dense?;
+    if !shape.rows_whole() {
+        return None;
+    }
+    let (n, k) = (cand.size()[0], cand.size()[1]);
+    let rows = Tensor::arange(n, (Kind::Int64, cand.device())).unsqueeze(1);
+    let neighbors = cand.where_self(valid, &rows);
+    // Entry c of row i is candidate c; seen from j = cand[i, c], the pair
+    // is j's candidate local[i].
+    let reverse = (cand * k + local.unsqueeze(1)).where_scalarother(valid, n * k);
+    Some((neighbors, reverse))
 }
 
 /// The index ranges 0..len an update needs (rows, row and slot capacities,
@@ -342,7 +384,9 @@ impl Constants {
             }
             Grid::Cells { .. } => None,
         };
+        let whole = whole_row_tables(shape, dense.as_ref());
         Constants {
+            whole,
             bins: Tensor::from_slice(&bins).to_device(device),
             offsets: offsets(device),
             far: Tensor::from_slice(&[2.0 * shape.cutoffs[0], 0.0, 0.0]).to_device(device),
@@ -626,23 +670,37 @@ impl NeighborList {
             positions, batch, n_members, dense, boundary, &cutoffs, old.skin, &self.seen,
         )?;
         if !rows_short {
-            self.set_row_capacities(old.capacity, old.inner_capacities);
+            self.set_row_capacities(old.capacity, old.inner_capacities, old.whole_rows);
+        } else if old.rows_whole() && self.shape.grid == old.grid {
+            // Whole rows cannot run short (they record no row counts):
+            // only inner rows did. The rows stay whole.
+            let inner = self.shape.inner_capacities.clone();
+            self.set_row_capacities(old.capacity, inner, true);
         }
         Ok(())
     }
 
     /// Set the row and inner capacities (K, K_c) a list was measured with
-    /// elsewhere (a checkpoint, a test).
-    pub fn set_row_capacities(&mut self, capacity: i64, inner_capacities: Vec<i64>) {
+    /// elsewhere (a checkpoint, a test), and whether its rows were whole
+    /// (see [`ListShape::rows_whole`]).
+    pub fn set_row_capacities(
+        &mut self,
+        capacity: i64,
+        inner_capacities: Vec<i64>,
+        whole_rows: bool,
+    ) {
         self.shape.capacity = capacity;
         self.shape.inner_capacities = inner_capacities;
+        self.shape.whole_rows = whole_rows;
         self.fit_indices();
     }
 
-    /// Make the index ranges and values of the shape as it now is.
+    /// Make the index ranges, values and whole-row tables of the shape as
+    /// it now is.
     fn fit_indices(&mut self) {
         let r = &self.consts.indices;
         self.consts.indices = Indices::new(&self.shape, r.rows, r.device);
+        self.consts.whole = whole_row_tables(&self.shape, self.consts.dense.as_ref());
     }
 
     /// The list's reach: cutoff plus skin.
@@ -756,6 +814,7 @@ impl NeighborList {
             capacity: 1,
             outer_capacity: 0,
             inner_capacities: vec![1; cutoffs.len() - 1],
+            whole_rows: false,
         };
         let mut list = NeighborList {
             consts: Constants::new(&shape, batch),
@@ -784,9 +843,18 @@ impl NeighborList {
         let widest = most(&within.sum_dim_intlist(1, false, Kind::Int64));
         list.shape.capacity = row_room(widest, seen_host[0], 2).max(1);
         let picked = list.pick(&c, &within, list.shape.capacity);
-        let (_, inner_counts) = list.inner_lists(&d2, &picked);
+        let (_, inner_counts) =
+            list.inner_lists(&d2.gather(1, &picked.picked, false), &picked.mask);
         for (i, widest) in inner_counts.iter().enumerate() {
             list.shape.inner_capacities[i] = row_room(most(widest), seen_host[1 + i], 1).max(1);
+        }
+        if let Grid::Dense { atoms } = grid {
+            // Rows with room for the whole member anyway: compacting them
+            // would save the model nothing.
+            if list.shape.capacity >= atoms {
+                list.shape.capacity = atoms;
+                list.shape.whole_rows = true;
+            }
         }
         list.fit_indices();
         let _ = list.seen.shallow_clone().fill_(0);
@@ -917,6 +985,9 @@ impl NeighborList {
         if matches!(self.shape.grid, Grid::Cells { .. }) && outer.is_none() {
             return self.update(positions, batch, boundary);
         }
+        if let Some(whole) = &self.consts.whole {
+            return self.refine_whole_rows(whole, positions, batch, boundary);
+        }
         let x = positions.to_kind(Kind::Double);
         let n = x.size()[0];
         let k = self.shape.capacity;
@@ -930,7 +1001,7 @@ impl NeighborList {
             ),
             _ => None,
         };
-        let (inner, inner_counts) = self.inner_lists(&d2, &p);
+        let (inner, inner_counts) = self.inner_lists(&d2.gather(1, &p.picked, false), &p.mask);
         let mut found = vec![p.found.shallow_clone()];
         found.extend(inner_counts);
         self.raise_rows(&Tensor::stack(&found, 1).amax([0].as_slice(), false));
@@ -948,6 +1019,44 @@ impl NeighborList {
             shifts,
             mask: p.mask,
             reverse: p.reverse,
+            inner_slots,
+            inner_masks,
+            far: self.consts.far.shallow_clone(),
+            zero: self.consts.zero.shallow_clone(),
+        }
+    }
+
+    /// [`NeighborList::refine`] of whole rows: entry c of a row is its
+    /// member's candidate c, used where within the cutoff, so neighbours
+    /// and reverse entries are tables made once and an update is the
+    /// distances, the mask and the inner lists (no compaction; rows cannot
+    /// overflow).
+    fn refine_whole_rows(
+        &self,
+        (neighbors, reverse): &(Tensor, Tensor),
+        positions: &Tensor,
+        batch: &Tensor,
+        boundary: &Boundary,
+    ) -> Pairs {
+        let x = positions.to_kind(Kind::Double);
+        let (n, k) = (neighbors.size()[0], neighbors.size()[1]);
+        let c = self.candidates(&x, batch, boundary);
+        let (d2, mask) = self.within(&c, self.shape.cutoffs[0]);
+        let (inner, inner_counts) = self.inner_lists(&d2, &mask);
+        if !inner_counts.is_empty() {
+            self.raise_seen(
+                1,
+                &Tensor::stack(&inner_counts, 1).amax([0].as_slice(), false),
+            );
+        }
+        let (inner_slots, inner_masks): (Vec<Tensor>, Vec<Tensor>) = inner.into_iter().unzip();
+        let idx = &self.consts.indices;
+        Pairs {
+            // Unused entries name the row itself, as the contract says.
+            neighbors: neighbors.where_self(&mask, &idx.get(n).unsqueeze(1)),
+            shifts: None,
+            reverse: reverse.where_self(&mask, &idx.scalar(n * k)),
+            mask,
             inner_slots,
             inner_masks,
             far: self.consts.far.shallow_clone(),
@@ -1355,24 +1464,22 @@ impl NeighborList {
         }
     }
 
-    /// The inner slot lists (slots, masks) of picked entries with squared
-    /// distances `d2` ([N, C] per candidate), and each row's count within
-    /// each inner cutoff ([N] each, uncapped).
+    /// The inner slot lists (slots, masks) of the entries with squared
+    /// distances `d2` in use where `mask` ([N, K] each), and each row's
+    /// count within each inner cutoff ([N] each, uncapped).
     #[allow(clippy::type_complexity)]
-    fn inner_lists(&self, d2: &Tensor, p: &Picked) -> (Vec<(Tensor, Tensor)>, Vec<Tensor>) {
+    fn inner_lists(&self, d2: &Tensor, mask: &Tensor) -> (Vec<(Tensor, Tensor)>, Vec<Tensor>) {
         let mut lists = Vec::new();
         let mut counts = Vec::new();
         if self.shape.cutoffs.len() < 2 {
             return (lists, counts);
         }
-        let (n, k) = (p.mask.size()[0], p.mask.size()[1]);
-        let opts_i = (Kind::Int64, p.mask.device());
+        let (n, k) = (mask.size()[0], mask.size()[1]);
+        let opts_i = (Kind::Int64, mask.device());
         let idx = &self.consts.indices;
-        // The entries' squared distances, from the candidates'.
-        let d2 = d2.gather(1, &p.picked, false);
         for (ci, &cap) in self.shape.inner_capacities.iter().enumerate() {
             let rc = self.shape.cutoffs[ci + 1];
-            let inside = d2.lt(rc * rc).logical_and(&p.mask);
+            let inside = d2.lt(rc * rc).logical_and(mask);
             // Column (slot + 1) of each kept entry, spare column 0 for the others.
             let running = inside.cumsum(1, Kind::Int64);
             let keep = inside.logical_and(&running.le(cap));
@@ -1418,6 +1525,7 @@ mod tests {
             capacity: 21,
             outer_capacity: 21,
             inner_capacities: vec![9],
+            whole_rows: false,
         }
     }
 

@@ -232,37 +232,44 @@ fn free_members_of_different_sizes_are_listed_densely() {
         }
     }
     let (xt, bt) = tensors(&x, &member);
-    let cutoffs = [4.0, 2.5];
-    let dense =
-        NeighborList::allocate(&xt, &bt, 4, Some(25), &Boundary::Free, &cutoffs, 0.0).unwrap();
-    assert_eq!(dense.shape.grid, Grid::Dense { atoms: 25 });
-    let pairs = dense.update(&xt, &bt, &Boundary::Free);
-    assert_eq!(dense.overflow(), None);
-    let want = brute_force(&x, &member, None, cutoffs[0]);
-    assert!(want.len() > 100, "{}", want.len());
-    assert_eq!(from_list(&pairs, &x), want);
-    assert_eq!(
-        inner_set(&pairs, &x, 0),
-        brute_force(&x, &member, None, cutoffs[1])
-    );
-    // Forces assembled through the reverse entries: with every entry's
-    // −dE/dv set to its own vector, atom i gets Σ_j 2 (x_i − x_j) over its
-    // pairs (its entries and their reverses).
-    let f = common::host(&pairs.forces(&pairs.vectors(&xt)));
-    let all = brute_force(&x, &member, None, cutoffs[0]);
-    for (i, xi) in x.iter().enumerate() {
-        let mut want = [0.0; 3];
-        for &(_, j, _) in all.iter().filter(|p| p.0 == i as i64) {
-            for k in 0..3 {
-                want[k] += 2.0 * (xi[k] - x[j as usize][k]);
-            }
+    // Rows compacted (4 Å), and whole (14 Å: every atom of the largest
+    // member is a neighbour, so rows hold all 25 candidates in place).
+    for (cutoffs, whole) in [([4.0, 2.5], false), ([14.0, 2.5], true)] {
+        let dense =
+            NeighborList::allocate(&xt, &bt, 4, Some(25), &Boundary::Free, &cutoffs, 0.0).unwrap();
+        assert_eq!(dense.shape.grid, Grid::Dense { atoms: 25 });
+        assert_eq!(dense.shape.rows_whole(), whole, "{:?}", dense.shape);
+        let pairs = dense.update(&xt, &bt, &Boundary::Free);
+        assert_eq!(dense.overflow(), None);
+        let want = brute_force(&x, &member, None, cutoffs[0]);
+        assert!(want.len() > 100, "{}", want.len());
+        if whole {
+            assert_eq!(pairs.neighbors.size(), [43, 25]);
         }
-        for k in 0..3 {
-            assert!(
-                (f[3 * i + k] - want[k]).abs() < 1e-9,
-                "atom {i}: {:?} vs {want:?}",
-                &f[3 * i..3 * i + 3]
-            );
+        assert_eq!(from_list(&pairs, &x), want);
+        assert_eq!(
+            inner_set(&pairs, &x, 0),
+            brute_force(&x, &member, None, cutoffs[1])
+        );
+        // Forces assembled through the reverse entries: with every entry's
+        // −dE/dv set to its own vector, atom i gets Σ_j 2 (x_i − x_j) over its
+        // pairs (its entries and their reverses).
+        let f = common::host(&pairs.forces(&pairs.vectors(&xt)));
+        let all = brute_force(&x, &member, None, cutoffs[0]);
+        for (i, xi) in x.iter().enumerate() {
+            let mut want = [0.0; 3];
+            for &(_, j, _) in all.iter().filter(|p| p.0 == i as i64) {
+                for k in 0..3 {
+                    want[k] += 2.0 * (xi[k] - x[j as usize][k]);
+                }
+            }
+            for k in 0..3 {
+                assert!(
+                    (f[3 * i + k] - want[k]).abs() < 1e-9,
+                    "atom {i}: {:?} vs {want:?}",
+                    &f[3 * i..3 * i + 3]
+                );
+            }
         }
     }
 }
@@ -276,31 +283,35 @@ fn equal_free_members_are_listed_densely_with_the_same_pairs() {
         .collect();
     let member: Vec<i64> = (0..48).map(|i| i / 12).collect();
     let (xt, bt) = tensors(&x, &member);
-    let cutoffs = [3.5, 2.2];
-    let dense =
-        NeighborList::allocate(&xt, &bt, 4, Some(12), &Boundary::Free, &cutoffs, 0.0).unwrap();
-    assert_eq!(dense.shape.grid, Grid::Dense { atoms: 12 });
-    let cells = NeighborList::allocate(&xt, &bt, 4, None, &Boundary::Free, &cutoffs, 0.0).unwrap();
-    let (dp, cp) = (
-        dense.update(&xt, &bt, &Boundary::Free),
-        cells.update(&xt, &bt, &Boundary::Free),
-    );
-    let want = brute_force(&x, &member, None, cutoffs[0]);
-    assert_eq!(from_list(&dp, &x), want);
-    assert_eq!(from_list(&cp, &x), want);
-    let inner = brute_force(&x, &member, None, cutoffs[1]);
-    assert_eq!(inner_set(&dp, &x, 0), inner);
-    assert_eq!(inner_set(&cp, &x, 0), inner);
-    // A list made from a stored shape (a checkpoint's) builds the same
-    // entries, bit for bit.
-    for list in [&dense, &cells] {
-        let again = NeighborList::with_shape(list.shape.clone(), &bt, 4, &Boundary::Free);
-        let (a, b) = (
-            list.update(&xt, &bt, &Boundary::Free),
-            again.update(&xt, &bt, &Boundary::Free),
+    // Rows compacted (3.5 Å) and whole (9 Å: rows hold every candidate).
+    for (cutoffs, whole) in [([3.5, 2.2], false), ([9.0, 2.2], true)] {
+        let dense =
+            NeighborList::allocate(&xt, &bt, 4, Some(12), &Boundary::Free, &cutoffs, 0.0).unwrap();
+        assert_eq!(dense.shape.grid, Grid::Dense { atoms: 12 });
+        assert_eq!(dense.shape.rows_whole(), whole, "{:?}", dense.shape);
+        let cells =
+            NeighborList::allocate(&xt, &bt, 4, None, &Boundary::Free, &cutoffs, 0.0).unwrap();
+        let (dp, cp) = (
+            dense.update(&xt, &bt, &Boundary::Free),
+            cells.update(&xt, &bt, &Boundary::Free),
         );
-        assert!(a.neighbors.equal(&b.neighbors) && a.reverse.equal(&b.reverse));
-        assert!(a.inner_slots[0].equal(&b.inner_slots[0]));
+        let want = brute_force(&x, &member, None, cutoffs[0]);
+        assert_eq!(from_list(&dp, &x), want);
+        assert_eq!(from_list(&cp, &x), want);
+        let inner = brute_force(&x, &member, None, cutoffs[1]);
+        assert_eq!(inner_set(&dp, &x, 0), inner);
+        assert_eq!(inner_set(&cp, &x, 0), inner);
+        // A list made from a stored shape (a checkpoint's) builds the same
+        // entries, bit for bit.
+        for list in [&dense, &cells] {
+            let again = NeighborList::with_shape(list.shape.clone(), &bt, 4, &Boundary::Free);
+            let (a, b) = (
+                list.update(&xt, &bt, &Boundary::Free),
+                again.update(&xt, &bt, &Boundary::Free),
+            );
+            assert!(a.neighbors.equal(&b.neighbors) && a.reverse.equal(&b.reverse));
+            assert!(a.inner_slots[0].equal(&b.inner_slots[0]));
+        }
     }
 }
 

@@ -44,6 +44,28 @@ fn static_model_continuation_is_bit_identical() {
     );
 }
 
+/// A neighbour-list (v2) model on a small molecule: its rows hold every
+/// atom of the member in place (whole rows, recorded in the checkpoint's
+/// list shape), and a continued run rebuilds that list and goes on exactly.
+#[test]
+fn whole_row_list_continuation_is_bit_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = root().join("models/ani1x_nl.pt");
+    let (whole, split) = (tmp.path().join("whole"), tmp.path().join("split"));
+    let m = (model.as_path(), "float32");
+    let c1 = config_with_model(tmp.path(), "w.toml", &whole, m, LANGEVIN, 40, "");
+    let c2 = config_with_model(tmp.path(), "s.toml", &split, m, LANGEVIN, 40, "");
+    run_whole_and_split(&c1, &c2, 15, 40);
+    let (ck, _) = Checkpoint::read_latest(&split).unwrap();
+    let shape = ck.header.neighbor_list.expect("a v2 model's list shape");
+    assert!(shape.rows_whole(), "{shape:?}");
+    assert_bit_identical(
+        &fingerprint(&whole, false),
+        &fingerprint(&split, false),
+        "ani1x_nl, whole rows",
+    );
+}
+
 /// A replica-exchange checkpoint written before moves were plug-ins (the
 /// exchange state in its own header field) continues exactly.
 #[test]

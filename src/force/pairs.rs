@@ -325,7 +325,7 @@ impl ForceProvider for PairForces {
         if let Some(room) = self.test_room.take() {
             let mut list = self.list.borrow_mut();
             let inner = list.shape.inner_capacities.clone();
-            list.set_row_capacities(room, inner);
+            list.set_row_capacities(room, inner, false);
             drop(list);
             self.new_shapes(state).map_err(|e| e.to_string())?;
         }
@@ -407,7 +407,7 @@ impl ForceProvider for PairForces {
             // only the row capacities do, so those are kept and the rest
             // sized for this skin.
             let mut list = list_for(state, &shape.cutoffs, current_skin)?;
-            list.set_row_capacities(shape.capacity, shape.inner_capacities);
+            list.set_row_capacities(shape.capacity, shape.inner_capacities, shape.whole_rows);
             list
         } else {
             NeighborList::with_shape(shape, &state.batch, state.n_members, &state.boundary())

@@ -668,6 +668,7 @@ mod tests {
                 capacity: N as i64,
                 outer_capacity: 0,
                 inner_capacities: vec![N as i64],
+                whole_rows: false,
             })
         }
     }
