@@ -322,21 +322,21 @@ pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSumma
         }
         Ok(interrupted)
     })();
+    progress.finish();
+    let wall = start.elapsed().as_secs_f64();
+    // The ledger holds what finished; the tables show it (the rest
+    // pending) whether the screen ended or could not go on.
+    let tables = results::write_csv(&out, &entries, &ledger.done)
+        .and_then(|csv| Ok((csv, results::write_sdf(&out, &entries, &ledger.done)?)));
+    let finals: Vec<&Outcome> = ledger.done.values().filter(|o| o.is_final()).collect();
     let interrupted = match work {
         Ok(signal) => signal,
         Err(e) => {
-            // The ledger holds what finished; the tables show it too (the
-            // rest pending), so a screen that cannot go on still hands
-            // over its results.
-            progress.finish();
-            let finals = ledger.done.values().filter(|o| o.is_final()).count();
-            if let (Ok(csv), Ok(sdf)) = (
-                results::write_csv(&out, &entries, &ledger.done),
-                results::write_sdf(&out, &entries, &ledger.done),
-            ) {
+            if let Ok((csv, sdf)) = &tables {
                 log(format!(
-                    "{finals} molecule{} finished before the error: {} and {} (the others pending)",
-                    if finals == 1 { "" } else { "s" },
+                    "{} molecule{} finished before the error: {} and {} (the others pending)",
+                    finals.len(),
+                    if finals.len() == 1 { "" } else { "s" },
                     csv.display(),
                     sdf.display()
                 ));
@@ -344,11 +344,7 @@ pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSumma
             return Err(e);
         }
     };
-    progress.finish();
-    let wall = start.elapsed().as_secs_f64();
-    let csv = results::write_csv(&out, &entries, &ledger.done)?;
-    let sdf_path = results::write_sdf(&out, &entries, &ledger.done)?;
-    let finals: Vec<&Outcome> = ledger.done.values().filter(|o| o.is_final()).collect();
+    let (csv, sdf_path) = tables?;
     let converged = finals.iter().filter(|o| o.converged).count();
     let summary = ScreenSummary {
         records: entries.len(),
