@@ -242,29 +242,26 @@ struct Constants {
     dense: Option<(Tensor, Tensor, Tensor)>,
     /// Index ranges and fill-in values of this shape (see [`Indices`]).
     indices: Indices,
-    /// Whole rows ([`ListShape::whole_rows`]): each entry's neighbour and
-    /// its reverse entry (the row itself and N · K where the candidate is
-    /// not real), [N, K] int64 each: the same at every update.
-    whole: Option<(Tensor, Tensor)>,
+    /// Whole rows ([`ListShape::whole_rows`]): [N, K] int64 each entry's
+    /// reverse entry (N · K where the candidate is not real), the same at
+    /// every update; an entry's neighbour is its candidate.
+    whole: Option<Tensor>,
 }
 
-/// The tables of whole rows (see [`Constants::whole`]) from a dense grid's
-/// candidates, or None for other lists.
-fn whole_row_tables(
+/// The reverse entries of whole rows (see [`Constants::whole`]) from a
+/// dense grid's candidates, or None for other lists.
+fn whole_row_reverse(
     shape: &ListShape,
     dense: Option<&(Tensor, Tensor, Tensor)>,
-) -> Option<(Tensor, Tensor)> {
+) -> Option<Tensor> {
     let (cand, valid, local) = dense?;
     if !shape.rows_whole() {
         return None;
     }
     let (n, k) = (cand.size()[0], cand.size()[1]);
-    let rows = Tensor::arange(n, (Kind::Int64, cand.device())).unsqueeze(1);
-    let neighbors = cand.where_self(valid, &rows);
     // Entry c of row i is candidate c; seen from j = cand[i, c], the pair
     // is j's candidate local[i].
-    let reverse = (cand * k + local.unsqueeze(1)).where_scalarother(valid, n * k);
-    Some((neighbors, reverse))
+    Some((cand * k + local.unsqueeze(1)).where_scalarother(valid, n * k))
 }
 
 /// The index ranges 0..len an update needs (rows, row and slot capacities,
@@ -293,38 +290,32 @@ impl Indices {
             Grid::Dense { atoms } => atoms,
             Grid::Cells { max_per_bin, .. } => 27 * max_per_bin,
         });
-        let mut values = vec![
-            0,
-            shape.capacity,
-            shape.outer_capacity,
-            rows * shape.capacity,
-            rows * shape.outer_capacity,
-        ];
-        values.extend(&shape.inner_capacities);
-        values.sort_unstable();
-        values.dedup();
         lengths.sort_unstable();
         lengths.dedup();
-        let rows_range = Tensor::arange(rows, (Kind::Int64, device));
-        let mut bases = vec![shape.capacity, shape.outer_capacity];
-        bases.dedup();
-        Indices {
-            bases: bases
-                .into_iter()
-                .map(|k| (k, entry_base(&rows_range, k)))
-                .collect(),
-            scalars: values
-                .into_iter()
-                .map(|v| (v, Tensor::full([], v, (Kind::Int64, device))))
-                .collect(),
+        // The spare column and the sentinels N · K of the row capacities.
+        let mut values = vec![0, rows * shape.capacity, rows * shape.outer_capacity];
+        values.dedup();
+        let mut idx = Indices {
             ranges: lengths
                 .into_iter()
                 .filter(|&len| len > 0)
                 .map(|len| Tensor::arange(len, (Kind::Int64, device)))
                 .collect(),
+            scalars: values
+                .into_iter()
+                .map(|v| (v, Tensor::full([], v, (Kind::Int64, device))))
+                .collect(),
+            bases: Vec::new(),
             rows,
             device,
-        }
+        };
+        let mut bases = vec![shape.capacity, shape.outer_capacity];
+        bases.dedup();
+        idx.bases = bases
+            .into_iter()
+            .map(|k| (k, entry_base(&idx.get(rows), k)))
+            .collect();
+        idx
     }
 
     /// [len] int64 0, 1, ..., len − 1.
@@ -345,8 +336,8 @@ impl Indices {
     }
 
     /// [] int64 `value`: the fill-in of a `where` (a scalar argument is
-    /// a fill kernel of its own at every call). The shape's capacities and
-    /// their sentinels (rows · capacity) are made once.
+    /// a fill kernel of its own at every call). 0 and the sentinels
+    /// rows · capacity are made once.
     fn scalar(&self, value: i64) -> Tensor {
         match self.scalars.iter().find(|(v, _)| *v == value) {
             Some((_, t)) => t.shallow_clone(),
@@ -384,7 +375,7 @@ impl Constants {
             }
             Grid::Cells { .. } => None,
         };
-        let whole = whole_row_tables(shape, dense.as_ref());
+        let whole = whole_row_reverse(shape, dense.as_ref());
         Constants {
             whole,
             bins: Tensor::from_slice(&bins).to_device(device),
@@ -695,12 +686,12 @@ impl NeighborList {
         self.fit_indices();
     }
 
-    /// Make the index ranges, values and whole-row tables of the shape as
-    /// it now is.
+    /// Make the index ranges, values and whole-row reverse entries of the
+    /// shape as it now is.
     fn fit_indices(&mut self) {
         let r = &self.consts.indices;
         self.consts.indices = Indices::new(&self.shape, r.rows, r.device);
-        self.consts.whole = whole_row_tables(&self.shape, self.consts.dense.as_ref());
+        self.consts.whole = whole_row_reverse(&self.shape, self.consts.dense.as_ref());
     }
 
     /// The list's reach: cutoff plus skin.
@@ -1028,18 +1019,18 @@ impl NeighborList {
 
     /// [`NeighborList::refine`] of whole rows: entry c of a row is its
     /// member's candidate c, used where within the cutoff, so neighbours
-    /// and reverse entries are tables made once and an update is the
-    /// distances, the mask and the inner lists (no compaction; rows cannot
-    /// overflow).
+    /// and reverse entries are the candidates and a table made once, and
+    /// an update is the distances, the mask and the inner lists (no
+    /// compaction; rows cannot overflow).
     fn refine_whole_rows(
         &self,
-        (neighbors, reverse): &(Tensor, Tensor),
+        reverse: &Tensor,
         positions: &Tensor,
         batch: &Tensor,
         boundary: &Boundary,
     ) -> Pairs {
         let x = positions.to_kind(Kind::Double);
-        let (n, k) = (neighbors.size()[0], neighbors.size()[1]);
+        let (n, k) = (reverse.size()[0], reverse.size()[1]);
         let c = self.candidates(&x, batch, boundary);
         let (d2, mask) = self.within(&c, self.shape.cutoffs[0]);
         let (inner, inner_counts) = self.inner_lists(&d2, &mask);
@@ -1053,7 +1044,7 @@ impl NeighborList {
         let idx = &self.consts.indices;
         Pairs {
             // Unused entries name the row itself, as the contract says.
-            neighbors: neighbors.where_self(&mask, &idx.get(n).unsqueeze(1)),
+            neighbors: c.cand.where_self(&mask, &idx.get(n).unsqueeze(1)),
             shifts: None,
             reverse: reverse.where_self(&mask, &idx.scalar(n * k)),
             mask,
