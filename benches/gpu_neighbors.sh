@@ -12,7 +12,9 @@
 #   OUT=/tmp/res PARTS=tests,engine,reference bash benches/gpu_neighbors.sh \
 #       target/release/mlff-md target/release/deps/cuda_graphs-HASH COMMIT
 # PARTS (comma-separated; run in this order): tests, engine, reference,
-# torchsim, runs. Carry: target/release/mlff-md (engine, runs), the test
+# torchsim, runs, repeats (engine and reference at R = 1 and 64, both models,
+# alternated three times: the spread of each figure), profile (the
+# reference's step, --profile: summed kernel time per part of the step). Carry: target/release/mlff-md (engine, runs), the test
 # binary (tests), models/ani1x_static.pt and models/ani1x_nl.pt, .whl
 # (torchsim: TorchSim wheels, benches/peers/README.md). Everything stops by
 # BUDGET_S seconds (default 560) after the start: each command gets at most
@@ -95,6 +97,25 @@ if part runs; then
   rm -rf "$OUT/water"
 fi
 
+if part repeats; then
+  for round in 1 2 3; do
+    for m in static nl; do
+      t 40 rep${round}_engine_ala2_$m $BIN bench md --device cuda --warmup 10 --model models/ani1x_$m.pt \
+        --structures $ALA --replicas 1,64 --cuda-graphs on --steps 500 --out "$OUT/rep${round}_engine_ala2_$m"
+      t 40 rep${round}_ref_ala2_$m python3 benches/reference_md.py --device cuda --graph on \
+        --model models/ani1x_$m.pt --structure $ALA --replicas 1,64 --steps 500 --warmup 10 \
+        --out "$OUT/rep${round}_ref_ala2_$m.json"
+    done
+  done
+fi
+
+if part profile; then
+  P="python3 benches/reference_md.py --device cuda --graph on --steps 100 --warmup 10 --profile 5"
+  t 60 prof_ala2_static $P --model $STATIC --structure $ALA --replicas 1,1024 --out "$OUT/prof_ala2_static.json"
+  t 90 prof_ala2_nl $P --model $NL --structure $ALA --replicas 1,1024,4096 --out "$OUT/prof_ala2_nl.json"
+  t 60 prof_chignolin_nl $P --model $NL --structure $CHIG --replicas 32 --out "$OUT/prof_chignolin_nl.json"
+fi
+
 # one line per result: engine, model, structure, R, ms/step
 python3 - "$OUT" <<'EOF' | tee "$OUT/summary.txt"
 import glob, json, os, sys
@@ -109,5 +130,9 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
         extra = f" graph {d['graph']}" if "graph" in d else ""
         print(f"{os.path.basename(f):32s} R={r['replicas']:5d}  {ms:9.3f} ms/step  "
               f"{r['replica_steps_per_second']:12.0f} replica-steps/s{extra}")
+        if "profile" in r:
+            p = r["profile"]
+            print(f"{'':32s}   kernels {p['summed_kernel_ms_per_step']:.3f} ms, {p['kernels_per_step']:.0f} per step: "
+                  + ", ".join(f"{q['name']} {q['kernel_ms']:.3f} ms/{q['kernels']:.0f}" for q in p["parts"]))
 EOF
 pack

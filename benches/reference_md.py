@@ -33,6 +33,13 @@ Models (TorchScript, models/README.md):
     python3 benches/reference_md.py --model models/ani1x_static.pt \
         --structure systems/peptides/alanine_dipeptide.pdb --replicas 1,64,1024 \
         --steps 1000 --warmup 20 --device cuda --graph on --out ref.json
+
+--profile STEPS adds, per R, where the GPU's time goes: STEPS more steps run
+eagerly under torch.profiler, and the kernels' summed time and count per step
+are split by part of the step (pairs, forward, backward, noise, integrator)
+and by kernel. The summed kernel time is what the GPU must do however the
+launches are issued: set beside the graphed ms/step it says how much of the
+step is kernels and how much is gaps between them.
 """
 
 import argparse
@@ -43,8 +50,11 @@ import os
 import platform
 import sys
 import time
+from contextlib import contextmanager
 
 import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile, record_function
 
 # src/units.rs
 KB_EV_PER_K = 1.380649e-23 / 1.602176634e-19
@@ -80,6 +90,68 @@ def read_structure(path):
             elif line.startswith("ENDMDL"):
                 break
     return [ELEMENTS[s][0] for s in sym], pos, [ELEMENTS[s][1] for s in sym], cell
+
+
+PART = "step part: "
+
+
+class Parts:
+    """The parts of the step for --profile (pairs, forward, backward, noise,
+    integrator). While on, each part is a profiler range that ends with a
+    device synchronisation, so every kernel the part launched ran inside the
+    range, and its GPU start time names its part (the autograd backward
+    launches from another thread, so the ranges' own kernel lists would miss
+    it). Off (timing, capture): no ranges, no synchronisations."""
+
+    def __init__(self):
+        self.on = False
+
+    @contextmanager
+    def __call__(self, name):
+        if not self.on:
+            yield
+            return
+        with record_function(PART + name):
+            yield
+            torch.cuda.synchronize()
+
+
+def profile_steps(step, parts, steps, top):
+    """Kernel time and count per step, by part and by kernel, over `steps`
+    eager steps (after two unprofiled ones)."""
+    for _ in range(2):
+        step()
+    torch.cuda.synchronize()
+    parts.on = True
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                step()
+    finally:
+        parts.on = False
+    events = prof.events()
+    ranges = [(e.time_range.start, e.time_range.end, e.name[len(PART):]) for e in events
+              if e.device_type == DeviceType.CPU and e.name.startswith(PART)]
+    by_part, by_kernel = {}, {}
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA and not e.name.startswith(PART)]
+    for k in kernels:
+        part = next((name for start, end, name in ranges if start <= k.time_range.start <= end), "other")
+        for table, key in ((by_part, part), (by_kernel, k.name)):
+            us, n = table.get(key, (0.0, 0))
+            table[key] = (us + k.device_time, n + 1)
+
+    def per_step(table, limit=None):
+        rows = sorted(table.items(), key=lambda kv: -kv[1][0])[:limit]
+        return [{"name": name[:120], "kernel_ms": us / steps / 1e3, "kernels": n / steps}
+                for name, (us, n) in rows]
+
+    return {
+        "eager_steps_profiled": steps,
+        "kernels_per_step": len(kernels) / steps,
+        "summed_kernel_ms_per_step": sum(k.device_time for k in kernels) / steps / 1e3,
+        "parts": per_step(by_part),
+        "top_kernels": per_step(by_kernel, top),
+    }
 
 
 class Pairs:
@@ -144,6 +216,7 @@ def run(args, model, kind, z1, x1, m1, cell, replicas, device):
     kick = h / AMU_A2_PER_FS2_IN_EV / m  # (dt/2)/m, eV/A -> A/fs
     v = torch.randn(x.shape, dtype=torch.float64, device=device) * sigma
     v -= ((v * m).view(replicas, n, 3).sum(1) / m.view(replicas, n, 1).sum(1)).repeat_interleave(n, 0)
+    parts = Parts()
     pairs = None
     if kind == "v2":
         pairs = Pairs(model.cutoffs(), n, replicas, cell, x, device)
@@ -152,17 +225,22 @@ def run(args, model, kind, z1, x1, m1, cell, replicas, device):
 
     def energy_forces(pos):
         if kind == "v2":
-            p = pos.detach().requires_grad_(True)
-            nbr, vec, mask, slots, masks = pairs(p)
-            if hasattr(model, "prepare"):
-                e = model.forward_pairs_prepared(nbr, vec, mask, slots, masks)
-            else:
-                e = model.forward_pairs(z, batch, nbr, vec, mask, slots, masks)
+            with parts("pairs"):
+                p = pos.detach().requires_grad_(True)
+                nbr, vec, mask, slots, masks = pairs(p)
+            with parts("forward"):
+                if hasattr(model, "prepare"):
+                    e = model.forward_pairs_prepared(nbr, vec, mask, slots, masks)
+                else:
+                    e = model.forward_pairs(z, batch, nbr, vec, mask, slots, masks)
         else:
-            p = pos.detach().float().requires_grad_(True)
-            e = model.forward_prepared(p) if kind == "v1-static" else model(z, p, batch)
-        (g,) = torch.autograd.grad(e.sum(), [p])
-        return e.detach(), -g.to(torch.float64)
+            with parts("forward"):
+                p = pos.detach().float().requires_grad_(True)
+                e = model.forward_prepared(p) if kind == "v1-static" else model(z, p, batch)
+        with parts("backward"):
+            (g,) = torch.autograd.grad(e.sum(), [p])
+            g = g.to(torch.float64)
+        return e.detach(), -g
 
     e, f = energy_forces(x)
 
@@ -173,14 +251,18 @@ def run(args, model, kind, z1, x1, m1, cell, replicas, device):
     e_start, _ = total_energy()
 
     def step():
-        v.add_(f * kick)
-        x.add_(v * h)
-        v.mul_(c1).add_(torch.randn(x.shape, dtype=torch.float64, device=device) * noise)
-        x.add_(v * h)
+        with parts("integrator"):
+            v.add_(f * kick)
+            x.add_(v * h)
+        with parts("noise"):
+            v.mul_(c1).add_(torch.randn(x.shape, dtype=torch.float64, device=device) * noise)
+        with parts("integrator"):
+            x.add_(v * h)
         e_new, f_new = energy_forces(x)
-        f.copy_(f_new)
-        e.copy_(e_new)
-        v.add_(f * kick)
+        with parts("integrator"):
+            f.copy_(f_new)
+            e.copy_(e_new)
+            v.add_(f * kick)
 
     graph = None
     if args.graph == "on":
@@ -228,6 +310,8 @@ def run(args, model, kind, z1, x1, m1, cell, replicas, device):
         row["overflow"] = any(l > k for l, k in zip(longest, pairs.k))
     if device.type == "cuda":
         row["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        if args.profile:  # after everything above: these steps move the state on
+            row["profile"] = profile_steps(step, parts, args.profile, args.top)
     return row
 
 
@@ -244,10 +328,17 @@ def main():
     ap.add_argument("--temperature", type=float, default=300.0, help="K")
     ap.add_argument("--friction", type=float, default=1.0, help="1/ps")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="CUDA: after each timing, run STEPS eager steps under torch.profiler and "
+                         "report per step the kernels' summed time and count in each part of the "
+                         "step (pairs, forward, backward, noise, integrator) and the costliest kernels")
+    ap.add_argument("--top", type=int, default=12, help="kernels listed with --profile")
     ap.add_argument("--out")
     a = ap.parse_args()
     if a.graph == "on" and a.device != "cuda":
         ap.error("--graph on needs --device cuda")
+    if a.profile and a.device != "cuda":
+        ap.error("--profile times CUDA kernels: it needs --device cuda")
     device = torch.device(a.device)
     torch.manual_seed(a.seed)
     model = torch.jit.load(a.model, map_location=device).eval()
