@@ -2,8 +2,9 @@
 # Two exports of one model (A: before, B: after a change of export) on one
 # GPU, side by side in one device session: a model result, not an engine
 # result (the same engine binary and the same reference script run both).
-#   md        bench md with A and B alternated (A, B, A, B): alanine
-#             dipeptide R = 1, 64, 1024, 4096 and chignolin x 32
+#   md        bench md with A and B alternated (A, B, A, B; ROUNDS pairs,
+#             default 2): alanine dipeptide R = ALA_R (default 1,64,1024,4096)
+#             and chignolin x 32
 #   reference benches/reference_md.py with A, then B (the same systems)
 #   profile   the reference's step with B under --profile (kernels per part)
 #   screen    mlff-md screen of the library with A, then B (SCREEN_A,
@@ -24,11 +25,11 @@ ALA=systems/peptides/alanine_dipeptide.pdb
 CHIG=systems/peptides/chignolin_extended.pdb
 
 if part md; then
-  for round in 1 2; do
+  for round in $(seq "${ROUNDS:-2}"); do
     for v in A B; do
       m=${!v}
       t 90 md${round}_${v}_ala2 $BIN bench md --device cuda --warmup 10 --model "$m" --structures $ALA \
-        --replicas 1,64,1024,4096 --cuda-graphs on --steps 200 --out "$OUT/md${round}_${v}_ala2"
+        --replicas "${ALA_R:-1,64,1024,4096}" --cuda-graphs on --steps 200 --out "$OUT/md${round}_${v}_ala2"
       t 40 md${round}_${v}_chignolin $BIN bench md --device cuda --warmup 10 --model "$m" --structures $CHIG \
         --replicas 32 --cuda-graphs on --steps 200 --out "$OUT/md${round}_${v}_chignolin"
     done
@@ -39,7 +40,7 @@ if part reference; then
   for v in A B; do
     m=${!v}
     R="python3 benches/reference_md.py --device cuda --graph on --steps 200 --warmup 10 --model $m"
-    t 90 ref_${v}_ala2 $R --structure $ALA --replicas 1,64,1024,4096 --out "$OUT/ref_${v}_ala2.json"
+    t 90 ref_${v}_ala2 $R --structure $ALA --replicas "${ALA_R:-1,64,1024,4096}" --out "$OUT/ref_${v}_ala2.json"
     t 45 ref_${v}_chignolin $R --structure $CHIG --replicas 32 --out "$OUT/ref_${v}_chignolin.json"
   done
 fi
