@@ -14,9 +14,10 @@
 # PARTS (comma-separated; run in this order): tests, engine, reference,
 # torchsim, runs, repeats (engine and reference at R = 1 and 64, both models,
 # alternated three times: the spread of each figure), profile (the
-# reference's step, --profile: summed kernel time per part of the step). Carry: target/release/mlff-md (engine, runs), the test
-# binary (tests), models/ani1x_static.pt and models/ani1x_nl.pt, .whl
-# (torchsim: TorchSim wheels, benches/peers/README.md). Everything stops by
+# reference's step, --profile: summed kernel time per part of the step).
+# Carry: target/release/mlff-md (engine, runs), the test binary (tests),
+# models/ani1x_static.pt and models/ani1x_nl.pt, .whl (torchsim: TorchSim
+# wheels, benches/peers/README.md). Everything stops by
 # BUDGET_S seconds (default 560) after the start: each command gets at most
 # its own limit and what is left of the budget, and is skipped when less
 # than 15 s are left; results written so far are kept. Results:
