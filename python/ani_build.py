@@ -3,8 +3,8 @@ export_ani_nl.py, export_ani2xt.py): read torchani's ANI-1x / ANI-1ccx model
 (or, through pack(), any torchani AEV computer and ensemble, e.g. ANI-2xt) and
 pack its constants and networks for the batched-matmul ensembles.
 
-Nothing here is scripted into a model; the scripted classes live in the
-export scripts.
+The scripted classes live in the export scripts; of this module only
+group_size() is compiled into them (their prepare()).
 
     parts = extract(name)   # name in export_ani.MODELS ("ani1x", "ani1ccx")
 
@@ -35,6 +35,23 @@ from typing import List
 import torch
 
 import export_ani
+
+
+def group_size(n_of: List[int], group_cost: int) -> int:
+    """The group size K that minimises rows + group_cost * groups, where the n_of[c]
+    atoms (or slots) of species c fill ceil(n_of[c] / K) groups of K rows; the
+    smallest such K (the max of n_of when all are 0). Evaluated for every K
+    at once: a loop over K in TorchScript's interpreter took ~50 ms at
+    100,000 atoms on a CPU, and prepare() runs at every change of a batch's
+    composition (a screen refills its batch every few force calls)."""
+    big = max(n_of)
+    if big < 1:
+        return big
+    kc = torch.arange(1, big + 1, dtype=torch.long)
+    groups = torch.div(torch.tensor(n_of, dtype=torch.long).view(-1, 1) + kc - 1, kc,
+                       rounding_mode="floor").sum(0)
+    cost = groups * kc + group_cost * groups
+    return int(torch.argmin(cost)) + 1  # argmin: the first (smallest K) of equal costs
 
 
 def round4(n: int) -> int:

@@ -301,18 +301,7 @@ class ANIStatic(torch.nn.Module):
             idx = torch.nonzero(slot_species == c).flatten()
             slots_of.append(idx)
             n_of.append(idx.size(0))
-        big = max(n_of)
-        best_k = big
-        best_cost = -1
-        for kc in range(1, big + 1):
-            groups = 0
-            for c in range(ns):
-                groups += (n_of[c] + kc - 1) // kc
-            cost = groups * kc + self.group_cost * groups
-            if best_cost < 0 or cost < best_cost:
-                best_cost = cost
-                best_k = kc
-        k = best_k
+        k = ani_build.group_size(n_of, self.group_cost)
         m = self.n_members
         group_slots_l: List[torch.Tensor] = []
         group_species_l: List[int] = []
