@@ -12,6 +12,8 @@
 #   torchsim_ani1x  TorchSim's batched FIRE with in-flight autobatching on
 #                   the same models/ani1x.pt (benches/torchsim_screen.py;
 #                   wheels from .device/wheels, see that script)
+#   torchsim_ani2xt the same on the default model, models/ani2xt_nl.pt (v2:
+#                   TorchSim's own neighbour list every force call)
 #   plain_first, conformers_ani2xt  the first SINGLE_N records minimised, and
 #                   with conformer sampling (see there)
 #   models          ms/step of ANI-2xt and AIMNet2 (issue 14): bench md on
@@ -67,11 +69,17 @@ fi
 if part single_ani1x; then
   t 200 single_ani1x $S "$OUT/first.sdf" --config "$(config models/ani1x.pt single1 max_molecules = 1)" --output "$OUT/single_ani1x"
 fi
-if part torchsim_ani1x; then
+if part torchsim_ani1x || part torchsim_ani2xt; then
   t 30 torchsim_install python3 -m pip install --no-index --no-deps --find-links .device/wheels \
     --target "$OUT/site" $(ls .device/wheels/*.whl)
+fi
+if part torchsim_ani1x; then
   t 300 torchsim_ani1x env PYTHONPATH="$OUT/site" python3 benches/torchsim_screen.py \
     --library $LIB --model models/ani1x.pt --device $DEV --out "$OUT/torchsim_ani1x.json"
+fi
+if part torchsim_ani2xt; then
+  t 420 torchsim_ani2xt env PYTHONPATH="$OUT/site" python3 benches/torchsim_screen.py \
+    --library $LIB --model models/ani2xt_nl.pt --device $DEV --out "$OUT/torchsim_ani2xt.json"
 fi
 # Conformer sampling (issue 15 item 3) against plain minimisation on the same
 # first SINGLE_N records (run with SINGLE_N=2000 PARTS=plain_first,conformers_ani2xt):
@@ -110,7 +118,8 @@ for f in sorted(glob.glob(os.path.join(out, "*", "summary.json"))):
 for f in sorted(glob.glob(os.path.join(out, "torchsim_*.json"))):
     s = json.load(open(f))
     print(f"{os.path.basename(f):16s} {s.get('molecules')} molecules  {s.get('wall_seconds')} s  "
-          f"{s.get('molecules_per_second')} molecules/s (TorchSim)")
+          f"{s.get('molecules_per_second')} molecules/s (TorchSim, {s.get('model_interface')}, "
+          f"{s.get('force_calls')} force calls, largest rows {s.get('max_row_capacity')})")
 for f in sorted(glob.glob(os.path.join(out, "models_*", "*.json"))):
     for r in json.load(open(f)).get("rows", []):
         print(f"{os.path.basename(os.path.dirname(f)):16s} {os.path.basename(r.get('structure', '')):28s} "

@@ -11,7 +11,7 @@ from the repository root, with the git-ignored .device/wheels/ carried there
     python3 -m pip install -q --no-index --no-deps --no-compile --find-links .device/wheels \
         torch-sim-atomistic==0.6.2
     python3 benches/torchsim_screen.py --library systems/screen/library.sdf.gz \
-        --model models/ani1x.pt --device cuda --out $OUT/torchsim_screen.json
+        --model models/ani2xt_nl.pt --device cuda --out $OUT/torchsim_screen.json
 
 If python3's site-packages is not writable there:
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
@@ -22,9 +22,9 @@ which torch_sim.trajectory imports at import time but uses only for trajectory
 files; this script never writes one, so when `tables` is missing
 benches/peers/_common.py's stub_tables() puts a stand-in module in its place
 (JSON "tables_stubbed"). vesin and nvalchemi-toolkit-ops (neighbour lists)
-are optional, imported in try/except, and not used: the v1 model needs no
-neighbour list; h5py, a Requires-Dist, is never imported. Hence --no-deps and
-this one wheel. `import torch_sim` creates an empty ~/.torchsim/.)
+are optional, imported in try/except; without them TorchSim's neighbour list
+is its pure-PyTorch torch_nl_linked_cell (JSON "neighbor_list"); h5py, a
+Requires-Dist, is never imported. Hence --no-deps and this one wheel. `import torch_sim` creates an empty ~/.torchsim/.)
 
 What runs (torch-sim-atomistic 0.6.2, read from its source):
 
@@ -33,13 +33,23 @@ What runs (torch-sim-atomistic 0.6.2, read from its source):
   or a net formal charge are skipped and counted; --limit N keeps the first N
   usable ones. Every molecule is an isolated system: SimState with
   pbc=False and a cubic --box cell (TorchSim's SimState needs a [S, 3, 3]
-  cell even without periodicity; the v1 model never sees it), unit masses
+  cell even without periodicity; models never see it), unit masses
   (ASE-style FIRE does not use them; mlff-md's FIRE uses unit masses too).
-* Model: the TorchScript file (model contract v1, models/README.md) wrapped as
-  a torch_sim ModelInterface: energies = model(z int64, positions float32 Å,
-  batch int64) -> [S] eV, forces = -dE/dpositions by one autograd backward
-  for the whole batch; returns {"energy", "forces"} (compute_stress False: no
-  cell optimisation, so no "stress").
+* Model: the TorchScript file wrapped as a torch_sim ModelInterface; forces
+  = -dE/dpositions by one autograd backward for the whole batch; returns
+  {"energy", "forces"} (compute_stress False: no cell optimisation, so no
+  "stress"). Contract v1 (models/README.md): energies = model(z int64,
+  positions float32 Å, batch int64) -> [S] eV. Contract v2 (the file exports
+  cutoffs(), e.g. the screen's default models/ani2xt_nl.pt): on every call
+  TorchSim's own neighbour list (torch_sim.neighbors.torchsim_nl, pbc off,
+  cutoffs()[0]; checked on the CPU against a brute-force list for the first
+  200 library records: the same 158,144 pairs), vectors x_j - x_i from the
+  state's positions rounded to float32, rows padded to this call's longest
+  (benches/peers/pair_rows.py, as the MD peer), prepare(z, batch) once per
+  batch composition, then forward_pairs_prepared. CPU check (first 20 usable
+  records of systems/screen/sample.sdf, ani2xt_nl.pt, all in one batch):
+  14 of 20 final energies within 1e-3 eV of `mlff-md screen`'s, 17 within
+  1e-2 (largest 0.017 eV), as for v1 below (FIRE difference (2)).
 * Optimiser: torch_sim.optimize(optimizer=torch_sim.Optimizer.fire), i.e.
   torch_sim.optimizers.fire_init / fire_step, with fire_flavor="ase_fire"
   and ASE's parameters, as mlff-md: init_kwargs dt_start 0.1, alpha_start
@@ -133,6 +143,7 @@ import warnings
 import torch
 
 from peers._common import clock, sha256, stub_tables
+from peers.pair_rows import pair_energies
 from sdf_records import SYMBOL, read_records
 
 TS_VERSION = importlib.metadata.version("torch-sim-atomistic")
@@ -145,6 +156,8 @@ TABLES_STUBBED = stub_tables()
 import torch_sim as ts  # noqa: E402
 from torch_sim.autobatching import InFlightAutoBatcher  # noqa: E402
 from torch_sim.models.interface import ModelInterface  # noqa: E402
+import torch_sim.neighbors as tsnl  # noqa: E402
+from torch_sim.neighbors import torchsim_nl  # noqa: E402
 from torch_sim.optimizers import Optimizer  # noqa: E402
 from torch_sim.quantities import system_wise_max_force  # noqa: E402
 from torch_sim.runners import generate_force_convergence_fn  # noqa: E402
@@ -154,6 +167,10 @@ from torch_sim.runners import generate_force_convergence_fn  # noqa: E402
 FIRE_INIT = dict(dt_start=0.1, alpha_start=0.1)
 FIRE_STEP = dict(dt_max=1.0, n_min=5, f_inc=1.1, f_dec=0.5, alpha_start=0.1, f_alpha=0.99)
 ALL_CAPPED = "All systems have reached the maximum number of steps"
+# the implementation torchsim_nl picks (its order: alchemiops > vesin > pure PyTorch)
+NL_IMPL = ("alchemiops_nl_n2" if tsnl.ALCHEMIOPS_AVAILABLE else
+           "vesin_nl_ts" if tsnl.VESIN_TORCHSCRIPT_AVAILABLE else
+           "vesin_nl" if tsnl.VESIN_AVAILABLE else "torch_nl_linked_cell")
 
 
 def parse_args() -> argparse.Namespace:
@@ -161,7 +178,8 @@ def parse_args() -> argparse.Namespace:
         description="TorchSim batched FIRE with in-flight autobatching over an SDF library",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--library", required=True, help="V2000 SDF, plain or gzip (.sdf, .sdf.gz)")
-    p.add_argument("--model", default="models/ani1x.pt", help="TorchScript model, contract v1")
+    p.add_argument("--model", default="models/ani2xt_nl.pt",
+                   help="TorchScript model, contract v1 or v2 (neighbour list)")
     p.add_argument("--limit", type=int, default=None, help="first N usable records only")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--fmax", type=float, default=0.05, help="eV/Å, largest atomic force norm")
@@ -209,11 +227,18 @@ def pick_device(name: str) -> torch.device:
 
 
 class TorchScriptModel(ModelInterface):
-    """torch_sim ModelInterface around a model of mlff-md's contract v1.
+    """torch_sim ModelInterface around a mlff-md model file, contract v1 or v2.
 
     forward(state) -> {"energy": [S] (float64, as the model returns it),
     "forces": [N, 3] (state dtype)}: one model call and one backward for the
-    whole batch. Counts calls and atoms (Python ints only: no device sync).
+    whole batch. v1: model(z, positions float32, batch). v2 (the file exports
+    cutoffs(); models/README.md, "Interface v2"): what a TorchSim user writes
+    around it, as benches/peers/torchsim_md.py does: TorchSim's own neighbour
+    list (torch_sim.neighbors.torchsim_nl, pbc off) at cutoffs()[0] every
+    call, vectors x_j - x_i from the state's positions (autograd on) rounded
+    to float32, padded rows (peers/pair_rows.py), prepare(z, batch) once per
+    batch composition. Counts calls and atoms (Python ints only) and, for v2,
+    the largest row capacities seen.
     """
 
     def __init__(self, path: str, device: torch.device, dtype: torch.dtype):
@@ -222,14 +247,15 @@ class TorchScriptModel(ModelInterface):
         model.eval()
         for prm in model.parameters():
             prm.requires_grad_(False)
-        if hasattr(model, "cutoffs"):
-            raise SystemExit(f"{path}: a v2 (neighbour-list) model; this script takes v1 models")
         if hasattr(model, "takes_charge") and bool(model.takes_charge()):
             raise SystemExit(f"{path}: takes a charge argument; this script passes none")
         if not hasattr(model, "supported_elements"):
             raise SystemExit(f"{path}: exports no supported_elements()")
         self.model = model
         self.supported = sorted(int(z) for z in model.supported_elements())
+        self.cutoffs = ([float(c) for c in model.cutoffs()] if hasattr(model, "cutoffs")
+                        else None)
+        self.has_prepare = hasattr(model, "prepare")
         self._device = device
         self._dtype = dtype
         self._compute_stress = False
@@ -244,22 +270,42 @@ class TorchScriptModel(ModelInterface):
         self.atoms_evaluated = 0
         self.max_atoms = 0
         self.max_systems = 0
+        self.max_capacity: list[int] = []
+        self.prepares = 0
+
+    def _energy(self, state, composition_changed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(energies [S], positions the gradient is taken for)."""
+        if self.cutoffs is None:
+            pos = state.positions.detach().to(torch.float32).requires_grad_(True)
+            return self.model(self._z, pos, self._b), pos
+        if composition_changed and self.has_prepare:
+            self.model.prepare(self._z, self._b)
+            self.prepares += 1
+        pos = state.positions.detach().requires_grad_(True)
+        pbc = torch.zeros(state.cell.shape[0], 3, dtype=torch.bool, device=pos.device)
+        mapping, _, _ = torchsim_nl(positions=pos.detach(), cell=state.row_vector_cell,
+                                    pbc=pbc, cutoff=self.cutoffs[0], system_idx=self._b)
+        vec = (pos[mapping[1]] - pos[mapping[0]]).to(torch.float32)  # pbc off: no shifts
+        energy, capacity = pair_energies(self.model, self._z, self._b, self.has_prepare,
+                                         mapping[0], mapping[1], vec, self.cutoffs)
+        self.max_capacity = [max(a, b) for a, b in zip(capacity, self.max_capacity)] \
+            if self.max_capacity else capacity
+        return energy, pos
 
     def forward(self, state, **kwargs) -> dict[str, torch.Tensor]:
-        z, b, positions, cell = (state.atomic_numbers, state.system_idx,
-                                 state.positions, state.cell)
+        z, b, cell = state.atomic_numbers, state.system_idx, state.cell
         # SimState holds atomic numbers as int32 (SimState.to(dtype=...)); the model
         # wants int64. Convert once per batch composition: the tensors are
         # replaced (not modified) when molecules are swapped, and holding the
         # source keeps its address from being reused.
+        changed = z is not self._z_src or b is not self._b_src
         if z is not self._z_src:
             self._z_src, self._z = z, z.to(torch.int64)
         if b is not self._b_src:
             self._b_src, self._b = b, b.to(torch.int64)
-        pos = positions.detach().to(torch.float32).requires_grad_(True)
         with torch.enable_grad():
             try:
-                energy = self.model(self._z, pos, self._b)
+                energy, pos = self._energy(state, changed)
                 (grad,) = torch.autograd.grad(energy.sum(), pos)
             except RuntimeError as e:
                 # TorchSim's memory probe recognises only "CUDA out of memory".
@@ -435,6 +481,12 @@ def main() -> int:
         "model": args.model,
         "model_sha256": sha256(args.model),
         "model_supported_elements": model.supported,
+        "model_interface": "v1" if model.cutoffs is None else "v2",
+        "neighbor_list": (None if model.cutoffs is None else
+                          f"torch_sim.neighbors.torchsim_nl ({NL_IMPL}), cutoff "
+                          f"{model.cutoffs[0]} A, pbc off, rebuilt every force call"),
+        "max_row_capacity": model.max_capacity or None,
+        "prepare_calls": model.prepares,
         "library": args.library,
         "library_sha256": sha256(args.library),
         "records_read": read,

@@ -59,6 +59,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 import _common as C  # noqa: E402
+from pair_rows import pair_energies  # noqa: E402
 
 # torch_sim imports PyTables at import time (only for trajectory files, which
 # this benchmark never writes). If tables is not installed, a stub module takes
@@ -124,40 +125,6 @@ class TorchScriptModel(ModelInterface):
         }
 
 
-def rows_from_pairs(n: int, i: torch.Tensor, j: torch.Tensor, vec: torch.Tensor,
-                    rc: float, inner: list[float]):
-    """A full pair list (centre i, neighbour j, vector x_j - x_i + shift, any
-    order) -> the v2 inputs: neighbors [n, K], vectors [n, K, 3] (keeps the
-    autograd graph of `vec`), mask, inner_slots / inner_masks [n, K_c]. K and
-    K_c are the longest rows of this step (host syncs, as TorchSim does)."""
-    dev = vec.device
-    counts = torch.bincount(i, minlength=n)
-    k = max(int(counts.max()), 1) if n else 1
-    order = torch.argsort(i, stable=True)
-    i, j, vec = i[order], j[order], vec[order]
-    col = torch.arange(i.shape[0], device=dev) - (torch.cumsum(counts, 0) - counts)[i]
-    neighbors = torch.arange(n, device=dev).view(n, 1).repeat(1, k)
-    neighbors[i, col] = j
-    mask = torch.zeros(n, k, dtype=torch.bool, device=dev)
-    mask[i, col] = True
-    pad = torch.tensor([2.0 * rc, 0.0, 0.0], dtype=vec.dtype, device=dev)
-    vectors = pad.expand(n, k, 3).index_put((i, col), vec)  # out of place: gradient flows to vec
-    d = vectors.detach().norm(dim=2)
-    slots, masks = [], []
-    for rc_c in inner:
-        within = mask & (d < rc_c)
-        kc = max(int(within.sum(1).max()), 1)
-        r, kk = torch.nonzero(within, as_tuple=True)  # row-major: k increasing in a row
-        c = within.cumsum(1)[r, kk] - 1
-        sl = torch.zeros(n, kc, dtype=torch.long, device=dev)
-        sl[r, c] = kk
-        sm = torch.zeros(n, kc, dtype=torch.bool, device=dev)
-        sm[r, c] = True
-        slots.append(sl)
-        masks.append(sm)
-    return neighbors, vectors, mask, slots, masks
-
-
 class PairListModel(TorchScriptModel):
     """torch_sim ModelInterface around a v2 (neighbour-list) TorchScript model.
 
@@ -211,14 +178,9 @@ class PairListModel(TorchScriptModel):
             h = cell + torch.bmm(cell, strain)
         shifts = compute_cell_shifts(h, shifts_idx.to(torch.float64), system_mapping)
         vec = x[mapping[1]] - x[mapping[0]] + shifts
-        nbr, vectors, mask, slots, masks = rows_from_pairs(
-            pos.shape[0], mapping[0], mapping[1], vec.to(torch.float32),
-            self.cutoffs[0], self.cutoffs[1:])
-        self.last_capacity = [nbr.shape[1]] + [s.shape[1] for s in slots]
-        if self.has_prepare:
-            energy = self.model.forward_pairs_prepared(nbr, vectors, mask, slots, masks)
-        else:
-            energy = self.model.forward_pairs(self._z, self._b, nbr, vectors, mask, slots, masks)
+        energy, self.last_capacity = pair_energies(
+            self.model, self._z, self._b, self.has_prepare, mapping[0], mapping[1],
+            vec.to(torch.float32), self.cutoffs)
         if not self._compute_stress:
             (grad,) = torch.autograd.grad(energy.sum(), pos)
             return {
