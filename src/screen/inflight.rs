@@ -86,6 +86,11 @@ impl Runner<'_> {
         let mut state: Option<BatchState> = None;
         let mut fire: Option<Fire> = None;
         let mut unchecked: Vec<bool> = Vec::new();
+        // The force provider still holds the layout of a batch that lost
+        // members: a refill (whose first evaluation rebatches) or the next
+        // block of iterations rebatches it, not the removal itself, so a
+        // refill does not pay for the neighbour list's allocation twice.
+        let mut stale_layout = false;
         loop {
             // Checks: all members after a block of iterations, only the
             // newcomers after a refill.
@@ -134,7 +139,7 @@ impl Runner<'_> {
                         let mut next = self.batch(&active, &st.positions.index_select(0, &rows));
                         next.forces = st.forces.index_select(0, &rows);
                         next.energies = st.energies.index_select(0, &kept);
-                        self.force.rebatch(&next)?;
+                        stale_layout = true;
                         fire = fire.map(|f| f.regroup(&kept, &rows, 0, 0));
                         state = Some(next);
                     }
@@ -181,7 +186,7 @@ impl Runner<'_> {
                     None => Fire::new(&st),
                 };
                 match evaluate(self.force, &mut st) {
-                    Ok(()) => {}
+                    Ok(()) => stale_layout = false,
                     Err(e) if e.is_out_of_memory() && active.len() > 1 => {
                         // Too big for the device after all: the newcomers go
                         // back to the queue (they have not moved), batches
@@ -199,6 +204,7 @@ impl Runner<'_> {
                         crate::cuda_graph::release_cached_memory();
                         if let Some(st) = &state {
                             self.force.rebatch(st)?;
+                            stale_layout = false;
                         }
                         continue;
                     }
@@ -213,6 +219,10 @@ impl Runner<'_> {
             let (Some(st), Some(f)) = (state.as_mut(), fire.as_mut()) else {
                 return Ok(0);
             };
+            if stale_layout {
+                self.force.rebatch(st)?;
+                stale_layout = false;
+            }
             let moving = Tensor::ones([active.len() as i64], (Kind::Bool, device));
             for _ in 0..CHECK_EVERY {
                 f.step(st, self.force, self.minimize.max_step, &moving)?;
