@@ -52,6 +52,8 @@ from typing import List
 
 import torch
 
+import model_files
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Covalent radii in Å (Cordero et al., Dalton Trans. 2008) for H..Ar.
@@ -386,9 +388,13 @@ class OutOfMemoryPairsAbove(LennardJonesPairsV2):
 
 
 def save(module: torch.nn.Module, path: str) -> None:
+    # Byte-reproducible (python/model_files.py): regenerating the committed
+    # files changes them only when a model's code or constants change.
     scripted = torch.jit.script(module)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    scripted.save(path)
+    prefix = os.path.splitext(os.path.basename(path))[0]
+    with open(path, "wb") as f:
+        f.write(model_files.save_canonical(scripted, prefix))
     print(f"wrote {os.path.relpath(path, ROOT)}")
 
 
