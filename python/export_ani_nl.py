@@ -488,7 +488,7 @@ class ANINeighbourList(torch.nn.Module):
         # as bmms, an H200 profile at 90k atoms showed a batched GEMV kernel
         # (cuBLAS gemmSN) taking 1.5 ms of a 29 ms step, ~25x the time to
         # read this layer's input; a product and a sum are elementwise and
-        # reduction kernels (not yet timed on a GPU).
+        # reduction kernels (not timed alone on a GPU; models/README.md).
         h = (h * ws[n_layers - 1].transpose(1, 2)).sum(1)  # [groups * members, K]
         # [groups * members * K] -> [S, Nmax x members]; mean over members and
         # sum over the structure's atoms (a weighted sum, as above)
