@@ -14,6 +14,10 @@
 #                   wheels from .device/wheels, see that script)
 #   torchsim_ani2xt the same on the default model, models/ani2xt_nl.pt (v2:
 #                   TorchSim's own neighbour list every force call)
+#   pairs_ani2xt    engine_ani2xt and torchsim_ani2xt alternated, ROUNDS
+#                   pairs (default 2): engine_r1, torchsim_r1, engine_r2, ...;
+#                   the summary gives each pair's ratio (the engine's own
+#                   spread between runs was ~1.4x on an H100, 2026-12-05)
 #   plain_first, conformers_ani2xt  the first SINGLE_N records minimised, and
 #                   with conformer sampling (see there)
 #   models          ms/step of ANI-2xt and AIMNet2 (issue 14): bench md on
@@ -69,7 +73,7 @@ fi
 if part single_ani1x; then
   t 200 single_ani1x $S "$OUT/first.sdf" --config "$(config models/ani1x.pt single1 max_molecules = 1)" --output "$OUT/single_ani1x"
 fi
-if part torchsim_ani1x || part torchsim_ani2xt; then
+if part torchsim_ani1x || part torchsim_ani2xt || part pairs_ani2xt; then
   t 30 torchsim_install python3 -m pip install --no-index --no-deps --find-links .device/wheels \
     --target "$OUT/site" $(ls .device/wheels/*.whl)
 fi
@@ -80,6 +84,13 @@ fi
 if part torchsim_ani2xt; then
   t 420 torchsim_ani2xt env PYTHONPATH="$OUT/site" python3 benches/torchsim_screen.py \
     --library $LIB --model models/ani2xt_nl.pt --device $DEV --out "$OUT/torchsim_ani2xt.json"
+fi
+if part pairs_ani2xt; then
+  for r in $(seq "${ROUNDS:-2}"); do
+    t 300 engine_ani2xt_r$r $S $LIB --config "$(config models/ani2xt_nl.pt ani2xt)" --output "$OUT/screen_ani2xt_r$r"
+    t 420 torchsim_ani2xt_r$r env PYTHONPATH="$OUT/site" python3 benches/torchsim_screen.py \
+      --library $LIB --model models/ani2xt_nl.pt --device $DEV --out "$OUT/torchsim_ani2xt_r$r.json"
+  done
 fi
 # Conformer sampling (issue 15 item 3) against plain minimisation on the same
 # first SINGLE_N records (run with SINGLE_N=2000 PARTS=plain_first,conformers_ani2xt):
@@ -120,6 +131,17 @@ for f in sorted(glob.glob(os.path.join(out, "torchsim_*.json"))):
     print(f"{os.path.basename(f):16s} {s.get('molecules')} molecules  {s.get('wall_seconds')} s  "
           f"{s.get('molecules_per_second')} molecules/s (TorchSim, {s.get('model_interface')}, "
           f"{s.get('force_calls')} force calls, largest rows {s.get('max_row_capacity')})")
+# pairs_ani2xt: engine / TorchSim molecules/s of each round (TorchSim's
+# loop alone, and with its memory estimate, which mlff-md's wall time holds)
+for r in range(1, 100):
+    e = os.path.join(out, f"screen_ani2xt_r{r}", "summary.json")
+    ts = os.path.join(out, f"torchsim_ani2xt_r{r}.json")
+    if not (os.path.exists(e) and os.path.exists(ts)):
+        break
+    m = json.load(open(e))["molecules_per_second"]
+    s = json.load(open(ts))
+    print(f"pair {r}: mlff-md / TorchSim {m / s['molecules_per_second']:.2f}x "
+          f"({m / s['molecules_per_second_including_estimate']:.2f}x with its estimate)")
 for f in sorted(glob.glob(os.path.join(out, "models_*", "*.json"))):
     for r in json.load(open(f)).get("rows", []):
         print(f"{os.path.basename(os.path.dirname(f)):16s} {os.path.basename(r.get('structure', '')):28s} "
