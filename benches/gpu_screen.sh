@@ -55,8 +55,18 @@ with open(out, "w") as f:
         f.write(r.text)
 PY
 S="$BIN screen --quiet --overwrite"
+# The default model's screen (engine_ani2xt, pairs_ani2xt) and TorchSim's
+# (torchsim_ani2xt, pairs_ani2xt; needs the install below) under a name
+# suffix: logs NAME.log, results screen_ani2xt$1/ and torchsim_ani2xt$1.json.
+engine_ani2xt() {
+  t 300 engine_ani2xt$1 $S $LIB --config "$(config models/ani2xt_nl.pt ani2xt)" --output "$OUT/screen_ani2xt$1"
+}
+torchsim_ani2xt() {
+  t 420 torchsim_ani2xt$1 env PYTHONPATH="$OUT/site" python3 benches/torchsim_screen.py \
+    --library $LIB --model models/ani2xt_nl.pt --device $DEV --out "$OUT/torchsim_ani2xt$1.json"
+}
 if part engine_ani2xt; then
-  t 300 engine_ani2xt $S $LIB --config "$(config models/ani2xt_nl.pt ani2xt)" --output "$OUT/screen_ani2xt"
+  engine_ani2xt ""
 fi
 if part engine_ani2xt_jit; then
   t 300 engine_ani2xt_jit env MLFF_MD_SCREEN_JIT_OPTIMIZE=1 $S $LIB --config "$(config models/ani2xt_nl.pt ani2xt_jit)" --output "$OUT/screen_ani2xt_jit"
@@ -82,14 +92,12 @@ if part torchsim_ani1x; then
     --library $LIB --model models/ani1x.pt --device $DEV --out "$OUT/torchsim_ani1x.json"
 fi
 if part torchsim_ani2xt; then
-  t 420 torchsim_ani2xt env PYTHONPATH="$OUT/site" python3 benches/torchsim_screen.py \
-    --library $LIB --model models/ani2xt_nl.pt --device $DEV --out "$OUT/torchsim_ani2xt.json"
+  torchsim_ani2xt ""
 fi
 if part pairs_ani2xt; then
   for r in $(seq "${ROUNDS:-2}"); do
-    t 300 engine_ani2xt_r$r $S $LIB --config "$(config models/ani2xt_nl.pt ani2xt)" --output "$OUT/screen_ani2xt_r$r"
-    t 420 torchsim_ani2xt_r$r env PYTHONPATH="$OUT/site" python3 benches/torchsim_screen.py \
-      --library $LIB --model models/ani2xt_nl.pt --device $DEV --out "$OUT/torchsim_ani2xt_r$r.json"
+    engine_ani2xt _r$r
+    torchsim_ani2xt _r$r
   done
 fi
 # Conformer sampling (issue 15 item 3) against plain minimisation on the same
