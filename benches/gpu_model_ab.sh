@@ -7,8 +7,10 @@
 #             and chignolin x 32
 #   reference benches/reference_md.py with A, then B (the same systems)
 #   profile   the reference's step with B under --profile (kernels per part)
-#   screen    mlff-md screen of the library with A, then B (SCREEN_A,
-#             SCREEN_B: ANI-2xt files), FIRE to 0.05 eV/A as gpu_screen.sh
+#   screen    mlff-md screen of LIB (default the library) with SCREEN_A,
+#             SCREEN_B and, if set, SCREEN_C (ANI-2xt files) in turn,
+#             SCREEN_ROUNDS rounds (default 1), FIRE to 0.05 eV/A as
+#             gpu_screen.sh
 #
 #   OUT=/tmp/res A=.cache/old/ani1x_nl.pt B=models/ani1x_nl.pt PARTS=md,reference,profile \
 #       bash benches/gpu_model_ab.sh target/release/mlff-md - COMMIT
@@ -20,7 +22,7 @@ parts md,reference,profile "$@"
 gpu_info "$OUT/gpu.txt"
 echo "$COMMIT" > "$OUT/commit.txt"
 : "${A:?A: the first model file}" "${B:?B: the second model file}"
-sha256sum "$A" "$B" ${SCREEN_A:-} ${SCREEN_B:-} > "$OUT/models.sha256"
+sha256sum "$A" "$B" ${SCREEN_A:-} ${SCREEN_B:-} ${SCREEN_C:-} > "$OUT/models.sha256"
 ALA=systems/peptides/alanine_dipeptide.pdb
 CHIG=systems/peptides/chignolin_extended.pdb
 
@@ -53,12 +55,18 @@ fi
 
 if part screen; then
   : "${SCREEN_A:?SCREEN_A: the first ANI-2xt file}" "${SCREEN_B:?SCREEN_B: the second}"
-  for v in SCREEN_A SCREEN_B; do
-    printf '[model]\npath = "%s"\ndevice = "cuda"\n' "$ROOT/${!v}" > "$OUT/$v.toml"
-    t 250 $v "$BIN" screen --quiet --overwrite systems/screen/library.sdf.gz --config "$OUT/$v.toml" \
-      --output "$OUT/$v"
-    rm -f "$OUT/$v/minimized.sdf" "$OUT/$v/ledger.jsonl"
-    gzip -f "$OUT/$v/results.csv" 2>/dev/null
+  LIB=${LIB:-systems/screen/library.sdf.gz}
+  sha256sum "$LIB" > "$OUT/inputs.sha256"
+  # SCREEN_ROUNDS rounds of A, B (and C), each run named after its file
+  # variable, with _rN after it when there is more than one round.
+  for round in $(seq "${SCREEN_ROUNDS:-1}"); do
+    for v in SCREEN_A SCREEN_B ${SCREEN_C:+SCREEN_C}; do
+      name=$v; [ "${SCREEN_ROUNDS:-1}" -gt 1 ] && name=${v}_r$round
+      printf '[model]\npath = "%s"\ndevice = "cuda"\n' "$ROOT/${!v}" > "$OUT/$name.toml"
+      t 250 $name "$BIN" screen --quiet --overwrite "$LIB" --config "$OUT/$name.toml" --output "$OUT/$name"
+      rm -f "$OUT/$name/minimized.sdf" "$OUT/$name/ledger.jsonl"
+      gzip -f "$OUT/$name/results.csv" 2>/dev/null
+    done
   done
 fi
 
@@ -82,5 +90,9 @@ for f in sorted(glob.glob(os.path.join(out, "SCREEN_*", "summary.json"))):
     s = json.load(open(f))
     print(f"{os.path.basename(os.path.dirname(f)):20s} {s['screened']} molecules  {s['wall_seconds']:.1f} s  "
           f"{s['molecules_per_second']:.2f} molecules/s  {s['force_calls']} force calls")
+    if "phases" in s:
+        p = s["phases"]
+        print(f"{'':20s} set-up {s['setup_seconds']:.1f} s; {p['iterations_seconds']:.1f} s in {p['blocks']} blocks, "
+              f"{p['refill_seconds']:.1f} s in {p['refills']} refills, {p['check_seconds']:.1f} s in checks")
 PY
 pack

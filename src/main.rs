@@ -758,6 +758,21 @@ fn main() -> ExitCode {
                 s.force_calls,
                 s.batch_atoms
             );
+            let p = &s.phases;
+            println!(
+                "time: {:.1} s of set-up before (library, model, memory probe); then {:.1} s in {} blocks of FIRE iterations, {:.1} s in {} refills, {:.1} s in checks{}",
+                s.setup_seconds,
+                p.iterations_seconds,
+                p.blocks,
+                p.refill_seconds,
+                p.refills,
+                p.check_seconds,
+                if s.sampling_seconds > 0.0 {
+                    format!(", {:.1} s sampling conformers", s.sampling_seconds)
+                } else {
+                    String::new()
+                }
+            );
             println!(
                 "wrote {}/{{minimized.sdf,results.csv,summary.json}}",
                 s.output_directory.display()

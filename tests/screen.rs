@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use common::root;
 use common::runs::{bin, ok};
 use mlff_md::force::{update_forces, TorchScriptModel};
-use mlff_md::minimize::{fire, FireOptions};
+use mlff_md::minimize::{fire, FireOptions, CHECK_EVERY};
 use mlff_md::screen::config::ScreenConfig;
 use mlff_md::screen::results::{Outcome, LEDGER_FILE};
 use mlff_md::screen::{screen, ScreenOptions, ScreenSummary};
@@ -138,6 +138,21 @@ fn results_do_not_depend_on_batching_order_or_swapping() {
         s.force_calls
     );
     assert_same("max_molecules = 3", &three, &whole, 1e-9);
+    // The time split: one force call per refill and CHECK_EVERY per block,
+    // and the phases add up to no more than the screen's wall time.
+    for x in [&s, &s3] {
+        let p = &x.phases;
+        assert!(p.refills >= 1 && p.blocks >= 1, "{p:?}");
+        assert_eq!(x.force_calls, p.refills + CHECK_EVERY * p.blocks, "{p:?}");
+        let sum = p.iterations_seconds + p.refill_seconds + p.check_seconds;
+        assert!(
+            sum > 0.0 && sum <= x.wall_seconds,
+            "{p:?} vs {}",
+            x.wall_seconds
+        );
+        assert!(x.setup_seconds > 0.0 && x.sampling_seconds == 0.0);
+    }
+    assert!(s3.phases.refills > s.phases.refills, "{:?}", s3.phases);
     // Reversed library, batches of at most 40 atoms.
     let reversed: Vec<PathBuf> = mols.iter().rev().cloned().collect();
     let (_, rev) = run(dir.path(), "reversed", &cfg("max_atoms = 40"), &reversed);

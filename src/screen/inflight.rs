@@ -8,6 +8,9 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
 
 use tch::{Device, Kind, Tensor};
 
@@ -41,6 +44,31 @@ pub struct Finished {
     pub positions: Vec<[f64; 3]>,
 }
 
+/// Where the loop's time went. The checks are its only waits for the
+/// device, so the time up to the end of a check's reads is charged to what
+/// the device was given before it: a block of iterations or a refill.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct PhaseTimes {
+    /// Blocks of FIRE iterations on an unchanged batch (and the layout
+    /// update of a batch that lost members), up to the next check's reads.
+    pub iterations_seconds: f64,
+    pub blocks: u64,
+    /// Refills: the grown batch built on the host, its neighbour-list and
+    /// model layout, and its first evaluation, up to the next check's reads.
+    pub refill_seconds: f64,
+    pub refills: u64,
+    /// Checks after the reads: finished molecules' results written and the
+    /// batch shrunk.
+    pub check_seconds: f64,
+}
+
+/// What the device was last given (see [`PhaseTimes`]).
+#[derive(Clone, Copy)]
+enum Phase {
+    Iterations,
+    Refill,
+}
+
 /// What the loop needs besides its tasks.
 pub struct Runner<'a> {
     pub force: &'a dyn ForceProvider,
@@ -52,6 +80,7 @@ pub struct Runner<'a> {
     /// Atoms per batch (halved when a batch runs out of device memory).
     pub budget: usize,
     pub force_calls: u64,
+    pub times: PhaseTimes,
     /// Nonzero (a signal number): stop at the next check.
     pub stop: Option<&'a AtomicUsize>,
     /// A warning line for the user.
@@ -91,6 +120,8 @@ impl Runner<'_> {
         // block of iterations rebatches it, not the removal itself, so a
         // refill does not pay for the neighbour list's allocation twice.
         let mut stale_layout = false;
+        let mut mark = Instant::now();
+        let mut phase = Phase::Refill;
         loop {
             // Checks: all members after a block of iterations, only the
             // newcomers after a refill.
@@ -98,6 +129,12 @@ impl Runner<'_> {
                 let fmax = to_host_f64(&member_max_force(&st));
                 let energies = to_host_f64(&st.energies);
                 let positions = st.positions_host();
+                let waited = mark.elapsed().as_secs_f64();
+                match phase {
+                    Phase::Iterations => self.times.iterations_seconds += waited,
+                    Phase::Refill => self.times.refill_seconds += waited,
+                }
+                mark = Instant::now();
                 let mut leaving = vec![false; active.len()];
                 for (k, slot) in active.iter_mut().enumerate() {
                     if !unchecked[k] {
@@ -146,6 +183,8 @@ impl Runner<'_> {
                 } else {
                     state = Some(st);
                 }
+                self.times.check_seconds += mark.elapsed().as_secs_f64();
+                mark = Instant::now();
             }
             let signal = self.stop.map_or(0, |s| s.load(Ordering::SeqCst));
             if signal != 0 {
@@ -171,6 +210,8 @@ impl Runner<'_> {
                 });
             }
             if active.len() > r_old {
+                phase = Phase::Refill;
+                self.times.refills += 1;
                 let n_new = (active.len() - r_old) as i64;
                 let kept_positions = match &state {
                     Some(st) => st.positions.shallow_clone(),
@@ -219,6 +260,8 @@ impl Runner<'_> {
             let (Some(st), Some(f)) = (state.as_mut(), fire.as_mut()) else {
                 return Ok(0);
             };
+            phase = Phase::Iterations;
+            self.times.blocks += 1;
             if stale_layout {
                 self.force.rebatch(st)?;
                 stale_layout = false;
@@ -251,21 +294,20 @@ impl Runner<'_> {
             .collect();
         let mut st = BatchState::from_members(&members, self.device, Kind::Double);
         let n_kept = kept.size()[0];
-        let mut rows = vec![kept.to_kind(Kind::Double)];
+        // The newcomers' starts in one upload (a refill brings hundreds).
+        let mut flat: Vec<f64> = Vec::new();
         let mut row = 0;
         for (s, (m, _)) in active.iter().zip(&members) {
             if row >= n_kept {
                 let start = s.task.start.as_ref().unwrap_or(&m.structures[0]);
-                let flat: Vec<f64> = start.iter().flatten().copied().collect();
-                rows.push(
-                    Tensor::from_slice(&flat)
-                        .view([start.len() as i64, 3])
-                        .to_device(self.device),
-                );
+                flat.extend(start.iter().flatten());
             }
             row += s.atoms as i64;
         }
-        st.positions = Tensor::cat(&rows, 0);
+        let fresh = Tensor::from_slice(&flat)
+            .view([flat.len() as i64 / 3, 3])
+            .to_device(self.device);
+        st.positions = Tensor::cat(&[kept.to_kind(Kind::Double), fresh], 0);
         st
     }
 }

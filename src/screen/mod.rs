@@ -34,7 +34,7 @@ use crate::simulation::{force_provider, model_sha256};
 use crate::state::BatchState;
 use crate::system::Molecule;
 use config::ScreenConfig;
-use inflight::{evaluate, Finished, Runner, Task};
+use inflight::{evaluate, Finished, PhaseTimes, Runner, Task};
 use library::{Entry, Record};
 
 use results::{Ledger, Outcome};
@@ -73,8 +73,16 @@ pub struct ScreenSummary {
     pub batch_atoms: usize,
     pub batch_sizing: String,
     pub force_calls: u64,
+    /// The screen itself (what molecules_per_second divides by).
     pub wall_seconds: f64,
     pub molecules_per_second: f64,
+    /// Before the screen: reading the library, loading the model and the
+    /// memory probe (in a user's wait, not in wall_seconds).
+    pub setup_seconds: f64,
+    /// wall_seconds by phase of the minimisation loop.
+    pub phases: PhaseTimes,
+    /// Conformer sampling's MD, when configured (in wall_seconds).
+    pub sampling_seconds: f64,
     pub output_directory: PathBuf,
 }
 
@@ -113,6 +121,7 @@ const OWNED: [&str; 5] = [
 /// Run a screen; Err(Interrupted) after a signal, with everything finished
 /// so far written.
 pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSummary> {
+    let begun = Instant::now();
     // TorchScript's profiling executor specialises a model's graph on the
     // input shapes, which change whenever molecules leave or enter the
     // batch; on an H200 the ANI-2xt screen of the MOSES library ran 12 %
@@ -229,6 +238,7 @@ pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSumma
         max_molecules: config.batch.max_molecules,
         budget,
         force_calls: 0,
+        times: PhaseTimes::default(),
         stop: opts.stop.as_deref(),
         note: &note,
     };
@@ -261,6 +271,7 @@ pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSumma
             frame: None,
         })
         .collect();
+    let mut sampling_seconds = 0.0;
     let work = (|| -> Result<usize> {
         let mut interrupted = runner.run(first, &mut |f: Finished| {
             let outcome = outcome_of(&f, &entries, stage, None);
@@ -274,6 +285,7 @@ pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSumma
                 .filter(|o| !o.is_final())
                 .map(|o| (o.index, o.positions.clone()))
                 .collect();
+            let sampling = Instant::now();
             let sampled = conformers::sample(
                 c,
                 force.as_ref(),
@@ -282,6 +294,7 @@ pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSumma
                 (runner.budget, device),
                 opts.stop.as_deref(),
             )?;
+            sampling_seconds = sampling.elapsed().as_secs_f64();
             runner.force_calls += sampled.force_calls;
             let tasks = sampled.tasks;
             let per_record = (c.members * c.frames) as usize;
@@ -360,6 +373,9 @@ pub fn screen(config: &ScreenConfig, opts: &ScreenOptions) -> Result<ScreenSumma
         force_calls: runner.force_calls,
         wall_seconds: wall,
         molecules_per_second: screened as f64 / wall.max(1e-9),
+        setup_seconds: (start - begun).as_secs_f64(),
+        phases: runner.times,
+        sampling_seconds,
         output_directory: out.clone(),
     };
     results::write_atomically(
