@@ -124,7 +124,8 @@ def profile_steps(step, parts, steps, top):
     torch.cuda.synchronize()
     parts.on = True
     try:
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
+                     record_shapes=True) as prof:
             for _ in range(steps):
                 step()
     finally:
@@ -134,6 +135,14 @@ def profile_steps(step, parts, steps, top):
               if e.device_type == DeviceType.CPU and e.name.startswith(PART)]
     by_part, by_kernel = {}, {}
     kernels = [e for e in events if e.device_type == DeviceType.CUDA and not e.name.startswith(PART)]
+    # The operator that launched each kernel, with its inputs' shapes (the
+    # innermost CPU event the profiler links the kernel to).
+    launched_by = {}
+    for e in events:
+        if e.device_type == DeviceType.CPU and e.kernels:
+            op = f"{e.name} {[list(x) for x in e.input_shapes]}" if e.input_shapes else e.name
+            for k in e.kernels:
+                launched_by.setdefault(k.name, set()).add(op[:200])
     for k in kernels:
         part = next((name for start, end, name in ranges if start <= k.time_range.start <= end), "other")
         for table, key in ((by_part, part), (by_kernel, k.name)):
@@ -142,7 +151,8 @@ def profile_steps(step, parts, steps, top):
 
     def per_step(table, limit=None):
         rows = sorted(table.items(), key=lambda kv: -kv[1][0])[:limit]
-        return [{"name": name[:120], "kernel_ms": us / steps / 1e3, "kernels": n / steps}
+        return [{"name": name[:120], "kernel_ms": us / steps / 1e3, "kernels": n / steps,
+                 **({"launched_by": sorted(launched_by[name])[:4]} if name in launched_by else {})}
                 for name, (us, n) in rows]
 
     return {

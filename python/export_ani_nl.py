@@ -74,8 +74,11 @@ per species by prepare(), activations transposed, biases folded in. The AEV
 rows [N, 388] (AEV, then a constant 1 and zero-weight padding) are gathered
 into group order (index_select of whole rows) and read transposed by the
 first bmm. The output layer (one output row) is a product and a sum over
-the features, not a bmm (a bmm with one output row runs as a slow batched
-GEMV, 2026-12-05). The per-structure sum reads the atoms' outputs into a padded
+the features, not a bmm (written so on 2026-12-05 against a slow batched GEMV
+kernel, cuBLAS gemmSN, in an H200 profile; an H100 profile with each
+kernel's operator later showed that kernel to be the angular bmm of u, and
+this form no faster in MD: benches/results/md_exports_NVIDIA-H100_2026-12-05).
+The per-structure sum reads the atoms' outputs into a padded
 [S, Nmax x members] layout and sums them with the weights 1/8 (0 for
 padding) the same way; the self energies are summed in float64 by
 prepare(). Energies are float64 eV.
@@ -484,11 +487,10 @@ class ANINeighbourList(torch.nn.Module):
         for i in range(n_layers - 1):
             h = torch.nn.functional.celu(torch.bmm(ws[i], h), alpha=self.celu_alpha)
         # The output layer has one row: a weighted sum over the features,
-        # written as a product and a sum. With it and the per-structure sum
-        # as bmms, an H200 profile at 90k atoms showed a batched GEMV kernel
-        # (cuBLAS gemmSN) taking 1.5 ms of a 29 ms step, ~25x the time to
-        # read this layer's input; a product and a sum are elementwise and
-        # reduction kernels (not timed alone on a GPU; models/README.md).
+        # written as a product and a sum (elementwise and reduction kernels)
+        # rather than a bmm with one output row. (The batched GEMV kernel
+        # this was first meant to avoid is the bmm of u above, by an H100
+        # profile of each kernel's operator; models/README.md.)
         h = (h * ws[n_layers - 1].transpose(1, 2)).sum(1)  # [groups * members, K]
         # [groups * members * K] -> [S, Nmax x members]; mean over members and
         # sum over the structure's atoms (a weighted sum, as above)
