@@ -70,8 +70,9 @@ if part screen; then
   done
 fi
 
-python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
+PYTHONPATH=benches python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
 import glob, json, os, sys
+import screen_summary
 out = sys.argv[1]
 for f in sorted(glob.glob(os.path.join(out, "md*", "*.json"))):
     for r in json.load(open(f)).get("rows", []):
@@ -90,9 +91,8 @@ for f in sorted(glob.glob(os.path.join(out, "SCREEN_*", "summary.json"))):
     s = json.load(open(f))
     print(f"{os.path.basename(os.path.dirname(f)):20s} {s['screened']} molecules  {s['wall_seconds']:.1f} s  "
           f"{s['molecules_per_second']:.2f} molecules/s  {s['force_calls']} force calls")
-    if "phases" in s:
-        p = s["phases"]
-        print(f"{'':20s} set-up {s['setup_seconds']:.1f} s; {p['iterations_seconds']:.1f} s in {p['blocks']} blocks, "
-              f"{p['refill_seconds']:.1f} s in {p['refills']} refills, {p['check_seconds']:.1f} s in checks")
+    line = screen_summary.phase_line(s, 20)
+    if line:
+        print(line)
 PY
 pack

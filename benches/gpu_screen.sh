@@ -125,8 +125,9 @@ rm -rf "$OUT/site"
 rm -f "$OUT"/*/minimized.sdf "$OUT"/*/ledger.jsonl
 gzip -f "$OUT"/*/results.csv 2>/dev/null
 
-python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
+PYTHONPATH=benches python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
 import glob, json, os, sys
+import screen_summary
 out = sys.argv[1]
 for f in sorted(glob.glob(os.path.join(out, "*", "summary.json"))):
     s = json.load(open(f))
@@ -134,10 +135,9 @@ for f in sorted(glob.glob(os.path.join(out, "*", "summary.json"))):
         print(f"{os.path.basename(os.path.dirname(f)):16s} {s['screened']:6d} molecules  {s['wall_seconds']:8.1f} s  "
               f"{s['molecules_per_second']:9.2f} molecules/s  {s['converged']} converged  {s['skipped']} skipped  "
               f"batch {s['batch_atoms']} atoms  {s['force_calls']} force calls")
-        if "phases" in s:
-            p = s["phases"]
-            print(f"{'':16s} set-up {s['setup_seconds']:.1f} s; {p['iterations_seconds']:.1f} s in {p['blocks']} blocks, "
-                  f"{p['refill_seconds']:.1f} s in {p['refills']} refills, {p['check_seconds']:.1f} s in checks")
+        line = screen_summary.phase_line(s, 16)
+        if line:
+            print(line)
 for f in sorted(glob.glob(os.path.join(out, "torchsim_*.json"))):
     s = json.load(open(f))
     print(f"{os.path.basename(f):16s} {s.get('molecules')} molecules  {s.get('wall_seconds')} s  "
