@@ -54,7 +54,9 @@ pub struct PhaseTimes {
     pub iterations_seconds: f64,
     pub blocks: u64,
     /// Refills: the grown batch built on the host, its neighbour-list and
-    /// model layout, and its first evaluation, up to the next check's reads.
+    /// model layout, and its first evaluation, up to the next check's reads
+    /// (a refill that ran out of device memory counts too, without a force
+    /// call).
     pub refill_seconds: f64,
     pub refills: u64,
     /// Checks after the reads: finished molecules' results written and the
