@@ -414,33 +414,20 @@ class ANINeighbourList(torch.nn.Module):
     # the computation (no host synchronisation)
     # ------------------------------------------------------------------
 
-    def _energies(self, neighbors: torch.Tensor, vectors: torch.Tensor, mask: torch.Tensor,
-                  slots: torch.Tensor, slot_mask: torch.Tensor, n_struct: int,
-                  n_groups: int, group_size: int, atom_table: torch.Tensor,
-                  rows: torch.Tensor, slot_rows: torch.Tensor, slot_w: torch.Tensor,
-                  sae_ev: torch.Tensor, ones: torch.Tensor, w1: torch.Tensor,
-                  ws: List[torch.Tensor], pair_e: torch.Tensor,
-                  pair_pq: torch.Tensor) -> torch.Tensor:
+    def _angular(self, v: torch.Tensor, d: torch.Tensor, ent: torch.Tensor,
+                 slots: torch.Tensor, slot_mask: torch.Tensor, pair_e: torch.Tensor,
+                 pair_pq: torch.Tensor) -> torch.Tensor:
+        """Angular AEV [N, Z, pairs x A] from the entries' vectors v [N, K, 3],
+        distances d [N, K] and species table rows ent [N, K, ns + 1]. (A method
+        of its own so that a variant can replace it: benches/fused_angular.py
+        times one written for a kernel compiler.)"""
         ns = self.n_species
         na = self.n_shf_a
         npr = self.n_pairs
-        n = neighbors.size(0)
-        kk = neighbors.size(1)
+        n = slots.size(0)
         ka = slots.size(1)
         n_t = ka * (ka - 1) // 2
-        v = vectors.to(torch.float32)
-
-        # per entry: species one-hot and species (no gradient)
-        ent = atom_table.index_select(0, neighbors.reshape(-1)).view(n, kk, ns + 1)
-
-        # radial: terms [N, K, 16], summed per neighbour species by a bmm
-        d = torch.sqrt(torch.where(mask, (v * v).sum(2), self.pad_d2))  # [N, K]
-        fc_r = 0.5 * torch.cos(torch.clamp(d * self.k_r, max=math.pi)) + 0.5
-        t_r = d.unsqueeze(2) - self.shf_r
-        rad = torch.exp((t_r * t_r) * (-self.eta_r)) * fc_r.unsqueeze(2)
-        aev_r = torch.bmm(rad.transpose(1, 2), ent.narrow(2, 0, ns))  # [N, 16, ns]
-
-        # angular: the slots' vectors and distances gathered from the row, the
+        # the slots' vectors and distances gathered from the row, the
         # Gram matrix of the vectors (dot products of slot pairs p < q)
         va = torch.gather(v, 1, slots.unsqueeze(2).expand(n, ka, 3))  # [N, Ka, 3]
         gram = torch.bmm(va, va.transpose(1, 2))  # [N, Ka, Ka]
@@ -471,6 +458,31 @@ class ANINeighbourList(torch.nn.Module):
         u = torch.zeros([n, n_t, npr, na], dtype=v.dtype, device=v.device).scatter_(
             2, q.expand(n, n_t, 1, na), rad_a.unsqueeze(2))
         aev_a = torch.bmm(ang, u.view(n, n_t, npr * na))  # [N, Z, pairs x A]
+        return aev_a
+
+    def _energies(self, neighbors: torch.Tensor, vectors: torch.Tensor, mask: torch.Tensor,
+                  slots: torch.Tensor, slot_mask: torch.Tensor, n_struct: int,
+                  n_groups: int, group_size: int, atom_table: torch.Tensor,
+                  rows: torch.Tensor, slot_rows: torch.Tensor, slot_w: torch.Tensor,
+                  sae_ev: torch.Tensor, ones: torch.Tensor, w1: torch.Tensor,
+                  ws: List[torch.Tensor], pair_e: torch.Tensor,
+                  pair_pq: torch.Tensor) -> torch.Tensor:
+        ns = self.n_species
+        n = neighbors.size(0)
+        kk = neighbors.size(1)
+        v = vectors.to(torch.float32)
+
+        # per entry: species one-hot and species (no gradient)
+        ent = atom_table.index_select(0, neighbors.reshape(-1)).view(n, kk, ns + 1)
+
+        # radial: terms [N, K, 16], summed per neighbour species by a bmm
+        d = torch.sqrt(torch.where(mask, (v * v).sum(2), self.pad_d2))  # [N, K]
+        fc_r = 0.5 * torch.cos(torch.clamp(d * self.k_r, max=math.pi)) + 0.5
+        t_r = d.unsqueeze(2) - self.shf_r
+        rad = torch.exp((t_r * t_r) * (-self.eta_r)) * fc_r.unsqueeze(2)
+        aev_r = torch.bmm(rad.transpose(1, 2), ent.narrow(2, 0, ns))  # [N, 16, ns]
+
+        aev_a = self._angular(v, d, ent, slots, slot_mask, pair_e, pair_pq)  # [N, Z, pairs x A]
 
         # networks, transposed: all species groups x members in one bmm per
         # layer. The AEV rows [N, features] are gathered in group order (each
