@@ -56,10 +56,9 @@ import pair_list
 from reference_md import read_structure
 
 
-def eager_from_script(path: str, cls=export_ani_nl.ANINeighbourList):
-    """The Python module of a scripted ANINeighbourList file, with its
-    buffers and constants (same weights, same code as the export)."""
-    sm = torch.jit.load(path, map_location="cpu")
+def eager_from_script(sm, cls=export_ani_nl.ANINeighbourList):
+    """The Python module (this checkout's export code) of a loaded scripted
+    ANINeighbourList file, with its buffers and constants, on their device."""
     consts = {
         "n_pairs": sm.n_pairs, "triu_index": sm.pair_index.clone(),
         "shf_r": sm.shf_r.flatten(), "shf_a": sm.shf_a.flatten(), "shf_z": sm.shf_z.flatten(),
@@ -71,7 +70,7 @@ def eager_from_script(path: str, cls=export_ani_nl.ANINeighbourList):
               for i in range(sum(1 for b in buffers if b.startswith("layers.")))]
     model = cls(consts, sm.w_first.clone(), layers, list(sm.elements),
                 sm.self_energies.tolist(), sm.meta)
-    return model.eval(), sm
+    return model.eval().to(sm.w_first.device)
 
 
 class FusedAngular(export_ani_nl.ANINeighbourList):
@@ -245,8 +244,9 @@ def main():
               "graph": args.graph, "rows": []}
     for spec in args.system:
         path, r, k, ka = spec.rsplit(":", 3)
-        base, sm = eager_from_script(args.model)
-        sm = sm.to(device)
+        # a fresh load per system, as a fresh engine process has (TorchScript
+        # specialises on the shapes it has seen)
+        sm = torch.jit.load(args.model, map_location=device)
         inp = tiled_inputs(path, int(r), int(k), int(ka), sm, device)
         row = {"system": path, "replicas": int(r), "atoms": inp["atoms"], "K": int(k),
                "Ka": int(ka), "longest_rows": inp["longest"], "forms": {}}
@@ -256,8 +256,8 @@ def main():
                 model = sm
             else:
                 fused = form.startswith("fused")
-                model = eager_from_script(args.model, FusedAngular if fused
-                                          else export_ani_nl.ANINeighbourList)[0].to(device)
+                model = eager_from_script(sm, FusedAngular if fused
+                                          else export_ani_nl.ANINeighbourList)
                 if fused:
                     model.split = form[len("fused"):].lstrip("_") or "none"
             model.prepare(inp["z"], inp["batch"])
@@ -266,8 +266,9 @@ def main():
             interpreted = "triton" in form and os.environ.get("TRITON_INTERPRET") == "1"
             if (form == "compiled" or form.startswith("fused")) and not interpreted:
                 torch._dynamo.reset()  # a fresh cache per form and system
-                fn = torch.compile(fn, fullgraph=form == "compiled" or "triton" in form
-                                   or form == "fused", dynamic=False)
+                # one graph, except for the forms written with a graph break
+                fn = torch.compile(fn, fullgraph=form not in ("fused_factors", "fused_product"),
+                                   dynamic=False)
                 t0 = time.perf_counter()
                 force_call(fn, inp)
                 if device.type == "cuda":
