@@ -100,6 +100,7 @@ test: setup ani-models
 	$(PY) python/check_report.py $(BIN)
 	$(PY) python/wrap_schnet_example.py $(BIN)
 	$(PY) python/check_pt2.py $(BIN)
+	$(PY) python/check_pt2_pairs.py $(BIN)
 
 # Regenerate the committed test models (models/morse_test.pt, tests/data/*.pt);
 # not needed to build or test, and not run by them.

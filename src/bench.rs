@@ -415,6 +415,8 @@ pub struct MdOptions {
     pub state_kind: Kind,
     /// Å beyond the cutoff a stored neighbour list reaches.
     pub skin: f64,
+    /// Use the package cache's package for a row where it holds one.
+    pub compiled: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -453,6 +455,9 @@ pub struct MdRow {
     pub peak_allocated_mib: Option<f64>,
     /// Members per model call when the batch had to be split (0 = one call).
     pub chunk_size: usize,
+    /// The compiled package that stood in for the model file (its name in
+    /// the package cache), if one did.
+    pub package: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -517,6 +522,37 @@ enum RowModel {
 }
 
 impl RowModel {
+    /// The row's model: with `compiled`, the cached package for `state`'s
+    /// batch where there is one (Some(its path) beside the model).
+    fn load_compiled(
+        path: &Path,
+        state: &BatchState,
+        skin: f64,
+        compiled: bool,
+    ) -> Result<(RowModel, Option<PathBuf>)> {
+        let cached = compiled
+            .then(|| crate::compile::key_for_file(path, crate::config::Dtype::Float32, state, 1))
+            .and_then(|key| key.ok())
+            .map(|key| key.path())
+            .filter(|p| p.is_file());
+        let Some(package_path) = cached else {
+            return Ok((Self::load(path, state, skin)?, None));
+        };
+        let package = crate::force::aoti::Package::open(&package_path, state)?;
+        let model = if package.takes_pairs() {
+            let file = TorchScriptModel::load(path, state.device, Kind::Float)?;
+            let pairs = crate::force::aoti::AotiPairs::from_package(package, file)?;
+            RowModel::Pairs(Box::new(PairForces::with_skin(
+                Box::new(pairs),
+                state,
+                skin,
+            )?))
+        } else {
+            RowModel::Package(crate::force::AotiForces::from_package(package)?)
+        };
+        Ok((model, Some(package_path)))
+    }
+
     fn load(path: &Path, state: &BatchState, skin: f64) -> Result<RowModel> {
         if crate::force::aoti::is_package(path) {
             return Ok(RowModel::Package(crate::force::AotiForces::load(
@@ -574,7 +610,8 @@ fn md_row(
     if let Device::Cuda(i) = opts.device {
         crate::cuda_graph::reset_peak_memory(i);
     }
-    let row_model = RowModel::load(&opts.model, &state, opts.skin)?;
+    let (row_model, package) =
+        RowModel::load_compiled(&opts.model, &state, opts.skin, opts.compiled)?;
     let model = row_model.provider();
     state.set_maxwell_boltzmann(opts.temperature, &mut CounterRng::new(1));
     update_forces(&mut state, model)?;
@@ -712,6 +749,7 @@ fn md_row(
             RowModel::Positions(m) => m.chunk_size(),
             RowModel::Pairs(_) | RowModel::Package(_) => 0,
         },
+        package: package.map(|p| file_name(&p)),
     };
     Ok((row, integrator_name))
 }
@@ -766,12 +804,12 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
         did_not_fit,
     };
     let mut md = format!(
-        "# MD throughput — {device}, {}\n\nModel `{}`; {}; {} K; {:?} integrator state, float32 model; {} eager warm-up steps + the graph's warm-up and capture + {} timed steps per row; device synchronised at both ends. Overhead ratio = full MD step / bare (eager) forward + backward of the same batch; below 1 when graph replay saves launch overhead. For models of interface v2, isolated molecules of up to 256 atoms get their neighbour list built in every force call (in the captured step); larger and periodic systems keep a list reaching a skin beyond the cutoff, rebuilt every N steps (the number in brackets after the build time, at the end of the timed steps) and filtered at every step. ms/list build is one full build alone, eagerly (and in parentheses replayed from a CUDA graph). Peak MiB: GPU memory held by the process so far (nvidia-smi: the CUDA context, the allocator's cache and graph pools; the largest row of a run dominates later ones), or peak RSS on the CPU. Peak allocated: the most memory held by tensors during the row (CUDA allocator statistics).\n\n| structure | atoms | R | CUDA graph | ms/step | replica-steps/s | atom-steps/s | aggregate ns/day | ns/day per replica | ms/force call | ms/list build (graphed) | overhead ratio | peak MiB | peak allocated MiB | chunk |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "# MD throughput — {device}, {}\n\nModel `{}`; {}; {} K; {:?} integrator state, float32 model; {} eager warm-up steps + the graph's warm-up and capture + {} timed steps per row; device synchronised at both ends. Overhead ratio = full MD step / bare (eager) forward + backward of the same batch; below 1 when graph replay saves launch overhead. For models of interface v2, isolated molecules of up to 256 atoms get their neighbour list built in every force call (in the captured step); larger and periodic systems keep a list reaching a skin beyond the cutoff, rebuilt every N steps (the number in brackets after the build time, at the end of the timed steps) and filtered at every step. ms/list build is one full build alone, eagerly (and in parentheses replayed from a CUDA graph). Peak MiB: GPU memory held by the process so far (nvidia-smi: the CUDA context, the allocator's cache and graph pools; the largest row of a run dominates later ones), or peak RSS on the CPU. Peak allocated: the most memory held by tensors during the row (CUDA allocator statistics).\n\n| structure | atoms | R | CUDA graph | ms/step | replica-steps/s | atom-steps/s | aggregate ns/day | ns/day per replica | ms/force call | ms/list build (graphed) | overhead ratio | peak MiB | peak allocated MiB | chunk | compiled package |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         report.date, report.model, report.integrator, opts.temperature, opts.state_kind, opts.warmup, opts.steps
     );
     for r in &report.rows {
         md += &format!(
-            "| {}{} | {} | {} | {} | {:.3} | {:.0} | {:.0} | {:.2} | {:.3} | {:.3} | {} | {:.3} | {} | {} | {} |\n",
+            "| {}{} | {} | {} | {} | {:.3} | {:.0} | {:.0} | {:.2} | {:.3} | {:.3} | {} | {:.3} | {} | {} | {} | {} |\n",
             r.structure,
             if r.periodic { " (periodic)" } else { "" },
             r.atoms,
@@ -799,7 +837,8 @@ pub fn bench_md(opts: &MdOptions) -> Result<(MdReport, PathBuf)> {
                 "-".to_string()
             } else {
                 r.chunk_size.to_string()
-            }
+            },
+            r.package.as_deref().unwrap_or("-")
         );
     }
     for p in &report.did_not_fit {

@@ -108,8 +108,8 @@ pub fn cache_dir() -> PathBuf {
 
 /// The key a package for `config`'s model and `state`'s batch would have,
 /// or why no package can stand in for it: the model is not a TorchScript
-/// file taking float32 positions, the system is periodic or not one
-/// molecule × R, or the run has several processes (each holds a share of
+/// file taking float32 positions, the system is not one molecule × R, or
+/// the run has several processes (each holds a share of
 /// the members; packages fix the member count).
 pub fn key_for(
     config: &Config,
@@ -121,14 +121,21 @@ pub fn key_for(
         (ModelKind::Torchscript, Some(p)) => config.resolve(p),
         _ => return Err("only TorchScript model files can be compiled".into()),
     };
-    if is_package(&path) {
+    key_for_file(&path, model.dtype, state, ranks)
+}
+
+/// [`key_for`] of the TorchScript file at `path`, run in `dtype`.
+pub fn key_for_file(
+    path: &Path,
+    dtype: Dtype,
+    state: &BatchState,
+    ranks: usize,
+) -> std::result::Result<PackageKey, String> {
+    if is_package(path) {
         return Err(format!("{} is a package already", path.display()));
     }
-    if model.dtype != Dtype::Float32 {
+    if dtype != Dtype::Float32 {
         return Err("packages take float32 positions; this model is run in float64".into());
-    }
-    if state.cells.is_some() {
-        return Err("packages serve isolated molecules; this system is periodic".into());
     }
     if ranks > 1 {
         return Err(format!(
@@ -147,7 +154,7 @@ pub fn key_for(
     )
     .map_err(|e| format!("atomic numbers: {e}"))?;
     let model_sha256 =
-        crate::simulation::file_sha256(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        crate::simulation::file_sha256(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (device_kind, hardware) = match state.device {
         Device::Cuda(_) => ("cuda", crate::device::hardware_name(state.device)),
         _ => ("cpu", crate::device::hardware_name(Device::Cpu)),
@@ -244,9 +251,19 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
     if !sim.force.compilable() {
         return Err(Error::model(
             &model_path,
-            "has no prepare()/forward_prepared(): only static-shape models (e.g. models/ani1x_static.pt) can be compiled into packages",
+            "has neither prepare()/forward_prepared() nor prepare()/forward_pairs_prepared() (or takes a charge): only static-shape models (e.g. models/ani1x_static.pt, models/ani1x_nl.pt) can be compiled into packages",
         ));
     }
+    // A neighbour-list model's package takes the list this run starts with.
+    let list = sim.force.list_shape().map(|shape| {
+        let inner: Vec<String> = shape.inner_capacities.iter().map(i64::to_string).collect();
+        [
+            "--capacity".to_string(),
+            shape.capacity.to_string(),
+            "--inner-capacities".to_string(),
+            inner.join(","),
+        ]
+    });
     let target = key.path();
     if target.is_file() && !options.force {
         return Ok(Compiled {
@@ -312,7 +329,8 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
         .arg(&system)
         .args(["--replicas", &key.members.to_string(), "--device", &device])
         .arg("--out")
-        .arg(&partial);
+        .arg(&partial)
+        .args(list.iter().flatten());
     if options.quiet {
         command.stdout(std::process::Stdio::null());
     }

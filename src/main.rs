@@ -314,6 +314,11 @@ enum BenchCommand {
         /// every step).
         #[arg(long, default_value_t = mlff_md::neighbors::DEFAULT_SKIN)]
         skin: f64,
+        /// Time each row with the compiled package `mlff-md compile` put in
+        /// the package cache for this model, molecule, R and GPU, where
+        /// there is one (rows without one time the file, and say so).
+        #[arg(long)]
+        compiled: bool,
     },
 }
 
@@ -399,6 +404,7 @@ fn run_bench(which: BenchCommand) -> mlff_md::Result<()> {
             integrator,
             precision,
             skin,
+            compiled,
         } => {
             let opts = MdOptions {
                 model: common.model,
@@ -418,6 +424,7 @@ fn run_bench(which: BenchCommand) -> mlff_md::Result<()> {
                     BenchPrecision::Float32 => tch::Kind::Float,
                 },
                 skin,
+                compiled,
             };
             let (report, path) = bench_md(&opts)?;
             println!(

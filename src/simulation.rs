@@ -910,18 +910,35 @@ fn compiled_forces(
     model_sha: &str,
 ) -> Result<Box<dyn ForceProvider>> {
     let model = config.resolve(config.model.path.as_deref().unwrap_or(Path::new("")));
-    let forces = crate::force::AotiForces::load(path, state)?;
-    if forces.source_sha256() != Some(model_sha) {
+    let package = crate::force::aoti::Package::open(path, state)?;
+    if package.source_sha256() != Some(model_sha) {
         return Err(Error::model(
             path,
             format!(
                 "is in the package cache under {}'s name but was compiled from a file with SHA-256 {}, not {model_sha}; delete it, or run `mlff-md compile --force`",
                 model.display(),
-                forces.source_sha256().unwrap_or("(none recorded)")
+                package.source_sha256().unwrap_or("(none recorded)")
             ),
         ));
     }
-    Ok(Box::new(forces))
+    if !package.takes_pairs() {
+        return Ok(Box::new(crate::force::AotiForces::from_package(package)?));
+    }
+    // A neighbour-list model's package: the file evaluates the lists the
+    // package was not compiled for.
+    let file = TorchScriptModel::load(&model, state.device, config.model.dtype.kind())?;
+    if state.cells.is_some() && !file.takes_periodic() {
+        return Err(Error::model(
+            &model,
+            "is a model for isolated molecules (its periodic() is False), and this system is periodic",
+        ));
+    }
+    let pairs = crate::force::aoti::AotiPairs::from_package(package, file)?;
+    Ok(Box::new(PairForces::with_skin(
+        Box::new(pairs),
+        state,
+        config.run.neighbor_skin,
+    )?))
 }
 
 /// SHA-256 of the config's model file (TorchScript models), as hex.

@@ -1,4 +1,11 @@
-//! AOTInductor packages (.pt2) as a force provider.
+//! AOTInductor packages (.pt2) as force providers.
+//!
+//! Contract pt2-v2 (a neighbour-list model of contract v2, [`AotiPairs`]):
+//! `(neighbors, vectors, mask, inner slots..., inner masks...) ->
+//! (energies, −∂E/∂vectors)`, compiled for one molecule × R and for the
+//! list capacities the run starts with; the engine assembles the forces
+//! over its list as for the TorchScript file, which evaluates any list of
+//! other capacities. Contract pt2-v1 ([`AotiForces`]):
 //!
 //! A package from python/export_pt2.py holds one compiled program,
 //! `positions float32[N, 3] (Å) -> (energies float64[R] (eV), forces
@@ -13,17 +20,23 @@
 //! binding); builds without it (see build.rs) refuse .pt2 files with a
 //! message saying so.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
-use super::{ForceOutput, ForceProvider};
+use super::{ForceOutput, ForceProvider, PairInputs, PairModel, TorchScriptModel};
 use crate::error::{Error, Result};
+use crate::neighbors::Pairs;
 use crate::state::BatchState;
 
-/// The contract a package's metadata must name.
+/// The contract of packages of static models (positions in, forces out).
 pub const INTERFACE: &str = "pt2-v1";
+
+/// The contract of packages of neighbour-list models (the engine's list
+/// in, energies and −∂E/∂vectors out).
+pub const PAIRS_INTERFACE: &str = "pt2-v2";
 
 /// Whether `path` names an AOTInductor package (by its extension, as
 /// torch._inductor writes them).
@@ -154,24 +167,19 @@ mod ffi {
     }
 }
 
-/// A loaded .pt2 package, checked against the batch it will evaluate.
-pub struct AotiForces {
+/// A package opened for a batch: the loader and what its metadata says.
+pub struct Package {
     path: PathBuf,
     loader: ffi::Loader,
     /// CUDA device index, or -1 on the CPU.
     device_index: i32,
-    replicas: usize,
-    atoms: usize,
-    elements: Vec<i64>,
-    /// SHA-256 of the TorchScript file it was compiled from (metadata
-    /// `mlff_md.source_sha256`).
-    source_sha256: Option<String>,
+    compiled: Compiled,
 }
 
-impl AotiForces {
-    /// Load `path` for `state`'s batch (same molecule, same number of
+impl Package {
+    /// Open `path` for `state`'s batch (same molecule, same number of
     /// members, same device kind as the package was compiled for).
-    pub fn load(path: &Path, state: &BatchState) -> Result<AotiForces> {
+    pub fn open(path: &Path, state: &BatchState) -> Result<Package> {
         let bad = |m: String| Error::model(path, m);
         if !path.is_file() {
             return Err(bad("no such file".into()));
@@ -194,34 +202,223 @@ impl AotiForces {
                 state.layout.uniform_atoms(),
             )
             .map_err(bad)?;
-        let Compiled {
-            numbers,
-            replicas,
-            source_sha256,
-            ..
-        } = compiled;
-        let n = numbers.len();
-        let mut elements = numbers;
-        elements.sort_unstable();
-        elements.dedup();
-        Ok(AotiForces {
+        Ok(Package {
             path: path.to_path_buf(),
             loader,
             device_index,
-            replicas,
-            atoms: n,
-            elements,
-            source_sha256,
+            compiled,
         })
     }
-}
 
-impl AotiForces {
+    /// Whether it is of contract pt2-v2 (the engine's list in).
+    pub fn takes_pairs(&self) -> bool {
+        self.compiled.pairs.is_some()
+    }
+
     /// SHA-256 of the TorchScript file the package was compiled from, as its
     /// metadata records it.
     pub fn source_sha256(&self) -> Option<&str> {
-        self.source_sha256.as_deref()
+        self.compiled.source_sha256.as_deref()
     }
+
+    /// The package's outputs for `inputs` (in its contract's order).
+    fn run<const N: usize>(&self, inputs: &[&Tensor], names: &str) -> Result<[Tensor; N]> {
+        let out = self
+            .loader
+            .run(inputs, self.device_index)
+            .map_err(|e| Error::model(&self.path, format!("failed to run: {e}")))?;
+        <[Tensor; N]>::try_from(out).map_err(|o| {
+            Error::model(
+                &self.path,
+                format!("returned {} outputs, not ({names})", o.len()),
+            )
+        })
+    }
+
+    /// The elements of its molecule, sorted.
+    fn elements(&self) -> Vec<i64> {
+        let mut elements = self.compiled.numbers.clone();
+        elements.sort_unstable();
+        elements.dedup();
+        elements
+    }
+}
+
+/// A loaded .pt2 package of contract pt2-v1, checked against the batch it
+/// will evaluate.
+pub struct AotiForces {
+    package: Package,
+    elements: Vec<i64>,
+}
+
+impl AotiForces {
+    /// Load `path` for `state`'s batch (same molecule, same number of
+    /// members, same device kind as the package was compiled for).
+    pub fn load(path: &Path, state: &BatchState) -> Result<AotiForces> {
+        Self::from_package(Package::open(path, state)?)
+    }
+
+    /// An opened package of contract pt2-v1.
+    pub fn from_package(package: Package) -> Result<AotiForces> {
+        let path = &package.path;
+        if package.compiled.pairs.is_some() {
+            return Err(Error::model(
+                path,
+                format!(
+                    "is a package of contract {PAIRS_INTERFACE} (a neighbour-list model compiled for fixed list capacities), which runs beside the TorchScript file it was compiled from: `mlff-md compile CONFIG` puts it in the package cache, where runs of that file with [model] compiled = \"auto\" find it"
+                ),
+            ));
+        }
+        Ok(AotiForces {
+            elements: package.elements(),
+            package,
+        })
+    }
+
+    /// SHA-256 of the TorchScript file the package was compiled from, as its
+    /// metadata records it.
+    pub fn source_sha256(&self) -> Option<&str> {
+        self.package.source_sha256()
+    }
+}
+
+/// A package of contract pt2-v2 standing in for the TorchScript file of
+/// contract v2 it was compiled from: `(neighbors, vectors, mask, inner
+/// slots..., inner masks...) -> (energies, −∂E/∂vectors)`, the backward
+/// pass compiled in. It serves lists of the capacities it was compiled for;
+/// when the engine's list has others (it grew after an overflow, or came
+/// from a checkpoint), the TorchScript file evaluates, with autograd.
+pub struct AotiPairs {
+    package: Package,
+    capacities: ListCapacities,
+    fallback: TorchScriptModel,
+    /// The file has evaluated since (said once).
+    fell_back: Cell<bool>,
+}
+
+impl AotiPairs {
+    /// An opened package of contract pt2-v2, with `fallback`, the
+    /// TorchScript file it was compiled from (the caller checks the hash).
+    pub fn from_package(package: Package, fallback: TorchScriptModel) -> Result<AotiPairs> {
+        let path = &package.path;
+        let Some(capacities) = package.compiled.pairs.clone() else {
+            return Err(Error::model(
+                path,
+                format!(
+                    "is a package of contract {INTERFACE} (positions in), not {PAIRS_INTERFACE}"
+                ),
+            ));
+        };
+        let cutoffs = PairModel::cutoffs(&fallback);
+        if capacities.cutoffs != cutoffs {
+            return Err(Error::model(
+                path,
+                format!(
+                    "was compiled for cutoffs {:?} Å and {} has {cutoffs:?} Å",
+                    capacities.cutoffs,
+                    fallback.path().display()
+                ),
+            ));
+        }
+        Ok(AotiPairs {
+            package,
+            capacities,
+            fallback,
+            fell_back: Cell::new(false),
+        })
+    }
+
+    /// Whether the package takes `pairs`' shapes.
+    fn fits(&self, pairs: &Pairs) -> bool {
+        pairs.neighbors.size()[1] == self.capacities.capacity
+            && pairs.inner_slots.len() == self.capacities.inner.len()
+            && pairs
+                .inner_slots
+                .iter()
+                .zip(&self.capacities.inner)
+                .all(|(t, &k)| t.size()[1] == k)
+    }
+}
+
+impl PairModel for AotiPairs {
+    fn describe(&self) -> String {
+        let c = &self.package.compiled;
+        format!(
+            "AOTInductor package {} (contract {PAIRS_INTERFACE}: compiled for {} × {} atoms, list rows of {} entries, inner {:?}, gradient inside; {} evaluates other lists)",
+            self.package.path.display(),
+            c.replicas,
+            c.numbers.len(),
+            self.capacities.capacity,
+            self.capacities.inner,
+            self.fallback.path().display()
+        )
+    }
+
+    fn cutoffs(&self) -> Vec<f64> {
+        self.capacities.cutoffs.clone()
+    }
+
+    fn dtype(&self) -> Kind {
+        Kind::Float
+    }
+
+    fn energies(&self, inputs: &PairInputs) -> Result<Tensor> {
+        self.fallback.energies(inputs)
+    }
+
+    fn energies_and_minus_grad(&self, inputs: &PairInputs) -> Result<(Tensor, Tensor)> {
+        let p = inputs.pairs;
+        if !self.fits(p) {
+            if !self.fell_back.replace(true) {
+                eprintln!(
+                    "warning: the neighbour list has rows of {} entries (inner {:?}) and the package {} was compiled for {} (inner {:?}): the TorchScript file evaluates while the list has other shapes (`mlff-md compile --force` makes a package for the list a run starts with)",
+                    p.neighbors.size()[1],
+                    p.inner_slots.iter().map(|t| t.size()[1]).collect::<Vec<_>>(),
+                    self.package.path.display(),
+                    self.capacities.capacity,
+                    self.capacities.inner
+                );
+            }
+            return self.fallback.energies_and_minus_grad(inputs);
+        }
+        let mut owned = vec![
+            p.neighbors.contiguous(),
+            inputs.vectors.to_kind(Kind::Float).contiguous(),
+            p.mask.contiguous(),
+        ];
+        owned.extend(p.inner_slots.iter().map(Tensor::contiguous));
+        owned.extend(p.inner_masks.iter().map(Tensor::contiguous));
+        let args: Vec<&Tensor> = owned.iter().collect();
+        let [energies, minus_grad] = self.package.run(&args, "energies, -dE/dvectors")?;
+        Ok((energies, minus_grad))
+    }
+
+    fn fixed_capacities(&self) -> Option<(i64, Vec<i64>)> {
+        Some((self.capacities.capacity, self.capacities.inner.clone()))
+    }
+
+    fn prepare(&self, state: &BatchState) -> std::result::Result<(), String> {
+        PairModel::prepare(&self.fallback, state)
+    }
+
+    fn renew_executor(&self, state: &BatchState) -> Result<bool> {
+        self.fallback.renew_executor(state)
+    }
+
+    fn supported_elements(&self) -> Option<Vec<i64>> {
+        Some(self.package.elements())
+    }
+}
+
+/// The list shape a pt2-v2 package was compiled for.
+#[derive(Debug, Clone, PartialEq)]
+struct ListCapacities {
+    /// Entries per row (K).
+    capacity: i64,
+    /// Slots per row of each inner list.
+    inner: Vec<i64>,
+    /// Å, descending: the model's cutoffs.
+    cutoffs: Vec<f64>,
 }
 
 /// What a package's metadata says it was compiled for.
@@ -233,6 +430,8 @@ struct Compiled {
     /// "cpu" or "cuda" (AOTI_DEVICE_KEY; "cpu" when absent).
     device: String,
     source_sha256: Option<String>,
+    /// Contract pt2-v2: the list shape it takes.
+    pairs: Option<ListCapacities>,
 }
 
 impl Compiled {
@@ -243,16 +442,49 @@ impl Compiled {
         let get = |k: &str| {
             meta.get(k).ok_or_else(|| {
                 format!(
-                    "has no `{k}` in its metadata: not a package from python/export_pt2.py (contract {INTERFACE})"
+                    "has no `{k}` in its metadata: not a package from python/export_pt2.py (contract {INTERFACE} or {PAIRS_INTERFACE})"
                 )
             })
         };
         let interface = get("mlff_md.interface")?;
-        if interface != INTERFACE {
+        if interface != INTERFACE && interface != PAIRS_INTERFACE {
             return Err(format!(
-                "names contract {interface:?}; this engine reads {INTERFACE}"
+                "names contract {interface:?}; this engine reads {INTERFACE} and {PAIRS_INTERFACE}"
             ));
         }
+        let list = |k: &str| -> std::result::Result<Vec<String>, String> {
+            Ok(get(k)?
+                .split(',')
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect())
+        };
+        let pairs = if interface == PAIRS_INTERFACE {
+            let unreadable = |k: &str| format!("has an unreadable {k}");
+            let capacity = get("mlff_md.capacity")?
+                .parse::<i64>()
+                .ok()
+                .filter(|&k| k > 0)
+                .ok_or_else(|| unreadable("mlff_md.capacity"))?;
+            let inner = list("mlff_md.inner_capacities")?
+                .iter()
+                .map(|v| v.parse::<i64>().ok().filter(|&k| k > 0))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| unreadable("mlff_md.inner_capacities"))?;
+            let cutoffs = list("mlff_md.cutoffs")?
+                .iter()
+                .map(|v| v.parse::<f64>().ok().filter(|&c| c > 0.0))
+                .collect::<Option<Vec<_>>>()
+                .filter(|c| c.len() == inner.len() + 1)
+                .ok_or_else(|| unreadable("mlff_md.cutoffs"))?;
+            Some(ListCapacities {
+                capacity,
+                inner,
+                cutoffs,
+            })
+        } else {
+            None
+        };
         let numbers = get("mlff_md.atomic_numbers")?
             .split(',')
             .map(|z| z.trim().parse::<i64>())
@@ -269,6 +501,7 @@ impl Compiled {
                 .map_or("cpu", String::as_str)
                 .to_string(),
             source_sha256: meta.get("mlff_md.source_sha256").cloned(),
+            pairs,
         })
     }
 
@@ -317,26 +550,18 @@ fn parse_metadata(text: &str) -> BTreeMap<String, String> {
 
 impl ForceProvider for AotiForces {
     fn describe(&self) -> String {
+        let c = &self.package.compiled;
         format!(
             "AOTInductor package {} (compiled for {} × {} atoms, forces inside)",
-            self.path.display(),
-            self.replicas,
-            self.atoms
+            self.package.path.display(),
+            c.replicas,
+            c.numbers.len()
         )
     }
 
     fn compute(&self, state: &BatchState) -> Result<ForceOutput> {
         let x = state.positions.to_kind(Kind::Float).contiguous();
-        let out = self
-            .loader
-            .run(&[&x], self.device_index)
-            .map_err(|e| Error::model(&self.path, format!("failed to run: {e}")))?;
-        let [energies, forces] = <[Tensor; 2]>::try_from(out).map_err(|o| {
-            Error::model(
-                &self.path,
-                format!("returned {} outputs, not (energies, forces)", o.len()),
-            )
-        })?;
+        let [energies, forces] = self.package.run(&[&x], "energies, forces")?;
         Ok(ForceOutput {
             energies: energies.to_kind(Kind::Double),
             forces: forces.to_kind(state.kind),
@@ -372,6 +597,7 @@ mod tests {
                 replicas: 2,
                 device: "cuda".into(),
                 source_sha256: Some("ab=cd".into()),
+                pairs: None,
             })
         );
         // no device key: a CPU package; no source hash: none recorded
@@ -393,14 +619,14 @@ mod tests {
             assert_eq!(
                 Compiled::from_metadata(&without(key)),
                 Err(format!(
-                    "has no `{key}` in its metadata: not a package from python/export_pt2.py (contract pt2-v1)"
+                    "has no `{key}` in its metadata: not a package from python/export_pt2.py (contract pt2-v1 or pt2-v2)"
                 ))
             );
         }
         let with = |from: &str, to: &str| Compiled::from_metadata(&WATER_X2.replace(from, to));
         assert_eq!(
-            with("pt2-v1", "pt2-v2"),
-            Err("names contract \"pt2-v2\"; this engine reads pt2-v1".into())
+            with("pt2-v1", "pt2-v3"),
+            Err("names contract \"pt2-v3\"; this engine reads pt2-v1 and pt2-v2".into())
         );
         assert_eq!(
             with("8, 1,1", "8,H,1"),
@@ -410,6 +636,49 @@ mod tests {
             with("replicas=2", "replicas=-2"),
             Err("has an unreadable mlff_md.replicas".into())
         );
+    }
+
+    #[test]
+    fn a_pair_package_names_the_list_shape_it_takes() {
+        let v2 = WATER_X2.replace("pt2-v1", "pt2-v2")
+            + "mlff_md.capacity=43\nmlff_md.inner_capacities=22\nmlff_md.cutoffs=5.2,3.5\n";
+        assert_eq!(
+            Compiled::from_metadata(&v2).unwrap().pairs,
+            Some(ListCapacities {
+                capacity: 43,
+                inner: vec![22],
+                cutoffs: vec![5.2, 3.5],
+            })
+        );
+        // no inner lists: an empty entry
+        let plain = v2
+            .replace("inner_capacities=22", "inner_capacities=")
+            .replace("cutoffs=5.2,3.5", "cutoffs=6");
+        let c = Compiled::from_metadata(&plain).unwrap().pairs.unwrap();
+        assert_eq!((c.inner, c.cutoffs), (vec![], vec![6.0]));
+        for (from, to, key) in [
+            ("capacity=43", "capacity=0", "mlff_md.capacity"),
+            ("capacity=43", "capacity=x", "mlff_md.capacity"),
+            (
+                "inner_capacities=22",
+                "inner_capacities=22,-1",
+                "mlff_md.inner_capacities",
+            ),
+            ("cutoffs=5.2,3.5", "cutoffs=5.2", "mlff_md.cutoffs"),
+            ("cutoffs=5.2,3.5", "cutoffs=5.2,nan", "mlff_md.cutoffs"),
+        ] {
+            assert_eq!(
+                Compiled::from_metadata(&v2.replace(from, to)).map(|c| c.pairs),
+                Err(format!("has an unreadable {key}")),
+                "{to}"
+            );
+        }
+        let missing = v2.replace("mlff_md.capacity=43\n", "");
+        assert!(Compiled::from_metadata(&missing)
+            .unwrap_err()
+            .starts_with("has no `mlff_md.capacity`"));
+        // a v1 package names none
+        assert_eq!(Compiled::from_metadata(WATER_X2).unwrap().pairs, None);
     }
 
     #[test]

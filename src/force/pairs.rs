@@ -29,6 +29,7 @@ use crate::neighbors::{Grid, ListShape, NeighborList, Outer, Pairs, DEFAULT_SKIN
 use crate::state::{BatchState, Layout};
 
 /// What a pair model sees of one batch.
+#[derive(Clone, Copy)]
 pub struct PairInputs<'a> {
     pub atomic_numbers: &'a Tensor,
     /// [N] int64: structure (member) of each atom.
@@ -70,6 +71,31 @@ pub trait PairModel {
     /// Energies [S] (eV), differentiable with respect to `inputs.vectors`,
     /// which alone carry the geometry.
     fn energies(&self, inputs: &PairInputs) -> Result<Tensor>;
+
+    /// Energies [S] and −∂E/∂vectors [N, K, 3]: one backward pass through
+    /// [`PairModel::energies`], unless the model brings its gradient (a
+    /// compiled package, src/force/aoti.rs).
+    fn energies_and_minus_grad(&self, inputs: &PairInputs) -> Result<(Tensor, Tensor)> {
+        autograd_forces(inputs.vectors, |v| {
+            self.energies(&PairInputs {
+                vectors: v,
+                ..*inputs
+            })
+        })
+    }
+
+    /// Row capacity and inner capacities the model was made for, when it
+    /// takes no others efficiently (a compiled package): a fresh list is
+    /// given them where they have room for what it needs.
+    fn fixed_capacities(&self) -> Option<(i64, Vec<i64>)> {
+        None
+    }
+
+    /// Whether `mlff-md compile` can make a package of it (a TorchScript
+    /// file with prepare() and forward_pairs_prepared(), no charge).
+    fn compilable_pairs(&self) -> bool {
+        false
+    }
 
     /// Switch to a static-shape evaluation of `state`'s batch composition
     /// (see [`ForceProvider::prepare_static`]); Err says why not.
@@ -169,7 +195,23 @@ impl PairForces {
         state: &BatchState,
         skin: f64,
     ) -> Result<PairForces> {
-        let list = list_for(state, &model.cutoffs(), skin)?;
+        let mut list = list_for(state, &model.cutoffs(), skin)?;
+        if let Some((capacity, inner)) = model.fixed_capacities() {
+            let shape = &list.shape;
+            let room = capacity >= shape.capacity
+                && inner.len() == shape.inner_capacities.len()
+                && inner
+                    .iter()
+                    .zip(&shape.inner_capacities)
+                    .all(|(k, need)| k >= need);
+            // Whole rows (a dense grid's rows in place) keep their shape.
+            if room
+                && !shape.rows_whole()
+                && (capacity, &inner) != (shape.capacity, &shape.inner_capacities)
+            {
+                list.set_row_capacities(capacity, inner, false);
+            }
+        }
         let every = std::env::var(REBUILD_ENV)
             .ok()
             .and_then(|v| v.parse().ok())
@@ -263,15 +305,13 @@ impl PairForces {
         let vectors = pairs
             .vectors(&state.positions.to_kind(Kind::Double))
             .to_kind(self.model.dtype());
-        let (energies, minus_grad) = autograd_forces(&vectors, |v| {
-            self.model.energies(&PairInputs {
-                atomic_numbers: &state.atomic_numbers,
-                batch: &state.batch,
-                layout: &state.layout,
-                pairs: &pairs,
-                vectors: v,
-                charges: &state.charges,
-            })
+        let (energies, minus_grad) = self.model.energies_and_minus_grad(&PairInputs {
+            atomic_numbers: &state.atomic_numbers,
+            batch: &state.batch,
+            layout: &state.layout,
+            pairs: &pairs,
+            vectors: &vectors,
+            charges: &state.charges,
         })?;
         let minus_grad = minus_grad.to_kind(Kind::Double);
         let w = virial.then(|| {
@@ -306,6 +346,10 @@ impl ForceProvider for PairForces {
 
     fn takes_charge(&self) -> bool {
         self.model.takes_charge()
+    }
+
+    fn compilable(&self) -> bool {
+        self.model.compilable_pairs()
     }
 
     fn supported_elements(&self) -> Option<Vec<i64>> {
@@ -813,6 +857,132 @@ mod tests {
             f.list_shape().unwrap().capacity > 3,
             "the switch applies once"
         );
+    }
+
+    /// Lennard-Jones made for fixed list capacities (as a compiled package
+    /// is), with its own gradient: that of the energies plus an
+    /// anti-spring −½·10⁻³ Σ|v|² over the used entries the energies leave
+    /// out, so that the forces show whose gradient the engine assembled.
+    struct Fixed {
+        lj: LennardJonesPairs,
+        capacities: (i64, Vec<i64>),
+    }
+
+    impl PairModel for Fixed {
+        fn describe(&self) -> String {
+            "fixed".into()
+        }
+
+        fn cutoffs(&self) -> Vec<f64> {
+            vec![self.lj.cutoff, 4.0]
+        }
+
+        fn dtype(&self) -> Kind {
+            Kind::Double
+        }
+
+        fn energies(&self, inputs: &PairInputs) -> crate::error::Result<Tensor> {
+            self.lj.energies(inputs)
+        }
+
+        fn energies_and_minus_grad(
+            &self,
+            inputs: &PairInputs,
+        ) -> crate::error::Result<(Tensor, Tensor)> {
+            let (e, minus_grad) = super::autograd_forces(inputs.vectors, |v| {
+                self.energies(&PairInputs {
+                    vectors: v,
+                    ..*inputs
+                })
+            })?;
+            let used = inputs.pairs.mask.unsqueeze(2).to_kind(Kind::Double);
+            Ok((e, minus_grad + used * inputs.vectors * 1e-3))
+        }
+
+        fn fixed_capacities(&self) -> Option<(i64, Vec<i64>)> {
+            Some(self.capacities.clone())
+        }
+    }
+
+    /// Lennard-Jones plus the anti-spring of [`Fixed`] in its energies,
+    /// differentiated by the engine.
+    struct Spring(LennardJonesPairs);
+
+    impl PairModel for Spring {
+        fn describe(&self) -> String {
+            "spring".into()
+        }
+
+        fn cutoffs(&self) -> Vec<f64> {
+            vec![self.0.cutoff, 4.0]
+        }
+
+        fn dtype(&self) -> Kind {
+            Kind::Double
+        }
+
+        fn energies(&self, inputs: &PairInputs) -> crate::error::Result<Tensor> {
+            let used = inputs.pairs.mask.to_kind(Kind::Double);
+            let r2 = inputs
+                .vectors
+                .square()
+                .sum_dim_intlist(-1, false, Kind::Double);
+            let per_atom = (r2 * used).sum_dim_intlist(1, false, Kind::Double) * -0.5e-3;
+            Ok(self.0.energies(inputs)? + inputs.layout.sum(&per_atom))
+        }
+    }
+
+    /// A model made for fixed capacities gives a fresh list them where they
+    /// have room for what the list needs (never less room), and the engine
+    /// assembles the forces from the model's own gradient.
+    #[test]
+    fn a_model_with_fixed_capacities_gets_them_and_brings_its_gradient() {
+        let (state, plain) = fluid();
+        let need = plain.list_shape().unwrap();
+        let lj = || LennardJonesPairs {
+            epsilon: 0.0104,
+            sigma: 3.4,
+            cutoff: 6.5,
+            shifted: false,
+        };
+        let fixed = |capacity: i64, inner: i64| {
+            let model = Fixed {
+                lj: lj(),
+                capacities: (capacity, vec![inner]),
+            };
+            PairForces::with_skin(Box::new(model), &state, 0.8).unwrap()
+        };
+        let reference = PairForces::with_skin(
+            Box::new(Fixed {
+                lj: lj(),
+                capacities: (0, vec![0]),
+            }),
+            &state,
+            0.8,
+        )
+        .unwrap();
+        let base = reference.list_shape().unwrap();
+        assert_eq!(base.capacity, need.capacity, "too small: kept");
+        let roomy = fixed(base.capacity + 5, base.inner_capacities[0] + 2);
+        let shape = roomy.list_shape().unwrap();
+        assert_eq!(
+            (shape.capacity, shape.inner_capacities.clone()),
+            (base.capacity + 5, vec![base.inner_capacities[0] + 2])
+        );
+        // room in the row, none in the inner list: kept as it is
+        let half = fixed(base.capacity + 5, base.inner_capacities[0] - 1);
+        assert_eq!(half.list_shape().unwrap().capacity, base.capacity);
+        // Its energies, and the forces of its gradient: those of the
+        // anti-spring's energies, not Lennard-Jones's.
+        let out = roomy.compute(&state).unwrap();
+        let lj_out = plain.compute(&state).unwrap();
+        let spring = PairForces::with_skin(Box::new(Spring(lj())), &state, 0.8).unwrap();
+        let spring_out = spring.compute(&state).unwrap();
+        let e = to_host_f64(&(out.energies - lj_out.energies));
+        assert!(e.iter().all(|d| d.abs() < 1e-12), "{e:?}");
+        let df = to_host_f64(&(&out.forces - spring_out.forces).abs().max());
+        let moved = to_host_f64(&(&out.forces - lj_out.forces).abs().max());
+        assert!(df[0] < 1e-12 && moved[0] > 1e-4, "{df:?} {moved:?}");
     }
 
     /// The shifted-force form V(r) − V(rc) − (r − rc) V'(rc) for one pair

@@ -636,6 +636,13 @@ impl PairModel for TorchScriptModel {
         self.takes_charge
     }
 
+    fn compilable_pairs(&self) -> bool {
+        let methods = self.entry_points();
+        !self.takes_charge
+            && methods.contains(&"prepare")
+            && methods.contains(&"forward_pairs_prepared")
+    }
+
     fn prepare(&self, state: &BatchState) -> std::result::Result<(), String> {
         self.pairs_prepared_rows.set(None);
         self.call_prepare(state, "forward_pairs_prepared()", "")?;
@@ -828,6 +835,8 @@ mod tests {
         // v2
         let v2 = load("tests/data/lj_pairs_v2.pt").unwrap();
         assert!(v2.takes_pairs() && !v2.compilable());
+        // prepare() and forward_pairs_prepared(), no charge: a pt2-v2 package
+        assert!(v2.compilable_pairs() && !charged.compilable_pairs());
         assert_eq!(PairModel::cutoffs(&v2), [8.5, 4.5]);
         assert_eq!(PairModel::dtype(&v2), Kind::Float);
         assert!(!PairModel::takes_charge(&v2));

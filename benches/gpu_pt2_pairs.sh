@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Packages of contract pt2-v2 (a neighbour-list model compiled with its
+# backward pass, src/force/aoti.rs) against the TorchScript file they are
+# compiled from (models/ani1x_nl.pt, the same file in every row), issue 12,
+# in one device session. For each ROWS entry structure:R:
+#   compile  `mlff-md compile` of a generated config (that structure, R
+#            members, cuda) into the package cache (/tmp/mlff_md_pt2_cache,
+#            kept while the machine stays warm); the exporter's check in
+#            the log
+#   bench    mlff-md bench md, graphed, the file and then --compiled (the
+#            cached package for the row), side by side
+#   engine   (ENGINE_ROWS, default the first row) the row's config run for
+#            200 steps three ways: the file (compiled = "off", eager), the
+#            package eager and the package graphed; the package against the
+#            file at step 0 (same positions) and after 10 steps, and graphed
+#            against eager bit for bit (observables and DCD frames)
+#
+#   OUT=/tmp/res ROWS="chignolin_extended:32 alanine_dipeptide:4096" \
+#     bash benches/gpu_pt2_pairs.sh target/release/mlff-md "" COMMIT
+# Carry the engine and models/ani1x_nl.pt. Results: $OUT/results.tgz.
+set -uo pipefail
+. "$(dirname "$0")/gpu_env.sh"
+parts compile,bench,engine "$@"
+gpu_info "$OUT/gpu.txt"
+MODEL=models/ani1x_nl.pt
+sha256sum $MODEL > "$OUT/models.sha256"
+echo "$COMMIT" > "$OUT/commit.txt"
+export MLFF_MD_CACHE=/tmp/mlff_md_pt2_cache MLFF_MD_PYTHON=python3
+mkdir -p "$MLFF_MD_CACHE" /tmp/mlff_md_pt2_configs
+B="$BIN bench md --device cuda --warmup 10 --steps ${STEPS:-200} --model $MODEL"
+for spec in ${ROWS:-chignolin_extended:32 alanine_dipeptide:4096}; do
+  name=${spec%%:*} r=${spec##*:}
+  pdb=systems/peptides/$name.pdb cfg=/tmp/mlff_md_pt2_configs/${name}_$r.toml
+  cat > "$cfg" <<TOML
+[system]
+structure = "$ROOT/$pdb"
+[model]
+path = "$ROOT/$MODEL"
+device = "cuda"
+[integrator]
+kind = "langevin"
+timestep = 0.5
+temperature = 300.0
+friction = 1.0
+[ensemble]
+members = $r
+seed = 7
+initial_temperature = 300.0
+[run]
+steps = 200
+[output]
+directory = "/tmp/mlff_md_pt2_configs/unused"
+trajectory_format = "dcd"
+trajectory_interval = 50
+observables_interval = 10
+TOML
+  part compile && t 300 "compile_${name}_$r" env ${INDUCTOR:+MLFF_MD_INDUCTOR_CONFIG="$INDUCTOR"} "$BIN" compile "$cfg"
+  if part bench; then
+    t 90 "bench_file_${name}_$r" $B --structures "$pdb" --replicas "$r" --out "$OUT/bench_file_${name}_$r"
+    t 90 "bench_pt2_${name}_$r" $B --compiled --structures "$pdb" --replicas "$r" --out "$OUT/bench_pt2_${name}_$r"
+  fi
+done
+ENGINE_ROWS=${ENGINE_ROWS:-${ROWS%% *}}
+if part engine; then
+  for spec in $ENGINE_ROWS; do
+    name=${spec%%:*} r=${spec##*:} c=/tmp/mlff_md_pt2_configs/${spec/:/_}
+    sed 's/^device = "cuda"/device = "cuda"\ncompiled = "off"/' "$c.toml" > "${c}_off.toml"
+    W=/tmp/mlff_md_pt2_runs/${spec/:/_} && rm -rf "$W" && mkdir -p "$W"
+    t 90 "run_file_${name}_$r" "$BIN" run "${c}_off.toml" --cuda-graphs off --output "$W/file"
+    t 90 "run_pt2_eager_${name}_$r" "$BIN" run "$c.toml" --cuda-graphs off --output "$W/eager"
+    t 90 "run_pt2_graph_${name}_$r" "$BIN" run "$c.toml" --cuda-graphs on --output "$W/graph"
+    python3 - "$W" "$spec" <<'PY' | tee -a "$OUT/engine_check.txt"
+import os, sys, h5py, numpy as np
+w, spec = sys.argv[1], sys.argv[2]
+def obs(name):
+    with h5py.File(f"{w}/{name}/observables.h5") as h:
+        return h["observables/potential_energy/value"][()], h["parameters"].attrs.get("package_sha256", "")
+(f, fp), (e, ep), (g, gp) = obs("file"), obs("eager"), obs("graph")
+print(f"{spec}: package recorded: file run {bool(fp)}, eager {bool(ep)}, graphed {bool(gp)}")
+for i, when in ((0, "step 0 (same positions)"), (1, "step 10")):
+    rel = np.abs(e[i] - f[i]) / np.abs(f[i])
+    print(f"  package vs file, {when}: largest relative energy difference {rel.max():.2e} over {rel.size} members")
+same = np.array_equal(e.view(np.uint64), g.view(np.uint64))
+frames = [n for n in sorted(os.listdir(f"{w}/eager")) if n.endswith(".dcd")]
+same_frames = all(open(f"{w}/eager/{n}", "rb").read() == open(f"{w}/graph/{n}", "rb").read() for n in frames)
+print(f"  package graphed vs eager: energies bit for bit {same}; {len(frames)} DCD files byte for byte {same_frames}")
+PY
+  done
+fi
+ls -la "$MLFF_MD_CACHE" > "$OUT/cache.txt"
+pack

@@ -1,0 +1,192 @@
+"""Packages of contract pt2-v2 (a neighbour-list model compiled with its
+backward pass, src/force/aoti.rs) in the engine, against the TorchScript
+file they are compiled from (issue 12); run by `make test`, on the CPU.
+
+    python python/check_pt2_pairs.py target/release/mlff-md
+
+1. `mlff-md compile` of models/ani1x_nl.pt for alanine dipeptide x 2 (an
+   isolated molecule: whole rows of a dense list) and for a periodic box of
+   333 waters x 1 (a cell grid), each about 30-40 s; the exporter checks
+   each package against the file in Python.
+2. The same 40-step Langevin runs (seed 7, float32 model, float64 state)
+   with [model] compiled = "auto" (the package, whose SHA-256 the run
+   records) and "off" (the file): potential energies every 10 steps equal
+   to 1e-6 relative, final positions to the XYZ files' printed precision.
+3. A package compiled by hand with more room per row than the water box's
+   list needs, put in the cache under the key's name: the run gives its
+   list the package's capacities and uses the package (same tolerances).
+4. With the test switch MLFF_MD_TEST_NEIGHBOR_ROOM = 4 the water run's list
+   starts too small, overflows and grows: while its shape differs from the
+   package's, the file evaluates (the warning says so once; without the
+   fallback the package would refuse the shapes), so recorded energies of
+   those steps are bit for bit the file's run with the same switch (the
+   package evaluates again once the grown list has its shape); all within
+   1e-6 relative.
+"""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+from deps import require
+
+h5py = require("h5py", "check_pt2_pairs")
+import numpy as np  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = os.path.join(ROOT, "models", "ani1x_nl.pt")
+
+CONFIG = """[system]
+structure = "{root}/systems/{structure}"
+periodic = {periodic}
+[model]
+path = "{model}"
+device = "cpu"
+compiled = "{compiled}"
+[integrator]
+kind = "langevin"
+timestep = 0.5
+temperature = 300.0
+friction = 1.0
+[ensemble]
+members = {members}
+seed = 7
+[run]
+steps = 40
+[output]
+directory = "{out}"
+observables_interval = 10
+trajectory_interval = 40
+trajectory_format = "xyz"
+"""
+
+# Å: one unit in the last digit the XYZ files print (chemfiles writes up to
+# six significant digits: 4 decimals from 10 Å on), and a half more for
+# the decimal rounding of the difference.
+POSITION_TOLERANCE = 1.5e-4
+
+SYSTEMS = {
+    "dipeptide": ("peptides/alanine_dipeptide.pdb", "false", 2),
+    "water": ("water/water_1k.pdb", "true", 1),
+}
+
+
+def config(tmp, system, name, compiled):
+    structure, periodic, members = SYSTEMS[system]
+    out = os.path.join(tmp, name)
+    path = os.path.join(tmp, name + ".toml")
+    with open(path, "w") as f:
+        f.write(CONFIG.format(root=ROOT, structure=structure, periodic=periodic, model=MODEL,
+                              compiled=compiled, members=members, out=out))
+    return path, out
+
+
+def run(binary, tmp, cache, system, name, compiled="auto", room=None):
+    """A finished run: (energies every 10 steps, final positions, package
+    SHA-256 recorded, stderr)."""
+    cfg, out = config(tmp, system, name, compiled)
+    env = dict(os.environ, MLFF_MD_CACHE=cache)
+    if room is not None:
+        env["MLFF_MD_TEST_NEIGHBOR_ROOM"] = str(room)
+    done = subprocess.run([binary, "run", cfg, "--quiet", "--overwrite"], capture_output=True,
+                          text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"check_pt2_pairs: FAIL: the {name} run exited {done.returncode}: {done.stderr}")
+    with h5py.File(os.path.join(out, "observables.h5"), "r") as h5:
+        energy = h5["observables/potential_energy/value"][()]
+        package = h5["parameters"].attrs.get("package_sha256", "")
+    xyz = [f for f in sorted(os.listdir(out)) if f.endswith(".xyz")][0]
+    lines = open(os.path.join(out, xyz)).read().splitlines()
+    n = int(lines[0])
+    final = np.array([[float(v) for v in l.split()[1:4]] for l in lines[-n:]])
+    return energy, final, package, done.stderr
+
+
+def compile_package(binary, tmp, cache, system):
+    """The package `mlff-md compile` makes for the system's config."""
+    cfg, _ = config(tmp, system, system + "_compile", "auto")
+    env = dict(os.environ, MLFF_MD_CACHE=cache, MLFF_MD_PYTHON=sys.executable)
+    done = subprocess.run([binary, "compile", cfg], capture_output=True, text=True, env=env)
+    if done.returncode != 0 or "compiled in" not in done.stdout:
+        raise SystemExit(f"check_pt2_pairs: FAIL: mlff-md compile ({system}) exited "
+                         f"{done.returncode}: {done.stdout}{done.stderr}")
+    m = re.search(r"list rows of (\d+) \(inner \[([\d, ]*)\]\)", done.stdout)
+    if not m:
+        raise SystemExit(f"check_pt2_pairs: FAIL: no list shape in the exporter's output: {done.stdout}")
+    print(f"check_pt2_pairs: {system}: {done.stdout.strip().splitlines()[-1]} (rows of {m[1]}, inner [{m[2]}])")
+    path = done.stdout.strip().splitlines()[-1].split(": ", 1)[1]
+    return path, int(m[1]), [int(k) for k in m[2].split(",")]
+
+
+def export_by_hand(path, capacity, inner):
+    """The water package again at `path`, with rows of `capacity` entries."""
+    structure = os.path.join(ROOT, "systems", SYSTEMS["water"][0])
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "python", "export_pt2.py"), "--model", MODEL,
+         "--structure", structure, "--replicas", "1", "--device", "cpu", "--capacity", str(capacity),
+         "--inner-capacities", ",".join(map(str, inner)), "--out", path],
+        capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"check_pt2_pairs: FAIL: export_pt2.py --capacity {capacity}: {done.stdout}{done.stderr}")
+
+
+def describe(tmp, name):
+    """The force provider a run recorded."""
+    with h5py.File(os.path.join(tmp, name, "observables.h5"), "r") as h5:
+        return str(h5["parameters"].attrs.get("model", ""))
+
+
+def compare(label, package_run, file_run):
+    (e_p, x_p, sha, _), (e_f, x_f, sha_f, _) = package_run, file_run
+    if not sha or sha_f:
+        raise SystemExit(f"check_pt2_pairs: FAIL: {label}: package recorded {sha!r} with the package "
+                         f"and {sha_f!r} without")
+    de = float(np.max(np.abs(e_p - e_f) / np.abs(e_f)))
+    dx = float(np.max(np.abs(x_p - x_f)))
+    print(f"check_pt2_pairs: {label}: 40 steps, package vs file: energies {de:.2e} relative, "
+          f"final positions {dx:.2e} A")
+    if not (de <= 1e-6 and dx <= POSITION_TOLERANCE):
+        raise SystemExit(f"check_pt2_pairs: FAIL: {label}: the package's run differs from the file's")
+
+
+def main():
+    binary = os.path.abspath(sys.argv[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = os.path.join(tmp, "cache")
+        packages = {s: compile_package(binary, tmp, cache, s) for s in SYSTEMS}
+        for system in SYSTEMS:
+            compare(system, run(binary, tmp, cache, system, system + "_pt2"),
+                    run(binary, tmp, cache, system, system + "_file", compiled="off"))
+
+        # A package with more room per row than the list needs: the run's
+        # list takes its capacities.
+        path, capacity, inner = packages["water"]
+        export_by_hand(path, capacity + 8, [k + 4 for k in inner])
+        roomy = run(binary, tmp, cache, "water", "water_room")
+        if f"list rows of {capacity + 8} entries" not in roomy[3] + describe(tmp, "water_room"):
+            raise SystemExit("check_pt2_pairs: FAIL: the run did not use the package with more room")
+        compare("water, package with more room", roomy,
+                run(binary, tmp, cache, "water", "water_file", compiled="off"))
+
+        # A list that starts too small and grows: the file evaluates while
+        # its shape is not the package's.
+        e_p, x_p, sha, err = run(binary, tmp, cache, "water", "water_small_pt2", room=4)
+        e_f, x_f, _, _ = run(binary, tmp, cache, "water", "water_small_file", compiled="off", room=4)
+        warned = err.count("the TorchScript file evaluates while the list has other shapes")
+        if warned != 1 or not sha:
+            raise SystemExit(f"check_pt2_pairs: FAIL: a list outgrowing the package: {warned} warnings, "
+                             f"package {sha!r}; stderr {err!r}")
+        same = int(np.sum(e_p == e_f))
+        de = float(np.max(np.abs(e_p - e_f) / np.abs(e_f)))
+        if not (de <= 1e-6 and same >= 1):
+            raise SystemExit(f"check_pt2_pairs: FAIL: a list outgrowing its package: energies "
+                             f"{de:.2e} relative from the file's run, {same} of them bit for bit")
+        print(f"check_pt2_pairs: a list outgrowing its package: the file evaluates the other shapes "
+              f"({same} of {e_p.size} recorded energies bit for bit the file's run, all within "
+              f"{de:.1e} relative)")
+    print("check_pt2_pairs: ok")
+
+
+if __name__ == "__main__":
+    main()
