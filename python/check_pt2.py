@@ -37,7 +37,8 @@ import numpy as np  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RUN = """[system]
-structure = "{root}/systems/peptides/alanine_dipeptide.pdb"
+structure = "{root}/systems/{structure}"
+periodic = {periodic}
 [model]
 path = "{model}"
 device = "cpu"
@@ -59,6 +60,8 @@ trajectory_interval = 40
 trajectory_format = "xyz"
 """
 
+DIPEPTIDE = {"structure": "peptides/alanine_dipeptide.pdb", "periodic": "false"}
+
 
 def run(binary, tmp, name, model, members, compiled="auto", cache=None, steps=None, resume=False):
     """`mlff-md run` (or `run --resume`) of the check's config in tmp/name;
@@ -66,7 +69,8 @@ def run(binary, tmp, name, model, members, compiled="auto", cache=None, steps=No
     out = os.path.join(tmp, name)
     cfg = os.path.join(tmp, name + ".toml")
     with open(cfg, "w") as f:
-        f.write(RUN.format(root=ROOT, model=model, members=members, out=out, compiled=compiled))
+        f.write(RUN.format(root=ROOT, model=model, members=members, out=out, compiled=compiled,
+                           **DIPEPTIDE))
     args = [binary, "run", cfg, "--quiet"] + (["--resume"] if resume else [])
     if steps is not None:
         args += ["--steps", str(steps)]
@@ -93,7 +97,8 @@ def compile_package(binary, cfg_dir, cache):
     cfg = os.path.join(cfg_dir, "compile.toml")
     with open(cfg, "w") as f:
         f.write(RUN.format(root=ROOT, model=os.path.join(ROOT, "models", "ani1x_static.pt"),
-                           members=2, out=os.path.join(cfg_dir, "unused"), compiled="auto"))
+                           members=2, out=os.path.join(cfg_dir, "unused"), compiled="auto",
+                           **DIPEPTIDE))
     env = dict(os.environ, MLFF_MD_CACHE=cache, MLFF_MD_PYTHON=sys.executable)
     first = subprocess.run([binary, "compile", cfg], capture_output=True, text=True, env=env)
     if first.returncode != 0 or "compiled in" not in first.stdout:

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 
+from check_pt2 import RUN as CONFIG  # the same run, another structure and model
 from deps import require
 
 h5py = require("h5py", "check_pt2_pairs")
@@ -37,29 +38,6 @@ import numpy as np  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "models", "ani1x_nl.pt")
 
-CONFIG = """[system]
-structure = "{root}/systems/{structure}"
-periodic = {periodic}
-[model]
-path = "{model}"
-device = "cpu"
-compiled = "{compiled}"
-[integrator]
-kind = "langevin"
-timestep = 0.5
-temperature = 300.0
-friction = 1.0
-[ensemble]
-members = {members}
-seed = 7
-[run]
-steps = 40
-[output]
-directory = "{out}"
-observables_interval = 10
-trajectory_interval = 40
-trajectory_format = "xyz"
-"""
 
 # Å: one unit in the last digit the XYZ files print (chemfiles writes up to
 # six significant digits: 4 decimals from 10 Å on), and a half more for
