@@ -15,7 +15,10 @@ file they are compiled from (issue 12); run by `make test`, on the CPU.
 3. A package compiled by hand with more room per row than the water box's
    list needs, put in the cache under the key's name: the run gives its
    list the package's capacities and uses the package (same tolerances).
-4. With the test switch MLFF_MD_TEST_NEIGHBOR_ROOM = 4 the water run's list
+4. A package run stopped at step 20 and resumed equals the 40-step run
+   bit for bit; `bench md --compiled` times the row the cache holds a
+   package for with it and the other row with the file.
+5. With the test switch MLFF_MD_TEST_NEIGHBOR_ROOM = 4 the water run's list
    starts too small, overflows and grows: while its shape differs from the
    package's, the file evaluates (the warning says so once; without the
    fallback the package would refuse the shapes), so recorded energies of
@@ -23,6 +26,7 @@ file they are compiled from (issue 12); run by `make test`, on the CPU.
    package evaluates again once the grown list has its shape); all within
    1e-6 relative.
 """
+import json
 import os
 import re
 import subprocess
@@ -60,14 +64,14 @@ def config(tmp, system, name, compiled):
     return path, out
 
 
-def run(binary, tmp, cache, system, name, compiled="auto", room=None):
-    """A finished run: (energies every 10 steps, final positions, package
-    SHA-256 recorded, stderr)."""
+def run(binary, tmp, cache, system, name, compiled="auto", room=None, args=("--overwrite",)):
+    """A finished run (`args` after `run CONFIG --quiet`): (energies every
+    10 steps, final positions, package SHA-256 recorded, stderr)."""
     cfg, out = config(tmp, system, name, compiled)
     env = dict(os.environ, MLFF_MD_CACHE=cache)
     if room is not None:
         env["MLFF_MD_TEST_NEIGHBOR_ROOM"] = str(room)
-    done = subprocess.run([binary, "run", cfg, "--quiet", "--overwrite"], capture_output=True,
+    done = subprocess.run([binary, "run", cfg, "--quiet", *args], capture_output=True,
                           text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"check_pt2_pairs: FAIL: the {name} run exited {done.returncode}: {done.stderr}")
@@ -128,6 +132,25 @@ def compare(label, package_run, file_run):
         raise SystemExit(f"check_pt2_pairs: FAIL: {label}: the package's run differs from the file's")
 
 
+def check_bench(binary, tmp, cache, package):
+    """bench md --compiled times the dipeptide x 2 row with its package and
+    the x 3 row (no package) with the file, and says which."""
+    out = os.path.join(tmp, "bench")
+    done = subprocess.run(
+        [binary, "bench", "md", "--model", MODEL, "--structures",
+         os.path.join(ROOT, "systems", SYSTEMS["dipeptide"][0]), "--replicas", "2,3", "--steps", "5",
+         "--warmup", "2", "--device", "cpu", "--compiled", "--out", out],
+        capture_output=True, text=True, env=dict(os.environ, MLFF_MD_CACHE=cache))
+    if done.returncode != 0:
+        raise SystemExit(f"check_pt2_pairs: FAIL: bench md --compiled exited {done.returncode}: {done.stderr}")
+    report = [f for f in os.listdir(out) if f.endswith(".json")][0]
+    with open(os.path.join(out, report)) as f:
+        rows = {r["replicas"]: r["package"] for r in json.load(f)["rows"]}
+    if rows != {2: os.path.basename(package), 3: None}:
+        raise SystemExit(f"check_pt2_pairs: FAIL: bench md --compiled used {rows}")
+    print("check_pt2_pairs: bench md --compiled times the package where the cache holds one")
+
+
 def main():
     binary = os.path.abspath(sys.argv[1])
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,6 +159,17 @@ def main():
         for system in SYSTEMS:
             compare(system, run(binary, tmp, cache, system, system + "_pt2"),
                     run(binary, tmp, cache, system, system + "_file", compiled="off"))
+
+        # Stopped and resumed on the package: the uninterrupted run, bit for bit.
+        whole = run(binary, tmp, cache, "dipeptide", "dipeptide_pt2")
+        run(binary, tmp, cache, "dipeptide", "dipeptide_resumed", args=("--steps", "20"))
+        resumed = run(binary, tmp, cache, "dipeptide", "dipeptide_resumed",
+                      args=("--resume", "--steps", "40"))
+        if not (resumed[2] == whole[2] and np.array_equal(resumed[0], whole[0])
+                and np.array_equal(resumed[1], whole[1])):
+            raise SystemExit("check_pt2_pairs: FAIL: package 20 + resume 20 differs from 40 steps")
+        print("check_pt2_pairs: a run resumed on its package equals the uninterrupted run bit for bit")
+        check_bench(binary, tmp, cache, packages["dipeptide"][0])
 
         # A package with more room per row than the list needs: the run's
         # list takes its capacities.
