@@ -291,37 +291,32 @@ def read_structure(path):
 def check_pairs(path, eg, inputs, source):
     """The pt2-v2 package against eg, the function it was compiled from, on
     the molecule's list and on the same list with rattled vectors."""
-    package = torch._inductor.aoti_load_package(path)
     generator = torch.Generator().manual_seed(0)
     vectors = inputs[1]
     noise = 0.02 * torch.randn(vectors.shape, generator=generator).to(vectors.device)
     rattled = [inputs[0], torch.where(inputs[2][..., None], vectors + noise, vectors)] + inputs[2:]
-    worst_e = worst_g = 0.0
-    for args in (inputs, rattled):
-        e_ref, g_ref = eg(*[t.clone() for t in args])
-        e, g = package(*[t.clone() for t in args])
-        worst_e = max(worst_e, ((e - e_ref).abs() / e_ref.abs()).max().item())
-        worst_g = max(worst_g, (g - g_ref).abs().max().item())
-    print(f"against {source}: energies {worst_e:.2e} relative, gradients {worst_g:.2e} eV/A")
-    if not (worst_e <= 1e-6 and worst_g <= 1e-4):
-        print("FAIL: the package differs from its TorchScript model", file=sys.stderr)
-        return 1
-    return 0
+    return compare(path, eg, (inputs, rattled), source, "gradients")
 
 
 def check(path, ef, positions, source):
     """The package against ef, the function it was compiled from."""
-    package = torch._inductor.aoti_load_package(path)
     generator = torch.Generator().manual_seed(0)
     rattled = positions + 0.05 * torch.randn(positions.shape, generator=generator).to(positions.device)
-    worst_e = worst_f = 0.0
-    for p in (positions, rattled):
-        e_ref, f_ref = ef(p.clone())
-        e, f = package(p.clone())
+    return compare(path, ef, ([positions], [rattled]), source, "forces")
+
+
+def compare(path, fn, argument_sets, source, second):
+    """The package at `path` against fn on each list of arguments: energies
+    to 1e-6 relative, the second output (`second`) to 1e-4 eV/A; 0 or 1."""
+    package = torch._inductor.aoti_load_package(path)
+    worst_e = worst_2 = 0.0
+    for args in argument_sets:
+        e_ref, out_ref = fn(*[t.clone() for t in args])
+        e, out = package(*[t.clone() for t in args])
         worst_e = max(worst_e, ((e - e_ref).abs() / e_ref.abs()).max().item())
-        worst_f = max(worst_f, (f - f_ref).abs().max().item())
-    print(f"against {source}: energies {worst_e:.2e} relative, forces {worst_f:.2e} eV/A")
-    if not (worst_e <= 1e-6 and worst_f <= 1e-4):
+        worst_2 = max(worst_2, (out - out_ref).abs().max().item())
+    print(f"against {source}: energies {worst_e:.2e} relative, {second} {worst_2:.2e} eV/A")
+    if not (worst_e <= 1e-6 and worst_2 <= 1e-4):
         print("FAIL: the package differs from its TorchScript model", file=sys.stderr)
         return 1
     return 0

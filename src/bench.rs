@@ -11,6 +11,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::GraphPolicy;
 use crate::error::{Error, Result};
+use crate::force::aoti::StandIn;
 use crate::force::{update_forces, ForceProvider, PairForces, TorchScriptModel};
 use crate::integrate::{Integrator, Langevin, VelocityVerlet};
 use crate::rng::CounterRng;
@@ -533,22 +534,22 @@ impl RowModel {
         let cached = compiled
             .then(|| crate::compile::key_for_file(path, crate::config::Dtype::Float32, state, 1))
             .and_then(|key| key.ok())
-            .map(|key| key.path())
-            .filter(|p| p.is_file());
-        let Some(package_path) = cached else {
+            .filter(|key| key.path().is_file());
+        let Some(key) = cached else {
             return Ok((Self::load(path, state, skin)?, None));
         };
-        let package = crate::force::aoti::Package::open(&package_path, state)?;
-        let model = if package.takes_pairs() {
-            let file = TorchScriptModel::load(path, state.device, Kind::Float)?;
-            let pairs = crate::force::aoti::AotiPairs::from_package(package, file)?;
-            RowModel::Pairs(Box::new(PairForces::with_skin(
-                Box::new(pairs),
-                state,
-                skin,
-            )?))
-        } else {
-            RowModel::Package(crate::force::AotiForces::from_package(package)?)
+        let package_path = key.path();
+        let stand_in = StandIn::open(
+            &package_path,
+            path,
+            &key.model_sha256,
+            state,
+            Kind::Float,
+            skin,
+        )?;
+        let model = match stand_in {
+            StandIn::Forces(f) => RowModel::Package(f),
+            StandIn::Pairs(p) => RowModel::Pairs(p),
         };
         Ok((model, Some(package_path)))
     }

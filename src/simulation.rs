@@ -856,12 +856,8 @@ pub fn force_provider(
                 Box::new(crate::force::AotiForces::load(&path, state)?)
             } else {
                 let loaded = TorchScriptModel::load(&path, state.device, model.dtype.kind())?;
-                if loaded.takes_pairs() && periodic && !loaded.takes_periodic() {
-                    return Err(Error::model(
-                        &path,
-                        "is a model for isolated molecules (its periodic() is False: e.g. long-range terms that a periodic sum would need), and this system is periodic",
-                    ));
-                } else if loaded.takes_pairs() {
+                if loaded.takes_pairs() {
+                    loaded.check_periodic(state)?;
                     Box::new(PairForces::with_skin(Box::new(loaded), state, skin)?)
                 } else if periodic {
                     return Err(Error::model(
@@ -910,35 +906,15 @@ fn compiled_forces(
     model_sha: &str,
 ) -> Result<Box<dyn ForceProvider>> {
     let model = config.resolve(config.model.path.as_deref().unwrap_or(Path::new("")));
-    let package = crate::force::aoti::Package::open(path, state)?;
-    if package.source_sha256() != Some(model_sha) {
-        return Err(Error::model(
-            path,
-            format!(
-                "is in the package cache under {}'s name but was compiled from a file with SHA-256 {}, not {model_sha}; delete it, or run `mlff-md compile --force`",
-                model.display(),
-                package.source_sha256().unwrap_or("(none recorded)")
-            ),
-        ));
-    }
-    if !package.takes_pairs() {
-        return Ok(Box::new(crate::force::AotiForces::from_package(package)?));
-    }
-    // A neighbour-list model's package: the file evaluates the lists the
-    // package was not compiled for.
-    let file = TorchScriptModel::load(&model, state.device, config.model.dtype.kind())?;
-    if state.cells.is_some() && !file.takes_periodic() {
-        return Err(Error::model(
-            &model,
-            "is a model for isolated molecules (its periodic() is False), and this system is periodic",
-        ));
-    }
-    let pairs = crate::force::aoti::AotiPairs::from_package(package, file)?;
-    Ok(Box::new(PairForces::with_skin(
-        Box::new(pairs),
+    let stand_in = crate::force::aoti::StandIn::open(
+        path,
+        &model,
+        model_sha,
         state,
+        config.model.dtype.kind(),
         config.run.neighbor_skin,
-    )?))
+    )?;
+    Ok(stand_in.into_provider())
 }
 
 /// SHA-256 of the config's model file (TorchScript models), as hex.

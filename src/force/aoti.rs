@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
-use super::{ForceOutput, ForceProvider, PairInputs, PairModel, TorchScriptModel};
+use super::{ForceOutput, ForceProvider, PairForces, PairInputs, PairModel, TorchScriptModel};
 use crate::error::{Error, Result};
 use crate::neighbors::Pairs;
 use crate::state::BatchState;
@@ -248,7 +248,6 @@ impl Package {
 /// will evaluate.
 pub struct AotiForces {
     package: Package,
-    elements: Vec<i64>,
 }
 
 impl AotiForces {
@@ -269,16 +268,67 @@ impl AotiForces {
                 ),
             ));
         }
-        Ok(AotiForces {
-            elements: package.elements(),
-            package,
-        })
+        Ok(AotiForces { package })
     }
 
     /// SHA-256 of the TorchScript file the package was compiled from, as its
     /// metadata records it.
     pub fn source_sha256(&self) -> Option<&str> {
         self.package.source_sha256()
+    }
+}
+
+/// A cached package standing in for its TorchScript file: the provider of
+/// a pt2-v1 package, or the engine's neighbour list over a pt2-v2 package
+/// with the file beside it.
+pub enum StandIn {
+    Forces(AotiForces),
+    Pairs(Box<PairForces>),
+}
+
+impl StandIn {
+    /// The package at `path` for `state`'s batch, standing in for the
+    /// TorchScript file at `source` (SHA-256 `source_sha`, which the
+    /// package's metadata must name), that file run in `dtype`; a pt2-v2
+    /// package's list reaches `skin` Å beyond the cutoff.
+    pub fn open(
+        path: &Path,
+        source: &Path,
+        source_sha: &str,
+        state: &BatchState,
+        dtype: Kind,
+        skin: f64,
+    ) -> Result<StandIn> {
+        let package = Package::open(path, state)?;
+        if package.source_sha256() != Some(source_sha) {
+            return Err(Error::model(
+                path,
+                format!(
+                    "is in the package cache under {}'s name but was compiled from a file with SHA-256 {}, not {source_sha}; delete it, or run `mlff-md compile --force`",
+                    source.display(),
+                    package.source_sha256().unwrap_or("(none recorded)")
+                ),
+            ));
+        }
+        if !package.takes_pairs() {
+            return Ok(StandIn::Forces(AotiForces::from_package(package)?));
+        }
+        // The file evaluates the lists the package was not compiled for.
+        let file = TorchScriptModel::load(source, state.device, dtype)?;
+        file.check_periodic(state)?;
+        let pairs = AotiPairs::from_package(package, file)?;
+        Ok(StandIn::Pairs(Box::new(PairForces::with_skin(
+            Box::new(pairs),
+            state,
+            skin,
+        )?)))
+    }
+
+    pub fn into_provider(self) -> Box<dyn ForceProvider> {
+        match self {
+            StandIn::Forces(f) => Box::new(f),
+            StandIn::Pairs(p) => p,
+        }
     }
 }
 
@@ -569,7 +619,7 @@ impl ForceProvider for AotiForces {
     }
 
     fn supported_elements(&self) -> Option<Vec<i64>> {
-        Some(self.elements.clone())
+        Some(self.package.elements())
     }
 
     /// Every shape is fixed at compile time and the loader runs

@@ -230,6 +230,18 @@ impl TorchScriptModel {
         self.periodic
     }
 
+    /// Err naming the file when this v2 model does not take periodic
+    /// systems and `state` is one.
+    pub fn check_periodic(&self, state: &BatchState) -> Result<()> {
+        if state.cells.is_some() && !self.periodic {
+            return Err(Error::model(
+                &self.path,
+                "is a model for isolated molecules (its periodic() is False: e.g. long-range terms that a periodic sum would need), and this system is periodic",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
