@@ -25,6 +25,10 @@ file they are compiled from (issue 12); run by `make test`, on the CPU.
    those steps are bit for bit the file's run with the same switch (the
    package evaluates again once the grown list has its shape); all within
    1e-6 relative.
+6. `mlff-md compile --resume` compiles for the list the grown run's
+   checkpoint holds; continued with --allow-model-change, the run evaluates
+   that package (no fallback warning) within 1e-6 of the file's run
+   continued alike.
 """
 import json
 import os
@@ -151,6 +155,40 @@ def check_bench(binary, tmp, cache, package):
     print("check_pt2_pairs: bench md --compiled times the package where the cache holds one")
 
 
+def check_recompiled(binary, tmp, cache, old_sha):
+    """`mlff-md compile --resume` on the grown water run: a package for the
+    list its checkpoint holds (a second call finds it in the cache), and the
+    run continued with --allow-model-change evaluates it (no fallback) to
+    1e-6 relative of the file's run continued alike."""
+    cfg, _ = config(tmp, "water", "water_small_pt2", "auto")
+    env = dict(os.environ, MLFF_MD_CACHE=cache, MLFF_MD_PYTHON=sys.executable)
+    said = []
+    for _ in range(2):
+        done = subprocess.run([binary, "compile", cfg, "--resume"], capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise SystemExit(f"check_pt2_pairs: FAIL: compile --resume exited {done.returncode}: "
+                             f"{done.stdout}{done.stderr}")
+        said.append(done.stdout + done.stderr)
+    grown = re.search(r"its neighbour list \(rows of (\d+), inner \[([\d, ]*)\]\)", said[0])
+    if not (grown and "compiled in" in said[0] and "already compiled" in said[1]):
+        raise SystemExit(f"check_pt2_pairs: FAIL: compile --resume said {said}")
+    e_p, _, sha, err = run(binary, tmp, cache, "water", "water_small_pt2",
+                           args=("--resume", "--allow-model-change", "--steps", "60"))
+    e_f, _, _, _ = run(binary, tmp, cache, "water", "water_small_file", compiled="off",
+                       args=("--resume", "--steps", "60"))
+    used = describe(tmp, "water_small_pt2")
+    if (not sha or sha == old_sha or "evaluates while" in err or "continuing on another force path" not in err
+            or f"list rows of {grown[1]} entries" not in used):
+        raise SystemExit(f"check_pt2_pairs: FAIL: the continued run on the recompiled package: package "
+                         f"{sha!r} (was {old_sha!r}), model {used!r}, stderr {err!r}")
+    de = float(np.max(np.abs(e_p[-2:] - e_f[-2:]) / np.abs(e_f[-2:])))
+    if not (e_p.size == e_f.size == 7 and de <= 1e-6):
+        raise SystemExit(f"check_pt2_pairs: FAIL: the continued run on the recompiled package: {e_p.size} "
+                         f"energies, {de:.2e} relative from the file's")
+    print(f"check_pt2_pairs: compile --resume made a package for the grown list (rows of {grown[1]}, "
+          f"inner [{grown[2]}]); the continued run evaluates it, energies within {de:.1e} relative")
+
+
 def main():
     binary = os.path.abspath(sys.argv[1])
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,6 +235,7 @@ def main():
         print(f"check_pt2_pairs: a list outgrowing its package: the file evaluates the other shapes "
               f"({same} of {e_p.size} recorded energies bit for bit the file's run, all within "
               f"{de:.1e} relative)")
+        check_recompiled(binary, tmp, cache, sha)
     print("check_pt2_pairs: ok")
 
 

@@ -20,7 +20,8 @@ use tch::Device;
 
 use crate::config::{CompiledPolicy, Config, Dtype, ModelKind};
 use crate::error::{Error, Result};
-use crate::force::aoti::{is_package, INTERFACE};
+use crate::force::aoti::{is_package, Package, INTERFACE};
+use crate::io::checkpoint::Checkpoint;
 use crate::simulation::Simulation;
 use crate::state::BatchState;
 
@@ -225,6 +226,10 @@ pub struct CompileOptions {
     /// Compile even when the cache holds a package for this key.
     pub force: bool,
     pub quiet: bool,
+    /// Compile for the state of the checkpoint in the config's output
+    /// directory: the neighbour list it holds (grown since the run
+    /// started, say), which a continued run keeps.
+    pub resume: bool,
 }
 
 /// What `compile` did.
@@ -244,7 +249,10 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
     config.model.compiled = CompiledPolicy::Off;
     // The run's own set-up: every check a run makes on the config, the
     // structure and the model, and the batch exactly as a run builds it.
-    let sim = Simulation::from_config(&config)?;
+    let mut sim = Simulation::from_config(&config)?;
+    if options.resume {
+        restore_for_compile(&mut sim, &config, options.quiet)?;
+    }
     let key = key_for(&config, &sim.state, 1)
         .map_err(|why| Error::Invalid(format!("cannot compile this config's model: {why}")))?;
     let model_path = config.resolve(config.model.path.as_deref().unwrap_or(Path::new("")));
@@ -254,8 +262,10 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
             "has neither prepare()/forward_prepared() nor prepare()/forward_pairs_prepared() (or takes a charge): only static-shape models (e.g. models/ani1x_static.pt, models/ani1x_nl.pt) can be compiled into packages",
         ));
     }
-    // A neighbour-list model's package takes the list this run starts with.
-    let list = sim.force.list_shape().map(|shape| {
+    // A neighbour-list model's package takes the list this run starts
+    // (or, with `resume`, continues) with.
+    let shape = sim.force.list_shape();
+    let list = shape.as_ref().map(|shape| {
         let inner: Vec<String> = shape.inner_capacities.iter().map(i64::to_string).collect();
         [
             "--capacity".to_string(),
@@ -265,7 +275,16 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
         ]
     });
     let target = key.path();
-    if target.is_file() && !options.force {
+    // A continued run keeps its checkpoint's list, so only a package of
+    // exactly that shape serves it; a fresh run's list takes any package
+    // with room enough (PairForces::with_skin).
+    let cached_serves = || match (&shape, options.resume) {
+        (Some(shape), true) => Package::open(&target, &sim.state)
+            .map(|p| p.list_capacities() == Some((shape.capacity, shape.inner_capacities.clone())))
+            .unwrap_or(false),
+        _ => true,
+    };
+    if target.is_file() && !options.force && cached_serves() {
         return Ok(Compiled {
             path: target,
             compiled: false,
@@ -356,6 +375,37 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
         compiled: true,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Put `sim` in the state of the latest checkpoint in `config`'s output
+/// directory (its positions and neighbour list), after the checks a
+/// resumed run makes, except the model file's hash: the run that continues
+/// on the package says whether the file may have changed.
+fn restore_for_compile(sim: &mut Simulation, config: &Config, quiet: bool) -> Result<()> {
+    let out = config.output_dir();
+    if !out.is_dir() {
+        return Err(Error::Invalid(format!(
+            "--resume: no run in {}: the directory does not exist (name the run's directory with --output)",
+            out.display()
+        )));
+    }
+    let (ck, path, _) = Checkpoint::read_latest_noting(&out)?;
+    sim.restore(&ck, true)?;
+    if !quiet {
+        let list = match sim.force.list_shape() {
+            Some(s) => format!(
+                "its neighbour list (rows of {}, inner {:?})",
+                s.capacity, s.inner_capacities
+            ),
+            None => "its positions".into(),
+        };
+        eprintln!(
+            "compiling for the checkpoint {} (step {}): {list}",
+            path.display(),
+            ck.header.step
+        );
+    }
+    Ok(())
 }
 
 /// A private temporary directory for the exporter's inputs, removed when

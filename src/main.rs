@@ -70,7 +70,8 @@ enum Command {
         #[arg(long)]
         resume: bool,
         /// With --resume: continue even if the model file's contents changed
-        /// since the checkpoint (the new SHA-256 is recorded).
+        /// since the checkpoint (the new SHA-256 is recorded), and on what
+        /// [model] compiled picks now (e.g. a package compiled since).
         #[arg(long, requires = "resume")]
         allow_model_change: bool,
     },
@@ -82,7 +83,8 @@ enum Command {
         #[command(flatten)]
         common: Common,
         /// Continue even if the model file's contents changed since the
-        /// checkpoint (the new SHA-256 is recorded).
+        /// checkpoint (the new SHA-256 is recorded), and on what [model]
+        /// compiled picks now (e.g. a package compiled since).
         #[arg(long)]
         allow_model_change: bool,
     },
@@ -206,7 +208,8 @@ Exit status: 0 success, 2 not a run directory or unreadable, 1 cannot write.")]
     /// it in place of the model file ([model] compiled = "auto").
     #[command(after_help = "Examples:\n  \
     mlff-md compile configs/replica_exchange.toml            on the GPU the run will use\n  \
-    mlff-md compile configs/ensemble.toml --python .venv/bin/python\n\n\
+    mlff-md compile configs/ensemble.toml --python .venv/bin/python\n  \
+    mlff-md compile configs/peptide_folding.toml --resume    for the list the run's checkpoint holds\n\n\
 Runs python/export_pt2.py (carried inside the binary) with a Python that has torch 2.11:\n\
 --python, else $MLFF_MD_PYTHON, else python3. Compiling takes one to three minutes; the\n\
 package serves only this molecule, member count and GPU (or CPU) model. On an H200 a\n\
@@ -214,6 +217,11 @@ package's steps were 1.18-1.35x faster than the TorchScript file's in the shippe
 (both in CUDA graphs); compiling pays for itself after about 1-2 million steps.\n\
 Cache: $MLFF_MD_CACHE, else $XDG_CACHE_HOME/mlff-md, else ~/.cache/mlff-md. A resumed\n\
 run keeps the force path it started with (package or file).\n\n\
+A neighbour-list model's package (e.g. models/ani1x_nl.pt) takes the list shape the run\n\
+starts with; a run whose list outgrows it evaluates the model file from then on (a warning\n\
+says so). --resume compiles for the list of the run's latest checkpoint instead (replacing\n\
+the cached package, which fresh runs still use: their lists take its larger rows); then\n\
+`mlff-md run CONFIG --resume --allow-model-change` continues on it.\n\n\
 Exit status: 0 compiled (or already in the cache), 2 bad input or a model that cannot be\n\
 compiled, or compiling failed.")]
     Compile {
@@ -228,6 +236,15 @@ compiled, or compiling failed.")]
         /// Compile again even if the cache holds this package.
         #[arg(long)]
         force: bool,
+        /// Compile for the run's latest checkpoint: its neighbour list
+        /// (grown since the start, say), which `run --resume` keeps;
+        /// continue with `run --resume --allow-model-change`.
+        #[arg(long)]
+        resume: bool,
+        /// With --resume: the run's output directory (relative to the
+        /// working directory), replacing [output] directory.
+        #[arg(long, short, requires = "resume")]
+        output: Option<PathBuf>,
         /// Print nothing but errors and the package's path.
         #[arg(long, short)]
         quiet: bool,
@@ -702,11 +719,14 @@ fn main() -> ExitCode {
             device,
             python,
             force,
+            resume,
+            output,
             quiet,
         } => config_with(
             &config,
             &Overrides {
                 device,
+                output,
                 ..Overrides::default()
             },
         )
@@ -715,6 +735,7 @@ fn main() -> ExitCode {
                     python,
                     force,
                     quiet,
+                    resume,
                 };
                 let done = compile(&c, &options)?;
                 if quiet {

@@ -692,6 +692,29 @@ fn reopen_outputs(
                 .set_parameter("model_sha256_history", &history)?;
         }
     }
+    // A package compiled since (or none any more): the force path changes
+    // here, and the parameters say so.
+    if ck.header.package_sha256 != sim.package_sha256 {
+        let name = |sha: &Option<String>| match sha {
+            Some(sha) => format!("compiled package {sha}"),
+            None => "the model file".to_string(),
+        };
+        let (then, now) = (name(&ck.header.package_sha256), name(&sim.package_sha256));
+        let step = ck.header.step;
+        eprintln!(
+            "warning: continuing on another force path ({then} until step {step}, {now} from then on; --allow-model-change)"
+        );
+        let o = r.observables();
+        o.set_parameter(
+            "package_sha256",
+            sim.package_sha256.as_deref().unwrap_or(""),
+        )?;
+        o.set_parameter(
+            "package_sha256_history",
+            &format!("{then} until step {step}; {now} after"),
+        )?;
+        o.set_parameter("model", &sim.force.describe())?;
+    }
     Ok(r)
 }
 

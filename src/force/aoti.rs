@@ -215,6 +215,12 @@ impl Package {
         self.compiled.pairs.is_some()
     }
 
+    /// Contract pt2-v2: the row and inner capacities of the list it takes.
+    pub fn list_capacities(&self) -> Option<(i64, Vec<i64>)> {
+        let c = self.compiled.pairs.as_ref()?;
+        Some((c.capacity, c.inner.clone()))
+    }
+
     /// SHA-256 of the TorchScript file the package was compiled from, as its
     /// metadata records it.
     pub fn source_sha256(&self) -> Option<&str> {
@@ -421,7 +427,7 @@ impl PairModel for AotiPairs {
         if !self.fits(p) {
             if !self.fell_back.replace(true) {
                 eprintln!(
-                    "warning: the neighbour list has rows of {} entries (inner {:?}) and the package {} was compiled for {} (inner {:?}): the TorchScript file evaluates while the list has other shapes (`mlff-md compile --force` makes a package for the list a run starts with)",
+                    "warning: the neighbour list has rows of {} entries (inner {:?}) and the package {} was compiled for {} (inner {:?}): the TorchScript file evaluates while the list has other shapes (after a checkpoint, `mlff-md compile CONFIG --resume` compiles a package for the list it holds, and `mlff-md run CONFIG --resume --allow-model-change` continues on that package)",
                     p.neighbors.size()[1],
                     p.inner_slots.iter().map(|t| t.size()[1]).collect::<Vec<_>>(),
                     self.package.path.display(),
