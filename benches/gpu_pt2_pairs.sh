@@ -2,7 +2,8 @@
 # Packages of contract pt2-v2 (a neighbour-list model compiled with its
 # backward pass, src/force/aoti.rs) against the TorchScript file they are
 # compiled from (models/ani1x_nl.pt, the same file in every row), issue 12,
-# in one device session. For each ROWS entry structure:R:
+# in one device session. For each ROWS entry structure:R (a PDB of
+# systems/peptides or, periodic, systems/water: water_3k:8):
 #   compile  `mlff-md compile` of a generated config (that structure, R
 #            members, cuda) into the package cache (/tmp/mlff_md_pt2_cache,
 #            kept while the machine stays warm); the exporter's check in
@@ -31,9 +32,13 @@ B="$BIN bench md --device cuda --warmup 10 --steps ${STEPS:-200} --model $MODEL"
 for spec in ${ROWS:-chignolin_extended:32 alanine_dipeptide:4096}; do
   name=${spec%%:*} r=${spec##*:}
   pdb=systems/peptides/$name.pdb cfg=/tmp/mlff_md_pt2_configs/${name}_$r.toml
+  [ -f "$pdb" ] || pdb=systems/water/$name.pdb
+  # A file with a cell (CRYST1) is a periodic box, as bench md takes it.
+  periodic=false && grep -q '^CRYST1' "$pdb" && periodic=true
   cat > "$cfg" <<TOML
 [system]
 structure = "$ROOT/$pdb"
+periodic = $periodic
 [model]
 path = "$ROOT/$MODEL"
 device = "cuda"
