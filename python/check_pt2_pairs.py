@@ -12,9 +12,10 @@ file they are compiled from (issue 12); run by `make test`, on the CPU.
    with [model] compiled = "auto" (the package, whose SHA-256 the run
    records) and "off" (the file): potential energies every 10 steps equal
    to 1e-6 relative, final positions to the XYZ files' printed precision.
-3. A package compiled by hand with more room per row than the water box's
-   list needs, put in the cache under the key's name: the run gives its
-   list the package's capacities and uses the package (same tolerances).
+3. `mlff-md compile --room 1.1`: the cached water package has too little
+   room, so it compiles one with rows (and inner rows) 1.1 times as long,
+   which a plain `compile` then finds serves; the run gives its list the
+   package's capacities and uses the package (same tolerances).
 4. A package run stopped at step 20 and resumed equals the 40-step run
    bit for bit; `bench md --compiled` times the row the cache holds a
    package for with it and the other row with the file.
@@ -105,16 +106,27 @@ def compile_package(binary, tmp, cache, system):
     return path, int(m[1]), [int(k) for k in m[2].split(",")]
 
 
-def export_by_hand(path, capacity, inner):
-    """The water package again at `path`, with rows of `capacity` entries."""
-    structure = os.path.join(ROOT, "systems", SYSTEMS["water"][0])
-    done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "python", "export_pt2.py"), "--model", MODEL,
-         "--structure", structure, "--replicas", "1", "--device", "cpu", "--capacity", str(capacity),
-         "--inner-capacities", ",".join(map(str, inner)), "--out", path],
-        capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"check_pt2_pairs: FAIL: export_pt2.py --capacity {capacity}: {done.stdout}{done.stderr}")
+def compile_roomier(binary, tmp, cache, system, capacity, inner):
+    """`mlff-md compile --room 1.1` for the system's config: the cached
+    package (rows of `capacity`, inner `inner`) has too little room, so it
+    compiles one with rows 1.1 times as long; a plain `compile` then finds
+    that package serves the run (its list takes the longer rows). Returns
+    the new row and inner capacities."""
+    cfg, _ = config(tmp, system, system + "_compile", "auto")
+    env = dict(os.environ, MLFF_MD_CACHE=cache, MLFF_MD_PYTHON=sys.executable)
+    said = []
+    for args in (["--room", "1.1"], []):
+        done = subprocess.run([binary, "compile", cfg, *args], capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise SystemExit(f"check_pt2_pairs: FAIL: compile {args} exited {done.returncode}: "
+                             f"{done.stdout}{done.stderr}")
+        said.append(done.stdout)
+    want = (-(-capacity * 11 // 10), [-(-k * 11 // 10) for k in inner])
+    m = re.search(r"list rows of (\d+) \(inner \[([\d, ]*)\]\)", said[0])
+    got = m and (int(m[1]), [int(k) for k in m[2].split(",")])
+    if not ("compiled in" in said[0] and "already compiled" in said[1] and got == want):
+        raise SystemExit(f"check_pt2_pairs: FAIL: compile --room 1.1 (want {want}): {said}")
+    return want
 
 
 def describe(tmp, name):
@@ -211,10 +223,10 @@ def main():
 
         # A package with more room per row than the list needs: the run's
         # list takes its capacities.
-        path, capacity, inner = packages["water"]
-        export_by_hand(path, capacity + 8, [k + 4 for k in inner])
+        _, capacity, inner = packages["water"]
+        longer, _ = compile_roomier(binary, tmp, cache, "water", capacity, inner)
         roomy = run(binary, tmp, cache, "water", "water_room")
-        if f"list rows of {capacity + 8} entries" not in roomy[3] + describe(tmp, "water_room"):
+        if f"list rows of {longer} entries" not in roomy[3] + describe(tmp, "water_room"):
             raise SystemExit("check_pt2_pairs: FAIL: the run did not use the package with more room")
         compare("water, package with more room", roomy,
                 run(binary, tmp, cache, "water", "water_file", compiled="off"))

@@ -21,7 +21,9 @@ use tch::Device;
 use crate::config::{CompiledPolicy, Config, Dtype, ModelKind};
 use crate::error::{Error, Result};
 use crate::force::aoti::{is_package, Package, INTERFACE};
+use crate::force::pairs::takes_capacities;
 use crate::io::checkpoint::Checkpoint;
+use crate::neighbors::ListShape;
 use crate::simulation::Simulation;
 use crate::state::BatchState;
 
@@ -230,6 +232,12 @@ pub struct CompileOptions {
     /// directory: the neighbour list it holds (grown since the run
     /// started, say), which a continued run keeps.
     pub resume: bool,
+    /// Neighbour-list models: factors by which rows, then each inner list's
+    /// rows, are longer than the run starts with (None: 1; an inner list
+    /// without its own factor takes the last one given), for a system whose
+    /// list will grow (a peptide folding: chignolin's atoms have up to 39
+    /// neighbours within 5.2 Å extended, 63 folded).
+    pub room: Option<Vec<f64>>,
 }
 
 /// What `compile` did.
@@ -263,13 +271,21 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
         ));
     }
     // A neighbour-list model's package takes the list this run starts
-    // (or, with `resume`, continues) with.
+    // (or, with `resume`, continues) with, and `room` more.
     let shape = sim.force.list_shape();
-    let list = shape.as_ref().map(|shape| {
-        let inner: Vec<String> = shape.inner_capacities.iter().map(i64::to_string).collect();
+    let wanted = match (&shape, &options.room) {
+        (None, Some(_)) => return Err(Error::Invalid(
+            "--room: this config's model takes no neighbour list (its package fixes no list shape)"
+                .into(),
+        )),
+        (Some(shape), room) => Some(with_room(shape, room.as_deref().unwrap_or(&[1.0]))?),
+        (None, None) => None,
+    };
+    let list = wanted.as_ref().map(|(capacity, inner)| {
+        let inner: Vec<String> = inner.iter().map(i64::to_string).collect();
         [
             "--capacity".to_string(),
-            shape.capacity.to_string(),
+            capacity.to_string(),
             "--inner-capacities".to_string(),
             inner.join(","),
         ]
@@ -277,11 +293,21 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
     let target = key.path();
     // A continued run keeps its checkpoint's list, so only a package of
     // exactly that shape serves it; a fresh run's list takes any package
-    // with room enough (PairForces::with_skin).
-    let cached_serves = || match (&shape, options.resume) {
-        (Some(shape), true) => Package::open(&target, &sim.state)
-            .map(|p| p.list_capacities() == Some((shape.capacity, shape.inner_capacities.clone())))
-            .unwrap_or(false),
+    // with room enough for it (PairForces::with_skin), and `room` asks for
+    // at least the rows wanted.
+    let cached_serves = || match (&shape, &wanted) {
+        (Some(shape), Some((capacity, inner))) => Package::open(&target, &sim.state)
+            .ok()
+            .and_then(|p| p.list_capacities())
+            .is_some_and(|(k, ka)| match options.resume {
+                true => (k, &ka) == (shape.capacity, &shape.inner_capacities),
+                false => {
+                    takes_capacities(shape, k, &ka)
+                        && k >= *capacity
+                        && ka.len() == inner.len()
+                        && ka.iter().zip(inner).all(|(a, b)| a >= b)
+                }
+            }),
         _ => true,
     };
     if target.is_file() && !options.force && cached_serves() {
@@ -377,6 +403,34 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
     })
 }
 
+/// Row and inner capacities of `shape` times `room` (rows, then each inner
+/// list; the last factor serves the lists after it), rounded up, inner rows
+/// no longer than rows. Whole rows (a dense grid's rows in place, the whole
+/// molecule) keep their length: only their inner rows grow.
+fn with_room(shape: &ListShape, room: &[f64]) -> Result<(i64, Vec<i64>)> {
+    if room.is_empty() || room.iter().any(|f| !(f.is_finite() && *f >= 1.0)) {
+        return Err(Error::Invalid(format!(
+            "--room {}: expected factors of 1 or more, for rows then inner rows (e.g. 1.6,1.3)",
+            room.iter()
+                .map(f64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        )));
+    }
+    let more = |k: i64, f: f64| (k as f64 * f).ceil() as i64;
+    let capacity = match shape.rows_whole() {
+        true => shape.capacity,
+        false => more(shape.capacity, room[0]),
+    };
+    let inner = shape
+        .inner_capacities
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| more(k, room[(i + 1).min(room.len() - 1)]).min(capacity))
+        .collect();
+    Ok((capacity, inner))
+}
+
 /// Put `sim` in the state of the latest checkpoint in `config`'s output
 /// directory (its positions and neighbour list), after the checks a
 /// resumed run makes, except the model file's hash: the run that continues
@@ -436,6 +490,39 @@ impl Drop for WorkDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::neighbors::Grid;
+
+    /// --room lengthens rows and inner rows (rounded up, inner rows no
+    /// longer than rows); whole rows keep their length; factors below 1
+    /// (or not numbers) are refused.
+    #[test]
+    fn room_lengthens_rows_except_whole_ones() {
+        let shape = |grid: Grid, capacity: i64, inner: i64, whole_rows: bool| ListShape {
+            cutoffs: vec![5.2, 3.5],
+            skin: 0.0,
+            grid,
+            capacity,
+            outer_capacity: 0,
+            inner_capacities: vec![inner],
+            whole_rows,
+        };
+        let cells = Grid::Cells {
+            bins: [2, 2, 2],
+            max_per_bin: 40,
+        };
+        let cell_rows = shape(cells, 43, 21, false);
+        assert_eq!(with_room(&cell_rows, &[1.6]).unwrap(), (69, vec![34]));
+        assert_eq!(with_room(&cell_rows, &[1.6, 1.3]).unwrap(), (69, vec![28]));
+        assert_eq!(with_room(&cell_rows, &[1.0]).unwrap(), (43, vec![21]));
+        let whole = shape(Grid::Dense { atoms: 22 }, 22, 19, true);
+        assert!(whole.rows_whole());
+        assert_eq!(with_room(&whole, &[1.1]).unwrap(), (22, vec![21]));
+        assert_eq!(with_room(&whole, &[1.6]).unwrap(), (22, vec![22]));
+        for bad in [&[0.9][..], &[1.2, f64::NAN], &[f64::INFINITY], &[]] {
+            let e = with_room(&whole, bad).unwrap_err().to_string();
+            assert!(e.contains("expected factors of 1 or more"), "{e}");
+        }
+    }
 
     fn key() -> PackageKey {
         PackageKey {

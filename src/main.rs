@@ -209,6 +209,7 @@ Exit status: 0 success, 2 not a run directory or unreadable, 1 cannot write.")]
     #[command(after_help = "Examples:\n  \
     mlff-md compile configs/replica_exchange.toml            on the GPU the run will use\n  \
     mlff-md compile configs/ensemble.toml --python .venv/bin/python\n  \
+    mlff-md compile configs/peptide_folding.toml --room 1.6,1.3  rows for the folded peptide\n  \
     mlff-md compile configs/peptide_folding.toml --resume    for the list the run's checkpoint holds\n\n\
 Runs python/export_pt2.py (carried inside the binary) with a Python that has torch 2.11:\n\
 --python, else $MLFF_MD_PYTHON, else python3. Compiling takes one to three minutes; the\n\
@@ -219,9 +220,13 @@ Cache: $MLFF_MD_CACHE, else $XDG_CACHE_HOME/mlff-md, else ~/.cache/mlff-md. A re
 run keeps the force path it started with (package or file).\n\n\
 A neighbour-list model's package (e.g. models/ani1x_nl.pt) takes the list shape the run\n\
 starts with; a run whose list outgrows it evaluates the model file from then on (a warning\n\
-says so). --resume compiles for the list of the run's latest checkpoint instead (replacing\n\
-the cached package, which fresh runs still use: their lists take its larger rows); then\n\
-`mlff-md run CONFIG --resume --allow-model-change` continues on it.\n\n\
+says so). --room FACTOR,INNER compiles rows FACTOR times as long and angular rows INNER\n\
+times (fresh runs' lists take them; chignolin's atoms have up to 39 neighbours within 5.2 A\n\
+and 20 within 3.5 A extended, 63 and 25 folded, so a folding run wants about 1.6,1.3;\n\
+longer rows cost time at every step, angular ones the most). --resume compiles for the list\n\
+of the run's latest checkpoint instead (replacing the cached package, which fresh runs still\n\
+use: their lists take its longer rows); then `mlff-md run CONFIG --resume\n\
+--allow-model-change` continues on it.\n\n\
 Exit status: 0 compiled (or already in the cache), 2 bad input or a model that cannot be\n\
 compiled, or compiling failed.")]
     Compile {
@@ -245,6 +250,17 @@ compiled, or compiling failed.")]
         /// working directory), replacing [output] directory.
         #[arg(long, short, requires = "resume")]
         output: Option<PathBuf>,
+        /// Neighbour-list models: rows FACTOR times as long as the run
+        /// starts with, and inner (angular) rows INNER times (default
+        /// FACTOR), for a list that will grow (a peptide folding from an
+        /// extended chain: 1.6,1.3).
+        #[arg(
+            long,
+            value_name = "FACTOR[,INNER]",
+            value_delimiter = ',',
+            conflicts_with = "resume"
+        )]
+        room: Option<Vec<f64>>,
         /// Print nothing but errors and the package's path.
         #[arg(long, short)]
         quiet: bool,
@@ -721,6 +737,7 @@ fn main() -> ExitCode {
             force,
             resume,
             output,
+            room,
             quiet,
         } => config_with(
             &config,
@@ -736,6 +753,7 @@ fn main() -> ExitCode {
                     force,
                     quiet,
                     resume,
+                    room,
                 };
                 let done = compile(&c, &options)?;
                 if quiet {

@@ -427,7 +427,7 @@ impl PairModel for AotiPairs {
         if !self.fits(p) {
             if !self.fell_back.replace(true) {
                 eprintln!(
-                    "warning: the neighbour list has rows of {} entries (inner {:?}) and the package {} was compiled for {} (inner {:?}): the TorchScript file evaluates while the list has other shapes (after a checkpoint, `mlff-md compile CONFIG --resume` compiles a package for the list it holds, and `mlff-md run CONFIG --resume --allow-model-change` continues on that package)",
+                    "warning: the neighbour list has rows of {} entries (inner {:?}) and the package {} was compiled for {} (inner {:?}): the TorchScript file evaluates while the list has other shapes (`mlff-md compile CONFIG --resume` compiles a package for the list the latest checkpoint holds, and `mlff-md run CONFIG --resume --allow-model-change` continues on it; `mlff-md compile CONFIG --room 1.6,1.3` gives fresh runs longer rows)",
                     p.neighbors.size()[1],
                     p.inner_slots.iter().map(|t| t.size()[1]).collect::<Vec<_>>(),
                     self.package.path.display(),

@@ -56,6 +56,23 @@ fn list_for(state: &BatchState, cutoffs: &[f64], skin: f64) -> Result<NeighborLi
     )
 }
 
+/// Whether a fresh list of `shape` can take row capacity `capacity` and
+/// inner capacities `inner` (a compiled package's) without losing room:
+/// at least as many entries everywhere, and whole rows (a dense grid's rows
+/// in place) kept at their length (their inner lists may take more room).
+pub fn takes_capacities(shape: &ListShape, capacity: i64, inner: &[i64]) -> bool {
+    let rows_fit = match shape.rows_whole() {
+        true => capacity == shape.capacity,
+        false => capacity >= shape.capacity,
+    };
+    rows_fit
+        && inner.len() == shape.inner_capacities.len()
+        && inner
+            .iter()
+            .zip(&shape.inner_capacities)
+            .all(|(k, need)| k >= need)
+}
+
 /// A model of contract v2: energies from pair vectors.
 pub trait PairModel {
     /// One line for logs and metadata.
@@ -198,18 +215,11 @@ impl PairForces {
         let mut list = list_for(state, &model.cutoffs(), skin)?;
         if let Some((capacity, inner)) = model.fixed_capacities() {
             let shape = &list.shape;
-            let room = capacity >= shape.capacity
-                && inner.len() == shape.inner_capacities.len()
-                && inner
-                    .iter()
-                    .zip(&shape.inner_capacities)
-                    .all(|(k, need)| k >= need);
-            // Whole rows (a dense grid's rows in place) keep their shape.
-            if room
-                && !shape.rows_whole()
+            if takes_capacities(shape, capacity, &inner)
                 && (capacity, &inner) != (shape.capacity, &shape.inner_capacities)
             {
-                list.set_row_capacities(capacity, inner, false);
+                let whole = shape.rows_whole();
+                list.set_row_capacities(capacity, inner, whole);
             }
         }
         let every = std::env::var(REBUILD_ENV)
@@ -972,6 +982,33 @@ mod tests {
         // room in the row, none in the inner list: kept as it is
         let half = fixed(base.capacity + 5, base.inner_capacities[0] - 1);
         assert_eq!(half.list_shape().unwrap().capacity, base.capacity);
+        // Whole rows (eight free atoms within the cutoff of each other)
+        // keep their length; their inner lists take the model's room.
+        let sites: Vec<[f64; 3]> = (0..8)
+            .map(|i| {
+                [
+                    1.2 * (i & 1) as f64,
+                    1.3 * ((i >> 1) & 1) as f64,
+                    1.4 * (i >> 2) as f64,
+                ]
+            })
+            .collect();
+        let m = Molecule::from_symbols(&["Ar"; 8], &sites).unwrap();
+        let small = BatchState::new(&m, 2, Device::Cpu, Kind::Double);
+        let whole = |capacity: i64, inner: i64| {
+            let model = Fixed {
+                lj: lj(),
+                capacities: (capacity, vec![inner]),
+            };
+            let f = PairForces::with_skin(Box::new(model), &small, 0.8).unwrap();
+            f.list_shape().unwrap()
+        };
+        let own = whole(0, 0);
+        assert!(own.rows_whole() && own.capacity == 8, "{own:?}");
+        let more_inner = whole(8, own.inner_capacities[0] + 2);
+        assert!(more_inner.rows_whole(), "{more_inner:?}");
+        assert_eq!(more_inner.inner_capacities, [own.inner_capacities[0] + 2]);
+        assert_eq!(whole(9, own.inner_capacities[0] + 2), own, "longer rows");
         // Its energies, and the forces of its gradient: those of the
         // anti-spring's energies, not Lennard-Jones's.
         let out = roomy.compute(&state).unwrap();
