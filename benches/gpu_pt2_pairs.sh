@@ -2,8 +2,10 @@
 # Packages of contract pt2-v2 (a neighbour-list model compiled with its
 # backward pass, src/force/aoti.rs) against the TorchScript file they are
 # compiled from (models/ani1x_nl.pt, the same file in every row), issue 12,
-# in one device session. For each ROWS entry structure:R (a PDB of
-# systems/peptides or, periodic, systems/water: water_3k:8):
+# in one device session. For each ROWS entry structure:R[:ROOM] (a PDB of
+# systems/peptides or, periodic, systems/water: water_3k:8; ROOM, e.g.
+# 1.6,1.3, compiles with `--room ROOM`, after the same row without it:
+# chignolin_extended:32 chignolin_extended:32:1.6,1.3):
 #   compile  `mlff-md compile` of a generated config (that structure, R
 #            members, cuda) into the package cache (/tmp/mlff_md_pt2_cache,
 #            kept while the machine stays warm); the exporter's check in
@@ -30,7 +32,8 @@ export MLFF_MD_CACHE=/tmp/mlff_md_pt2_cache MLFF_MD_PYTHON=python3
 mkdir -p "$MLFF_MD_CACHE" /tmp/mlff_md_pt2_configs
 B="$BIN bench md --device cuda --warmup 10 --steps ${STEPS:-200} --model $MODEL"
 for spec in ${ROWS:-chignolin_extended:32 alanine_dipeptide:4096}; do
-  name=${spec%%:*} r=${spec##*:}
+  IFS=: read -r name r room <<< "$spec"
+  row=${name}_$r${room:+_room$room}
   pdb=systems/peptides/$name.pdb cfg=/tmp/mlff_md_pt2_configs/${name}_$r.toml
   [ -f "$pdb" ] || pdb=systems/water/$name.pdb
   # A file with a cell (CRYST1) is a periodic box, as bench md takes it.
@@ -59,18 +62,21 @@ trajectory_format = "dcd"
 trajectory_interval = 50
 observables_interval = 10
 TOML
-  part compile && t 300 "compile_${name}_$r" env ${INDUCTOR:+MLFF_MD_INDUCTOR_CONFIG="$INDUCTOR"} "$BIN" compile "$cfg"
+  part compile && t 300 "compile_$row" env ${INDUCTOR:+MLFF_MD_INDUCTOR_CONFIG="$INDUCTOR"} "$BIN" compile "$cfg" ${room:+--room "$room"}
   if part bench; then
-    t 90 "bench_file_${name}_$r" $B --structures "$pdb" --replicas "$r" --out "$OUT/bench_file_${name}_$r"
-    t 90 "bench_pt2_${name}_$r" $B --compiled --structures "$pdb" --replicas "$r" --out "$OUT/bench_pt2_${name}_$r"
+    # A row with room reuses its structure's file row, timed before it.
+    [ -n "$room" ] || t 90 "bench_file_$row" $B --structures "$pdb" --replicas "$r" --out "$OUT/bench_file_$row"
+    t 90 "bench_pt2_$row" $B --compiled --structures "$pdb" --replicas "$r" --out "$OUT/bench_pt2_$row"
   fi
 done
 ENGINE_ROWS=${ENGINE_ROWS:-${ROWS%% *}}
 if part engine; then
   for spec in $ENGINE_ROWS; do
-    name=${spec%%:*} r=${spec##*:} c=/tmp/mlff_md_pt2_configs/${spec/:/_}
+    # The package the cache holds for the row now (its last compile).
+    IFS=: read -r name r _ <<< "$spec"
+    c=/tmp/mlff_md_pt2_configs/${name}_$r
     sed 's/^device = "cuda"/device = "cuda"\ncompiled = "off"/' "$c.toml" > "${c}_off.toml"
-    W=/tmp/mlff_md_pt2_runs/${spec/:/_} && rm -rf "$W" && mkdir -p "$W"
+    W=/tmp/mlff_md_pt2_runs/${name}_$r && rm -rf "$W" && mkdir -p "$W"
     t 90 "run_file_${name}_$r" "$BIN" run "${c}_off.toml" --cuda-graphs off --output "$W/file"
     t 90 "run_pt2_eager_${name}_$r" "$BIN" run "$c.toml" --cuda-graphs off --output "$W/eager"
     t 90 "run_pt2_graph_${name}_$r" "$BIN" run "$c.toml" --cuda-graphs on --output "$W/graph"
