@@ -90,20 +90,35 @@ def run(binary, tmp, cache, system, name, compiled="auto", room=None, args=("--o
     return energy, final, package, done.stderr
 
 
+def compile_cli(binary, cache, cfg, *args):
+    """`mlff-md compile CFG ARGS...` into `cache`: (stdout, stderr); exit
+    status 0 required."""
+    env = dict(os.environ, MLFF_MD_CACHE=cache, MLFF_MD_PYTHON=sys.executable)
+    done = subprocess.run([binary, "compile", cfg, *args], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"check_pt2_pairs: FAIL: mlff-md compile {cfg} {' '.join(args)} exited "
+                         f"{done.returncode}: {done.stdout}{done.stderr}")
+    return done.stdout, done.stderr
+
+
+def list_rows(text, said=r"list rows of (\d+) \(inner"):
+    """(row capacity, [inner capacities]) that `text` names after `said`
+    (a regular expression; default: the exporter's line), or None."""
+    m = re.search(said + r" \[([\d, ]*)\]\)", text)
+    return m and (int(m[1]), [int(k) for k in m[2].split(",")])
+
+
 def compile_package(binary, tmp, cache, system):
     """The package `mlff-md compile` makes for the system's config."""
     cfg, _ = config(tmp, system, system + "_compile", "auto")
-    env = dict(os.environ, MLFF_MD_CACHE=cache, MLFF_MD_PYTHON=sys.executable)
-    done = subprocess.run([binary, "compile", cfg], capture_output=True, text=True, env=env)
-    if done.returncode != 0 or "compiled in" not in done.stdout:
-        raise SystemExit(f"check_pt2_pairs: FAIL: mlff-md compile ({system}) exited "
-                         f"{done.returncode}: {done.stdout}{done.stderr}")
-    m = re.search(r"list rows of (\d+) \(inner \[([\d, ]*)\]\)", done.stdout)
-    if not m:
-        raise SystemExit(f"check_pt2_pairs: FAIL: no list shape in the exporter's output: {done.stdout}")
-    print(f"check_pt2_pairs: {system}: {done.stdout.strip().splitlines()[-1]} (rows of {m[1]}, inner [{m[2]}])")
-    path = done.stdout.strip().splitlines()[-1].split(": ", 1)[1]
-    return path, int(m[1]), [int(k) for k in m[2].split(",")]
+    out, _ = compile_cli(binary, cache, cfg)
+    rows = list_rows(out)
+    if "compiled in" not in out or not rows:
+        raise SystemExit(f"check_pt2_pairs: FAIL: mlff-md compile ({system}) compiled no package "
+                         f"with a list shape: {out}")
+    last = out.strip().splitlines()[-1]
+    print(f"check_pt2_pairs: {system}: {last} (rows of {rows[0]}, inner {rows[1]})")
+    return last.split(": ", 1)[1], rows[0], rows[1]
 
 
 def compile_roomier(binary, tmp, cache, system, capacity, inner):
@@ -113,18 +128,9 @@ def compile_roomier(binary, tmp, cache, system, capacity, inner):
     that package serves the run (its list takes the longer rows). Returns
     the new row and inner capacities."""
     cfg, _ = config(tmp, system, system + "_compile", "auto")
-    env = dict(os.environ, MLFF_MD_CACHE=cache, MLFF_MD_PYTHON=sys.executable)
-    said = []
-    for args in (["--room", "1.1"], []):
-        done = subprocess.run([binary, "compile", cfg, *args], capture_output=True, text=True, env=env)
-        if done.returncode != 0:
-            raise SystemExit(f"check_pt2_pairs: FAIL: compile {args} exited {done.returncode}: "
-                             f"{done.stdout}{done.stderr}")
-        said.append(done.stdout)
+    said = [compile_cli(binary, cache, cfg, *args)[0] for args in (["--room", "1.1"], [])]
     want = (-(-capacity * 11 // 10), [-(-k * 11 // 10) for k in inner])
-    m = re.search(r"list rows of (\d+) \(inner \[([\d, ]*)\]\)", said[0])
-    got = m and (int(m[1]), [int(k) for k in m[2].split(",")])
-    if not ("compiled in" in said[0] and "already compiled" in said[1] and got == want):
+    if not ("compiled in" in said[0] and "already compiled" in said[1] and list_rows(said[0]) == want):
         raise SystemExit(f"check_pt2_pairs: FAIL: compile --room 1.1 (want {want}): {said}")
     return want
 
@@ -173,15 +179,8 @@ def check_recompiled(binary, tmp, cache, old_sha):
     run continued with --allow-model-change evaluates it (no fallback) to
     1e-6 relative of the file's run continued alike."""
     cfg, _ = config(tmp, "water", "water_small_pt2", "auto")
-    env = dict(os.environ, MLFF_MD_CACHE=cache, MLFF_MD_PYTHON=sys.executable)
-    said = []
-    for _ in range(2):
-        done = subprocess.run([binary, "compile", cfg, "--resume"], capture_output=True, text=True, env=env)
-        if done.returncode != 0:
-            raise SystemExit(f"check_pt2_pairs: FAIL: compile --resume exited {done.returncode}: "
-                             f"{done.stdout}{done.stderr}")
-        said.append(done.stdout + done.stderr)
-    grown = re.search(r"its neighbour list \(rows of (\d+), inner \[([\d, ]*)\]\)", said[0])
+    said = ["".join(compile_cli(binary, cache, cfg, "--resume")) for _ in range(2)]
+    grown = list_rows(said[0], said=r"its neighbour list \(rows of (\d+), inner")
     if not (grown and "compiled in" in said[0] and "already compiled" in said[1]):
         raise SystemExit(f"check_pt2_pairs: FAIL: compile --resume said {said}")
     e_p, _, sha, err = run(binary, tmp, cache, "water", "water_small_pt2",
@@ -190,15 +189,15 @@ def check_recompiled(binary, tmp, cache, old_sha):
                        args=("--resume", "--steps", "60"))
     used = describe(tmp, "water_small_pt2")
     if (not sha or sha == old_sha or "evaluates while" in err or "continuing on another force path" not in err
-            or f"list rows of {grown[1]} entries" not in used):
+            or f"list rows of {grown[0]} entries" not in used):
         raise SystemExit(f"check_pt2_pairs: FAIL: the continued run on the recompiled package: package "
                          f"{sha!r} (was {old_sha!r}), model {used!r}, stderr {err!r}")
     de = float(np.max(np.abs(e_p[-2:] - e_f[-2:]) / np.abs(e_f[-2:])))
     if not (e_p.size == e_f.size == 7 and de <= 1e-6):
         raise SystemExit(f"check_pt2_pairs: FAIL: the continued run on the recompiled package: {e_p.size} "
                          f"energies, {de:.2e} relative from the file's")
-    print(f"check_pt2_pairs: compile --resume made a package for the grown list (rows of {grown[1]}, "
-          f"inner [{grown[2]}]); the continued run evaluates it, energies within {de:.1e} relative")
+    print(f"check_pt2_pairs: compile --resume made a package for the grown list (rows of {grown[0]}, "
+          f"inner {grown[1]}); the continued run evaluates it, energies within {de:.1e} relative")
 
 
 def main():

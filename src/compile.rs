@@ -281,11 +281,11 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
         (Some(shape), room) => Some(with_room(shape, room.as_deref().unwrap_or(&[1.0]))?),
         (None, None) => None,
     };
-    let list = wanted.as_ref().map(|(capacity, inner)| {
-        let inner: Vec<String> = inner.iter().map(i64::to_string).collect();
+    let list = wanted.as_ref().map(|wanted| {
+        let inner: Vec<String> = wanted.inner_capacities.iter().map(i64::to_string).collect();
         [
             "--capacity".to_string(),
-            capacity.to_string(),
+            wanted.capacity.to_string(),
             "--inner-capacities".to_string(),
             inner.join(","),
         ]
@@ -295,20 +295,15 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
     // exactly that shape serves it; a fresh run's list takes any package
     // with room enough for it (PairForces::with_skin), and `room` asks for
     // at least the rows wanted.
-    let cached_serves = || match (&shape, &wanted) {
-        (Some(shape), Some((capacity, inner))) => Package::open(&target, &sim.state)
+    let cached_serves = || match &wanted {
+        Some(wanted) => Package::open(&target, &sim.state)
             .ok()
             .and_then(|p| p.list_capacities())
             .is_some_and(|(k, ka)| match options.resume {
-                true => (k, &ka) == (shape.capacity, &shape.inner_capacities),
-                false => {
-                    takes_capacities(shape, k, &ka)
-                        && k >= *capacity
-                        && ka.len() == inner.len()
-                        && ka.iter().zip(inner).all(|(a, b)| a >= b)
-                }
+                true => (k, &ka) == (wanted.capacity, &wanted.inner_capacities),
+                false => takes_capacities(wanted, k, &ka),
             }),
-        _ => true,
+        None => true,
     };
     if target.is_file() && !options.force && cached_serves() {
         return Ok(Compiled {
@@ -403,11 +398,11 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
     })
 }
 
-/// Row and inner capacities of `shape` times `room` (rows, then each inner
-/// list; the last factor serves the lists after it), rounded up, inner rows
-/// no longer than rows. Whole rows (a dense grid's rows in place, the whole
-/// molecule) keep their length: only their inner rows grow.
-fn with_room(shape: &ListShape, room: &[f64]) -> Result<(i64, Vec<i64>)> {
+/// `shape` with row and inner capacities times `room` (rows, then each
+/// inner list; the last factor serves the lists after it), rounded up,
+/// inner rows no longer than rows. Whole rows (a dense grid's rows in
+/// place, the whole molecule) keep their length: only their inner rows grow.
+fn with_room(shape: &ListShape, room: &[f64]) -> Result<ListShape> {
     if room.is_empty() || room.iter().any(|f| !(f.is_finite() && *f >= 1.0)) {
         return Err(Error::Invalid(format!(
             "--room {}: expected factors of 1 or more, for rows then inner rows (e.g. 1.6,1.3)",
@@ -428,7 +423,11 @@ fn with_room(shape: &ListShape, room: &[f64]) -> Result<(i64, Vec<i64>)> {
         .enumerate()
         .map(|(i, &k)| more(k, room[(i + 1).min(room.len() - 1)]).min(capacity))
         .collect();
-    Ok((capacity, inner))
+    Ok(ListShape {
+        capacity,
+        inner_capacities: inner,
+        ..shape.clone()
+    })
 }
 
 /// Put `sim` in the state of the latest checkpoint in `config`'s output
@@ -436,14 +435,7 @@ fn with_room(shape: &ListShape, room: &[f64]) -> Result<(i64, Vec<i64>)> {
 /// resumed run makes, except the model file's hash: the run that continues
 /// on the package says whether the file may have changed.
 fn restore_for_compile(sim: &mut Simulation, config: &Config, quiet: bool) -> Result<()> {
-    let out = config.output_dir();
-    if !out.is_dir() {
-        return Err(Error::Invalid(format!(
-            "--resume: no run in {}: the directory does not exist (name the run's directory with --output)",
-            out.display()
-        )));
-    }
-    let (ck, path, _) = Checkpoint::read_latest_noting(&out)?;
+    let (ck, path, _) = Checkpoint::read_latest_noting(&config.output_dir())?;
     sim.restore(&ck, true)?;
     if !quiet {
         let list = match sim.force.list_shape() {
@@ -510,14 +502,21 @@ mod tests {
             bins: [2, 2, 2],
             max_per_bin: 40,
         };
+        let capacities = |s: ListShape| (s.capacity, s.inner_capacities);
         let cell_rows = shape(cells, 43, 21, false);
-        assert_eq!(with_room(&cell_rows, &[1.6]).unwrap(), (69, vec![34]));
-        assert_eq!(with_room(&cell_rows, &[1.6, 1.3]).unwrap(), (69, vec![28]));
-        assert_eq!(with_room(&cell_rows, &[1.0]).unwrap(), (43, vec![21]));
+        let more = |room: &[f64]| capacities(with_room(&cell_rows, room).unwrap());
+        assert_eq!(more(&[1.6]), (69, vec![34]));
+        assert_eq!(more(&[1.6, 1.3]), (69, vec![28]));
+        assert_eq!(with_room(&cell_rows, &[1.0]).unwrap(), cell_rows);
         let whole = shape(Grid::Dense { atoms: 22 }, 22, 19, true);
         assert!(whole.rows_whole());
-        assert_eq!(with_room(&whole, &[1.1]).unwrap(), (22, vec![21]));
-        assert_eq!(with_room(&whole, &[1.6]).unwrap(), (22, vec![22]));
+        let longer = with_room(&whole, &[1.1]).unwrap();
+        assert!(longer.rows_whole());
+        assert_eq!(capacities(longer), (22, vec![21]));
+        assert_eq!(
+            capacities(with_room(&whole, &[1.6]).unwrap()),
+            (22, vec![22])
+        );
         for bad in [&[0.9][..], &[1.2, f64::NAN], &[f64::INFINITY], &[]] {
             let e = with_room(&whole, bad).unwrap_err().to_string();
             assert!(e.contains("expected factors of 1 or more"), "{e}");
