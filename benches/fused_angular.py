@@ -31,6 +31,9 @@ every difference is the form's, not the model's):
                  dot_row, dot_row_tf32x3; see there). dot_row_tf32x3 selects
                  each pair's species pair on tensor cores with three TF32
                  products: not an exact copy, about float32's rounding.
+  FORM_gemm      (compiled_gemm, fused_triton_*_gemm) FORM with the network
+                 layers' batched matmuls by benches/gemm_triton.py (tensor
+                 cores, three TF32 products: about float32's rounding)
 
 Each form's call is captured in a CUDA graph (on CUDA) and replayed; the
 median over --repeats timings of --steps replays is reported, with peak
@@ -120,6 +123,16 @@ class FusedAngular(export_ani_nl.ANINeighbourList):
         g = (ang.unsqueeze(3).unsqueeze(4) * onehot.unsqueeze(2).unsqueeze(4)
              * rad.unsqueeze(2).unsqueeze(3)).sum(1)  # [N, Z, pairs, A]
         return g.reshape(n, g.size(1), -1)
+
+
+class GemmNetworks:
+    """Mixin: the model's _energies with its network layers' bmm calls by
+    benches/gemm_triton.py's kernel (see NetworkGemms there)."""
+
+    def _energies(self, *args):
+        import gemm_triton  # Triton, and an op registered on import
+        with gemm_triton.NetworkGemms():
+            return super()._energies(*args)
 
 
 def tiled_inputs(path, replicas, k, ka, model, device):
@@ -255,19 +268,23 @@ def main():
             if form == "script":
                 model = sm
             else:
-                fused = form.startswith("fused")
-                model = eager_from_script(sm, FusedAngular if fused
-                                          else export_ani_nl.ANINeighbourList)
+                base = form.removesuffix("_gemm")
+                fused = base.startswith("fused")
+                cls = FusedAngular if fused else export_ani_nl.ANINeighbourList
+                if base != form:
+                    cls = type("Gemm" + cls.__name__, (GemmNetworks, cls), {})
+                model = eager_from_script(sm, cls)
                 if fused:
-                    model.split = form[len("fused"):].lstrip("_") or "none"
+                    model.split = base[len("fused"):].lstrip("_") or "none"
             model.prepare(inp["z"], inp["batch"])
             fn = model.forward_pairs_prepared
             t_compile = None
-            interpreted = "triton" in form and os.environ.get("TRITON_INTERPRET") == "1"
-            if (form == "compiled" or form.startswith("fused")) and not interpreted:
+            interpreted = (("triton" in form or form.endswith("_gemm"))
+                           and os.environ.get("TRITON_INTERPRET") == "1")
+            if (form.startswith("compiled") or form.startswith("fused")) and not interpreted:
                 torch._dynamo.reset()  # a fresh cache per form and system
                 # one graph, except for the forms written with a graph break
-                fn = torch.compile(fn, fullgraph=form not in ("fused_factors", "fused_product"),
+                fn = torch.compile(fn, fullgraph=form.removesuffix("_gemm") not in ("fused_factors", "fused_product"),
                                    dynamic=False)
                 t0 = time.perf_counter()
                 force_call(fn, inp)
