@@ -33,7 +33,9 @@ every difference is the form's, not the model's):
                  products: not an exact copy, about float32's rounding.
   FORM_gemm      (compiled_gemm, fused_triton_*_gemm) FORM with the network
                  layers' batched matmuls by benches/gemm_triton.py (tensor
-                 cores, three TF32 products: about float32's rounding)
+                 cores, three TF32 products: about float32's rounding);
+                 FORM_gemmtf32 the same with one TF32 product (10-bit
+                 mantissas: a speed ceiling, not float32's accuracy)
 
 Each form's call is captured in a CUDA graph (on CUDA) and replayed; the
 median over --repeats timings of --steps replays is reported, with peak
@@ -129,8 +131,11 @@ class GemmNetworks:
     """Mixin: the model's _energies with its network layers' bmm calls by
     benches/gemm_triton.py's kernel (see NetworkGemms there)."""
 
+    precision = "tf32x3"
+
     def _energies(self, *args):
         import gemm_triton  # Triton, and an op registered on import
+        gemm_triton.PRECISION = self.precision
         with gemm_triton.NetworkGemms():
             return super()._energies(*args)
 
@@ -268,23 +273,24 @@ def main():
             if form == "script":
                 model = sm
             else:
-                base = form.removesuffix("_gemm")
+                base = form.removesuffix("_gemm").removesuffix("_gemmtf32")
                 fused = base.startswith("fused")
                 cls = FusedAngular if fused else export_ani_nl.ANINeighbourList
                 if base != form:
-                    cls = type("Gemm" + cls.__name__, (GemmNetworks, cls), {})
+                    cls = type("Gemm" + cls.__name__, (GemmNetworks, cls),
+                               {"precision": "tf32" if form.endswith("tf32") else "tf32x3"})
                 model = eager_from_script(sm, cls)
                 if fused:
                     model.split = base[len("fused"):].lstrip("_") or "none"
             model.prepare(inp["z"], inp["batch"])
             fn = model.forward_pairs_prepared
             t_compile = None
-            interpreted = (("triton" in form or form.endswith("_gemm"))
+            interpreted = (("triton" in form or "_gemm" in form)
                            and os.environ.get("TRITON_INTERPRET") == "1")
             if (form.startswith("compiled") or form.startswith("fused")) and not interpreted:
                 torch._dynamo.reset()  # a fresh cache per form and system
                 # one graph, except for the forms written with a graph break
-                fn = torch.compile(fn, fullgraph=form.removesuffix("_gemm") not in ("fused_factors", "fused_product"),
+                fn = torch.compile(fn, fullgraph=form.split("_gemm")[0] not in ("fused_factors", "fused_product"),
                                    dynamic=False)
                 t0 = time.perf_counter()
                 force_call(fn, inp)

@@ -17,12 +17,16 @@ and their error budget is float32's, not exactness.
 A is a constant (the layers' weights, no gradient); the gradient of B is
 op(A)^T @ grad_C, the same kernel with A's strides swapped. One program per
 (BM x BN) tile of one batch entry, float32 accumulation in a fixed order
-(deterministic). The shape is compile-time (one build per layer shape, as
-the model's shapes are static; it also keeps Triton's CPU interpreter
-working). Registered with torch.library.triton_op, so torch.compile
+(deterministic for a given tile; the tile is autotuned per shape among a
+few configurations). Shapes and strides are compile-time (one build per
+layer shape, as the model's shapes are static: Triton then knows which
+dimension is contiguous and vectorises the loads; it also keeps Triton's
+CPU interpreter working). Registered with torch.library.triton_op, so torch.compile
 puts the kernel into its graph; TRITON_INTERPRET=1 runs it on a CPU
 (uncompiled), which is how it was checked against torch.bmm here.
 """
+
+import os
 
 import torch
 import triton
@@ -31,9 +35,13 @@ from torch.library import triton_op
 
 from angular_triton import _launch
 
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
 
 @triton.jit
-def _bmm(a, b, c, s_ab, s_am, s_ak, s_bb, s_bk, s_bn, s_cb, s_cm, s_cn,
+def _bmm(a, b, c, s_ab: tl.constexpr, s_am: tl.constexpr, s_ak: tl.constexpr,
+         s_bb: tl.constexpr, s_bk: tl.constexpr, s_bn: tl.constexpr,
+         s_cb: tl.constexpr, s_cm: tl.constexpr, s_cn: tl.constexpr,
          M: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
          BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
     pid_m = tl.program_id(0)
@@ -54,7 +62,25 @@ def _bmm(a, b, c, s_ab, s_am, s_ak, s_bb, s_bk, s_bn, s_cb, s_cm, s_cn,
              mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
-BM, BN, BK = 64, 64, 32
+# Tiles (BM, BN, BK, warps, stages) tried per shape; Triton's CPU
+# interpreter cannot time them, so it takes the first.
+TILES = ((64, 64, 32, 4, 3), (128, 64, 32, 4, 3), (64, 128, 32, 4, 3), (128, 128, 32, 8, 3),
+         (128, 128, 16, 8, 4))
+if INTERPRETED:
+    _tuned = _bmm
+    FIXED_TILE = dict(zip(("BM", "BN", "BK"), TILES[0][:3]))
+else:
+    _tuned = triton.autotune(
+        configs=[triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=w, num_stages=st)
+                 for bm, bn, bk, w, st in TILES],
+        key=["M", "N", "K", "s_am", "s_bk", "PREC"])(_bmm)
+    FIXED_TILE = {}
+
+
+# input_precision of the layers' products: "tf32x3" (about float32's
+# rounding); "tf32" (one TF32 product: 10-bit mantissas, a speed ceiling, not
+# float32's accuracy) for the *_gemmtf32 forms
+PRECISION = "tf32x3"
 
 
 @triton_op("mlffbench::bmm_tf32x3", mutates_args=())
@@ -65,11 +91,12 @@ def bmm_tf32x3(a: torch.Tensor, b: torch.Tensor, transpose_a: bool) -> torch.Ten
     if transpose_a:
         s_am, s_ak = s_ak, s_am
     out = torch.empty(nb, m, n, device=b.device, dtype=torch.float32)
-    grid = (triton.cdiv(m, BM), triton.cdiv(n, BN), nb)
-    _launch(_bmm)[grid](a, b, out, s_ab, s_am, s_ak,
-                        b.stride(0), b.stride(1), b.stride(2),
-                        out.stride(0), out.stride(1), out.stride(2),
-                        M=m, N=n, K=k, BM=BM, BN=BN, BK=BK, PREC="tf32x3")
+    def grid(meta):
+        return (triton.cdiv(m, meta["BM"]), triton.cdiv(n, meta["BN"]), nb)
+    _launch(_tuned)[grid](a, b, out, s_ab, s_am, s_ak,
+                          b.stride(0), b.stride(1), b.stride(2),
+                          out.stride(0), out.stride(1), out.stride(2),
+                          M=m, N=n, K=k, PREC=PRECISION, **FIXED_TILE)
     return out
 
 
