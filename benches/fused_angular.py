@@ -135,8 +135,7 @@ class GemmNetworks:
 
     def _energies(self, *args):
         import gemm_triton  # Triton, and an op registered on import
-        gemm_triton.PRECISION = self.precision
-        with gemm_triton.NetworkGemms():
+        with gemm_triton.NetworkGemms(self.precision):
             return super()._energies(*args)
 
 
@@ -270,27 +269,30 @@ def main():
                "Ka": int(ka), "longest_rows": inp["longest"], "forms": {}}
         ref = None
         for form in forms:
+            # FORM, FORM_gemm or FORM_gemmtf32 (the network layers by gemm_triton.py)
+            base, gemm, gemm_kind = form.partition("_gemm")
+            if gemm_kind not in ("", "tf32"):
+                raise SystemExit(f"--forms {form}: expected _gemm or _gemmtf32 at the end")
+            fused = base.startswith("fused")
             if form == "script":
                 model = sm
             else:
-                base = form.removesuffix("_gemm").removesuffix("_gemmtf32")
-                fused = base.startswith("fused")
                 cls = FusedAngular if fused else export_ani_nl.ANINeighbourList
-                if base != form:
+                if gemm:
                     cls = type("Gemm" + cls.__name__, (GemmNetworks, cls),
-                               {"precision": "tf32" if form.endswith("tf32") else "tf32x3"})
+                               {"precision": "tf32" if gemm_kind == "tf32" else "tf32x3"})
                 model = eager_from_script(sm, cls)
                 if fused:
                     model.split = base[len("fused"):].lstrip("_") or "none"
             model.prepare(inp["z"], inp["batch"])
             fn = model.forward_pairs_prepared
             t_compile = None
-            interpreted = (("triton" in form or "_gemm" in form)
+            interpreted = (("triton" in base or gemm)
                            and os.environ.get("TRITON_INTERPRET") == "1")
-            if (form.startswith("compiled") or form.startswith("fused")) and not interpreted:
+            if (base == "compiled" or fused) and not interpreted:
                 torch._dynamo.reset()  # a fresh cache per form and system
                 # one graph, except for the forms written with a graph break
-                fn = torch.compile(fn, fullgraph=form.split("_gemm")[0] not in ("fused_factors", "fused_product"),
+                fn = torch.compile(fn, fullgraph=base not in ("fused_factors", "fused_product"),
                                    dynamic=False)
                 t0 = time.perf_counter()
                 force_call(fn, inp)

@@ -14,6 +14,10 @@ and their error budget is float32's, not exactness.
     C[b] = op(A[b]) @ B[b]      A [batch, M, K] (or [batch, K, M] with
                                 transpose_a), B [batch, K, N], C float32
 
+precision is tl.dot's input_precision: "tf32x3" (about float32's rounding,
+the *_gemm forms) or "tf32" (one TF32 product, 10-bit mantissas: a speed
+ceiling, not float32's accuracy; the *_gemmtf32 forms).
+
 A is a constant (the layers' weights, no gradient); the gradient of B is
 op(A)^T @ grad_C, the same kernel with A's strides swapped. One program per
 (BM x BN) tile of one batch entry, float32 accumulation in a fixed order
@@ -77,14 +81,9 @@ else:
     FIXED_TILE = {}
 
 
-# input_precision of the layers' products: "tf32x3" (about float32's
-# rounding); "tf32" (one TF32 product: 10-bit mantissas, a speed ceiling, not
-# float32's accuracy) for the *_gemmtf32 forms
-PRECISION = "tf32x3"
-
-
-@triton_op("mlffbench::bmm_tf32x3", mutates_args=())
-def bmm_tf32x3(a: torch.Tensor, b: torch.Tensor, transpose_a: bool) -> torch.Tensor:
+@triton_op("mlffbench::layer_bmm", mutates_args=())
+def layer_bmm(a: torch.Tensor, b: torch.Tensor, transpose_a: bool,
+              precision: str) -> torch.Tensor:
     nb, k, n = b.shape
     m = a.size(2) if transpose_a else a.size(1)
     s_ab, s_am, s_ak = a.stride(0), a.stride(1), a.stride(2)
@@ -96,32 +95,36 @@ def bmm_tf32x3(a: torch.Tensor, b: torch.Tensor, transpose_a: bool) -> torch.Ten
     _launch(_tuned)[grid](a, b, out, s_ab, s_am, s_ak,
                           b.stride(0), b.stride(1), b.stride(2),
                           out.stride(0), out.stride(1), out.stride(2),
-                          M=m, N=n, K=k, PREC=PRECISION, **FIXED_TILE)
+                          M=m, N=n, K=k, PREC=precision, **FIXED_TILE)
     return out
 
 
 def _setup(ctx, inputs, output):
     ctx.save_for_backward(inputs[0])
-    ctx.transpose_a = inputs[2]
+    ctx.transpose_a, ctx.precision = inputs[2], inputs[3]
 
 
 def _grad(ctx, g):
     (a,) = ctx.saved_tensors
-    return None, bmm_tf32x3(a, g.contiguous(), not ctx.transpose_a), None
+    return None, layer_bmm(a, g.contiguous(), not ctx.transpose_a, ctx.precision), None, None
 
 
-bmm_tf32x3.register_autograd(_grad, setup_context=_setup)
+layer_bmm.register_autograd(_grad, setup_context=_setup)
 
 
 class NetworkGemms(torch.overrides.TorchFunctionMode):
     """Inside this mode, torch.bmm(A, B) with a constant A (no gradient) and
     a B that needs one, which in the neighbour-list ANI is exactly its
     network layers (the AEV's matmuls all take the positions' gradient in
-    their first operand or in neither), runs as bmm_tf32x3."""
+    their first operand or in neither), runs as layer_bmm with `precision`."""
+
+    def __init__(self, precision):
+        super().__init__()
+        self.precision = precision
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if (func is torch.bmm and not kwargs and not args[0].requires_grad
                 and args[1].requires_grad):
-            return bmm_tf32x3(args[0], args[1], False)
+            return layer_bmm(args[0], args[1], False, self.precision)
         return func(*args, **kwargs)
