@@ -412,7 +412,9 @@ fn with_room(shape: &ListShape, room: &[f64]) -> Result<ListShape> {
                 .join(",")
         )));
     }
-    let more = |k: i64, f: f64| (k as f64 * f).ceil() as i64;
+    // The product as written in decimal, rounded up: 50 x 1.1 is
+    // 55.00000000000001 in binary floating point, and 55 rows were asked.
+    let more = |k: i64, f: f64| (k as f64 * f * (1.0 - 1e-12)).ceil() as i64;
     let capacity = match shape.rows_whole() {
         true => shape.capacity,
         false => more(shape.capacity, room[0]),
@@ -508,6 +510,11 @@ mod tests {
         assert_eq!(more(&[1.6]), (69, vec![34]));
         assert_eq!(more(&[1.6, 1.3]), (69, vec![28]));
         assert_eq!(with_room(&cell_rows, &[1.0]).unwrap(), cell_rows);
+        let fifty = shape(cells, 50, 20, false);
+        assert_eq!(
+            capacities(with_room(&fifty, &[1.1]).unwrap()),
+            (55, vec![22])
+        );
         let whole = shape(Grid::Dense { atoms: 22 }, 22, 19, true);
         assert!(whole.rows_whole());
         let longer = with_room(&whole, &[1.1]).unwrap();
