@@ -101,6 +101,7 @@ test: setup ani-models
 	$(PY) python/wrap_schnet_example.py $(BIN)
 	$(PY) python/check_pt2.py $(BIN)
 	$(PY) python/check_pt2_pairs.py $(BIN)
+	$(PY) python/check_ani_triton.py $(BIN)
 
 # Regenerate the committed test models (models/morse_test.pt, tests/data/*.pt);
 # not needed to build or test, and not run by them.

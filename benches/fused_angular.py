@@ -27,7 +27,7 @@ every difference is the form's, not the model's):
                  and rad [N, T, 4] (Inductor stores them, then sums)
   fused_product  the same with the break after their product [N, T, 32]
   fused_triton[_VARIANT]  the factors by Inductor, the sum by
-                 benches/angular_triton.py's kernels (VARIANT: sums, dot,
+                 python/angular_triton.py's kernels (VARIANT: sums, dot,
                  dot_row, dot_row_tf32x3; see there). dot_row_tf32x3 selects
                  each pair's species pair on tensor cores with three TF32
                  products: not an exact copy, about float32's rounding.
@@ -48,7 +48,6 @@ Triton forms need TRITON_INTERPRET=1 and run uncompiled (eager).
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -56,59 +55,27 @@ import time
 
 import torch
 
+import ani_nl_triton
 import export_ani_nl
 import pair_list
 from reference_md import read_structure
 
 
-def eager_from_script(sm, cls=export_ani_nl.ANINeighbourList):
-    """The Python module (this checkout's export code) of a loaded scripted
-    ANINeighbourList file, with its buffers and constants, on their device."""
-    consts = {
-        "n_pairs": sm.n_pairs, "triu_index": sm.pair_index.clone(),
-        "shf_r": sm.shf_r.flatten(), "shf_a": sm.shf_a.flatten(), "shf_z": sm.shf_z.flatten(),
-        "n_feat": sm.n_feat, "n_members": sm.n_members, "rc_r": sm.rc[0], "rc_a": sm.rc[1],
-        "eta_r": sm.eta_r, "eta_a": sm.eta_a, "zeta": sm.zeta, "celu_alpha": sm.celu_alpha,
-    }
-    buffers = dict(sm.named_buffers())
-    layers = [buffers[f"layers.{i}.weight"].clone()
-              for i in range(sum(1 for b in buffers if b.startswith("layers.")))]
-    model = cls(consts, sm.w_first.clone(), layers, list(sm.elements),
-                sm.self_energies.tolist(), sm.meta)
-    return model.eval().to(sm.w_first.device)
-
-
-class FusedAngular(export_ani_nl.ANINeighbourList):
+class FusedAngular(ani_nl_triton.TritonAngular):
     """_angular as one product summed over the slot pairs (module docstring).
     split: "none" (one graph), "factors" or "product" (a graph break that
     makes Inductor store the per-pair factors, or their product, first), or
-    "triton" (the sum by benches/angular_triton.py's kernels, the factors
-    by Inductor)."""
+    "triton[_VARIANT]" (the sum by python/angular_triton.py's kernels, the
+    factors by Inductor: the module `mlff-md compile --kernels` compiles)."""
 
     split = "none"
 
     def _angular(self, v, d, ent, slots, slot_mask, pair_e, pair_pq):
-        ns = self.n_species
-        n, ka = slots.shape
-        va = torch.gather(v, 1, slots.unsqueeze(2).expand(n, ka, 3))
-        da = torch.where(slot_mask, torch.gather(d, 1, slots), self.pad_d)
-        fc_a = 0.5 * torch.cos(torch.clamp(da * self.k_a, max=math.pi)) + 0.5
-        sa = torch.gather(ent.select(2, ns), 1, slots).to(torch.long)
-        _, pq = self._pair_tables(ka, v.device)
-        p, q = pq[0], pq[1]
-        d_p, d_q = da[:, p], da[:, q]
-        dot = (va[:, p] * va[:, q]).sum(2)
-        theta = torch.acos(0.95 * (dot / (d_p * d_q)))  # [N, T]
-        ang = ((1 + torch.cos(theta.unsqueeze(2) - self.shf_z.view(1, 1, -1))) / 2) ** self.zeta
-        t_a = (d_p + d_q).unsqueeze(2) / 2 - self.shf_a.view(1, 1, -1)
-        rad = torch.exp((t_a * t_a) * (-self.eta_a)) * (fc_a[:, p] * fc_a[:, q]).unsqueeze(2)
-        pair = self.pair_index[sa[:, q] + ns * sa[:, p]]  # [N, T]
         if self.split.startswith("triton"):
-            import angular_triton  # Triton, and an op registered on import
-            variant = self.split[len("triton"):].lstrip("_") or "sums"
-            return angular_triton.angular_sum(ang.contiguous(), rad.contiguous(),
-                                              pair.contiguous(),
-                                              angular_triton.VARIANTS.index(variant))
+            self.variant = self.split[len("triton"):].lstrip("_") or "sums"
+            return super()._angular(v, d, ent, slots, slot_mask, pair_e, pair_pq)
+        n = slots.size(0)
+        ang, rad, pair = self._angular_factors(v, d, ent, slots, slot_mask)
         if self.split == "factors":
             # ang and rad become buffers (outputs of the graph before the
             # break), so the sum below reads them instead of recomputing
@@ -281,7 +248,7 @@ def main():
                 if gemm:
                     cls = type("Gemm" + cls.__name__, (GemmNetworks, cls),
                                {"precision": "tf32" if gemm_kind == "tf32" else "tf32x3"})
-                model = eager_from_script(sm, cls)
+                model = ani_nl_triton.from_script(sm, cls)
                 if fused:
                     model.split = base[len("fused"):].lstrip("_") or "none"
             model.prepare(inp["z"], inp["batch"])

@@ -8,12 +8,15 @@
 # chignolin_extended:32 chignolin_extended:32:1.6,1.3):
 #   compile  `mlff-md compile` of a generated config (that structure, R
 #            members, cuda) into the package cache (/tmp/mlff_md_pt2_cache,
-#            kept while the machine stays warm); the exporter's check in
-#            the log
+#            kept while the machine stays warm), once for each kernel set
+#            of KERNELS (default "model"; e.g. "model triton triton-tf32x3":
+#            `compile --kernels`, each replacing the row's cached
+#            package); the exporter's check in the log
 #   bench    mlff-md bench md, graphed, the file and then --compiled (the
-#            cached package for the row), side by side
+#            cached package for the row, after each kernel set's compile),
+#            side by side
 #   engine   (ENGINE_ROWS, default the first row) the row's config run for
-#            200 steps three ways: the file (compiled = "off", eager), the
+#            200 steps three ways, with the last kernel set's package: the file (compiled = "off", eager), the
 #            package eager and the package graphed; the package against the
 #            file at step 0 (same positions) and after 10 steps, and graphed
 #            against eager bit for bit (observables and DCD frames)
@@ -62,12 +65,13 @@ trajectory_format = "dcd"
 trajectory_interval = 50
 observables_interval = 10
 TOML
-  part compile && t 300 "compile_$row" env ${INDUCTOR:+MLFF_MD_INDUCTOR_CONFIG="$INDUCTOR"} "$BIN" compile "$cfg" ${room:+--room "$room"}
-  if part bench; then
-    # A row with room reuses its structure's file row, timed before it.
-    [ -n "$room" ] || t 90 "bench_file_$row" $B --structures "$pdb" --replicas "$r" --out "$OUT/bench_file_$row"
-    t 90 "bench_pt2_$row" $B --compiled --structures "$pdb" --replicas "$r" --out "$OUT/bench_pt2_$row"
-  fi
+  # A row with room reuses its structure's file row, timed before it.
+  [ -n "$room" ] || ! part bench || t 90 "bench_file_$row" $B --structures "$pdb" --replicas "$r" --out "$OUT/bench_file_$row"
+  for k in ${KERNELS:-model}; do
+    kr=$row; [ "$k" = model ] || kr=${row}_$k
+    part compile && t 300 "compile_$kr" env ${INDUCTOR:+MLFF_MD_INDUCTOR_CONFIG="$INDUCTOR"} "$BIN" compile "$cfg" ${room:+--room "$room"} --kernels "$k"
+    part bench && t 90 "bench_pt2_$kr" $B --compiled --structures "$pdb" --replicas "$r" --out "$OUT/bench_pt2_$kr"
+  done
 done
 ENGINE_ROWS=${ENGINE_ROWS:-${ROWS%% *}}
 if part engine; then

@@ -152,6 +152,10 @@ def main(argv):
                          "(the package is of contract pt2-v2)")
     ap.add_argument("--inner-capacities", default="",
                     help="with --capacity: slots per row of each inner list, comma-separated")
+    ap.add_argument("--kernels", default="model", choices=["model", "triton", "triton-tf32x3"],
+                    help="with --capacity and a neighbour-list ANI file: compile the file's own "
+                         "code (model), or its Python module rebuilt with the angular sum by "
+                         "Triton kernels (python/ani_nl_triton.py; CUDA only)")
     ap.add_argument("--check-only", action="store_true",
                     help="check an existing --out package against --model, compile nothing")
     a = ap.parse_args(argv)
@@ -161,6 +165,9 @@ def main(argv):
         raise SystemExit("--out: the engine recognises packages by the .pt2 extension")
     device = torch.device(a.device)
     model = torch.jit.load(a.model, map_location=device)
+    if a.kernels != "model" and (a.capacity is None or device.type != "cuda"):
+        raise SystemExit(f"--kernels {a.kernels}: Triton kernels serve neighbour-list models "
+                         "(--capacity) on a CUDA device")
     if a.capacity is not None:
         return main_pairs(a, argv, model, device)
     for name in ("prepare", "forward_prepared"):
@@ -206,9 +213,11 @@ def main_pairs(a, argv, model, device):
     n, r = len(z), a.replicas
     numbers = torch.tensor(z * r, device=device)
     batch = torch.arange(r, device=device).repeat_interleave(n)
+    inputs = pair_inputs(z, x, r, cutoffs, a.capacity, inner, device)
     model.prepare(numbers, batch)
     eg = energy_gradient(model, len(inner))
-    inputs = pair_inputs(z, x, r, cutoffs, a.capacity, inner, device)
+    if a.kernels != "model":
+        eg = rebuilt_with_kernels(a, model, numbers, batch, eg, inputs, len(inner))
     if a.check_only:
         return check_pairs(a.out, eg, inputs, a.model)
 
@@ -218,14 +227,39 @@ def main_pairs(a, argv, model, device):
     metadata = dict(source_metadata(a.model, PAIRS_INTERFACE, z, r),
                     **{"mlff_md.capacity": str(a.capacity),
                        "mlff_md.inner_capacities": ",".join(map(str, inner)),
-                       "mlff_md.cutoffs": ",".join(map(repr, cutoffs))})
+                       "mlff_md.cutoffs": ",".join(map(repr, cutoffs)),
+                       "mlff_md.kernels": a.kernels})
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     configs = dict({"triton.autotune_at_compile_time": False}, **extra_inductor_configs())
     torch._inductor.aoti_compile_and_package(
         program, package_path=a.out, inductor_configs=dict(configs, **{"aot_inductor.metadata": metadata}))
-    print(f"{a.out}: {r} x {n} atoms, list rows of {a.capacity} (inner {inner}) on {device.type}, "
+    print(f"{a.out}: {r} x {n} atoms, list rows of {a.capacity} (inner {inner}), kernels "
+          f"{a.kernels}, on {device.type}, "
           f"compiled in {time.time() - t0:.1f} s, {os.path.getsize(a.out) / 1e6:.1f} MB")
     return check_where_safe(a, argv, device, lambda: check_pairs(a.out, eg, inputs, a.model))
+
+
+def rebuilt_with_kernels(a, sm, numbers, batch, eg_file, inputs, n_inner):
+    """eg of the file's Python module rebuilt with a.kernels' angular sum
+    (python/ani_nl_triton.py, beside this script), after checking it
+    against the file's own eg on the example list: energies to 1e-6
+    relative, gradients to 1e-5 of their largest value."""
+    import ani_nl_triton
+    if not ani_nl_triton.is_ani_nl(sm):
+        raise SystemExit(f"{a.model}: --kernels {a.kernels} serves the neighbour-list ANI "
+                         "(python/export_ani_nl.py's models) only")
+    module = ani_nl_triton.from_script(sm, variant=ani_nl_triton.KERNELS[a.kernels])
+    module.prepare(numbers, batch)
+    eg = energy_gradient(module, n_inner)
+    e_ref, g_ref = eg_file(*[t.clone() for t in inputs])
+    e, g = eg(*[t.clone() for t in inputs])
+    de = ((e - e_ref).abs() / e_ref.abs()).max().item()
+    dg = ((g - g_ref).abs().max() / g_ref.abs().max()).item()
+    print(f"kernels {a.kernels} against {a.model}: energies {de:.2e} relative, "
+          f"gradients {dg:.2e} of the largest")
+    if not (de <= 1e-6 and dg <= 1e-5):
+        raise SystemExit(f"--kernels {a.kernels}: the rebuilt module differs from {a.model}")
+    return eg
 
 
 def extra_inductor_configs():

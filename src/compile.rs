@@ -31,6 +31,54 @@ use crate::state::BatchState;
 /// binary is.
 const EXPORTER: &str = include_str!("../python/export_pt2.py");
 
+/// The modules `export_pt2.py --kernels` imports (written beside it): the
+/// neighbour-list ANI's Python code and the Triton kernels it is rebuilt
+/// with, and what they import in turn.
+const KERNEL_MODULES: [(&str, &str); 8] = [
+    (
+        "ani_nl_triton.py",
+        include_str!("../python/ani_nl_triton.py"),
+    ),
+    (
+        "angular_triton.py",
+        include_str!("../python/angular_triton.py"),
+    ),
+    (
+        "export_ani_nl.py",
+        include_str!("../python/export_ani_nl.py"),
+    ),
+    ("ani_build.py", include_str!("../python/ani_build.py")),
+    ("export_ani.py", include_str!("../python/export_ani.py")),
+    ("model_files.py", include_str!("../python/model_files.py")),
+    ("pypi_archive.py", include_str!("../python/pypi_archive.py")),
+    ("deps.py", include_str!("../python/deps.py")),
+];
+
+/// What computes a neighbour-list model's terms in its package.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Kernels {
+    /// The TorchScript file's own code, compiled by Inductor.
+    #[default]
+    Model,
+    /// The neighbour-list ANI rebuilt with its angular sum by Triton
+    /// kernels (python/ani_nl_triton.py): each value copied exactly.
+    Triton,
+    /// The same on tensor cores with three TF32 products (each value
+    /// rounded to about float32's precision).
+    TritonTf32x3,
+}
+
+impl Kernels {
+    /// The name `--kernels` takes and the package's metadata records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Model => "model",
+            Kernels::Triton => "triton",
+            Kernels::TritonTf32x3 => "triton-tf32x3",
+        }
+    }
+}
+
 /// The libtorch the engine links, which must load what the exporter's torch
 /// compiled (build.rs pins both to 2.11).
 const TORCH: &str = "2.11.0";
@@ -238,6 +286,9 @@ pub struct CompileOptions {
     /// list will grow (a peptide folding: chignolin's atoms have up to 39
     /// neighbours within 5.2 Å extended, 63 folded).
     pub room: Option<Vec<f64>>,
+    /// What computes the model's terms (neighbour-list ANI files on CUDA
+    /// only, for the Triton sets).
+    pub kernels: Kernels,
 }
 
 /// What `compile` did.
@@ -281,6 +332,12 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
         (Some(shape), room) => Some(with_room(shape, room.as_deref().unwrap_or(&[1.0]))?),
         (None, None) => None,
     };
+    if options.kernels != Kernels::Model && (wanted.is_none() || sim.device == Device::Cpu) {
+        return Err(Error::Invalid(format!(
+            "--kernels {}: Triton kernels serve neighbour-list models (e.g. models/ani1x_nl.pt) on a CUDA device; this config's model takes no neighbour list or runs on the CPU",
+            options.kernels.name()
+        )));
+    }
     let list = wanted.as_ref().map(|wanted| {
         let inner: Vec<String> = wanted.inner_capacities.iter().map(i64::to_string).collect();
         [
@@ -298,6 +355,7 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
     let cached_serves = || match &wanted {
         Some(wanted) => Package::open(&target, &sim.state)
             .ok()
+            .filter(|p| p.kernels() == options.kernels.name())
             .and_then(|p| p.list_capacities())
             .is_some_and(|(k, ka)| match options.resume {
                 true => (k, &ka) == (wanted.capacity, &wanted.inner_capacities),
@@ -334,8 +392,13 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
         "atomic_numbers": key.atomic_numbers,
         "positions": positions.chunks(3).collect::<Vec<_>>(),
     });
-    let written =
-        std::fs::write(&script, EXPORTER).and_then(|_| std::fs::write(&system, json.to_string()));
+    let written = std::fs::write(&script, EXPORTER)
+        .and_then(|_| std::fs::write(&system, json.to_string()))
+        .and_then(|_| {
+            KERNEL_MODULES
+                .iter()
+                .try_for_each(|(name, text)| std::fs::write(work.0.join(name), text))
+        });
     written.map_err(|e| Error::Invalid(format!("temporary files: {e}")))?;
     // Written beside the target and renamed into place, so the cache never
     // holds half a package.
@@ -351,12 +414,13 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
         .unwrap_or_else(|| PathBuf::from("python3"));
     if !options.quiet {
         eprintln!(
-            "compiling {} for {} × {} atoms on {} ({}); this takes one to three minutes",
+            "compiling {} for {} × {} atoms on {} ({}), kernels {}; this takes one to three minutes",
             model_path.display(),
             key.members,
             n,
             device,
-            key.hardware
+            key.hardware,
+            options.kernels.name()
         );
     }
     let started = std::time::Instant::now();
@@ -370,7 +434,8 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
         .args(["--replicas", &key.members.to_string(), "--device", &device])
         .arg("--out")
         .arg(&partial)
-        .args(list.iter().flatten());
+        .args(list.iter().flatten())
+        .args(["--kernels", options.kernels.name()]);
     if options.quiet {
         command.stdout(std::process::Stdio::null());
     }

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use mlff_md::compile::{compile, CompileOptions};
+use mlff_md::compile::{compile, CompileOptions, Kernels};
 use mlff_md::config::{BlowupPolicy, Config, GraphPolicy, Overrides};
 use mlff_md::device::{parse_device, resolve};
 use mlff_md::error::Error;
@@ -210,7 +210,8 @@ Exit status: 0 success, 2 not a run directory or unreadable, 1 cannot write.")]
     mlff-md compile configs/replica_exchange.toml            on the GPU the run will use\n  \
     mlff-md compile configs/ensemble.toml --python .venv/bin/python\n  \
     mlff-md compile configs/peptide_folding.toml --room 1.6,1.3  rows for the folded peptide\n  \
-    mlff-md compile configs/peptide_folding.toml --resume    for the list the run's checkpoint holds\n\n\
+    mlff-md compile configs/peptide_folding.toml --resume    for the list the run's checkpoint holds\n  \
+    mlff-md compile configs/peptide_folding.toml --kernels triton  angular sum by Triton kernels\n\n\
 Runs python/export_pt2.py (carried inside the binary) with a Python that has torch 2.11:\n\
 --python, else $MLFF_MD_PYTHON, else python3. Compiling takes one to three minutes; the\n\
 package serves only this molecule, member count and GPU (or CPU) model. On an H200 a\n\
@@ -261,6 +262,13 @@ compiled, or compiling failed.")]
             conflicts_with = "resume"
         )]
         room: Option<Vec<f64>>,
+        /// Neighbour-list ANI on CUDA: what computes the model's terms:
+        /// `model` (the file's own code, compiled by Inductor), `triton`
+        /// (its angular sum by hand-written Triton kernels, values copied
+        /// exactly) or `triton-tf32x3` (the same on tensor cores, values
+        /// rounded to about float32's precision).
+        #[arg(long, default_value = "model", value_parser = ["model", "triton", "triton-tf32x3"])]
+        kernels: String,
         /// Print nothing but errors and the package's path.
         #[arg(long, short)]
         quiet: bool,
@@ -738,6 +746,7 @@ fn main() -> ExitCode {
             resume,
             output,
             room,
+            kernels,
             quiet,
         } => config_with(
             &config,
@@ -754,6 +763,11 @@ fn main() -> ExitCode {
                     quiet,
                     resume,
                     room,
+                    kernels: match kernels.as_str() {
+                        "triton" => Kernels::Triton,
+                        "triton-tf32x3" => Kernels::TritonTf32x3,
+                        _ => Kernels::Model,
+                    },
                 };
                 let done = compile(&c, &options)?;
                 if quiet {

@@ -221,6 +221,12 @@ impl Package {
         Some((c.capacity, c.inner.clone()))
     }
 
+    /// What computes the model's terms: "model" (the source file's code) or
+    /// the kernel set it was compiled with (`mlff-md compile --kernels`).
+    pub fn kernels(&self) -> &str {
+        &self.compiled.kernels
+    }
+
     /// SHA-256 of the TorchScript file the package was compiled from, as its
     /// metadata records it.
     pub fn source_sha256(&self) -> Option<&str> {
@@ -400,12 +406,13 @@ impl PairModel for AotiPairs {
     fn describe(&self) -> String {
         let c = &self.package.compiled;
         format!(
-            "AOTInductor package {} (contract {PAIRS_INTERFACE}: compiled for {} × {} atoms, list rows of {} entries, inner {:?}, gradient inside; {} evaluates other lists)",
+            "AOTInductor package {} (contract {PAIRS_INTERFACE}: compiled for {} × {} atoms, list rows of {} entries, inner {:?}, kernels {}, gradient inside; {} evaluates other lists)",
             self.package.path.display(),
             c.replicas,
             c.numbers.len(),
             self.capacities.capacity,
             self.capacities.inner,
+            c.kernels,
             self.fallback.path().display()
         )
     }
@@ -488,6 +495,10 @@ struct Compiled {
     source_sha256: Option<String>,
     /// Contract pt2-v2: the list shape it takes.
     pairs: Option<ListCapacities>,
+    /// What computes the model's terms (`mlff_md.kernels`): "model" (the
+    /// source file's own code; also packages from before the key existed)
+    /// or a kernel set of `mlff-md compile --kernels`.
+    kernels: String,
 }
 
 impl Compiled {
@@ -558,6 +569,10 @@ impl Compiled {
                 .to_string(),
             source_sha256: meta.get("mlff_md.source_sha256").cloned(),
             pairs,
+            kernels: meta
+                .get("mlff_md.kernels")
+                .map_or("model", String::as_str)
+                .to_string(),
         })
     }
 
@@ -654,12 +669,16 @@ mod tests {
                 device: "cuda".into(),
                 source_sha256: Some("ab=cd".into()),
                 pairs: None,
+                kernels: "model".into(),
             })
         );
         // no device key: a CPU package; no source hash: none recorded
         let cpu = "mlff_md.interface=pt2-v1\nmlff_md.atomic_numbers=18\nmlff_md.replicas=1";
         let c = Compiled::from_metadata(cpu).unwrap();
         assert_eq!((c.device.as_str(), c.source_sha256), ("cpu", None));
+        // a kernel set, as `compile --kernels` records it
+        let triton = Compiled::from_metadata(&format!("{WATER_X2}mlff_md.kernels=triton\n"));
+        assert_eq!(triton.unwrap().kernels, "triton");
         let without = |key: &str| -> String {
             WATER_X2
                 .lines()

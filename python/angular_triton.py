@@ -1,5 +1,6 @@
 """The sum over slot pairs of the neighbour-list ANI's angular AEV as
-hand-written Triton kernels (forward and backward), for
+hand-written Triton kernels (forward and backward), for the packages
+`mlff-md compile --kernels triton` builds (python/ani_nl_triton.py) and
 benches/fused_angular.py's forms fused_triton_*:
 
     G[i, z, q, a] = sum_t ang[i, t, z] [pair[i, t] == q] rad[i, t, a]
@@ -21,10 +22,10 @@ gather: exact). Every sum runs in a fixed order, so the kernels are
 deterministic. T (pairs per row) is a compile-time constant (one build per
 row length; it also keeps Triton's CPU interpreter working).
 
-Registered with torch.library.triton_op, so torch.compile puts the kernels
-into its graph. TRITON_INTERPRET=1 runs them on a CPU (uncompiled), which
-is how they were checked against the model here; make test does not run
-them (a benchmark, not engine code).
+Registered with torch.library.triton_op, so torch.compile and
+AOTInductor put the kernels into what they compile. TRITON_INTERPRET=1
+runs them on a CPU (uncompiled): python/check_ani_triton.py checks them
+against the model file that way in make test.
 """
 
 import os
@@ -99,7 +100,7 @@ def _launch(kernel):
 VARIANTS = ["sums", "dot", "dot_row", "dot_row_tf32x3"]
 
 
-@triton_op("mlffbench::angular_sum", mutates_args=())
+@triton_op("mlffmd::angular_sum", mutates_args=())
 def angular_sum(ang: torch.Tensor, rad: torch.Tensor, pair: torch.Tensor,
                 variant: int) -> torch.Tensor:
     n, t = pair.shape
@@ -111,7 +112,7 @@ def angular_sum(ang: torch.Tensor, rad: torch.Tensor, pair: torch.Tensor,
     return out
 
 
-@triton_op("mlffbench::angular_sum_backward", mutates_args=())
+@triton_op("mlffmd::angular_sum_backward", mutates_args=())
 def angular_sum_backward(ang: torch.Tensor, rad: torch.Tensor, pair: torch.Tensor,
                          g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     n, t = pair.shape

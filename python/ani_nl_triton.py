@@ -1,0 +1,94 @@
+"""The neighbour-list ANI (python/export_ani_nl.py) with its angular sum by
+Triton kernels (python/angular_triton.py), rebuilt in Python from a
+scripted model file's weights and constants: what `mlff-md compile
+--kernels triton` compiles into a package (python/export_pt2.py --kernels).
+
+Why: the file's angular AEV scatters each slot pair's radial factors into
+the column of its species pair, u [N, T, 10, 4], and sums over the pairs
+with one batched GEMV; that tensor and its backward are the largest part
+of the force call after the networks. The kernels sum the pairs' 32
+products straight into their species pair (forward) and gather them back
+(backward). On an H100 the force call took 1.41 ms (exact copies) or
+1.24 ms (tensor cores, three TF32 products) against the file's 2.02 for
+chignolin x 32 (benches/results/fused_angular_NVIDIA-H100_2026-12-05).
+
+Kernels (KERNELS, the name `--kernels` takes -> angular_triton variant):
+  triton         dot_row: each pair's values selected by a 0/1 product in
+                 full float32 (exact copies; only the summation order
+                 differs from the file's)
+  triton-tf32x3  dot_row_tf32x3: the same on tensor cores with three TF32
+                 products (each value rounded to about float32's precision)
+
+Everything else (radial terms, factors, networks) is the file's own code,
+so a rebuilt module run eagerly gives the file's energies to float32
+summation order; from_script checks that on the caller's inputs.
+"""
+
+import math
+
+import torch
+
+import angular_triton
+import export_ani_nl
+
+KERNELS = {"triton": "dot_row", "triton-tf32x3": "dot_row_tf32x3"}
+
+
+class TritonAngular(export_ani_nl.ANINeighbourList):
+    """ANINeighbourList with _angular's sum by angular_triton's kernels
+    (`variant`: one of angular_triton.VARIANTS)."""
+
+    variant = "dot_row"
+
+    def _angular_factors(self, v, d, ent, slots, slot_mask):
+        """Per slot pair t = (p, q) of each row: the angular factors ang
+        [N, T, Z], the radial factors rad [N, T, A] (with both cutoff
+        functions) and the species pair [N, T] (0-9)."""
+        ns = self.n_species
+        n, ka = slots.shape
+        va = torch.gather(v, 1, slots.unsqueeze(2).expand(n, ka, 3))
+        da = torch.where(slot_mask, torch.gather(d, 1, slots), self.pad_d)
+        fc_a = 0.5 * torch.cos(torch.clamp(da * self.k_a, max=math.pi)) + 0.5
+        sa = torch.gather(ent.select(2, ns), 1, slots).to(torch.long)
+        _, pq = self._pair_tables(ka, v.device)
+        p, q = pq[0], pq[1]
+        d_p, d_q = da[:, p], da[:, q]
+        dot = (va[:, p] * va[:, q]).sum(2)
+        theta = torch.acos(0.95 * (dot / (d_p * d_q)))  # [N, T]
+        ang = ((1 + torch.cos(theta.unsqueeze(2) - self.shf_z.view(1, 1, -1))) / 2) ** self.zeta
+        t_a = (d_p + d_q).unsqueeze(2) / 2 - self.shf_a.view(1, 1, -1)
+        rad = torch.exp((t_a * t_a) * (-self.eta_a)) * (fc_a[:, p] * fc_a[:, q]).unsqueeze(2)
+        pair = self.pair_index[sa[:, q] + ns * sa[:, p]]  # [N, T]
+        return ang, rad, pair
+
+    def _angular(self, v, d, ent, slots, slot_mask, pair_e, pair_pq):
+        ang, rad, pair = self._angular_factors(v, d, ent, slots, slot_mask)
+        return angular_triton.angular_sum(ang.contiguous(), rad.contiguous(), pair.contiguous(),
+                                          angular_triton.VARIANTS.index(self.variant))
+
+
+def is_ani_nl(sm):
+    """Whether a loaded scripted model is export_ani_nl's ANINeighbourList
+    (the only model these kernels serve)."""
+    return all(hasattr(sm, a) for a in ("pair_index", "shf_a", "shf_z", "w_first", "eta_a",
+                                        "n_members", "forward_pairs_prepared"))
+
+
+def from_script(sm, cls=TritonAngular, variant=None):
+    """The Python module `cls` (this checkout's code) of a loaded scripted
+    ANINeighbourList file, with its buffers and constants, on their device;
+    `variant` sets TritonAngular's kernel."""
+    consts = {
+        "n_pairs": sm.n_pairs, "triu_index": sm.pair_index.clone(),
+        "shf_r": sm.shf_r.flatten(), "shf_a": sm.shf_a.flatten(), "shf_z": sm.shf_z.flatten(),
+        "n_feat": sm.n_feat, "n_members": sm.n_members, "rc_r": sm.rc[0], "rc_a": sm.rc[1],
+        "eta_r": sm.eta_r, "eta_a": sm.eta_a, "zeta": sm.zeta, "celu_alpha": sm.celu_alpha,
+    }
+    buffers = dict(sm.named_buffers())
+    layers = [buffers[f"layers.{i}.weight"].clone()
+              for i in range(sum(1 for b in buffers if b.startswith("layers.")))]
+    model = cls(consts, sm.w_first.clone(), layers, list(sm.elements),
+                sm.self_energies.tolist(), sm.meta)
+    if variant is not None:
+        model.variant = variant
+    return model.eval().to(sm.w_first.device)
