@@ -75,7 +75,8 @@ class FusedAngular(ani_nl_triton.TritonAngular):
             self.variant = self.split[len("triton"):].lstrip("_") or "sums"
             return super()._angular(v, d, ent, slots, slot_mask, pair_e, pair_pq)
         n = slots.size(0)
-        ang, rad, pair = self._angular_factors(v, d, ent, slots, slot_mask)
+        ang, rad, pair = self._angular_factors(v, d, ent, slots, slot_mask, pair_e, pair_pq)
+        ang = ang.transpose(1, 2)  # [N, T, Z]
         if self.split == "factors":
             # ang and rad become buffers (outputs of the graph before the
             # break), so the sum below reads them instead of recomputing

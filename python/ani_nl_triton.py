@@ -19,12 +19,11 @@ Kernels (KERNELS, the name `--kernels` takes -> angular_triton variant):
   triton-tf32x3  dot_row_tf32x3: the same on tensor cores with three TF32
                  products (each value rounded to about float32's precision)
 
-Everything else (radial terms, factors, networks) is the file's own code,
-so a rebuilt module run eagerly gives the file's energies to float32
-summation order; from_script checks that on the caller's inputs.
+Everything else (radial terms, the per-pair factors of _angular_factors,
+networks) is the file's own code, so a rebuilt module run eagerly gives
+the file's energies to float32 summation order (export_pt2.py checks that
+before compiling), and its backward is as deterministic as the file's.
 """
-
-import math
 
 import torch
 
@@ -40,30 +39,11 @@ class TritonAngular(export_ani_nl.ANINeighbourList):
 
     variant = "dot_row"
 
-    def _angular_factors(self, v, d, ent, slots, slot_mask):
-        """Per slot pair t = (p, q) of each row: the angular factors ang
-        [N, T, Z], the radial factors rad [N, T, A] (with both cutoff
-        functions) and the species pair [N, T] (0-9)."""
-        ns = self.n_species
-        n, ka = slots.shape
-        va = torch.gather(v, 1, slots.unsqueeze(2).expand(n, ka, 3))
-        da = torch.where(slot_mask, torch.gather(d, 1, slots), self.pad_d)
-        fc_a = 0.5 * torch.cos(torch.clamp(da * self.k_a, max=math.pi)) + 0.5
-        sa = torch.gather(ent.select(2, ns), 1, slots).to(torch.long)
-        _, pq = self._pair_tables(ka, v.device)
-        p, q = pq[0], pq[1]
-        d_p, d_q = da[:, p], da[:, q]
-        dot = (va[:, p] * va[:, q]).sum(2)
-        theta = torch.acos(0.95 * (dot / (d_p * d_q)))  # [N, T]
-        ang = ((1 + torch.cos(theta.unsqueeze(2) - self.shf_z.view(1, 1, -1))) / 2) ** self.zeta
-        t_a = (d_p + d_q).unsqueeze(2) / 2 - self.shf_a.view(1, 1, -1)
-        rad = torch.exp((t_a * t_a) * (-self.eta_a)) * (fc_a[:, p] * fc_a[:, q]).unsqueeze(2)
-        pair = self.pair_index[sa[:, q] + ns * sa[:, p]]  # [N, T]
-        return ang, rad, pair
-
     def _angular(self, v, d, ent, slots, slot_mask, pair_e, pair_pq):
-        ang, rad, pair = self._angular_factors(v, d, ent, slots, slot_mask)
-        return angular_triton.angular_sum(ang.contiguous(), rad.contiguous(), pair.contiguous(),
+        ang, rad, pair = self._angular_factors(v, d, ent, slots, slot_mask, pair_e, pair_pq)
+        # the kernels read ang as [N, T, Z] (Inductor writes it so directly)
+        return angular_triton.angular_sum(ang.transpose(1, 2).contiguous(), rad.contiguous(),
+                                          pair.contiguous(),
                                           angular_triton.VARIANTS.index(self.variant))
 
 

@@ -414,16 +414,19 @@ class ANINeighbourList(torch.nn.Module):
     # the computation (no host synchronisation)
     # ------------------------------------------------------------------
 
-    def _angular(self, v: torch.Tensor, d: torch.Tensor, ent: torch.Tensor,
-                 slots: torch.Tensor, slot_mask: torch.Tensor, pair_e: torch.Tensor,
-                 pair_pq: torch.Tensor) -> torch.Tensor:
-        """Angular AEV [N, Z, pairs x A] from the entries' vectors v [N, K, 3],
-        distances d [N, K] and species table rows ent [N, K, ns + 1]. (A method
-        of its own so that a variant can replace it: benches/fused_angular.py
-        times one written for a kernel compiler.)"""
+    def _angular_factors(self, v: torch.Tensor, d: torch.Tensor, ent: torch.Tensor,
+                         slots: torch.Tensor, slot_mask: torch.Tensor, pair_e: torch.Tensor,
+                         pair_pq: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per slot pair t = (p, q) of each row, from the entries' vectors v
+        [N, K, 3], distances d [N, K] and species table rows ent [N, K, ns + 1]:
+        the angular factors ang [N, Z, T], the radial factors [N, T, A] (with
+        both cutoff functions) and the species pair [N, T] (0 to pairs - 1).
+        Every per-pair value comes from a product with the 0/1 pair table
+        or an index_select of distinct elements, so the backward pass has no
+        colliding (atomic, order-dependent) additions and is deterministic.
+        (A method of its own so that a variant can sum the factors its own
+        way: python/ani_nl_triton.py.)"""
         ns = self.n_species
-        na = self.n_shf_a
-        npr = self.n_pairs
         n = slots.size(0)
         ka = slots.size(1)
         n_t = ka * (ka - 1) // 2
@@ -450,11 +453,24 @@ class ANINeighbourList(torch.nn.Module):
         ang = ((1 + torch.cos(theta.unsqueeze(1) - self.shf_z)) / 2) ** self.zeta  # [N, Z, T]
         t_a = (d_p + d_q).unsqueeze(2) / 2 - self.shf_a
         rad_a = torch.exp((t_a * t_a) * (-self.eta_a)) * (fc_p * fc_q).unsqueeze(2)
+        code = torch.add(s_q, s_p, alpha=ns).to(torch.long)
+        pair = self.pair_index.index_select(0, code.view(-1)).view(n, n_t)
+        return ang, rad_a, pair
+
+    def _angular(self, v: torch.Tensor, d: torch.Tensor, ent: torch.Tensor,
+                 slots: torch.Tensor, slot_mask: torch.Tensor, pair_e: torch.Tensor,
+                 pair_pq: torch.Tensor) -> torch.Tensor:
+        """Angular AEV [N, Z, pairs x A]: the factors of _angular_factors
+        summed over the slot pairs into each pair's species pair."""
+        ang, rad_a, pair = self._angular_factors(v, d, ent, slots, slot_mask, pair_e, pair_pq)
+        na = self.n_shf_a
+        npr = self.n_pairs
+        n = pair.size(0)
+        n_t = pair.size(1)
         # the radial factors [N, T, A] placed in the column of each pair's
         # species pair q: u[i, t, q, a] (zero elsewhere); a scatter to distinct
         # places, whose backward is a gather. Then one bmm sums over the pairs.
-        code = torch.add(s_q, s_p, alpha=ns).to(torch.long)
-        q = self.pair_index.index_select(0, code.view(-1)).view(n, n_t, 1, 1)
+        q = pair.view(n, n_t, 1, 1)
         u = torch.zeros([n, n_t, npr, na], dtype=v.dtype, device=v.device).scatter_(
             2, q.expand(n, n_t, 1, na), rad_a.unsqueeze(2))
         aev_a = torch.bmm(ang, u.view(n, n_t, npr * na))  # [N, Z, pairs x A]
