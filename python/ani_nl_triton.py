@@ -49,9 +49,13 @@ class TritonAngular(export_ani_nl.ANINeighbourList):
 
 def is_ani_nl(sm):
     """Whether a loaded scripted model is export_ani_nl's ANINeighbourList
-    (the only model these kernels serve)."""
-    return all(hasattr(sm, a) for a in ("pair_index", "shf_a", "shf_z", "w_first", "eta_a",
-                                        "n_members", "forward_pairs_prepared"))
+    with the AEV layout the kernels take (angular_triton's Z x species
+    pairs x A = 8 x 10 x 4: ANI-1x and ANI-1ccx; ANI-2xt has 28 pairs)."""
+    if not all(hasattr(sm, a) for a in ("pair_index", "shf_a", "shf_z", "w_first", "eta_a",
+                                        "n_members", "n_pairs", "forward_pairs_prepared")):
+        return False
+    return ((sm.shf_z.numel(), sm.n_pairs, sm.shf_a.numel())
+            == (angular_triton.Z, angular_triton.PAIRS, angular_triton.A))
 
 
 def from_script(sm, cls=TritonAngular, variant=None):

@@ -7,6 +7,11 @@
     python python/export_pt2.py --model models/ani1x_nl.pt --capacity 24 \\
         --inner-capacities 16 --structure ... --replicas 64 --device cuda --out ...
 
+With --kernels triton (or triton-tf32x3), a neighbour-list ANI-1x/1ccx
+file is rebuilt in Python with its angular sum by Triton kernels
+(python/ani_nl_triton.py), checked against the file, and that module is
+compiled (CUDA only); the metadata records it (mlff_md.kernels).
+
 With --capacity, the model is one of contract v2 (the engine's neighbour
 list: cutoffs(), prepare() and forward_pairs_prepared()) and the package is
 of contract pt2-v2: `(neighbors int64[N, K], vectors float32[N, K, 3],
@@ -246,8 +251,8 @@ def rebuilt_with_kernels(a, sm, numbers, batch, eg_file, inputs, n_inner):
     relative, gradients to 1e-5 of their largest value."""
     import ani_nl_triton
     if not ani_nl_triton.is_ani_nl(sm):
-        raise SystemExit(f"{a.model}: --kernels {a.kernels} serves the neighbour-list ANI "
-                         "(python/export_ani_nl.py's models) only")
+        raise SystemExit(f"{a.model}: --kernels {a.kernels} serves the neighbour-list ANI-1x and "
+                         "ANI-1ccx files (python/export_ani_nl.py's models with 4 species) only")
     module = ani_nl_triton.from_script(sm, variant=ani_nl_triton.KERNELS[a.kernels])
     module.prepare(numbers, batch)
     eg = energy_gradient(module, n_inner)

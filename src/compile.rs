@@ -286,9 +286,10 @@ pub struct CompileOptions {
     /// list will grow (a peptide folding: chignolin's atoms have up to 39
     /// neighbours within 5.2 Å extended, 63 folded).
     pub room: Option<Vec<f64>>,
-    /// What computes the model's terms (neighbour-list ANI files on CUDA
-    /// only, for the Triton sets).
-    pub kernels: Kernels,
+    /// What computes the model's terms; None (auto): Triton kernels where
+    /// they serve the model (the neighbour-list ANI-1x/1ccx files on a
+    /// CUDA device), the model's own code elsewhere.
+    pub kernels: Option<Kernels>,
 }
 
 /// What `compile` did.
@@ -332,12 +333,16 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
         (Some(shape), room) => Some(with_room(shape, room.as_deref().unwrap_or(&[1.0]))?),
         (None, None) => None,
     };
-    if options.kernels != Kernels::Model && (wanted.is_none() || sim.device == Device::Cpu) {
-        return Err(Error::Invalid(format!(
-            "--kernels {}: Triton kernels serve neighbour-list models (e.g. models/ani1x_nl.pt) on a CUDA device; this config's model takes no neighbour list or runs on the CPU",
-            options.kernels.name()
-        )));
-    }
+    let triton_serves = wanted.is_some() && sim.device != Device::Cpu && sim.force.triton_kernels();
+    let kernels = match options.kernels {
+        None if triton_serves => Kernels::Triton,
+        None => Kernels::Model,
+        Some(k) if k == Kernels::Model || triton_serves => k,
+        Some(k) => return Err(Error::Invalid(format!(
+            "--kernels {}: the Triton kernels serve the neighbour-list ANI-1x and ANI-1ccx files (models/ani1x_nl.pt, models/ani1ccx_nl.pt) on a CUDA device; this config's model is another or runs on the CPU",
+            k.name()
+        ))),
+    };
     let list = wanted.as_ref().map(|wanted| {
         let inner: Vec<String> = wanted.inner_capacities.iter().map(i64::to_string).collect();
         [
@@ -355,7 +360,7 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
     let cached_serves = || match &wanted {
         Some(wanted) => Package::open(&target, &sim.state)
             .ok()
-            .filter(|p| p.kernels() == options.kernels.name())
+            .filter(|p| p.kernels() == kernels.name())
             .and_then(|p| p.list_capacities())
             .is_some_and(|(k, ka)| match options.resume {
                 true => (k, &ka) == (wanted.capacity, &wanted.inner_capacities),
@@ -420,7 +425,7 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
             n,
             device,
             key.hardware,
-            options.kernels.name()
+            kernels.name()
         );
     }
     let started = std::time::Instant::now();
@@ -435,7 +440,7 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
         .arg("--out")
         .arg(&partial)
         .args(list.iter().flatten())
-        .args(["--kernels", options.kernels.name()]);
+        .args(["--kernels", kernels.name()]);
     if options.quiet {
         command.stdout(std::process::Stdio::null());
     }

@@ -71,6 +71,14 @@ pub trait ForceProvider {
         false
     }
 
+    /// Whether `mlff-md compile --kernels triton` serves the provider: a
+    /// neighbour-list ANI file whose AEV layout python/angular_triton.py's
+    /// kernels take (4 species, 10 species pairs, 8 x 4 angular terms:
+    /// ANI-1x and ANI-1ccx).
+    fn triton_kernels(&self) -> bool {
+        false
+    }
+
     /// Switch to an evaluation of `state`'s batch whose work and tensor
     /// shapes depend only on the batch composition and that never waits for
     /// the device, so one step can be captured in a CUDA graph. Called once

@@ -114,6 +114,11 @@ pub trait PairModel {
         false
     }
 
+    /// See [`ForceProvider::triton_kernels`].
+    fn triton_kernels(&self) -> bool {
+        false
+    }
+
     /// Switch to a static-shape evaluation of `state`'s batch composition
     /// (see [`ForceProvider::prepare_static`]); Err says why not.
     fn prepare(&self, _state: &BatchState) -> std::result::Result<(), String> {
@@ -360,6 +365,10 @@ impl ForceProvider for PairForces {
 
     fn compilable(&self) -> bool {
         self.model.compilable_pairs()
+    }
+
+    fn triton_kernels(&self) -> bool {
+        self.model.triton_kernels()
     }
 
     fn supported_elements(&self) -> Option<Vec<i64>> {

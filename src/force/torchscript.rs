@@ -655,6 +655,17 @@ impl PairModel for TorchScriptModel {
             && methods.contains(&"forward_pairs_prepared")
     }
 
+    /// The neighbour-list ANI-1x and ANI-1ccx files, by the name their
+    /// exporter (python/export_ani_nl.py) writes into their metadata
+    /// (ANI-2xt has 7 species, another AEV layout).
+    fn triton_kernels(&self) -> bool {
+        let name = self
+            .metadata()
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+            .and_then(|m| m.get("name")?.as_str().map(str::to_string));
+        self.compilable_pairs() && matches!(name.as_deref(), Some("ani1x_nl" | "ani1ccx_nl"))
+    }
+
     fn prepare(&self, state: &BatchState) -> std::result::Result<(), String> {
         self.pairs_prepared_rows.set(None);
         self.call_prepare(state, "forward_pairs_prepared()", "")?;
