@@ -813,6 +813,23 @@ mod tests {
     static LOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     #[test]
+    fn the_triton_kernels_serve_the_ani_1x_and_1ccx_neighbour_list_files_only() {
+        let _serial = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+        for (file, serves) in [
+            ("models/ani1x_nl.pt", true),
+            ("models/ani1ccx_nl.pt", true),
+            // 7 species: another AEV layout
+            ("models/ani2xt_nl.pt", false),
+            // no pairs
+            ("models/ani1x_static.pt", false),
+            ("models/morse_test.pt", false),
+        ] {
+            let model = load_file(file).unwrap();
+            assert_eq!(PairModel::triton_kernels(&model), serves, "{file}");
+        }
+    }
+
+    #[test]
     fn a_model_is_described_by_what_it_exports() {
         let _serial = LOADING.lock().unwrap_or_else(|e| e.into_inner());
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
