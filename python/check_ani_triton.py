@@ -28,6 +28,8 @@ import tempfile
 
 import torch
 
+from check_pt2 import RUN  # a CPU run's config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "models", "ani1x_nl.pt")
 # structure, members, list row capacity, inner capacity (what the engine's
@@ -91,22 +93,9 @@ def refused(binary):
     with tempfile.TemporaryDirectory() as tmp:
         cfg = os.path.join(tmp, "run.toml")
         with open(cfg, "w") as f:
-            f.write(f"""[system]
-structure = "{ROOT}/systems/peptides/alanine_dipeptide.pdb"
-[model]
-path = "{MODEL}"
-device = "cpu"
-[integrator]
-kind = "langevin"
-timestep = 0.5
-temperature = 300.0
-[ensemble]
-members = 2
-[run]
-steps = 10
-[output]
-directory = "{tmp}/out"
-""")
+            f.write(RUN.format(root=ROOT, structure="peptides/alanine_dipeptide.pdb",
+                               periodic="false", model=MODEL, compiled="auto", members=2,
+                               out=os.path.join(tmp, "out")))
         env = dict(os.environ, MLFF_MD_CACHE=os.path.join(tmp, "cache"))
         p = subprocess.run([binary, "compile", cfg, "--kernels", "triton"], env=env,
                            capture_output=True, text=True)

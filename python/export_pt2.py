@@ -249,6 +249,11 @@ def rebuilt_with_kernels(a, sm, numbers, batch, eg_file, inputs, n_inner):
     (python/ani_nl_triton.py, beside this script), after checking it
     against the file's own eg on the example list: energies to 1e-6
     relative, gradients to 1e-5 of their largest value."""
+    try:
+        import triton  # noqa: F401 (the kernels' compiler: torch's CUDA wheels bring it)
+    except ImportError:
+        raise SystemExit(f"--kernels {a.kernels}: this Python has no Triton (pip install triton, "
+                         "or compile the file's own code: mlff-md compile --kernels model)")
     import ani_nl_triton
     if not ani_nl_triton.is_ani_nl(sm):
         raise SystemExit(f"{a.model}: --kernels {a.kernels} serves the neighbour-list ANI-1x and "
