@@ -12,6 +12,13 @@
 //! in place of the TorchScript file. Nothing is compiled behind the user's
 //! back: compiling takes one to three minutes, and a run without a package
 //! runs the TorchScript file as before.
+//!
+//! What a package computes with ([`Kernels`]): Inductor's kernels for the
+//! file's own code, or, for the neighbour-list ANI-1x/1ccx files on a GPU
+//! (the default there), the file's module rebuilt in Python with the
+//! angular AEV's sum by hand-written Triton kernels (python/ani_nl_triton.py),
+//! 1.24-1.32x faster than the former on an H100
+//! (benches/results/pt2_kernels_NVIDIA-H100_2026-12-06).
 
 use std::path::{Path, PathBuf};
 
@@ -55,10 +62,9 @@ const KERNEL_MODULES: [(&str, &str); 8] = [
 ];
 
 /// What computes a neighbour-list model's terms in its package.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
     /// The TorchScript file's own code, compiled by Inductor.
-    #[default]
     Model,
     /// The neighbour-list ANI rebuilt with its angular sum by Triton
     /// kernels (python/ani_nl_triton.py): each value copied exactly.
