@@ -99,13 +99,21 @@ def _launch(kernel):
 # block; the same with three TF32 products (not an exact copy)
 VARIANTS = ["sums", "dot", "dot_row", "dot_row_tf32x3"]
 
+# The most pairs the dot_row variants take in one block: its [ROW_BLOCK, 32]
+# float32 products are 64 KiB. The rows measured on the GPU (at most 30
+# inner slots, 435 pairs) fit one block; a dense inner list of 46 slots
+# (1,035 pairs) would need four times that in one tile.
+ROW_BLOCK = 512
+
 
 @triton_op("mlffmd::angular_sum", mutates_args=())
 def angular_sum(ang: torch.Tensor, rad: torch.Tensor, pair: torch.Tensor,
                 variant: int) -> torch.Tensor:
     n, t = pair.shape
     out = torch.empty(n, Z, PAIRS * A, device=ang.device, dtype=torch.float32)
-    row = max(16, triton.next_power_of_2(t))
+    # the dot_row variants take a row's pairs in one block, up to ROW_BLOCK
+    # pairs; longer rows (more than 32 inner slots) loop over blocks of that
+    row = min(max(16, triton.next_power_of_2(t)), ROW_BLOCK)
     _launch(_forward)[(n,)](ang, rad, pair, out, T=t,
                             BLOCK_T=row if variant >= 2 else 32,
                             MODE=["sums", "ieee", "ieee", "tf32x3"][variant])

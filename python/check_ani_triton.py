@@ -7,7 +7,8 @@ against the model file it is rebuilt from; run by `make test`, on the CPU.
 1. Triton's interpreter (TRITON_INTERPRET=1, in a child process: Triton
    reads it on import) runs the kernels on the CPU: for each kernel set of
    ani_nl_triton.KERNELS, energies and dE/dvectors of alanine dipeptide x 2
-   and chignolin x 1 (the engine's capacities for them) equal the file's
+   and chignolin x 1 (the engine's capacities for them, and for chignolin
+   also 40 inner slots: rows of several kernel blocks) equal the file's
    to 1e-6 relative (energies) and 1e-5 of the largest gradient, the
    tolerances export_pt2.py holds a rebuilt module to before compiling it.
    (The interpreter computes tf32x3's products in float32, so this checks
@@ -34,13 +35,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "models", "ani1x_nl.pt")
 # structure, members, list row capacity, inner capacity (what the engine's
 # list gives these molecules: bench md's JSON, neighbor_list)
-SYSTEMS = [("peptides/alanine_dipeptide.pdb", 2, 22, 19),
-           ("peptides/chignolin_extended.pdb", 1, 43, 22)]
+# and a factor on the coordinates
+SYSTEMS = [("peptides/alanine_dipeptide.pdb", 2, 22, 19, 1.0),
+           ("peptides/chignolin_extended.pdb", 1, 43, 22, 1.0),
+           # squeezed to half its size, so that rows fill 40 inner slots
+           # (780 pairs, taken in order (0, 1), (0, 2), (1, 2), (0, 3), ...):
+           # rows longer than one block of the dot_row kernels
+           # (angular_triton.ROW_BLOCK, 512 pairs), whose later blocks hold
+           # pairs of occupied slots
+           ("peptides/chignolin_extended.pdb", 1, 43, 40, 0.5)]
 
 
-def inputs_for(sm, path, r, k, ka):
+def inputs_for(sm, path, r, k, ka, scale):
     import export_pt2
     z, x = export_pt2.read_structure(os.path.join(ROOT, "systems", path))
+    x = [[scale * c for c in p] for p in x]
     n = len(z)
     cutoffs = [float(c) for c in sm.cutoffs()]
     inputs = export_pt2.pair_inputs(z, x, r, cutoffs, k, [ka], torch.device("cpu"))
@@ -53,8 +62,8 @@ def interpreted():
     import export_pt2
     failed = 0
     sm = torch.jit.load(MODEL)
-    for path, r, k, ka in SYSTEMS:
-        numbers, batch, inputs = inputs_for(sm, path, r, k, ka)
+    for path, r, k, ka, scale in SYSTEMS:
+        numbers, batch, inputs = inputs_for(sm, path, r, k, ka, scale)
         sm.prepare(numbers, batch)
         e_ref, g_ref = export_pt2.energy_gradient(sm, 1)(*[t.clone() for t in inputs])
         for name, variant in ani_nl_triton.KERNELS.items():
@@ -65,7 +74,8 @@ def interpreted():
             dg = ((g - g_ref).abs().max() / g_ref.abs().max()).item()
             ok = de <= 1e-6 and dg <= 1e-5
             failed += not ok
-            print(f"{path} x {r}, kernels {name}: energies {de:.2e} relative, gradients "
+            print(f"{path} x {r} (x {scale}, {ka} inner slots, {int(inputs[-1].sum(1).max())} "
+                  f"filled), kernels {name}: energies {de:.2e} relative, gradients "
                   f"{dg:.2e} of the largest {'ok' if ok else 'FAIL'}")
     return failed
 
