@@ -71,8 +71,7 @@ class FusedAngular(ani_nl_triton.TritonAngular):
     split = "none"
 
     def _angular(self, v, d, ent, slots, slot_mask, pair_e, pair_pq):
-        if self.split.startswith("triton"):
-            self.variant = self.split[len("triton"):].lstrip("_") or "sums"
+        if self.split.startswith("triton"):  # variant set with split
             return super()._angular(v, d, ent, slots, slot_mask, pair_e, pair_pq)
         n = slots.size(0)
         ang, rad, pair = self._angular_factors(v, d, ent, slots, slot_mask, pair_e, pair_pq)
@@ -252,6 +251,8 @@ def main():
                 model = ani_nl_triton.from_script(sm, cls)
                 if fused:
                     model.split = base[len("fused"):].lstrip("_") or "none"
+                    if model.split.startswith("triton"):
+                        model.variant = model.split[len("triton"):].lstrip("_") or "sums"
             model.prepare(inp["z"], inp["batch"])
             fn = model.forward_pairs_prepared
             t_compile = None

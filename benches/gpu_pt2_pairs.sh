@@ -16,10 +16,11 @@
 #            cached package for the row, after each kernel set's compile),
 #            side by side
 #   engine   (ENGINE_ROWS, default the first row) the row's config run for
-#            200 steps three ways, with the last kernel set's package: the file (compiled = "off", eager), the
-#            package eager and the package graphed; the package against the
-#            file at step 0 (same positions) and after 10 steps, and graphed
-#            against eager bit for bit (observables and DCD frames)
+#            200 steps three ways, with the last kernel set's package: the
+#            file (compiled = "off", eager), the package eager and the
+#            package graphed; the package against the file at step 0
+#            (same positions) and after 10 steps, and graphed against eager
+#            bit for bit (observables and DCD frames)
 #
 #   OUT=/tmp/res ROWS="chignolin_extended:32 alanine_dipeptide:4096" \
 #     bash benches/gpu_pt2_pairs.sh target/release/mlff-md "" COMMIT
@@ -66,7 +67,9 @@ trajectory_interval = 50
 observables_interval = 10
 TOML
   # A row with room reuses its structure's file row, timed before it.
-  [ -n "$room" ] || ! part bench || t 90 "bench_file_$row" $B --structures "$pdb" --replicas "$r" --out "$OUT/bench_file_$row"
+  if part bench && [ -z "$room" ]; then
+    t 90 "bench_file_$row" $B --structures "$pdb" --replicas "$r" --out "$OUT/bench_file_$row"
+  fi
   for k in ${KERNELS:-model}; do
     kr=$row; [ "$k" = model ] || kr=${row}_$k
     part compile && t 300 "compile_$kr" env ${INDUCTOR:+MLFF_MD_INDUCTOR_CONFIG="$INDUCTOR"} "$BIN" compile "$cfg" ${room:+--room "$room"} --kernels "$k"

@@ -9,8 +9,9 @@ against the model file it is rebuilt from; run by `make test`, on the CPU.
    ani_nl_triton.KERNELS, energies and dE/dvectors of alanine dipeptide x 2
    and chignolin x 1 (the engine's capacities for them, and for chignolin
    also 40 inner slots: rows of several kernel blocks) equal the file's
-   to 1e-6 relative (energies) and 1e-5 of the largest gradient, the
-   tolerances export_pt2.py holds a rebuilt module to before compiling it.
+   to 1e-6 relative (energies) and 1e-5 of the largest gradient
+   (export_pt2.rebuilt_differences: the check export_pt2.py holds a rebuilt
+   module to before compiling it).
    (The interpreter computes tf32x3's products in float32, so this checks
    the kernels' indexing and sums, not the tensor cores' rounding: the GPU
    check in benches/gpu_pt2_pairs.sh does that.)
@@ -65,14 +66,12 @@ def interpreted():
     for path, r, k, ka, scale in SYSTEMS:
         numbers, batch, inputs = inputs_for(sm, path, r, k, ka, scale)
         sm.prepare(numbers, batch)
-        e_ref, g_ref = export_pt2.energy_gradient(sm, 1)(*[t.clone() for t in inputs])
+        eg_file = export_pt2.energy_gradient(sm, 1)
         for name, variant in ani_nl_triton.KERNELS.items():
             module = ani_nl_triton.from_script(sm, variant=variant)
             module.prepare(numbers, batch)
-            e, g = export_pt2.energy_gradient(module, 1)(*[t.clone() for t in inputs])
-            de = ((e - e_ref).abs() / e_ref.abs()).max().item()
-            dg = ((g - g_ref).abs().max() / g_ref.abs().max()).item()
-            ok = de <= 1e-6 and dg <= 1e-5
+            de, dg, ok = export_pt2.rebuilt_differences(export_pt2.energy_gradient(module, 1),
+                                                        eg_file, inputs)
             failed += not ok
             print(f"{path} x {r} (x {scale}, {ka} inner slots, {int(inputs[-1].sum(1).max())} "
                   f"filled), kernels {name}: energies {de:.2e} relative, gradients "
