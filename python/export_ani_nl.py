@@ -500,17 +500,27 @@ class ANINeighbourList(torch.nn.Module):
 
         aev_a = self._angular(v, d, ent, slots, slot_mask, pair_e, pair_pq)  # [N, Z, pairs x A]
 
-        # networks, transposed: all species groups x members in one bmm per
-        # layer. The AEV rows [N, features] are gathered in group order (each
-        # atom's row once; padding columns read atom 0 and get weight 0) and
-        # read transposed by the first bmm.
-        m = self.n_members
-        k = group_size
         aev = torch.cat([aev_r.reshape(n, -1), aev_a.view(n, -1),
                          ones.expand(n, ones.size(1))], 1)
+        h = self._networks(aev, rows, n_groups, group_size, w1, ws)  # [groups * members, K]
+        # [groups * members * K] -> [S, Nmax x members]; mean over members and
+        # sum over the structure's atoms (a weighted sum, as above)
+        y = h.view(-1).index_select(0, slot_rows).view(n_struct, -1)
+        e_nn = (y * slot_w.view(n_struct, -1)).sum(1)  # Hartree, float32
+        return torch.add(sae_ev, e_nn.to(torch.float64), alpha=self.hartree_to_ev)
+
+    def _networks(self, aev: torch.Tensor, rows: torch.Tensor, n_groups: int, k: int,
+                  w1: torch.Tensor, ws: List[torch.Tensor]) -> torch.Tensor:
+        """The members' outputs [groups * members, k] (Hartree) of the AEV
+        rows `rows` in species groups of k atoms. (python/network_triton.py
+        runs the same with Triton kernels.)"""
+        # Transposed: all species groups x members in one bmm per layer. The
+        # AEV rows [N, features] are gathered in group order (each atom's row
+        # once; padding columns read atom 0 and get weight 0) and read
+        # transposed by the first bmm.
         h = aev.index_select(0, rows).view(n_groups, k, self.n_in).transpose(1, 2)
         h = torch.nn.functional.celu(torch.bmm(w1, h), alpha=self.celu_alpha)
-        h = h.view(n_groups * m, self.h_first, k)
+        h = h.view(n_groups * self.n_members, self.h_first, k)
         n_layers = len(ws)
         for i in range(n_layers - 1):
             h = torch.nn.functional.celu(torch.bmm(ws[i], h), alpha=self.celu_alpha)
@@ -519,12 +529,7 @@ class ANINeighbourList(torch.nn.Module):
         # rather than a bmm with one output row. (The batched GEMV kernel
         # this was first meant to avoid is the bmm of u above, by an H100
         # profile of each kernel's operator; models/README.md.)
-        h = (h * ws[n_layers - 1].transpose(1, 2)).sum(1)  # [groups * members, K]
-        # [groups * members * K] -> [S, Nmax x members]; mean over members and
-        # sum over the structure's atoms (a weighted sum, as above)
-        y = h.view(-1).index_select(0, slot_rows).view(n_struct, -1)
-        e_nn = (y * slot_w.view(n_struct, -1)).sum(1)  # Hartree, float32
-        return torch.add(sae_ev, e_nn.to(torch.float64), alpha=self.hartree_to_ev)
+        return (h * ws[n_layers - 1].transpose(1, 2)).sum(1)
 
     @torch.jit.export
     def forward_pairs_prepared(self, neighbors: torch.Tensor, vectors: torch.Tensor,
