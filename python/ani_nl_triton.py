@@ -12,17 +12,24 @@ products straight into their species pair (forward) and gather them back
 1.24 ms (tensor cores, three TF32 products) against the file's 2.02 for
 chignolin x 32 (benches/results/fused_angular_NVIDIA-H100_2026-12-05).
 
-Kernels (KERNELS, the name `--kernels` takes -> angular_triton variant):
+Kernels (KERNELS, the name `--kernels` takes -> angular_triton variant,
+and whether the networks are python/network_triton.py's):
   triton         dot_row: each pair's values selected by a 0/1 product in
                  full float32 (exact copies; only the summation order
                  differs from the file's)
   triton-tf32x3  dot_row_tf32x3: the same on tensor cores with three TF32
                  products (each value rounded to about float32's precision)
+  triton-nets    dot_row, and the networks' layers by network_triton's
+                 kernels (tensor cores, three TF32 products, atom-major
+                 activations, CELU inside): 1.27x faster than `triton` at
+                 alanine dipeptide x 4096, 1.17x for chignolin x 32 (force
+                 call, H100, benches/results/pt2_nets_NVIDIA-H100_2026-12-06)
 
 Everything else (radial terms, the per-pair factors of _angular_factors,
-networks) is the file's own code, so a rebuilt module run eagerly gives
-the file's energies to float32 summation order (export_pt2.py checks that
-before compiling), and its backward is as deterministic as the file's.
+and the networks unless named) is the file's own code, so a rebuilt module
+run eagerly gives the file's energies to float32 summation order and
+rounding (export_pt2.py checks that before compiling), and its backward is
+as deterministic as the file's.
 """
 
 import torch
@@ -30,14 +37,23 @@ import torch
 import angular_triton
 import export_ani_nl
 
-KERNELS = {"triton": "dot_row", "triton-tf32x3": "dot_row_tf32x3"}
+KERNELS = {"triton": ("dot_row", False), "triton-tf32x3": ("dot_row_tf32x3", False),
+           "triton-nets": ("dot_row", True)}
 
 
 class TritonAngular(export_ani_nl.ANINeighbourList):
     """ANINeighbourList with _angular's sum by angular_triton's kernels
-    (`variant`: one of angular_triton.VARIANTS)."""
+    (`variant`: one of angular_triton.VARIANTS) and, with `nets`, its
+    networks by python/network_triton.py's."""
 
     variant = "dot_row"
+    nets = False
+
+    def _networks(self, aev, rows, n_groups, k, w1, ws):
+        if not self.nets:
+            return super()._networks(aev, rows, n_groups, k, w1, ws)
+        import network_triton
+        return network_triton.networks(self, aev, rows, n_groups, k, w1, ws)
 
     def _angular(self, v, d, ent, slots, slot_mask, pair_e, pair_pq):
         ang, rad, pair = self._angular_factors(v, d, ent, slots, slot_mask, pair_e, pair_pq)
@@ -58,10 +74,10 @@ def is_ani_nl(sm):
             == (angular_triton.Z, angular_triton.PAIRS, angular_triton.A))
 
 
-def from_script(sm, cls=TritonAngular, variant=None):
+def from_script(sm, cls=TritonAngular, kernels=None):
     """The Python module `cls` (this checkout's code) of a loaded scripted
     ANINeighbourList file, with its buffers and constants, on their device;
-    `variant` sets TritonAngular's kernel."""
+    `kernels` (a name in KERNELS) sets TritonAngular's kernels."""
     consts = {
         "n_pairs": sm.n_pairs, "triu_index": sm.pair_index.clone(),
         "shf_r": sm.shf_r.flatten(), "shf_a": sm.shf_a.flatten(), "shf_z": sm.shf_z.flatten(),
@@ -73,6 +89,6 @@ def from_script(sm, cls=TritonAngular, variant=None):
               for i in range(sum(1 for b in buffers if b.startswith("layers.")))]
     model = cls(consts, sm.w_first.clone(), layers, list(sm.elements),
                 sm.self_energies.tolist(), sm.meta)
-    if variant is not None:
-        model.variant = variant
+    if kernels is not None:
+        model.variant, model.nets = KERNELS[kernels]
     return model.eval().to(sm.w_first.device)

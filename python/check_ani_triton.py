@@ -1,5 +1,5 @@
-"""The neighbour-list ANI rebuilt with Triton angular kernels
-(python/ani_nl_triton.py, what `mlff-md compile --kernels triton` compiles)
+"""The neighbour-list ANI rebuilt with Triton kernels (python/ani_nl_triton.py,
+what `mlff-md compile --kernels triton|triton-tf32x3|triton-nets` compiles)
 against the model file it is rebuilt from; run by `make test`, on the CPU.
 
     python python/check_ani_triton.py target/release/mlff-md
@@ -18,8 +18,9 @@ against the model file it is rebuilt from; run by `make test`, on the CPU.
 2. Without the interpreter, the energy-and-gradient function of the
    rebuilt module traces (make_fx, then torch.export, as export_pt2.py
    does) to a graph that calls the kernels' forward and backward ops
-   mlffmd::angular_sum and mlffmd::angular_sum_backward, which AOTInductor
-   compiles into the package.
+   mlffmd::angular_sum and mlffmd::angular_sum_backward (and with
+   triton-nets mlffmd::celu_layer and mlffmd::celu_layer_backward of
+   python/network_triton.py), which AOTInductor compiles into the package.
 3. `mlff-md compile --kernels triton` of a CPU run is refused (exit 2,
    saying the kernels need a CUDA device) before anything is compiled.
 """
@@ -67,8 +68,8 @@ def interpreted():
         numbers, batch, inputs = inputs_for(sm, path, r, k, ka, scale)
         sm.prepare(numbers, batch)
         eg_file = export_pt2.energy_gradient(sm, 1)
-        for name, variant in ani_nl_triton.KERNELS.items():
-            module = ani_nl_triton.from_script(sm, variant=variant)
+        for name in ani_nl_triton.KERNELS:
+            module = ani_nl_triton.from_script(sm, kernels=name)
             module.prepare(numbers, batch)
             de, dg, ok = export_pt2.rebuilt_differences(export_pt2.energy_gradient(module, 1),
                                                         eg_file, inputs)
@@ -86,15 +87,22 @@ def traced():
     from torch.fx.experimental.proxy_tensor import make_fx
     sm = torch.jit.load(MODEL)
     numbers, batch, inputs = inputs_for(sm, *SYSTEMS[0])
-    module = ani_nl_triton.from_script(sm, variant="dot_row")
-    module.prepare(numbers, batch)
-    eg = export_pt2.energy_gradient(module, 1)
-    graph = make_fx(eg, tracing_mode="fake", _allow_non_fake_inputs=True)(*[t.clone() for t in inputs])
-    program = torch.export.export(graph, tuple(t.clone() for t in inputs), strict=False)
-    ops = {str(n.target) for n in program.graph.nodes if "mlffmd" in str(n.target)}
-    want = {"mlffmd.angular_sum.default", "mlffmd.angular_sum_backward.default"}
-    print(f"exported graph calls {sorted(ops)} {'ok' if ops == want else 'FAIL'}")
-    return int(ops != want)
+    failed = 0
+    angular = {"mlffmd.angular_sum.default", "mlffmd.angular_sum_backward.default"}
+    for name, want in (("triton", angular),
+                       ("triton-nets", angular | {"mlffmd.celu_layer.default",
+                                                  "mlffmd.celu_layer_backward.default"})):
+        module = ani_nl_triton.from_script(sm, kernels=name)
+        module.prepare(numbers, batch)
+        eg = export_pt2.energy_gradient(module, 1)
+        graph = make_fx(eg, tracing_mode="fake",
+                        _allow_non_fake_inputs=True)(*[t.clone() for t in inputs])
+        program = torch.export.export(graph, tuple(t.clone() for t in inputs), strict=False)
+        ops = {str(n.target) for n in program.graph.nodes if "mlffmd" in str(n.target)}
+        print(f"kernels {name}: exported graph calls {sorted(ops)} "
+              f"{'ok' if ops == want else 'FAIL'}")
+        failed += ops != want
+    return failed
 
 
 def refused(binary):

@@ -157,10 +157,12 @@ def main(argv):
                          "(the package is of contract pt2-v2)")
     ap.add_argument("--inner-capacities", default="",
                     help="with --capacity: slots per row of each inner list, comma-separated")
-    ap.add_argument("--kernels", default="model", choices=["model", "triton", "triton-tf32x3"],
+    ap.add_argument("--kernels", default="model",
+                    choices=["model", "triton", "triton-tf32x3", "triton-nets"],
                     help="with --capacity and a neighbour-list ANI file: compile the file's own "
-                         "code (model), or its Python module rebuilt with the angular sum by "
-                         "Triton kernels (python/ani_nl_triton.py; CUDA only)")
+                         "code (model), or its Python module rebuilt with the angular sum (and "
+                         "with triton-nets the networks) by Triton kernels "
+                         "(python/ani_nl_triton.py; CUDA only)")
     ap.add_argument("--check-only", action="store_true",
                     help="check an existing --out package against --model, compile nothing")
     a = ap.parse_args(argv)
@@ -258,7 +260,7 @@ def rebuilt_with_kernels(a, sm, numbers, batch, eg_file, inputs, n_inner):
     if not ani_nl_triton.is_ani_nl(sm):
         raise SystemExit(f"{a.model}: --kernels {a.kernels} serves the neighbour-list ANI-1x and "
                          "ANI-1ccx files (python/export_ani_nl.py's models with 4 species) only")
-    module = ani_nl_triton.from_script(sm, variant=ani_nl_triton.KERNELS[a.kernels])
+    module = ani_nl_triton.from_script(sm, kernels=a.kernels)
     module.prepare(numbers, batch)
     eg = energy_gradient(module, n_inner)
     de, dg, ok = rebuilt_differences(eg, eg_file, inputs)

@@ -16,9 +16,12 @@
 //! What a package computes with ([`Kernels`]): Inductor's kernels for the
 //! file's own code, or, for the neighbour-list ANI-1x/1ccx files on a GPU
 //! (the default there), the file's module rebuilt in Python with the
-//! angular AEV's sum by hand-written Triton kernels (python/ani_nl_triton.py),
-//! 1.24-1.32x faster than the former on an H100
-//! (benches/results/pt2_kernels_NVIDIA-H100_2026-12-06).
+//! angular AEV's sum and the networks' layers by hand-written Triton
+//! kernels (python/ani_nl_triton.py, python/network_triton.py): steps
+//! 1.71x (chignolin x 32) and 1.89x (alanine dipeptide x 4096) faster than
+//! the file's on an H100, where the file's own code compiled gave 1.22x
+//! (benches/results/pt2_nets_NVIDIA-H100_2026-12-06,
+//! pt2_kernels_NVIDIA-H100_2026-12-06).
 
 use std::path::{Path, PathBuf};
 
@@ -41,7 +44,7 @@ const EXPORTER: &str = include_str!("../python/export_pt2.py");
 /// The modules `export_pt2.py --kernels` imports (written beside it): the
 /// neighbour-list ANI's Python code and the Triton kernels it is rebuilt
 /// with, and what they import in turn.
-const KERNEL_MODULES: [(&str, &str); 8] = [
+const KERNEL_MODULES: [(&str, &str); 9] = [
     (
         "ani_nl_triton.py",
         include_str!("../python/ani_nl_triton.py"),
@@ -49,6 +52,10 @@ const KERNEL_MODULES: [(&str, &str); 8] = [
     (
         "angular_triton.py",
         include_str!("../python/angular_triton.py"),
+    ),
+    (
+        "network_triton.py",
+        include_str!("../python/network_triton.py"),
     ),
     (
         "export_ani_nl.py",
@@ -72,6 +79,10 @@ pub enum Kernels {
     /// The same on tensor cores with three TF32 products (each value
     /// rounded to about float32's precision).
     TritonTf32x3,
+    /// `Triton`'s angular sum, and the networks' layers by Triton kernels
+    /// on tensor cores with three TF32 products, CELU fused
+    /// (python/network_triton.py): the fastest, the default where it serves.
+    TritonNets,
 }
 
 impl Kernels {
@@ -81,6 +92,7 @@ impl Kernels {
             Kernels::Model => "model",
             Kernels::Triton => "triton",
             Kernels::TritonTf32x3 => "triton-tf32x3",
+            Kernels::TritonNets => "triton-nets",
         }
     }
 }
@@ -341,7 +353,7 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
     };
     let triton_serves = wanted.is_some() && sim.device != Device::Cpu && sim.force.triton_kernels();
     let kernels = match options.kernels {
-        None if triton_serves => Kernels::Triton,
+        None if triton_serves => Kernels::TritonNets,
         None => Kernels::Model,
         Some(k) if k == Kernels::Model || triton_serves => k,
         Some(k) => return Err(Error::Invalid(format!(

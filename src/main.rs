@@ -211,7 +211,7 @@ Exit status: 0 success, 2 not a run directory or unreadable, 1 cannot write.")]
     mlff-md compile configs/ensemble.toml --python .venv/bin/python\n  \
     mlff-md compile configs/peptide_folding.toml --room 1.6,1.3  rows for the folded peptide\n  \
     mlff-md compile configs/peptide_folding.toml --resume    for the list the run's checkpoint holds\n  \
-    mlff-md compile configs/peptide_folding.toml --kernels triton  angular sum by Triton kernels\n\n\
+    mlff-md compile configs/peptide_folding.toml --kernels triton  only the angular sum by Triton\n\n\
 Runs python/export_pt2.py (carried inside the binary) with a Python that has torch 2.11:\n\
 --python, else $MLFF_MD_PYTHON, else python3. Compiling takes one to three minutes; the\n\
 package serves only this molecule, member count and GPU (or CPU) model. On an H200 a\n\
@@ -228,11 +228,12 @@ longer rows cost time at every step, angular ones the most). --resume compiles f
 of the run's latest checkpoint instead (replacing the cached package, which fresh runs still\n\
 use: their lists take its longer rows); then `mlff-md run CONFIG --resume\n\
 --allow-model-change` continues on it.\n\n\
---kernels: for the neighbour-list ANI-1x/1ccx files on a GPU the package's angular sum is\n\
-by hand-written Triton kernels (auto, the default; `model` compiles the file's own code).\n\
-On an H100, ms per step with the file / a package of its code / the Triton package:\n\
-chignolin x 32 2.23 / 1.83 / 1.47, alanine dipeptide x 4096 28.3 / 23.2 / 18.5, 3,000\n\
-waters x 8 15.8 / 12.6 / 9.5. Energies within 1e-10 (relative) of the file's at the same\n\
+--kernels: for the neighbour-list ANI-1x/1ccx files on a GPU the package's angular sum and\n\
+network layers are hand-written Triton kernels (auto = triton-nets, the default; the layers\n\
+on tensor cores with three TF32 products, about float32's rounding); `triton` is the angular\n\
+sum alone, `model` compiles the file's own code. On an H100, ms per step, file / package of\n\
+its code / triton / triton-nets: chignolin x 32 2.23 / 1.83 / 1.47 / 1.30, alanine dipeptide\n\
+x 4096 28.3 / 23.2 / 18.5 / 15.0. Energies within 1e-10 (relative) of the file's at the same\n\
 positions; a graphed run repeats an eager one bit for bit.\n\n\
 Exit status: 0 compiled (or already in the cache), 2 bad input or a model that cannot be\n\
 compiled, or compiling failed.")]
@@ -272,9 +273,11 @@ compiled, or compiling failed.")]
         /// compiled by Inductor), `triton` (the neighbour-list ANI-1x/1ccx
         /// files on CUDA: their angular sum by hand-written Triton kernels,
         /// values copied exactly), `triton-tf32x3` (the same on tensor
-        /// cores, values rounded to about float32's precision) or `auto`
-        /// (triton where it serves, model elsewhere).
-        #[arg(long, default_value = "auto", value_parser = ["auto", "model", "triton", "triton-tf32x3"])]
+        /// cores, values rounded to about float32's precision),
+        /// `triton-nets` (triton's angular sum, and the networks' layers on
+        /// tensor cores with three TF32 products) or `auto` (triton-nets
+        /// where it serves, model elsewhere).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "model", "triton", "triton-tf32x3", "triton-nets"])]
         kernels: String,
         /// Print nothing but errors and the package's path.
         #[arg(long, short)]
@@ -774,6 +777,7 @@ fn main() -> ExitCode {
                         "model" => Some(Kernels::Model),
                         "triton" => Some(Kernels::Triton),
                         "triton-tf32x3" => Some(Kernels::TritonTf32x3),
+                        "triton-nets" => Some(Kernels::TritonNets),
                         _ => None,
                     },
                 };

@@ -183,7 +183,7 @@ impl Simulation {
             })
             .map(|key| {
                 format!(
-                    "no compiled package for this model, molecule and {} member(s) on this GPU ({}); `mlff-md compile {}` makes one (steps 1.1-1.4x faster for static models on an H200; 1.5-1.7x for ani1x_nl.pt on an H100, with Triton kernels), which later runs use",
+                    "no compiled package for this model, molecule and {} member(s) on this GPU ({}); `mlff-md compile {}` makes one (steps 1.1-1.4x faster for static models on an H200; 1.7-1.9x for ani1x_nl.pt on an H100, with Triton kernels), which later runs use",
                     key.members,
                     key.hardware,
                     config.source.path.display()

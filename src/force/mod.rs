@@ -71,7 +71,7 @@ pub trait ForceProvider {
         false
     }
 
-    /// Whether `mlff-md compile --kernels triton` serves the provider: a
+    /// Whether `mlff-md compile --kernels triton*` serves the provider: a
     /// neighbour-list ANI file whose AEV layout python/angular_triton.py's
     /// kernels take (4 species, 10 species pairs, 8 x 4 angular terms:
     /// ANI-1x and ANI-1ccx).
