@@ -31,11 +31,9 @@ every difference is the form's, not the model's):
                  dot_row, dot_row_tf32x3; see there). dot_row_tf32x3 selects
                  each pair's species pair on tensor cores with three TF32
                  products: not an exact copy, about float32's rounding.
-  FORM_gemm      (compiled_gemm, fused_triton_*_gemm) FORM with the network
-                 layers' batched matmuls by benches/gemm_triton.py (tensor
-                 cores, three TF32 products: about float32's rounding);
-                 FORM_gemmtf32 the same with one TF32 product (10-bit
-                 mantissas: a speed ceiling, not float32's accuracy)
+  FORM_nets      (fused_*_nets, e.g. fused_triton_dot_row_nets) FORM with the networks
+                 by python/network_triton.py (atom-major layers on tensor
+                 cores, three TF32 products: about float32's rounding)
 
 Each form's call is captured in a CUDA graph (on CUDA) and replayed; the
 median over --repeats timings of --steps replays is reported, with peak
@@ -92,18 +90,6 @@ class FusedAngular(ani_nl_triton.TritonAngular):
         g = (ang.unsqueeze(3).unsqueeze(4) * onehot.unsqueeze(2).unsqueeze(4)
              * rad.unsqueeze(2).unsqueeze(3)).sum(1)  # [N, Z, pairs, A]
         return g.reshape(n, g.size(1), -1)
-
-
-class GemmNetworks:
-    """Mixin: the model's _energies with its network layers' bmm calls by
-    benches/gemm_triton.py's kernel (see NetworkGemms there)."""
-
-    precision = "tf32x3"
-
-    def _energies(self, *args):
-        import gemm_triton  # Triton, and an op registered on import
-        with gemm_triton.NetworkGemms(self.precision):
-            return super()._energies(*args)
 
 
 def tiled_inputs(path, replicas, k, ka, model, device):
@@ -236,19 +222,17 @@ def main():
                "Ka": int(ka), "longest_rows": inp["longest"], "forms": {}}
         ref = None
         for form in forms:
-            # FORM, FORM_gemm or FORM_gemmtf32 (the network layers by gemm_triton.py)
-            base, gemm, gemm_kind = form.partition("_gemm")
-            if gemm_kind not in ("", "tf32"):
-                raise SystemExit(f"--forms {form}: expected _gemm or _gemmtf32 at the end")
+            # FORM or FORM_nets (the networks by python/network_triton.py)
+            base, nets, rest = form.partition("_nets")
+            if rest or (nets and not base.startswith("fused")):
+                raise SystemExit(f"--forms {form}: expected a fused form with _nets at the end")
             fused = base.startswith("fused")
             if form == "script":
                 model = sm
             else:
                 cls = FusedAngular if fused else export_ani_nl.ANINeighbourList
-                if gemm:
-                    cls = type("Gemm" + cls.__name__, (GemmNetworks, cls),
-                               {"precision": "tf32" if gemm_kind == "tf32" else "tf32x3"})
                 model = ani_nl_triton.from_script(sm, cls)
+                model.nets = bool(nets)
                 if fused:
                     model.split = base[len("fused"):].lstrip("_") or "none"
                     if model.split.startswith("triton"):
@@ -256,7 +240,7 @@ def main():
             model.prepare(inp["z"], inp["batch"])
             fn = model.forward_pairs_prepared
             t_compile = None
-            interpreted = (("triton" in base or gemm)
+            interpreted = (("triton" in base or nets)
                            and os.environ.get("TRITON_INTERPRET") == "1")
             if (base == "compiled" or fused) and not interpreted:
                 torch._dynamo.reset()  # a fresh cache per form and system

@@ -5,8 +5,8 @@
 #           1,64,1024,4096) and chignolin x 32, for the step around the call
 #   forms   benches/fused_angular.py: the force call in FORMS (default
 #           script, compiled, fused_triton_dot, fused_triton_dot_row_tf32x3;
-#           a form with _gemm appended runs the network layers' matmuls by
-#           benches/gemm_triton.py, e.g. fused_triton_dot_row_tf32x3_gemm),
+#           a fused form with _nets appended runs the networks by
+#           python/network_triton.py, e.g. fused_triton_dot_row_nets),
 #           with the engine's capacities for these systems, and a kernel
 #           profile of 3 eager calls each
 #
