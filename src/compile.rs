@@ -97,6 +97,22 @@ impl Kernels {
     }
 }
 
+/// The kernel set a package is compiled with: `wanted` (None: auto, the
+/// fastest that serves: `TritonNets` where the Triton kernels serve the
+/// model and device, `Model` elsewhere); a Triton set where they do not
+/// serve is an input error.
+fn choose_kernels(wanted: Option<Kernels>, triton_serves: bool) -> Result<Kernels> {
+    match wanted {
+        None if triton_serves => Ok(Kernels::TritonNets),
+        None => Ok(Kernels::Model),
+        Some(k) if k == Kernels::Model || triton_serves => Ok(k),
+        Some(k) => Err(Error::Invalid(format!(
+            "--kernels {}: the Triton kernels serve the neighbour-list ANI-1x and ANI-1ccx files (models/ani1x_nl.pt, models/ani1ccx_nl.pt) on a CUDA device; this config's model is another or runs on the CPU",
+            k.name()
+        ))),
+    }
+}
+
 /// The libtorch the engine links, which must load what the exporter's torch
 /// compiled (build.rs pins both to 2.11).
 const TORCH: &str = "2.11.0";
@@ -352,15 +368,7 @@ pub fn compile(config: &Config, options: &CompileOptions) -> Result<Compiled> {
         (None, None) => None,
     };
     let triton_serves = wanted.is_some() && sim.device != Device::Cpu && sim.force.triton_kernels();
-    let kernels = match options.kernels {
-        None if triton_serves => Kernels::TritonNets,
-        None => Kernels::Model,
-        Some(k) if k == Kernels::Model || triton_serves => k,
-        Some(k) => return Err(Error::Invalid(format!(
-            "--kernels {}: the Triton kernels serve the neighbour-list ANI-1x and ANI-1ccx files (models/ani1x_nl.pt, models/ani1ccx_nl.pt) on a CUDA device; this config's model is another or runs on the CPU",
-            k.name()
-        ))),
-    };
+    let kernels = choose_kernels(options.kernels, triton_serves)?;
     let list = wanted.as_ref().map(|wanted| {
         let inner: Vec<String> = wanted.inner_capacities.iter().map(i64::to_string).collect();
         [
@@ -573,6 +581,34 @@ impl Drop for WorkDir {
 mod tests {
     use super::*;
     use crate::neighbors::Grid;
+
+    /// auto takes the fastest set that serves (triton-nets, else the
+    /// model's code); an explicit Triton set where they do not serve is
+    /// refused, `model` never.
+    #[test]
+    fn auto_kernels_are_triton_nets_where_triton_serves() {
+        assert_eq!(choose_kernels(None, true).unwrap(), Kernels::TritonNets);
+        assert_eq!(choose_kernels(None, false).unwrap(), Kernels::Model);
+        let all = [
+            Kernels::Model,
+            Kernels::Triton,
+            Kernels::TritonTf32x3,
+            Kernels::TritonNets,
+        ];
+        for k in all {
+            assert_eq!(choose_kernels(Some(k), true).unwrap(), k);
+            let alone = choose_kernels(Some(k), false);
+            if k == Kernels::Model {
+                assert_eq!(alone.unwrap(), k);
+            } else {
+                let why = alone.unwrap_err().to_string();
+                assert!(
+                    why.contains(k.name()) && why.contains("CUDA device"),
+                    "{why}"
+                );
+            }
+        }
+    }
 
     /// --room lengthens rows and inner rows (rounded up, inner rows no
     /// longer than rows); whole rows keep their length; factors below 1
