@@ -232,8 +232,8 @@ def main():
             else:
                 cls = FusedAngular if fused else export_ani_nl.ANINeighbourList
                 model = ani_nl_triton.from_script(sm, cls)
-                model.nets = bool(nets)
                 if fused:
+                    model.nets = bool(nets)
                     model.split = base[len("fused"):].lstrip("_") or "none"
                     if model.split.startswith("triton"):
                         model.variant = model.split[len("triton"):].lstrip("_") or "sums"

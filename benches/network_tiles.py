@@ -64,26 +64,13 @@ def main():
         d = torch.where(h > 0, 1.0, h.double() / alpha + 1.0) * gr.double()
         ref_b = torch.einsum("bmk,bnm->bnk", w.double(),
                              d.view(nb, per, n, chunk).transpose(1, 2).reshape(nb, n, m))
-        for bm, bn, bk, warps, st in TILES_TRIED:
-            tile = dict(BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=st)
-
+        for tile in TILES_TRIED:
             def fwd():
-                out = torch.empty(nb * per, n, chunk, device=dev)
-                grid = (triton.cdiv(m, bm), triton.cdiv(n, bn), nb)
-                network_triton._layer[grid](
-                    w, x, x, out, *w.stride(), n * k, k, 0, 1, k,
-                    per * n * chunk, chunk, n * chunk, 1, chunk, M=m, N=n, K=k,
-                    ALPHA=alpha, CELU=True, CELU_GRAD=False, **tile)
-                return out
+                return network_triton.forward(x, w, chunk, alpha, tile)
 
             def bwd():
-                out = torch.empty(nb, n, k, device=dev)
-                grid = (triton.cdiv(k, bm), triton.cdiv(n, bn), nb)
-                network_triton._layer[grid](
-                    w_t, gr, h, out, *w_t.stride(), per * n * chunk, chunk, n * chunk, 1,
-                    chunk, n * k, k, 0, 1, k, M=k, N=n, K=m, ALPHA=alpha, CELU=False,
-                    CELU_GRAD=True, **tile)
-                return out
+                return network_triton.backward(gr, h, w_t, alpha, tile)
+            bm, bn, bk, warps, st = tile
             key = f"{bm}x{bn}x{bk}_w{warps}_s{st}"
             for part, fn, ref in (("forward", fwd, ref_f), ("backward", bwd, ref_b)):
                 try:

@@ -36,6 +36,7 @@ import torch
 
 import angular_triton
 import export_ani_nl
+import network_triton
 
 KERNELS = {"triton": ("dot_row", False), "triton-tf32x3": ("dot_row_tf32x3", False),
            "triton-nets": ("dot_row", True)}
@@ -52,7 +53,6 @@ class TritonAngular(export_ani_nl.ANINeighbourList):
     def _networks(self, aev, rows, n_groups, k, w1, ws):
         if not self.nets:
             return super()._networks(aev, rows, n_groups, k, w1, ws)
-        import network_triton
         return network_triton.networks(self, aev, rows, n_groups, k, w1, ws)
 
     def _angular(self, v, d, ent, slots, slot_mask, pair_e, pair_pq):

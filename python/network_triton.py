@@ -98,30 +98,64 @@ else:
     FIXED_TILE = {}
 
 
-def _run(a, b, h, out, m, n, k, b_strides, c_strides, alpha, celu, celu_grad):
+def _run(a, b, h, out, m, n, k, b_strides, c_strides, alpha, celu, celu_grad, tile):
     """out <- A B' (see _layer): a [batch, m, k] contiguous; b_strides
     (s_bb, KB, s_bkr, s_bk, s_bn) and c_strides (s_cb, MB, s_cmr, s_cm, s_cn)
-    address B' [batch, k, n] in b (and h) and C [batch, m, n] in out."""
+    address B' [batch, k, n] in b (and h) and C [batch, m, n] in out. tile
+    (BM, BN, BK, warps, stages): that tile (benches/network_tiles.py), None:
+    the autotuned one."""
     nb = a.size(0)
 
     def grid(meta):
         return (triton.cdiv(m, meta["BM"]), triton.cdiv(n, meta["BN"]), nb)
-    _launch(_tuned)[grid](a, b, h, out, a.stride(0), a.stride(1), a.stride(2),
-                          *b_strides, *c_strides, M=m, N=n, K=k, ALPHA=alpha,
-                          CELU=celu, CELU_GRAD=celu_grad, **FIXED_TILE)
+    if tile is None:
+        kernel, launch = _launch(_tuned), FIXED_TILE
+    else:
+        kernel = _layer
+        launch = dict(zip(("BM", "BN", "BK", "num_warps", "num_stages"), tile))
+    kernel[grid](a, b, h, out, a.stride(0), a.stride(1), a.stride(2), *b_strides, *c_strides,
+                 M=m, N=n, K=k, ALPHA=alpha, CELU=celu, CELU_GRAD=celu_grad, **launch)
+
+
+def _atom_major(n, k):
+    """B' or C strides of a contiguous [batch, n atoms, k features] tensor
+    read as [batch, k, n]."""
+    return (n * k, k, 0, 1, k)
+
+
+def _by_member(per, n, chunk):
+    """The same for [batch x per, n, chunk] read as [batch, per x chunk, n]
+    (the first layer's members, one after the other)."""
+    return (per * n * chunk, chunk, n * chunk, 1, chunk)
+
+
+def forward(x, w, chunk, alpha, tile=None):
+    """celu_layer's computation (tile: see _run)."""
+    nb, n, k = x.shape
+    m = w.size(1)
+    per = m // chunk
+    out = torch.empty(nb * per, n, chunk, device=x.device, dtype=torch.float32)
+    _run(w, x, x, out, m, n, k, _atom_major(n, k), _by_member(per, n, chunk), alpha, True,
+         False, tile)
+    return out
+
+
+def backward(g, h, w_t, alpha, tile=None):
+    """celu_layer_backward's computation (tile: see _run)."""
+    nb, k, m = w_t.shape
+    n, chunk = h.size(1), h.size(2)
+    per = m // chunk
+    out = torch.empty(nb, n, k, device=h.device, dtype=torch.float32)
+    _run(w_t, g, h, out, k, n, m, _by_member(per, n, chunk), _atom_major(n, k), alpha, False,
+         True, tile)
+    return out
 
 
 @triton_op("mlffmd::celu_layer", mutates_args=())
 def celu_layer(x: torch.Tensor, w: torch.Tensor, chunk: int, alpha: float) -> torch.Tensor:
     """celu(x w^T): x [B, N, K] (atom-major), w [B, M, K] (M = members x
     chunk, chunk = M for one member) -> [B x M / chunk, N, chunk]."""
-    nb, n, k = x.shape
-    m = w.size(1)
-    per = m // chunk
-    out = torch.empty(nb * per, n, chunk, device=x.device, dtype=torch.float32)
-    _run(w, x, x, out, m, n, k, (n * k, k, 0, 1, k),
-         (per * n * chunk, chunk, n * chunk, 1, chunk), alpha, True, False)
-    return out
+    return forward(x, w, chunk, alpha)
 
 
 @triton_op("mlffmd::celu_layer_backward", mutates_args=())
@@ -129,13 +163,7 @@ def celu_layer_backward(g: torch.Tensor, h: torch.Tensor, w_t: torch.Tensor,
                         alpha: float) -> torch.Tensor:
     """dX of celu_layer: g, h [B x M / chunk, N, chunk] (contiguous), w_t
     [B, K, M] (w transposed, contiguous) -> [B, N, K]."""
-    nb, k, m = w_t.shape
-    n, chunk = h.size(1), h.size(2)
-    per = m // chunk
-    out = torch.empty(nb, n, k, device=h.device, dtype=torch.float32)
-    _run(w_t, g, h, out, k, n, m, (per * n * chunk, chunk, n * chunk, 1, chunk),
-         (n * k, k, 0, 1, k), alpha, False, True)
-    return out
+    return backward(g, h, w_t, alpha)
 
 
 def _setup(ctx, inputs, output):

@@ -86,6 +86,19 @@ pub enum Kernels {
 }
 
 impl Kernels {
+    /// Every set, in the order `--kernels` lists them.
+    pub const ALL: [Kernels; 4] = [
+        Kernels::Model,
+        Kernels::Triton,
+        Kernels::TritonTf32x3,
+        Kernels::TritonNets,
+    ];
+
+    /// The set of a `--kernels` name (None for any other, e.g. `auto`).
+    pub fn from_name(name: &str) -> Option<Kernels> {
+        Kernels::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// The name `--kernels` takes and the package's metadata records.
     pub fn name(self) -> &'static str {
         match self {
@@ -589,13 +602,9 @@ mod tests {
     fn auto_kernels_are_triton_nets_where_triton_serves() {
         assert_eq!(choose_kernels(None, true).unwrap(), Kernels::TritonNets);
         assert_eq!(choose_kernels(None, false).unwrap(), Kernels::Model);
-        let all = [
-            Kernels::Model,
-            Kernels::Triton,
-            Kernels::TritonTf32x3,
-            Kernels::TritonNets,
-        ];
-        for k in all {
+        assert_eq!(Kernels::from_name("auto"), None);
+        for k in Kernels::ALL {
+            assert_eq!(Kernels::from_name(k.name()), Some(k));
             assert_eq!(choose_kernels(Some(k), true).unwrap(), k);
             let alone = choose_kernels(Some(k), false);
             if k == Kernels::Model {

@@ -277,7 +277,9 @@ compiled, or compiling failed.")]
         /// `triton-nets` (triton's angular sum, and the networks' layers on
         /// tensor cores with three TF32 products) or `auto` (triton-nets
         /// where it serves, model elsewhere).
-        #[arg(long, default_value = "auto", value_parser = ["auto", "model", "triton", "triton-tf32x3", "triton-nets"])]
+        #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(
+            std::iter::once("auto").chain(Kernels::ALL.map(Kernels::name))
+        ))]
         kernels: String,
         /// Print nothing but errors and the package's path.
         #[arg(long, short)]
@@ -773,13 +775,7 @@ fn main() -> ExitCode {
                     quiet,
                     resume,
                     room,
-                    kernels: match kernels.as_str() {
-                        "model" => Some(Kernels::Model),
-                        "triton" => Some(Kernels::Triton),
-                        "triton-tf32x3" => Some(Kernels::TritonTf32x3),
-                        "triton-nets" => Some(Kernels::TritonNets),
-                        _ => None,
-                    },
+                    kernels: Kernels::from_name(&kernels),
                 };
                 let done = compile(&c, &options)?;
                 if quiet {
