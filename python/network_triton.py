@@ -12,7 +12,8 @@ CELU and its backward as separate passes over the activations. Hopper's
 TF32 tensor-core instruction (wgmma) takes only operands contiguous along
 the summed dimension, so the activations here are atom-major ([rows, atoms,
 features], features contiguous), where the file's are feature-major; a
-kernel reading them along the atoms ran 2-3x slower (benches/network_tiles.py).
+kernel reading them along the atoms ran 1.5-3.4x slower (the first kernel of this
+kind, benches/results/pt2_nets_NVIDIA-H100_2026-12-06/call3_gemm_shapes).
 
     forward   H = celu(X W^T)        X [B, N, K] atom-major, W [B, M, K]
     backward  dX = (dH * celu'(H)) W  celu'(z) = 1 for z > 0, else h / alpha + 1
