@@ -22,6 +22,11 @@
 #            (same positions) and after 10 steps, and graphed against eager
 #            bit for bit (observables and DCD frames)
 #
+# BASE=PATH (optional): another build of the engine (e.g. the previous
+# commit's, under .cache/bin), benched on the same file and package right
+# after each bench row, then the row again (A, B, A: an A/B with the spread
+# of A beside it; names bench_base_* and bench_*_again).
+#
 #   OUT=/tmp/res ROWS="chignolin_extended:32 alanine_dipeptide:4096" \
 #     bash benches/gpu_pt2_pairs.sh target/release/mlff-md "" COMMIT
 # Carry the engine and models/ani1x_nl.pt. Results: $OUT/results.tgz.
@@ -34,7 +39,18 @@ sha256sum $MODEL > "$OUT/models.sha256"
 echo "$COMMIT" > "$OUT/commit.txt"
 export MLFF_MD_CACHE=/tmp/mlff_md_pt2_cache MLFF_MD_PYTHON=python3
 mkdir -p "$MLFF_MD_CACHE" /tmp/mlff_md_pt2_configs
-B="$BIN bench md --device cuda --warmup 10 --steps ${STEPS:-200} --model $MODEL"
+OPTS="bench md --device cuda --warmup 10 --steps ${STEPS:-200} --model $MODEL"
+B="$BIN $OPTS"
+[ -n "${BASE:-}" ] && BASE=$(cd "$CALLER_DIR" && realpath "$BASE")
+# bench NAME ARGS...: the row with this engine, and with BASE, if given,
+# then this engine again.
+bench() {
+  local name=$1; shift
+  t 90 "$name" $B "$@" --out "$OUT/$name"
+  [ -n "${BASE:-}" ] || return 0
+  t 90 "${name/bench_/bench_base_}" "$BASE" $OPTS "$@" --out "$OUT/${name/bench_/bench_base_}"
+  t 90 "${name}_again" $B "$@" --out "$OUT/${name}_again"
+}
 for spec in ${ROWS:-chignolin_extended:32 alanine_dipeptide:4096}; do
   IFS=: read -r name r room <<< "$spec"
   row=${name}_$r${room:+_room$room}
@@ -68,12 +84,12 @@ observables_interval = 10
 TOML
   # A row with room reuses its structure's file row, timed before it.
   if part bench && [ -z "$room" ]; then
-    t 90 "bench_file_$row" $B --structures "$pdb" --replicas "$r" --out "$OUT/bench_file_$row"
+    bench "bench_file_$row" --structures "$pdb" --replicas "$r"
   fi
   for k in ${KERNELS:-model}; do
     kr=$row; [ "$k" = model ] || kr=${row}_$k
     part compile && t 300 "compile_$kr" env ${INDUCTOR:+MLFF_MD_INDUCTOR_CONFIG="$INDUCTOR"} "$BIN" compile "$cfg" ${room:+--room "$room"} --kernels "$k"
-    part bench && t 90 "bench_pt2_$kr" $B --compiled --structures "$pdb" --replicas "$r" --out "$OUT/bench_pt2_$kr"
+    part bench && bench "bench_pt2_$kr" --compiled --structures "$pdb" --replicas "$r"
   done
 done
 ENGINE_ROWS=${ENGINE_ROWS:-${ROWS%% *}}

@@ -32,7 +32,10 @@
 //!   those beyond the cutoff unused ([`ListShape::whole_rows`]): then only
 //!   distances, mask and inner lists change from step to step, and a
 //!   graphed step, whose time such small kernels set, is a dozen calls
-//!   shorter;
+//!   shorter. Whole rows of equal members (one molecule × R) are an n × n
+//!   square per member: differences by broadcasting, kept for the pair
+//!   vectors, and forces by a column sum minus a row sum
+//!   ([`Pairs::differences`]), with no gathers over [N, K, 3];
 //! * cells: binning (an O(N) cell list). Periodic members bin their wrapped
 //!   fractional coordinates, with nb_k = floor(w_k / (1.1 cutoff)) bins (at least 1) along
 //!   lattice direction k (w_k the perpendicular width), so every image
@@ -246,6 +249,12 @@ struct Constants {
     /// reverse entry (N · K where the candidate is not real), the same at
     /// every update; an entry's neighbour is its candidate.
     whole: Option<Tensor>,
+    /// Dense grids whose members all have the grid's `atoms` atoms (one
+    /// molecule × R, the common case): with whole rows, a member's entries
+    /// are an n × n square, entry (i, j) seen from j is (j, i), and the
+    /// refine takes differences by broadcasting instead of gathers (see
+    /// [`Pairs::differences`]).
+    regular: bool,
 }
 
 /// The reverse entries of whole rows (see [`Constants::whole`]) from a
@@ -355,6 +364,7 @@ impl Constants {
             Grid::Cells { bins, .. } => bins,
             Grid::Dense { .. } => [1; 3],
         };
+        let mut regular = false;
         let dense = match shape.grid {
             Grid::Dense { atoms } => {
                 // Row i (member r, its atom a) sees the rows of member r:
@@ -371,6 +381,8 @@ impl Constants {
                 let inside = cols.lt_tensor(&counts.index_select(0, batch).unsqueeze(1));
                 let cand = (first.unsqueeze(1) + &cols).where_scalarother(&inside, n_rows - 1);
                 let valid = cols.ne_tensor(&local.unsqueeze(1)).logical_and(&inside);
+                // One host read, at allocation: whether any row is padded.
+                regular = n_rows > 0 && inside.all().int64_value(&[]) != 0;
                 Some((cand, valid, local))
             }
             Grid::Cells { .. } => None,
@@ -378,6 +390,7 @@ impl Constants {
         let whole = whole_row_reverse(shape, dense.as_ref());
         Constants {
             whole,
+            regular,
             bins: Tensor::from_slice(&bins).to_device(device),
             offsets: offsets(device),
             far: Tensor::from_slice(&[2.0 * shape.cutoffs[0], 0.0, 0.0]).to_device(device),
@@ -401,6 +414,14 @@ pub struct Pairs {
     /// [N, K] int64: flat index (row · K + entry) of the reverse entry, or
     /// N · K where unused.
     pub reverse: Tensor,
+    /// Whole rows of equal members (R members of n atoms, K = n): [N, K, 3]
+    /// float64 x_j − x_i for the positions the list was refined for, every
+    /// entry (unused ones too). The refine needs them for its distances
+    /// anyway; [`Pairs::vectors`] and [`Pairs::forces`] then take them and
+    /// the square's transpose instead of two gathers over [N, K, 3] each
+    /// (at alanine dipeptide × 4096 those passes were most of a step's
+    /// list and force assembly).
+    pub differences: Option<Tensor>,
     /// Per inner cutoff: [N, K_c] int64 entry indices into the row (0 where unused).
     pub inner_slots: Vec<Tensor>,
     /// Per inner cutoff: [N, K_c] bool.
@@ -412,9 +433,16 @@ pub struct Pairs {
 }
 
 impl Pairs {
-    /// Pair vectors x_j − x_i + shift, [N, K, 3] in the kind of `positions`;
-    /// unused entries get (2 cutoff, 0, 0).
-    pub fn vectors(&self, positions: &Tensor) -> Tensor {
+    /// Pair vectors x_j − x_i + shift, [N, K, 3], computed in the kind of
+    /// `positions` (the positions the list was refined for) and returned in
+    /// `kind`; unused entries get (2 cutoff, 0, 0).
+    pub fn vectors(&self, positions: &Tensor, kind: Kind) -> Tensor {
+        if let Some(d) = &self.differences {
+            // The same values (positions are float64 where the engine
+            // calls this): x_j − x_i in float64, rounded once to `kind`.
+            let far = self.far.to_kind(kind);
+            return d.to_kind(kind).where_self(&self.mask.unsqueeze(2), &far);
+        }
         let n = positions.size()[0];
         let k = self.neighbors.size()[1];
         let xj = positions
@@ -425,6 +453,7 @@ impl Pairs {
             v += s.to_kind(positions.kind());
         }
         v.where_self(&self.mask.unsqueeze(2), &self.far.to_kind(positions.kind()))
+            .to_kind(kind)
     }
 
     /// Forces from `h` = −dE/dv per entry ([N, K, 3]): with g = dE/dv,
@@ -435,6 +464,13 @@ impl Pairs {
         let h = h.where_self(&self.mask.unsqueeze(2), &self.zero);
         let n = h.size()[0];
         let k = h.size()[1];
+        if self.differences.is_some() {
+            // A square of whole rows: entry (i, j)'s reverse is (j, i), so
+            // F_i = Σ_j h_ji − Σ_j h_ij, a column sum minus a row sum.
+            let sq = h.view([n / k, k, k, 3]);
+            let f = sq.sum_dim_intlist(1, false, h.kind()) - sq.sum_dim_intlist(2, false, h.kind());
+            return f.view([n, 3]);
+        }
         let flat = with_padding_row(&h.reshape([n * k, 3]));
         let from_others = flat
             .index_select(0, &self.reverse.view([-1]))
@@ -1010,6 +1046,7 @@ impl NeighborList {
             shifts,
             mask: p.mask,
             reverse: p.reverse,
+            differences: None,
             inner_slots,
             inner_masks,
             far: self.consts.far.shallow_clone(),
@@ -1032,7 +1069,20 @@ impl NeighborList {
         let x = positions.to_kind(Kind::Double);
         let (n, k) = (reverse.size()[0], reverse.size()[1]);
         let c = self.candidates(&x, batch, boundary);
-        let (d2, mask) = self.within(&c, self.shape.cutoffs[0]);
+        let (d2, mask, differences) = if self.consts.regular {
+            // Equal members: row i of member r lists the member's atoms in
+            // order, so x_j − x_i is a broadcast of [R, n, 3] (no gather);
+            // the distances are those `within` computes, bit for bit.
+            let xr = x.view([n / k, k, 3]);
+            let d = (xr.unsqueeze(1) - xr.unsqueeze(2)).view([n, k, 3]);
+            let d2 = d.square().sum_dim_intlist(-1, false, Kind::Double);
+            let cutoff = self.shape.cutoffs[0];
+            let mask = d2.lt(cutoff * cutoff).logical_and(&c.valid);
+            (d2, mask, Some(d))
+        } else {
+            let (d2, mask) = self.within(&c, self.shape.cutoffs[0]);
+            (d2, mask, None)
+        };
         let (inner, inner_counts) = self.inner_lists(&d2, &mask);
         if !inner_counts.is_empty() {
             self.raise_seen(
@@ -1048,6 +1098,7 @@ impl NeighborList {
             shifts: None,
             reverse: reverse.where_self(&mask, &idx.scalar(n * k)),
             mask,
+            differences,
             inner_slots,
             inner_masks,
             far: self.consts.far.shallow_clone(),
@@ -1471,12 +1522,14 @@ impl NeighborList {
         for (ci, &cap) in self.shape.inner_capacities.iter().enumerate() {
             let rc = self.shape.cutoffs[ci + 1];
             let inside = d2.lt(rc * rc).logical_and(mask);
-            // Column (slot + 1) of each kept entry, spare column 0 for the others.
+            // Column (slot + 1) of each entry inside, spare column 0 for the
+            // others; entries past the capacity land in columns the narrow
+            // drops (the count says so), which costs fewer passes than
+            // masking them out.
             let running = inside.cumsum(1, Kind::Int64);
-            let keep = inside.logical_and(&running.le(cap));
-            let column = running.where_self(&keep, &idx.scalar(0));
+            let column = running.where_self(&inside, &idx.scalar(0));
             let entries = idx.get(k).unsqueeze(0).expand([n, k], false);
-            let slots = Tensor::zeros([n, cap + 1], opts_i)
+            let slots = Tensor::zeros([n, k.max(cap) + 1], opts_i)
                 .scatter_(1, &column, &entries)
                 .narrow(1, 1, cap)
                 .contiguous();

@@ -251,25 +251,30 @@ fn free_members_of_different_sizes_are_listed_densely() {
             inner_set(&pairs, &x, 0),
             brute_force(&x, &member, None, cutoffs[1])
         );
-        // Forces assembled through the reverse entries: with every entry's
-        // −dE/dv set to its own vector, atom i gets Σ_j 2 (x_i − x_j) over its
-        // pairs (its entries and their reverses).
-        let f = common::host(&pairs.forces(&pairs.vectors(&xt)));
-        let all = brute_force(&x, &member, None, cutoffs[0]);
-        for (i, xi) in x.iter().enumerate() {
-            let mut want = [0.0; 3];
-            for &(_, j, _) in all.iter().filter(|p| p.0 == i as i64) {
-                for k in 0..3 {
-                    want[k] += 2.0 * (xi[k] - x[j as usize][k]);
-                }
-            }
+        assert!(pairs.differences.is_none(), "padded rows take gathers");
+        forces_assemble_pairs(&pairs, &xt, &x, &member, cutoffs[0]);
+    }
+}
+
+/// Forces assembled through the reverse entries: with every entry's
+/// −dE/dv set to its own vector, atom i gets Σ_j 2 (x_i − x_j) over its
+/// pairs (its entries and their reverses).
+fn forces_assemble_pairs(pairs: &Pairs, xt: &Tensor, x: &[[f64; 3]], member: &[i64], cutoff: f64) {
+    let f = common::host(&pairs.forces(&pairs.vectors(xt, Kind::Double)));
+    let all = brute_force(x, member, None, cutoff);
+    for (i, xi) in x.iter().enumerate() {
+        let mut want = [0.0; 3];
+        for &(_, j, _) in all.iter().filter(|p| p.0 == i as i64) {
             for k in 0..3 {
-                assert!(
-                    (f[3 * i + k] - want[k]).abs() < 1e-9,
-                    "atom {i}: {:?} vs {want:?}",
-                    &f[3 * i..3 * i + 3]
-                );
+                want[k] += 2.0 * (xi[k] - x[j as usize][k]);
             }
+        }
+        for k in 0..3 {
+            assert!(
+                (f[3 * i + k] - want[k]).abs() < 1e-9,
+                "atom {i}: {:?} vs {want:?}",
+                &f[3 * i..3 * i + 3]
+            );
         }
     }
 }
@@ -301,6 +306,28 @@ fn equal_free_members_are_listed_densely_with_the_same_pairs() {
         let inner = brute_force(&x, &member, None, cutoffs[1]);
         assert_eq!(inner_set(&dp, &x, 0), inner);
         assert_eq!(inner_set(&cp, &x, 0), inner);
+        // Whole rows of equal members take their vectors and forces from
+        // the refine's differences and the square's transpose: the same
+        // vectors bit for bit as the gathers, and the same forces.
+        assert_eq!(dp.differences.is_some(), whole);
+        forces_assemble_pairs(&dp, &xt, &x, &member, cutoffs[0]);
+        if whole {
+            let mut gathered = dense.update(&xt, &bt, &Boundary::Free);
+            gathered.differences = None;
+            for kind in [Kind::Double, Kind::Float] {
+                let (v, w) = (dp.vectors(&xt, kind), gathered.vectors(&xt, kind));
+                assert!(v.equal(&w), "vectors in {kind:?}");
+            }
+            tch::manual_seed(3);
+            let h = Tensor::randn([48, 12, 3], (Kind::Double, Device::Cpu));
+            let (f, g) = (dp.forces(&h), gathered.forces(&h));
+            let scale = g.abs().max().double_value(&[]);
+            let diff = (&f - &g).abs().max().double_value(&[]);
+            assert!(
+                diff <= 1e-14 * scale,
+                "forces differ by {diff} (largest {scale})"
+            );
+        }
         // A list made from a stored shape (a checkpoint's) builds the same
         // entries, bit for bit.
         for list in [&dense, &cells] {

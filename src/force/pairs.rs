@@ -317,9 +317,7 @@ impl PairForces {
             &state.boundary(),
         );
         drop(list);
-        let vectors = pairs
-            .vectors(&state.positions.to_kind(Kind::Double))
-            .to_kind(self.model.dtype());
+        let vectors = pairs.vectors(&state.positions.to_kind(Kind::Double), self.model.dtype());
         let (energies, minus_grad) = self.model.energies_and_minus_grad(&PairInputs {
             atomic_numbers: &state.atomic_numbers,
             batch: &state.batch,
