@@ -504,6 +504,31 @@ fn first_slots(counts: &Tensor, slots: &Tensor) -> Tensor {
     slots.unsqueeze(0).lt_tensor(&counts.unsqueeze(1))
 }
 
+/// [N, W] int64 running count along each row of `mask` ([N, W] bool):
+/// entry c counts the row's true entries up to and including c.
+///
+/// PyTorch's scan along the innermost dimension costs about 3-6 ns per row
+/// on a GPU whatever the width up to a few hundred: 576 µs of a 0.77 ms
+/// list build at [90112, 22] (alanine dipeptide × 4096) on an H100. Its
+/// scan along the outer dimension (of the transpose: one thread per row,
+/// W dependent steps) took that list build to 0.23 ms, but is slower where
+/// rows are few for their width: 47 against 14 µs at [4480, 140]
+/// (chignolin × 32's candidates), 319 against 99 µs at [24000, 324], and a
+/// water box's list build (rows of 2,079 candidates) went from 11.5 to
+/// 13.1 ms (benches/list_build.py and pt2_square_rows_NVIDIA-H100_2026-12-06).
+/// So the transpose is taken only where rows outnumber 512 × W.
+fn running_count(mask: &Tensor) -> Tensor {
+    let (n, w) = (mask.size()[0], mask.size()[1]);
+    if n < 512 * w {
+        return mask.cumsum(1, Kind::Int64);
+    }
+    mask.tr()
+        .contiguous()
+        .cumsum(0, Kind::Int64)
+        .tr()
+        .contiguous()
+}
+
 /// Per-member minimum or maximum ("amin" / "amax") of each coordinate of
 /// `x` ([N, 3] float64; `batch` [N] the member of each row): [R, 3].
 /// (scatter_reduce: exact in any order, no host sync.)
@@ -1439,7 +1464,7 @@ impl NeighborList {
         // [N, C] running count of candidates within the cutoff: a kept
         // candidate's entry is its count − 1, and the last column counts
         // the row's candidates within the cutoff.
-        let running = within.cumsum(1, Kind::Int64);
+        let running = running_count(within);
         let found = if width > 0 {
             running.select(1, width - 1)
         } else {
@@ -1526,7 +1551,7 @@ impl NeighborList {
             // others; entries past the capacity land in columns the narrow
             // drops (the count says so), which costs fewer passes than
             // masking them out.
-            let running = inside.cumsum(1, Kind::Int64);
+            let running = running_count(&inside);
             let column = running.where_self(&inside, &idx.scalar(0));
             let entries = idx.get(k).unsqueeze(0).expand([n, k], false);
             let slots = Tensor::zeros([n, k.max(cap) + 1], opts_i)
@@ -1559,7 +1584,7 @@ struct Binning {
 mod tests {
     use tch::{Device, Kind, Tensor};
 
-    use super::{Grid, Indices, ListShape};
+    use super::{running_count, Grid, Indices, ListShape};
 
     fn shape() -> ListShape {
         ListShape {
@@ -1570,6 +1595,19 @@ mod tests {
             outer_capacity: 21,
             inner_capacities: vec![9],
             whole_rows: false,
+        }
+    }
+
+    /// Both ways of counting (many short rows by the transpose, others
+    /// along the rows) give the running count.
+    #[test]
+    fn running_counts_count_along_rows() {
+        tch::manual_seed(9);
+        for (n, w) in [(1100, 2), (10, 5), (600, 1), (3, 0)] {
+            let mask = Tensor::rand([n, w], (Kind::Float, Device::Cpu)).lt(0.4);
+            let want = mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64);
+            let got = running_count(&mask);
+            assert!(got.is_contiguous() && got.equal(&want), "[{n}, {w}]");
         }
     }
 
