@@ -131,7 +131,7 @@ def main():
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--scan", action="append", default=[], metavar="N:W")
-    ap.add_argument("--out")
+    ap.add_argument("--out", default="list_build.json", help="JSON of every figure (default %(default)s)")
     a = ap.parse_args()
     dev = torch.device(a.device)
     _, pos, _, _ = read_structure(a.structure)
@@ -162,16 +162,16 @@ def main():
                 row["graphed_ms"] = graphed_ms(lambda: count(mask, form), a.steps, a.repeats)
             out["scans"][f"{spec} {form}"] = row
             print("scan", spec, form, row)
-    if dev.type == "cuda":
-        for form in ("int64", "outer"):
-            out[f"profile_{form}"] = p = profile(
-                lambda: refine(x, cand, valid, reverse, a.inner_capacity, form), 10)
-            print(f"kernels of one refine, count {form}:")
-            for k in p["kernels"]:
-                print(f"{k['us']:9.2f} us  {k['name']}")
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump(out, f, indent=1)
+    profiles = ("int64", "outer") if dev.type == "cuda" else ()
+    for form in profiles:
+        out[f"profile_{form}"] = profile(
+            lambda: refine(x, cand, valid, reverse, a.inner_capacity, form), 10)
+    with open(a.out, "w") as f:
+        json.dump(out, f, indent=1)
+    for form in profiles:
+        print(f"kernels of one refine, count {form}:")
+        for k in out[f"profile_{form}"]["kernels"]:
+            print(f"{k['us']:9.2f} us  {k['name']}")
 
 
 if __name__ == "__main__":
