@@ -515,7 +515,7 @@ fn first_slots(counts: &Tensor, slots: &Tensor) -> Tensor {
 /// rows are few for their width: 47 against 14 µs at [4480, 140]
 /// (chignolin × 32's candidates), 319 against 99 µs at [24000, 324], and a
 /// water box's list build (rows of 2,079 candidates) went from 11.5 to
-/// 13.1 ms (benches/list_build.py and pt2_square_rows_NVIDIA-H100_2026-12-06).
+/// 13.1 ms (benches/list_build.py, benches/results/list_count_NVIDIA-H100_2026-12-06).
 /// So the transpose is taken only where rows outnumber 512 × W.
 fn running_count(mask: &Tensor) -> Tensor {
     let (n, w) = (mask.size()[0], mask.size()[1]);
