@@ -504,6 +504,18 @@ fn first_slots(counts: &Tensor, slots: &Tensor) -> Tensor {
     slots.unsqueeze(0).lt_tensor(&counts.unsqueeze(1))
 }
 
+/// Squared lengths of the differences `d` ([N, C, 3], or [N, 27, M, 3] by
+/// bin offset), as [N, C] float64, and whether each lies within `cutoff`
+/// and is `valid` ([N, C] bool).
+fn squared_within(d: &Tensor, valid: &Tensor, cutoff: f64) -> (Tensor, Tensor) {
+    let d2 = d
+        .square()
+        .sum_dim_intlist(-1, false, Kind::Double)
+        .view(valid.size().as_slice());
+    let within = d2.lt(cutoff * cutoff).logical_and(valid);
+    (d2, within)
+}
+
 /// [N, W] int64 running count along each row of `mask` ([N, W] bool):
 /// entry c counts the row's true entries up to and including c.
 ///
@@ -1100,9 +1112,7 @@ impl NeighborList {
             // the distances are those `within` computes, bit for bit.
             let xr = x.view([n / k, k, 3]);
             let d = (xr.unsqueeze(1) - xr.unsqueeze(2)).view([n, k, 3]);
-            let d2 = d.square().sum_dim_intlist(-1, false, Kind::Double);
-            let cutoff = self.shape.cutoffs[0];
-            let mask = d2.lt(cutoff * cutoff).logical_and(&c.valid);
+            let (d2, mask) = squared_within(&d, &c.valid, self.shape.cutoffs[0]);
             (d2, mask, Some(d))
         } else {
             let (d2, mask) = self.within(&c, self.shape.cutoffs[0]);
@@ -1445,12 +1455,7 @@ impl NeighborList {
             Geometry::Entries { shift } => xj.view([n, width, 3]) - c.xw.unsqueeze(1) + shift,
             Geometry::Plain => xj.view([n, width, 3]) - c.xw.unsqueeze(1),
         };
-        let d2 = d
-            .square()
-            .sum_dim_intlist(-1, false, Kind::Double)
-            .view([n, width]);
-        let within = d2.lt(cutoff * cutoff).logical_and(&c.valid);
-        (d2, within)
+        squared_within(&d, &c.valid, cutoff)
     }
 
     /// Keep the first `k` candidates within the cutoff of each row, in
